@@ -1,0 +1,27 @@
+//! keel's hardware layer: the only crate with `asm!`, MSRs, port I/O, descriptor
+//! tables, the APIC, ACPI access, and VMX and SVM.
+//!
+//! Everything here that can be a pure function is one (capability decoding, the AML
+//! `\_S5` scan) and is unit-tested on the host; the rest runs only on the target
+//! (`target_os = "none"`), and every `unsafe` block in it argues its case.
+#![cfg_attr(not(test), no_std)]
+
+pub mod acpi;
+pub mod apic;
+pub mod backtrace;
+pub mod boot;
+pub mod console;
+pub mod cpu;
+pub mod gdt;
+pub mod hvm;
+pub mod image;
+pub mod io;
+pub mod msr;
+pub mod paging;
+pub mod pic;
+pub mod power;
+pub mod svm;
+pub mod time;
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub mod traps;
+pub mod vmx;
