@@ -1,0 +1,382 @@
+//! keel's command line, in Xen's syntax (docs/misc/xen-command-line.pandoc).
+//!
+//! Options are separated by spaces; each is `name`, `no-name`, or `name=value`. As in
+//! Xen, `-` and `_` are the same in names. Unknown options are reported back to the
+//! caller (which warns and goes on: a typo must not stop a machine from booting), while
+//! a known option with a value keel cannot use is an error (the caller prints it and
+//! powers off cleanly: running with a console or log level the user did not ask for
+//! would hide what they wanted to see).
+//!
+//! Parsing allocates nothing: it runs before the heap exists.
+
+use core::fmt;
+
+/// Longest command line accepted (Xen's `COMMAND_LINE_SIZE` on x86 is 1024).
+pub const MAX_LEN: usize = 1024;
+
+/// Log levels, Xen's names (`loglvl=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    None,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    All,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "none" => LogLevel::None,
+            "error" => LogLevel::Error,
+            "warning" => LogLevel::Warning,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "all" => LogLevel::All,
+            _ => return None,
+        })
+    }
+}
+
+/// Parity, as in `com1=115200,8n1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Odd,
+    Even,
+    Mark,
+    Space,
+}
+
+/// COM1 settings (`com1=<baud>[/<clock>][,DPS[,<io-base>[,<irq>]]]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComConfig {
+    /// `None` is `auto`: keep what the firmware or boot loader programmed.
+    pub baud: Option<u32>,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+    pub io_base: u16,
+}
+
+impl Default for ComConfig {
+    fn default() -> Self {
+        ComConfig { baud: Some(115_200), data_bits: 8, parity: Parity::None, stop_bits: 1, io_base: 0x3F8 }
+    }
+}
+
+/// Where keel's console goes (`console=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    Com1,
+    /// `console=none`: keel prints nothing (errors still power off cleanly).
+    None,
+}
+
+/// Everything keel understands on its command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub console: Console,
+    pub com1: ComConfig,
+    pub loglvl: LogLevel,
+    pub guest_loglvl: LogLevel,
+    /// keel's own: QEMU isa-debug-exit port to report failures through (tests).
+    pub debug_exit: Option<u16>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            console: Console::Com1,
+            com1: ComConfig::default(),
+            loglvl: LogLevel::Info,
+            guest_loglvl: LogLevel::Info,
+            debug_exit: None,
+        }
+    }
+}
+
+/// A command line keel cannot use. The variant's doc is the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdlineError<'a> {
+    /// the command line is longer than 1024 bytes
+    TooLong(usize),
+    /// the command line has a byte that is not printable ASCII
+    BadByte { offset: usize, byte: u8 },
+    /// an option has an empty name
+    EmptyName(&'a str),
+    /// an option's value is not one keel understands
+    BadValue { option: &'a str, value: &'a str, expected: &'static str },
+    /// an option that takes a value was given none
+    MissingValue { option: &'a str, expected: &'static str },
+}
+
+impl fmt::Display for CmdlineError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::TooLong(n) => write!(f, "the command line is {n} bytes long; at most {MAX_LEN} are accepted"),
+            CmdlineError::BadByte { offset, byte } => {
+                write!(f, "byte {byte:#04x} at offset {offset} is not printable ASCII")
+            }
+            CmdlineError::EmptyName(word) => write!(f, "option '{word}' has an empty name"),
+            CmdlineError::BadValue { option, value, expected } => {
+                write!(f, "option '{option}': '{value}' is not {expected}")
+            }
+            CmdlineError::MissingValue { option, expected } => write!(f, "option '{option}' needs a value: {expected}"),
+        }
+    }
+}
+
+/// Names equal under Xen's rule that `-` and `_` are interchangeable.
+fn name_is(name: &str, want: &str) -> bool {
+    name.len() == want.len()
+        && name.bytes().zip(want.bytes()).all(|(a, b)| a == b || (a == b'-' && b == b'_') || (a == b'_' && b == b'-'))
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+const LOGLVL_EXPECTED: &str = "a log level (none, error, warning, info, debug, all), optionally /<level>";
+const COM_EXPECTED: &str = "<baud>|auto[/<clock>][,<data><parity><stop>[,<io-base>[,<irq>]]], e.g. 115200,8n1";
+const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
+const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
+
+fn parse_loglvl<'a>(option: &'a str, value: &'a str) -> Result<LogLevel, CmdlineError<'a>> {
+    let bad = CmdlineError::BadValue { option, value, expected: LOGLVL_EXPECTED };
+    // `<level>[/<rate-limited level>]`: keel does not rate-limit, so the second part
+    // is checked and then ignored.
+    let (level, limited) = match value.split_once('/') {
+        Some((l, r)) => (l, Some(r)),
+        None => (value, None),
+    };
+    if let Some(r) = limited {
+        LogLevel::parse(r).ok_or(bad)?;
+    }
+    LogLevel::parse(level).ok_or(bad)
+}
+
+fn parse_com<'a>(option: &'a str, value: &'a str) -> Result<ComConfig, CmdlineError<'a>> {
+    let bad = CmdlineError::BadValue { option, value, expected: COM_EXPECTED };
+    let mut cfg = ComConfig::default();
+    let mut parts = value.split(',');
+    let speed = parts.next().unwrap_or("");
+    let baud = speed.split_once('/').map_or(speed, |(b, _clock)| b);
+    cfg.baud = match baud {
+        "auto" => None,
+        b => match parse_u32(b) {
+            Some(n) if (50..=4_000_000).contains(&n) => Some(n),
+            _ => return Err(bad),
+        },
+    };
+    if let Some(dps) = parts.next().filter(|s| !s.is_empty()) {
+        let b = dps.as_bytes();
+        if b.len() != 3 {
+            return Err(bad);
+        }
+        cfg.data_bits = match b[0] {
+            d @ b'5'..=b'8' => d - b'0',
+            _ => return Err(bad),
+        };
+        cfg.parity = match b[1] {
+            b'n' => Parity::None,
+            b'o' => Parity::Odd,
+            b'e' => Parity::Even,
+            b'm' => Parity::Mark,
+            b's' => Parity::Space,
+            _ => return Err(bad),
+        };
+        cfg.stop_bits = match b[2] {
+            b'1' => 1,
+            b'2' => 2,
+            _ => return Err(bad),
+        };
+    }
+    if let Some(base) = parts.next().filter(|s| !s.is_empty()) {
+        cfg.io_base = match parse_u32(base) {
+            Some(p) if p > 0 && p <= 0xFFF8 => p as u16,
+            _ => return Err(bad),
+        };
+    }
+    if let Some(irq) = parts.next().filter(|s| !s.is_empty()) {
+        // keel's console is polled; the IRQ is checked for sanity and not used.
+        if !matches!(parse_u32(irq), Some(0..=15)) {
+            return Err(bad);
+        }
+    }
+    if parts.next().is_some() {
+        return Err(bad);
+    }
+    Ok(cfg)
+}
+
+fn parse_console<'a>(option: &'a str, value: &'a str) -> Result<Console, CmdlineError<'a>> {
+    let mut console = Console::None;
+    for item in value.split(',') {
+        match item {
+            "com1" => console = Console::Com1,
+            "none" => {}
+            _ => return Err(CmdlineError::BadValue { option, value, expected: CONSOLE_EXPECTED }),
+        }
+    }
+    Ok(console)
+}
+
+fn value_of<'a>(option: &'a str, value: Option<&'a str>, expected: &'static str) -> Result<&'a str, CmdlineError<'a>> {
+    value.filter(|v| !v.is_empty()).ok_or(CmdlineError::MissingValue { option, expected })
+}
+
+/// Parses `line`. Each option keel does not know is passed to `unknown`, in order.
+pub fn parse<'a>(line: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Options, CmdlineError<'a>> {
+    if line.len() > MAX_LEN {
+        return Err(CmdlineError::TooLong(line.len()));
+    }
+    if let Some((offset, &byte)) = line.as_bytes().iter().enumerate().find(|(_, b)| !(b' '..=b'~').contains(*b) && **b != b'\t') {
+        return Err(CmdlineError::BadByte { offset, byte });
+    }
+    let mut opts = Options::default();
+    for word in line.split([' ', '\t']).filter(|w| !w.is_empty()) {
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (word, None),
+        };
+        if name.is_empty() {
+            return Err(CmdlineError::EmptyName(word));
+        }
+        if name_is(name, "loglvl") {
+            opts.loglvl = parse_loglvl(word, value_of(word, value, LOGLVL_EXPECTED)?)?;
+        } else if name_is(name, "guest_loglvl") {
+            opts.guest_loglvl = parse_loglvl(word, value_of(word, value, LOGLVL_EXPECTED)?)?;
+        } else if name_is(name, "com1") {
+            opts.com1 = parse_com(word, value_of(word, value, COM_EXPECTED)?)?;
+        } else if name_is(name, "console") {
+            opts.console = parse_console(word, value_of(word, value, CONSOLE_EXPECTED)?)?;
+        } else if name_is(name, "debug_exit") {
+            let v = value_of(word, value, PORT_EXPECTED)?;
+            opts.debug_exit = match parse_u32(v) {
+                Some(p) if p > 0 && p <= 0xFFFF => Some(p as u16),
+                _ => return Err(CmdlineError::BadValue { option: word, value: v, expected: PORT_EXPECTED }),
+            };
+        } else {
+            unknown(word);
+        }
+    }
+    Ok(opts)
+}
+
+/// Drops the first word of `s` (and the blanks after it): multiboot v1 loaders such
+/// as QEMU put the image's file name first on keel's command line, and module strings
+/// start with the module's name (Xen's `cmdline_cook`).
+pub fn skip_first_word(s: &str) -> &str {
+    let s = s.trim_start_matches([' ', '\t']);
+    match s.find([' ', '\t']) {
+        Some(i) => s[i..].trim_start_matches([' ', '\t']),
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(line: &str) -> (Options, Vec<String>) {
+        let mut unknown = Vec::new();
+        let opts = parse(line, |w| unknown.push(w.to_string())).expect("parses");
+        (opts, unknown)
+    }
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        assert_eq!(parse_ok(""), (Options::default(), vec![]));
+        assert_eq!(parse_ok("   \t  "), (Options::default(), vec![]));
+    }
+
+    #[test]
+    fn the_test_harness_line() {
+        let (o, u) = parse_ok("console=com1 com1=115200,8n1 loglvl=all debug-exit=0xf4");
+        assert!(u.is_empty());
+        assert_eq!(o.console, Console::Com1);
+        assert_eq!(o.com1, ComConfig::default());
+        assert_eq!(o.loglvl, LogLevel::All);
+        assert_eq!(o.debug_exit, Some(0xF4));
+    }
+
+    #[test]
+    fn dash_and_underscore_are_the_same() {
+        assert_eq!(parse_ok("guest-loglvl=debug").0.guest_loglvl, LogLevel::Debug);
+        assert_eq!(parse_ok("debug_exit=244").0.debug_exit, Some(244));
+    }
+
+    #[test]
+    fn com1_variants() {
+        let c = parse_ok("com1=9600,7e2,0x2f8,3").0.com1;
+        assert_eq!(c, ComConfig { baud: Some(9600), data_bits: 7, parity: Parity::Even, stop_bits: 2, io_base: 0x2F8 });
+        assert_eq!(parse_ok("com1=auto").0.com1.baud, None);
+        assert_eq!(parse_ok("com1=115200/1843200").0.com1.baud, Some(115_200));
+        assert_eq!(parse_ok("com1=57600,,0x3e8").0.com1.io_base, 0x3E8);
+    }
+
+    #[test]
+    fn loglvl_with_rate_limited_part() {
+        assert_eq!(parse_ok("loglvl=warning/all").0.loglvl, LogLevel::Warning);
+        assert!(parse("loglvl=warning/loud", |_| {}).is_err());
+    }
+
+    #[test]
+    fn unknown_options_are_reported_in_order_and_not_fatal() {
+        let (o, u) = parse_ok("bogus-option=1 loglvl=error noreboot x=");
+        assert_eq!(u, ["bogus-option=1", "noreboot", "x="]);
+        assert_eq!(o.loglvl, LogLevel::Error);
+    }
+
+    #[test]
+    fn malformed_known_options_are_errors() {
+        for (line, needle) in [
+            ("loglvl=shouting", "loglvl=shouting"),
+            ("loglvl", "needs a value"),
+            ("loglvl=", "needs a value"),
+            ("com1=fast", "com1=fast"),
+            ("com1=115200,9n1", "com1"),
+            ("com1=115200,8x1", "com1"),
+            ("com1=115200,8n1,0x0", "com1"),
+            ("com1=115200,8n1,0x3f8,99", "com1"),
+            ("com1=115200,8n1,0x3f8,4,extra", "com1"),
+            ("com1=10", "com1"),
+            ("console=vga", "vga is not supported"),
+            ("debug-exit=0x10000", "debug-exit"),
+            ("debug-exit=port", "debug-exit"),
+            ("=5", "empty name"),
+        ] {
+            let err = parse(line, |_| {}).expect_err(line);
+            assert!(err.to_string().contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_and_lengths() {
+        assert_eq!(parse("a\u{1b}b", |_| {}), Err(CmdlineError::BadByte { offset: 1, byte: 0x1B }));
+        assert!(matches!(parse("loglvl=all\n", |_| {}), Err(CmdlineError::BadByte { offset: 10, .. })));
+        assert!(matches!(parse("é", |_| {}), Err(CmdlineError::BadByte { offset: 0, .. })));
+        let long = "x".repeat(MAX_LEN + 1);
+        assert_eq!(parse(&long, |_| {}), Err(CmdlineError::TooLong(MAX_LEN + 1)));
+        let ok = "x".repeat(MAX_LEN);
+        assert_eq!(parse_ok(&ok).1.len(), 1);
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        assert_eq!(parse_ok("loglvl=none loglvl=debug").0.loglvl, LogLevel::Debug);
+    }
+
+    #[test]
+    fn skip_first_word_cases() {
+        assert_eq!(skip_first_word("/boot/keel.elf console=com1"), "console=com1");
+        assert_eq!(skip_first_word("  dom0   root=/dev/xvda  "), "root=/dev/xvda  ");
+        assert_eq!(skip_first_word("dom0"), "");
+        assert_eq!(skip_first_word(""), "");
+    }
+}

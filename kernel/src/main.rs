@@ -1,0 +1,309 @@
+//! keel: the bare-metal binary. Boot, init order, glue and panic; the logic lives
+//! in the crates it calls (docs/architecture.md walks the path of control).
+//!
+//! Init order, and why:
+//! 1. console at defaults, GDT and IDT: from here on a fault is a readable report;
+//! 2. boot information and command line (pure parsing, no allocation);
+//! 3. memory map and frame allocator (the loader's data reserved first), keel's own
+//!    page tables, the heap;
+//! 4. ACPI (needs the heap): CPUs, APIC, PM timer and how to power off;
+//! 5. CPU and virtualization features, the LAPIC timer calibrated and proven;
+//! 6. act on what the user asked for (dom0), or say why not, and power off.
+//!
+//! Errors before step 4 cannot power off through ACPI; they are reported and keel
+//! halts (or, under test, exits through isa-debug-exit).
+#![no_std]
+#![no_main]
+
+mod logger;
+mod memory;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use keel_arch::console::{self, BaudRate, UartConfig};
+use keel_arch::cpu::{self, CpuInfo};
+use keel_arch::hvm::HvmSupport;
+use keel_arch::power::{self, ExitStatus};
+use keel_arch::{acpi, apic, gdt, image, pic, time, traps};
+use keel_kernel::bootinfo::{self, BootInfo, BootInfoError, Protocol};
+use keel_kernel::cmdline::{self, ComConfig, Console};
+use logger::say;
+
+extern crate alloc;
+
+// The subsystems that later issues fill in; linked now so the dependency direction
+// (kernel -> portable crates, never the reverse) holds from the start.
+use keel_evtchn as _;
+use keel_grant as _;
+use keel_hypercall as _;
+use keel_sched as _;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// How long the boot-time timer check waits for its interrupt.
+const TIMER_CHECK_US: u64 = 10_000;
+
+fn uart_config(c: &ComConfig, base: u16) -> UartConfig {
+    use keel_arch::console::{Parity as P, WordLength as W};
+    let baud = c.baud.or_else(|| console::firmware_baud(base)).unwrap_or(115_200);
+    UartConfig {
+        baud_rate: BaudRate::from_integer(baud),
+        data_bits: match c.data_bits {
+            5 => W::FiveBits,
+            6 => W::SixBits,
+            7 => W::SevenBits,
+            _ => W::EightBits,
+        },
+        extra_stop_bits: c.stop_bits == 2,
+        parity: match c.parity {
+            cmdline::Parity::None => P::Disabled,
+            cmdline::Parity::Odd => P::Odd,
+            cmdline::Parity::Even => P::Even,
+            cmdline::Parity::Mark => P::Forced1,
+            cmdline::Parity::Space => P::Forced0,
+        },
+        ..UartConfig::DEFAULT
+    }
+}
+
+/// A failure before ACPI is known: report, then stop as cleanly as keel can.
+fn early_failure(what: &str, why: &dyn core::fmt::Display) -> ! {
+    say!("Error: {what}: {why}");
+    power::power_off(ExitStatus::KeelFailure, what)
+}
+
+/// Reads the boot information the loader left at physical `info`.
+fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoError> {
+    let pa = u64::from(info);
+    let va = keel_mm::layout::DIRECTMAP_BASE + pa;
+    match magic {
+        bootinfo::MULTIBOOT2_MAGIC => {
+            // SAFETY: a multiboot2 loader left a valid information structure at `info`
+            // (below 4 GiB, so inside the boot direct map, and inside the final direct
+            // map because it is then reserved); nothing writes it afterwards. `load`
+            // validates its size and end tag.
+            let mbi = unsafe { multiboot2::BootInformation::load(va as *const multiboot2::BootInformationHeader) }
+                .map_err(|_| BootInfoError::BadMultiboot2)?;
+            // The structure lives for as long as keel runs.
+            let mbi: &'static multiboot2::BootInformation<'static> = alloc_free_leak(mbi);
+            bootinfo::from_multiboot2(mbi, pa)
+        }
+        bootinfo::MULTIBOOT1_MAGIC => bootinfo::from_multiboot1(pa, |pa, len| {
+            let end = pa.checked_add(len as u64)?;
+            (end <= 1 << 32).then(|| {
+                // SAFETY: [pa, end) is below 4 GiB, mapped by the boot direct map (and,
+                // once reserved, by keel's own); boot data is never written by keel.
+                unsafe { core::slice::from_raw_parts((keel_mm::layout::DIRECTMAP_BASE + pa) as *const u8, len) }
+            })
+        }),
+        other => Err(BootInfoError::BadMagic(other)),
+    }
+}
+
+/// Keeps the one `BootInformation` handle in a static, before the heap exists.
+fn alloc_free_leak(mbi: multiboot2::BootInformation<'static>) -> &'static multiboot2::BootInformation<'static> {
+    static SLOT: spin::Once<multiboot2::BootInformation<'static>> = spin::Once::new();
+    SLOT.call_once(|| mbi)
+}
+
+static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+
+fn timer_check_irq(_frame: &mut traps::TrapFrame) {
+    TIMER_FIRED.store(true, Ordering::Release);
+    apic::eoi();
+}
+
+/// Sets up the LAPIC, calibrates it and the TSC, and proves the timer interrupt
+/// arrives: arms a one-shot and waits for it with interrupts on.
+fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
+    pic::disable();
+    let mode = apic::init(cpu_info.x2apic, keel_arch::paging::FIXMAP_LAPIC);
+    let cal = time::calibrate(pm);
+    say!(
+        "Timer: TSC {} kHz, LAPIC timer {} kHz (measured against the {}), {:?}, TSC-deadline: {}",
+        cal.tsc_hz / 1000,
+        cal.lapic_hz / 1000,
+        cal.reference,
+        mode,
+        if cpu_info.tsc_deadline { "yes" } else { "no" }
+    );
+    traps::register_irq(traps::TIMER_VECTOR, timer_check_irq);
+    let start = cpu::rdtsc();
+    if cpu_info.tsc_deadline {
+        apic::timer_deadline(start + cal.tsc_hz * TIMER_CHECK_US / 1_000_000);
+    } else {
+        apic::timer_oneshot((cal.lapic_hz * TIMER_CHECK_US / 1_000_000).min(u64::from(u32::MAX)) as u32);
+    }
+    let limit = cal.tsc_hz.max(1); // one second
+    while !TIMER_FIRED.load(Ordering::Acquire) && cpu::rdtsc().wrapping_sub(start) < limit {
+        // Re-checked after every interrupt; the calibration-derived limit bounds the
+        // wait should the interrupt never come.
+        cpu::enable_interrupts_and_halt();
+    }
+    cpu::disable_interrupts();
+    let elapsed_us = cpu::rdtsc().wrapping_sub(start) * 1_000_000 / cal.tsc_hz.max(1);
+    apic::timer_stop();
+    if TIMER_FIRED.load(Ordering::Acquire) {
+        say!("Timer: LAPIC timer interrupt after {elapsed_us} us (asked for {TIMER_CHECK_US} us)");
+    } else {
+        log::error!("Timer: no LAPIC timer interrupt within {elapsed_us} us; keel's timer does not work here");
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
+    // 1. Somewhere to report to, and exceptions that report.
+    let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
+    gdt::init();
+    traps::init();
+
+    // 2. What the loader and the user said.
+    let boot = match read_boot_info(magic, info) {
+        Ok(b) => b,
+        Err(e) => early_failure("boot information", &e),
+    };
+    let mut unknown: [&str; 32] = [""; 32];
+    let mut unknown_count = 0;
+    let parsed = cmdline::parse(boot.cmdline, |w| {
+        if let Some(slot) = unknown.get_mut(unknown_count) {
+            *slot = w;
+        }
+        unknown_count += 1;
+    });
+    let opts = parsed.unwrap_or_default();
+    match opts.console {
+        Console::Com1 => {
+            if opts.com1 != ComConfig::default() {
+                if let Err(e) = console::init(opts.com1.io_base, uart_config(&opts.com1, opts.com1.io_base)) {
+                    say!("Warning: com1={:?} could not be used ({e:?}); keeping the default console", opts.com1);
+                    let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
+                }
+            }
+        }
+        Console::None => console::shutdown(),
+    }
+    logger::init(opts.loglvl);
+    power::set_debug_exit_port(opts.debug_exit);
+
+    say!("keel {VERSION} x86_64 hypervisor (Xen-compatible guest ABI)");
+    say!("Command line: {}", boot.cmdline);
+    match boot.protocol {
+        Protocol::Multiboot2 => say!("Boot: multiboot2 from {}", boot.loader),
+        Protocol::Multiboot1 => say!("Boot: multiboot (v1) from {}", boot.loader),
+    }
+    for w in &unknown[..unknown_count.min(unknown.len())] {
+        log::warn!("unknown command-line option '{w}' ignored");
+    }
+    if unknown_count > unknown.len() {
+        log::warn!("{} more unknown command-line options ignored", unknown_count - unknown.len());
+    }
+
+    // 3. Memory.
+    let img = image::layout();
+    let report = match memory::init(&boot, &img) {
+        Ok(r) => r,
+        Err(e) => early_failure("memory", &e),
+    };
+    let cpu_info = CpuInfo::detect();
+    let xapic = (!cpu_info.x2apic).then(apic::base_phys);
+    if let Err(e) = memory::switch_address_space(&img, cpu_info.nx, xapic) {
+        early_failure("page tables", &e);
+    }
+    if let Err(e) = memory::init_heap() {
+        early_failure("heap", &e);
+    }
+    say!(
+        "Memory: {} MiB usable, {} frames free (image at {:#x}..{:#x}, {} KiB)",
+        report.usable_bytes >> 20,
+        memory::free_frames(),
+        img.phys.0,
+        img.phys.1,
+        (img.phys.1 - img.phys.0) >> 10
+    );
+    log::debug!("Memory: {} frames free before keel's own page tables and heap", report.free_frames);
+
+    // 4. ACPI.
+    let platform = acpi::init(boot.rsdp);
+    let pm_timer = match &platform {
+        Ok(p) => {
+            say!("ACPI: RSDP at {:#x}", p.rsdp);
+            say!("ACPI: {} CPU(s), LAPIC at {:#x}, {} IOAPIC(s)", p.cpus, p.lapic_addr, p.ioapics);
+            match p.sleep {
+                Ok(s) => power::set_acpi_sleep(s),
+                Err(e) => log::warn!("ACPI: keel will not be able to power off: {e}"),
+            }
+            p.pm_timer
+        }
+        Err(e) => {
+            log::warn!("ACPI: {e}; keel will not be able to power off");
+            None
+        }
+    };
+
+    // 5. The CPU, virtualization, time.
+    say!(
+        "CPU: vendor {}, family {:#x} model {:#x} stepping {}, \"{}\"",
+        cpu_info.vendor_str(),
+        cpu_info.family,
+        cpu_info.model,
+        cpu_info.stepping,
+        cpu_info.brand_str()
+    );
+    let hvm = HvmSupport::detect(&cpu_info);
+    say!("HVM: {hvm}");
+    if !hvm.has_hap() {
+        log::warn!("HVM: no EPT/NPT: PVH and HVM guests will need shadow paging (not yet implemented)");
+    }
+    init_timer(&cpu_info, pm_timer);
+
+    // 6. What to run.
+    if let Err(e) = parsed {
+        say!("Error: command line: {e}");
+        power::power_off(ExitStatus::Clean, "the command line is malformed");
+    }
+    run_dom0(&boot)
+}
+
+/// Looks at module 0, dom0's kernel. Building domains arrives with issue #3; until
+/// then keel says what it found and powers off.
+fn run_dom0(boot: &BootInfo<'_>) -> ! {
+    let Some(m) = boot.modules().first() else {
+        say!("No dom0 kernel given (no multiboot module): nothing to run");
+        power::power_off(ExitStatus::Clean, "nothing to run");
+    };
+    let name = m.name();
+    let Some(bytes) = memory::module_bytes(m.start, m.len()) else {
+        say!("dom0: module 0 '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})", m.start, m.end);
+        power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+    };
+    match keel_kernel::image::inspect(bytes) {
+        Ok(k) => {
+            say!(
+                "dom0: module 0 '{name}': {:?} x86-64 kernel, {} bytes, entry {:#x}, {} loadable segment(s) at {:#x}..{:#x}, command line '{}'",
+                k.class,
+                bytes.len(),
+                k.entry,
+                k.load_segments,
+                k.paddr_range.0,
+                k.paddr_range.1,
+                m.cmdline()
+            );
+            say!("dom0: building domains is not implemented yet (PVH dom0 arrives with issue #3)");
+            power::power_off(ExitStatus::Clean, "dom0 cannot be built yet");
+        }
+        Err(e) => {
+            say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
+            power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    power::enter_fatal();
+    console::emergency_write_fmt(format_args!("(KEEL) FATAL: panic: {info}\n"));
+    let rbp: u64;
+    // SAFETY: reads RBP, the current frame pointer, for the stack walk.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    keel_arch::backtrace::print(0, rbp);
+    power::fatal_stop()
+}

@@ -1,0 +1,188 @@
+//! Memory bring-up glue: the memory map from the boot loader, the frame allocator,
+//! keel's own page tables, and the heap. The logic lives in `mm`; this file feeds it
+//! real memory and is the only place that turns physical addresses into references.
+//!
+//! Order matters: everything the boot loader placed in memory and keel's own image
+//! are reserved before the allocator exists, so no frame holding them is handed out.
+//!
+//! # Locking
+//! The frame allocator sits behind one spin lock (single CPU so far; never taken in
+//! interrupt context).
+
+use core::fmt;
+
+use keel_arch::image::ImageLayout;
+use keel_arch::paging::{DirectMapTables, FIXMAP_LAPIC};
+use keel_kernel::bootinfo::{BootInfo, MemKind, Occupant};
+use keel_mm::frame::{FrameAllocator, FrameError};
+use keel_mm::layout::directmap_va;
+use keel_mm::memmap::{MemMapError, MemoryMap, RegionKind};
+use keel_mm::paging::{MapError, PageSize, PageTableBuilder, PteFlags};
+use keel_mm::{Hpa, Mfn};
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+/// 4 GiB: what the boot page tables' direct map reaches.
+const LOW_4G: u64 = 1 << 32;
+/// keel's heap (metadata only: guests' memory never comes from it).
+const HEAP_BYTES: u64 = 8 << 20;
+
+static MEMMAP: Mutex<MemoryMap> = Mutex::new(MemoryMap::new());
+/// The frame allocator, once [`init`] has run.
+pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Why memory bring-up failed. The variant's doc is the message.
+#[derive(Debug)]
+pub enum MemoryError {
+    /// the memory map could not be built
+    Map(MemMapError),
+    /// no room below 4 GiB for the frame allocator's bitmap
+    NoRoomForBitmap,
+    /// the frame allocator could not be set up
+    Frames(FrameError),
+    /// keel's page tables could not be built
+    Paging(MapError),
+    /// not enough memory for keel's heap
+    NoHeap,
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryError::Map(e) => write!(f, "memory map: {e}"),
+            MemoryError::NoRoomForBitmap => f.write_str("no room below 4 GiB for the frame allocator's bitmap"),
+            MemoryError::Frames(e) => write!(f, "frame allocator: {e}"),
+            MemoryError::Paging(e) => write!(f, "page tables: {e}"),
+            MemoryError::NoHeap => f.write_str("not enough memory for keel's heap"),
+        }
+    }
+}
+
+/// What memory bring-up found, for the banner.
+pub struct MemoryReport {
+    pub usable_bytes: u64,
+    pub free_frames: u64,
+}
+
+fn region_kind(k: MemKind) -> RegionKind {
+    match k {
+        MemKind::Usable => RegionKind::Usable,
+        MemKind::Reserved => RegionKind::Reserved,
+        MemKind::AcpiReclaimable => RegionKind::AcpiReclaimable,
+        MemKind::AcpiNvs => RegionKind::AcpiNvs,
+        MemKind::Defective => RegionKind::Defective,
+    }
+}
+
+/// Builds the memory map and the frame allocator.
+pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, MemoryError> {
+    let mut map = MEMMAP.lock();
+    for r in boot.regions() {
+        map.add(r.start, r.len, region_kind(r.kind)).map_err(MemoryError::Map)?;
+    }
+    map.reserve(image.phys.0, image.phys.1 - image.phys.0, RegionKind::Kernel).map_err(MemoryError::Map)?;
+    for r in boot.reserved() {
+        let kind = match r.what {
+            Occupant::BootInfo => RegionKind::BootInfo,
+            Occupant::Module => RegionKind::Module,
+        };
+        map.reserve(r.start, r.end - r.start, kind).map_err(MemoryError::Map)?;
+    }
+    let words = FrameAllocator::storage_words_for(&map);
+    let bytes = (words as u64 * 8).next_multiple_of(4096);
+    let storage_pa = map.find_free(bytes, 4096, LOW_4G).ok_or(MemoryError::NoRoomForBitmap)?;
+    map.reserve(storage_pa.as_u64(), bytes, RegionKind::AllocatorMetadata).map_err(MemoryError::Map)?;
+    // SAFETY: [storage_pa, +bytes) is usable RAM below 4 GiB (so mapped by the boot
+    // direct map and by keel's own), now reserved as AllocatorMetadata so nothing else
+    // will ever own it; it lives for as long as keel runs.
+    let storage = unsafe { core::slice::from_raw_parts_mut(directmap_va(storage_pa) as *mut u64, words) };
+    let frames = FrameAllocator::new(&*map, storage).map_err(MemoryError::Frames)?;
+    let report = MemoryReport { usable_bytes: map.usable_bytes(), free_frames: frames.free_frames() };
+    *FRAMES.lock() = Some(frames);
+    Ok(report)
+}
+
+/// Builds keel's own address space and switches to it: the direct map of the low
+/// 4 GiB and of every range in the memory map above it (WB, NX), the image with
+/// per-section permissions (text RX, rodata R, data/bss RW) and an unmapped guard page
+/// below the boot stack, and the xAPIC page in the fixmap (UC) when `xapic_phys` is
+/// given. The identity map and the `.boot` section are left behind.
+pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u64>) -> Result<(), MemoryError> {
+    let map = MEMMAP.lock();
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut().ok_or(MemoryError::NoHeap)?;
+    let below_4g = Mfn::new(LOW_4G >> 12).ok_or(MemoryError::NoHeap)?;
+    // SAFETY: the frames come from the allocator (so are ours alone) and below 4 GiB
+    // (so reachable through the boot direct map while the tables are built, and
+    // through the new direct map after).
+    let tables = unsafe { DirectMapTables::new(|| frames.alloc_below(1, 1, below_4g).ok().map(|m| m.hpa())) };
+    let mut pt = PageTableBuilder::new(tables).map_err(MemoryError::Paging)?;
+    let nx_flag = if nx { PteFlags::NX } else { PteFlags::empty() };
+    let rw = PteFlags::WRITABLE | nx_flag;
+    let hpa = |a: u64| Hpa::new(a).ok_or(MemoryError::Paging(MapError::PhysOutOfRange));
+
+    pt.map_range(directmap_va(hpa(0)?), hpa(0)?, LOW_4G, rw, true).map_err(MemoryError::Paging)?;
+    for r in map.regions().iter().filter(|r| r.end > LOW_4G) {
+        let start = r.start.max(LOW_4G) & !0xFFF;
+        let end = r.end.next_multiple_of(4096);
+        pt.map_range(directmap_va(hpa(start)?), hpa(start)?, end - start, rw, true).map_err(MemoryError::Paging)?;
+    }
+
+    let to_phys = |va: u64| va - keel_mm::layout::IMAGE_VIRT_BASE;
+    let mut map_section = |(start, end): (u64, u64), flags: PteFlags| -> Result<(), MemoryError> {
+        if end > start {
+            pt.map_range(start, hpa(to_phys(start))?, end - start, flags, false).map_err(MemoryError::Paging)?;
+        }
+        Ok(())
+    };
+    map_section(image.text, PteFlags::empty())?;
+    map_section(image.rodata, nx_flag)?;
+    map_section(image.data, rw)?;
+    // .bss with a hole for the boot stack's guard page.
+    let guard_page = keel_arch::boot::boot_stack_guard();
+    map_section((image.bss.0, guard_page), rw)?;
+    map_section((guard_page + 4096, image.bss.1), rw)?;
+
+    if let Some(apic) = xapic_phys {
+        pt.map(FIXMAP_LAPIC, hpa(apic)?, PageSize::Size4K, rw | PteFlags::PCD | PteFlags::PWT)
+            .map_err(MemoryError::Paging)?;
+    }
+    let (root, _) = pt.into_inner();
+    // SAFETY: the new tables map keel's text, rodata, data and bss (with the stacks,
+    // the GDT, IDT and TSS), the direct map (the heap, the allocator bitmap, boot
+    // information and modules, ACPI tables) and the device pages keel uses; nothing
+    // keel touches from here on lives only in the identity map or `.boot`.
+    unsafe { keel_arch::paging::activate(root) };
+    Ok(())
+}
+
+/// Gives keel its heap, from the frame allocator.
+pub fn init_heap() -> Result<(), MemoryError> {
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut().ok_or(MemoryError::NoHeap)?;
+    let first = frames.alloc_contiguous(HEAP_BYTES / 4096, 1).map_err(|_| MemoryError::NoHeap)?;
+    // SAFETY: the frames were just allocated for the heap alone and are mapped by the
+    // direct map for as long as keel runs.
+    unsafe { HEAP.lock().init(directmap_va(first.hpa()) as *mut u8, HEAP_BYTES as usize) };
+    Ok(())
+}
+
+/// Free frames right now.
+pub fn free_frames() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+/// The bytes of a module, through the direct map; `None` if the loader's range is
+/// beyond what keel maps.
+pub fn module_bytes(start: u64, len: u64) -> Option<&'static [u8]> {
+    let end = start.checked_add(len)?;
+    let va = keel_mm::layout::try_directmap_va(Hpa::new(start)?)?;
+    keel_mm::layout::try_directmap_va(Hpa::new(end)?)?;
+    // SAFETY: modules are reserved in the memory map (never allocated or written) and
+    // every reserved range is covered by the direct map; the loader said the module
+    // has `len` bytes, and the range was checked to be inside the direct map.
+    Some(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
+}
