@@ -7,10 +7,14 @@
 
 const MAX_FRAMES: usize = 16;
 
-/// Prints `rip` and up to [`MAX_FRAMES`] return addresses found from `rbp`.
+/// Prints `rip` (unless 0: not known) and up to [`MAX_FRAMES`] return addresses
+/// found from `rbp`.
 pub fn print(rip: u64, rbp: u64) {
     let w = crate::console::emergency_write_fmt;
-    w(format_args!("(KEEL) FATAL: stack: {rip:#018x}"));
+    w(format_args!("(KEEL) FATAL: stack:"));
+    if rip != 0 {
+        w(format_args!(" {rip:#018x}"));
+    }
     let mut fp = rbp;
     for _ in 0..MAX_FRAMES {
         if fp == 0 || fp % 8 != 0 || !frame_readable(fp) {

@@ -19,6 +19,7 @@ pub const COM1_BASE: u16 = 0x3F8;
 
 struct Serial {
     uart: Uart16550<PioBackend>,
+    base: u16,
 }
 
 impl Serial {
@@ -77,7 +78,7 @@ pub fn init(base: u16, config: UartConfig) -> Result<(), ConsoleError> {
         uart_16550::InitError::DeviceNotPresent => ConsoleError::NotPresent,
         _ => ConsoleError::BadConfig,
     })?;
-    crate::cpu::without_interrupts(|| *CONSOLE.lock() = Some(Serial { uart }));
+    crate::cpu::without_interrupts(|| *CONSOLE.lock() = Some(Serial { uart, base }));
     Ok(())
 }
 
@@ -115,4 +116,25 @@ pub fn emergency_write_fmt(args: fmt::Arguments<'_>) {
 /// Turns the console off (`console=none`): later writes go nowhere.
 pub fn shutdown() {
     crate::cpu::without_interrupts(|| *CONSOLE.lock() = None);
+}
+
+/// Waits (boundedly) until the UART has sent every byte, transmitter shift register
+/// included (LSR bit 6, TEMT). Needed before power-off: emulators and real machines
+/// drop whatever is still in the FIFO when the power goes.
+pub fn flush() {
+    let base = match CONSOLE.try_lock() {
+        Some(guard) => match guard.as_ref() {
+            Some(serial) => serial.base,
+            None => return,
+        },
+        None => COM1_BASE,
+    };
+    for _ in 0..1_000_000 {
+        // SAFETY: reading the line status register of keel's own console UART has
+        // no side effect on transmission.
+        if unsafe { crate::io::inb(base + 5) } & 0x40 != 0 {
+            return;
+        }
+        crate::cpu::pause();
+    }
 }

@@ -20,6 +20,7 @@ pub mod msr;
 pub mod paging;
 pub mod pic;
 pub mod power;
+pub mod selftest;
 pub mod svm;
 pub mod time;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]

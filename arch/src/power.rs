@@ -58,6 +58,7 @@ pub fn set_acpi_sleep(s: AcpiSleep) {
 /// Powers the machine off. Prints the final `(KEEL) Powering off` line first.
 pub fn power_off(status: ExitStatus, why: &str) -> ! {
     crate::console::emergency_write_fmt(format_args!("(KEEL) Powering off: {why}\n"));
+    crate::console::flush();
     crate::cpu::disable_interrupts();
     let port = DEBUG_EXIT_PORT.load(Ordering::Relaxed);
     if let (Some(code), true) = (status.debug_exit_code(), port != 0) {

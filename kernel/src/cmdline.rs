@@ -83,6 +83,17 @@ pub struct Options {
     pub guest_loglvl: LogLevel,
     /// keel's own: QEMU isa-debug-exit port to report failures through (tests).
     pub debug_exit: Option<u16>,
+    /// keel's own: crash on purpose once booted, to test the fatal path.
+    pub debug_crash: Option<CrashKind>,
+}
+
+/// What `debug-crash=` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashKind {
+    PageFault,
+    InvalidOpcode,
+    StackOverflow,
+    Panic,
 }
 
 impl Default for Options {
@@ -93,6 +104,7 @@ impl Default for Options {
             loglvl: LogLevel::Info,
             guest_loglvl: LogLevel::Info,
             debug_exit: None,
+            debug_crash: None,
         }
     }
 }
@@ -145,6 +157,7 @@ const LOGLVL_EXPECTED: &str = "a log level (none, error, warning, info, debug, a
 const COM_EXPECTED: &str = "<baud>|auto[/<clock>][,<data><parity><stop>[,<io-base>[,<irq>]]], e.g. 115200,8n1";
 const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
+const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 
 fn parse_loglvl<'a>(option: &'a str, value: &'a str) -> Result<LogLevel, CmdlineError<'a>> {
     let bad = CmdlineError::BadValue { option, value, expected: LOGLVL_EXPECTED };
@@ -261,6 +274,15 @@ pub fn parse<'a>(line: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Opti
                 Some(p) if p > 0 && p <= 0xFFFF => Some(p as u16),
                 _ => return Err(CmdlineError::BadValue { option: word, value: v, expected: PORT_EXPECTED }),
             };
+        } else if name_is(name, "debug_crash") {
+            let v = value_of(word, value, CRASH_EXPECTED)?;
+            opts.debug_crash = Some(match v {
+                "page-fault" => CrashKind::PageFault,
+                "invalid-opcode" => CrashKind::InvalidOpcode,
+                "stack-overflow" => CrashKind::StackOverflow,
+                "panic" => CrashKind::Panic,
+                _ => return Err(CmdlineError::BadValue { option: word, value: v, expected: CRASH_EXPECTED }),
+            });
         } else {
             unknown(word);
         }
@@ -309,6 +331,7 @@ mod tests {
     fn dash_and_underscore_are_the_same() {
         assert_eq!(parse_ok("guest-loglvl=debug").0.guest_loglvl, LogLevel::Debug);
         assert_eq!(parse_ok("debug_exit=244").0.debug_exit, Some(244));
+        assert_eq!(parse_ok("debug_crash=stack-overflow").0.debug_crash, Some(CrashKind::StackOverflow));
     }
 
     #[test]
@@ -349,6 +372,7 @@ mod tests {
             ("console=vga", "vga is not supported"),
             ("debug-exit=0x10000", "debug-exit"),
             ("debug-exit=port", "debug-exit"),
+            ("debug-crash=boom", "debug-crash=boom"),
             ("=5", "empty name"),
         ] {
             let err = parse(line, |_| {}).expect_err(line);

@@ -256,6 +256,16 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     init_timer(&cpu_info, pm_timer);
 
     // 6. What to run.
+    if let Some(kind) = opts.debug_crash {
+        use keel_arch::selftest::Crash;
+        log::warn!("debug-crash={kind:?}: crashing keel on purpose");
+        keel_arch::selftest::crash(match kind {
+            cmdline::CrashKind::PageFault => Crash::PageFault,
+            cmdline::CrashKind::InvalidOpcode => Crash::InvalidOpcode,
+            cmdline::CrashKind::StackOverflow => Crash::StackOverflow,
+            cmdline::CrashKind::Panic => Crash::Panic,
+        });
+    }
     if let Err(e) = parsed {
         say!("Error: command line: {e}");
         power::power_off(ExitStatus::Clean, "the command line is malformed");
@@ -300,7 +310,15 @@ fn run_dom0(boot: &BootInfo<'_>) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     power::enter_fatal();
-    console::emergency_write_fmt(format_args!("(KEEL) FATAL: panic: {info}\n"));
+    match info.location() {
+        Some(l) => console::emergency_write_fmt(format_args!(
+            "(KEEL) FATAL: panic at {}:{}: {}\n",
+            l.file(),
+            l.line(),
+            info.message()
+        )),
+        None => console::emergency_write_fmt(format_args!("(KEEL) FATAL: panic: {}\n", info.message())),
+    }
     let rbp: u64;
     // SAFETY: reads RBP, the current frame pointer, for the stack walk.
     unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
