@@ -1,0 +1,550 @@
+//! Booting keel once: [`Boot`] describes the boot, [`RunResult`] is what came out.
+//!
+//! A boot gets its own work directory (see [`crate::workdir`]) holding everything it
+//! made and everything the emulator wrote: `keel.iso`, `bochsrc`, `serial.log`,
+//! `bochs.log`, `emulator.out` (the emulator's own stdout and stderr) and
+//! `command.txt` (the command line, to rerun it by hand).
+//!
+//! The emulator runs with its serial port going to a file, which the harness tails
+//! while waiting (to show it live, for `cargo xtask run`) and reads once more after
+//! the process is gone: output is never lost to a kill or a pipe buffer. Every run is
+//! bounded by a timeout, after which the emulator is killed (it spawns no children,
+//! so killing its pid stops it).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use crate::bochs::{self, BOCHS};
+use crate::iso::{self, Module};
+use crate::outcome::{self, Outcome};
+use crate::qemu::{self, QEMU, QemuBoot};
+use crate::serial::{self, LineSplitter};
+use crate::{Backend, HarnessError, workdir};
+
+/// How long a QEMU boot may take by default (a healthy one takes a few seconds).
+pub const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a Bochs boot may take by default (a healthy one takes 5-20 s).
+pub const BOCHS_TIMEOUT: Duration = Duration::from_secs(150);
+
+const SERIAL_FILE: &str = "serial.log";
+const BOCHS_LOG: &str = "bochs.log";
+const ISO_FILE: &str = "keel.iso";
+const POLL: Duration = Duration::from_millis(20);
+
+/// Who loads keel into memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader {
+    /// GRUB from an ISO, multiboot2: what real machines do. Every backend.
+    Grub,
+    /// QEMU's `-kernel` multiboot (v1) loader. QEMU backends only.
+    QemuDirect,
+}
+
+/// One boot of keel, described builder-style.
+///
+/// ```no_run
+/// use keel_tests::{Backend, Boot};
+/// let run = Boot::new("banner", Backend::QemuSvm).run();
+/// run.assert_line(r"^\(KEEL\) keel \d+\.\d+\.\d+ ");
+/// run.assert_powered_off_cleanly();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Boot {
+    name: String,
+    backend: Backend,
+    loader: Loader,
+    elf: Option<PathBuf>,
+    cmdline: String,
+    modules: Vec<Module>,
+    timeout: Duration,
+}
+
+impl Boot {
+    /// A GRUB boot of keel (`$KEEL_ELF` or `target/keel/keel.elf`) on `backend` with
+    /// [`crate::default_cmdline`], no modules and the backend's default timeout.
+    /// `name` names the work directory (use the test's name).
+    pub fn new(name: &str, backend: Backend) -> Boot {
+        Boot {
+            name: name.to_string(),
+            backend,
+            loader: Loader::Grub,
+            elf: None,
+            cmdline: crate::default_cmdline(backend),
+            modules: Vec::new(),
+            timeout: if backend.is_qemu() {
+                QEMU_TIMEOUT
+            } else {
+                BOCHS_TIMEOUT
+            },
+        }
+    }
+
+    /// Uses `loader` instead of GRUB.
+    pub fn loader(mut self, loader: Loader) -> Boot {
+        self.loader = loader;
+        self
+    }
+
+    /// Boots this ELF instead of the default one.
+    pub fn elf(mut self, path: impl Into<PathBuf>) -> Boot {
+        self.elf = Some(path.into());
+        self
+    }
+
+    /// Replaces keel's whole command line.
+    pub fn cmdline(mut self, cmdline: &str) -> Boot {
+        self.cmdline = cmdline.to_string();
+        self
+    }
+
+    /// Appends options to keel's command line.
+    pub fn extra_cmdline(mut self, extra: &str) -> Boot {
+        self.cmdline = crate::join_cmdline(&self.cmdline, extra);
+        self
+    }
+
+    /// Adds a multiboot module (module 0 is the first one added).
+    pub fn module(mut self, path: impl Into<PathBuf>, args: &str) -> Boot {
+        self.modules.push(Module::new(path, args));
+        self
+    }
+
+    /// Adds several modules.
+    pub fn modules(mut self, modules: impl IntoIterator<Item = Module>) -> Boot {
+        self.modules.extend(modules);
+        self
+    }
+
+    /// Sets the time limit for the emulator (not counting building the ISO).
+    pub fn timeout(mut self, timeout: Duration) -> Boot {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The backend this boot runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// keel's command line as it will be passed.
+    pub fn keel_cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Boots, for tests: panics with a clear message if the harness itself fails
+    /// (missing keel.elf or tools, I/O errors). keel misbehaving is not a panic here:
+    /// check the returned [`RunResult`].
+    pub fn run(&self) -> RunResult {
+        self.try_run(None)
+            .unwrap_or_else(|e| panic!("cannot boot keel ({} on {}): {e}", self.name, self.backend))
+    }
+
+    /// Boots, calling `on_serial` with each line of serial output as it arrives.
+    pub fn try_run(
+        &self,
+        on_serial: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<RunResult, HarnessError> {
+        let elf = match &self.elf {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => return Err(HarnessError::KeelElfMissing(p.clone())),
+            None => crate::try_keel_elf()?,
+        };
+        // QEMU runs in the work directory; give it an absolute ELF path.
+        let elf = std::fs::canonicalize(&elf)
+            .map_err(HarnessError::io(format!("resolving {}", elf.display())))?;
+        if self.loader == Loader::QemuDirect && !self.backend.is_qemu() {
+            return Err(HarnessError::DirectBootUnsupported(self.backend));
+        }
+        let work = workdir::create(&format!("{}-{}", self.name, self.backend))?;
+
+        let mut cmd =
+            match (self.backend, self.loader) {
+                (Backend::QemuSvm, Loader::Grub) => {
+                    iso::build_iso(&work, &elf, &self.cmdline, &self.modules)?;
+                    let mut cmd = Command::new(QEMU);
+                    cmd.args(qemu::qemu_args(&QemuBoot::Iso(ISO_FILE), SERIAL_FILE)?);
+                    cmd
+                }
+                (Backend::QemuSvm, Loader::QemuDirect) => {
+                    let names = iso::module_names(&self.modules);
+                    for (m, name) in self.modules.iter().zip(&names) {
+                        std::fs::copy(&m.path, work.join(name)).map_err(HarnessError::io(
+                            format!("copying module {} to {}", m.path.display(), work.display()),
+                        ))?;
+                    }
+                    let pairs: Vec<(String, String)> = names
+                        .into_iter()
+                        .zip(self.modules.iter().map(|m| m.args.clone()))
+                        .collect();
+                    let boot = QemuBoot::Direct {
+                        elf: &elf,
+                        cmdline: &self.cmdline,
+                        modules: &pairs,
+                    };
+                    let mut cmd = Command::new(QEMU);
+                    cmd.args(qemu::qemu_args(&boot, SERIAL_FILE)?);
+                    cmd
+                }
+                (Backend::BochsVmx | Backend::BochsSvm, _) => {
+                    iso::build_iso(&work, &elf, &self.cmdline, &self.modules)?;
+                    // Every Bochs backend names its CPU model; the fallback is never used.
+                    let model = self.backend.bochs_cpu_model().unwrap_or("corei7_skylake_x");
+                    write(
+                        &work.join("bochsrc"),
+                        &bochs::bochsrc(model, ISO_FILE, SERIAL_FILE, BOCHS_LOG),
+                    )?;
+                    write(&work.join("bochs.rc"), bochs::BOCHS_RC)?;
+                    let mut cmd = Command::new(BOCHS);
+                    cmd.args(["-q", "-f", "bochsrc", "-rc", "bochs.rc"]);
+                    cmd
+                }
+            };
+        write(
+            &work.join("command.txt"),
+            &format!("cd {} && {:?}\n", work.display(), cmd),
+        )?;
+
+        let package = if self.backend.is_qemu() {
+            "qemu-system-x86"
+        } else {
+            "bochs"
+        };
+        let program = if self.backend.is_qemu() { QEMU } else { BOCHS };
+        let out_path = work.join("emulator.out");
+        let out = File::create(&out_path)
+            .map_err(HarnessError::io(format!("creating {}", out_path.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(HarnessError::io("duplicating a file handle"))?;
+        cmd.current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+
+        let start = Instant::now();
+        let child = cmd.spawn().map_err(|source| HarnessError::Spawn {
+            program: program.to_string(),
+            package,
+            source,
+        })?;
+        let (exit_code, timed_out, raw) =
+            supervise(child, &work.join(SERIAL_FILE), self.timeout, on_serial)?;
+        Ok(RunResult {
+            backend: self.backend,
+            loader: self.loader,
+            serial: serial::clean(&raw),
+            exit_code,
+            timed_out,
+            elapsed: start.elapsed(),
+            timeout: self.timeout,
+            work_dir: work.clone(),
+            bochs_log: self.backend.is_bochs().then(|| work.join(BOCHS_LOG)),
+        })
+    }
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
+    std::fs::write(path, contents).map_err(HarnessError::io(format!("writing {}", path.display())))
+}
+
+/// Waits for `child` (killing it after `timeout`) while tailing `serial_path`.
+/// Returns its exit code (`None` if killed by a signal), whether it timed out, and
+/// all serial bytes.
+fn supervise(
+    mut child: Child,
+    serial_path: &Path,
+    timeout: Duration,
+    mut on_serial: Option<&mut dyn FnMut(&str)>,
+) -> Result<(Option<i32>, bool, Vec<u8>), HarnessError> {
+    let start = Instant::now();
+    let mut raw = Vec::new();
+    let mut serial_file: Option<File> = None;
+    let mut splitter = LineSplitter::default();
+    let mut timed_out = false;
+
+    let mut pump = |raw: &mut Vec<u8>,
+                    serial_file: &mut Option<File>,
+                    on_serial: &mut Option<&mut dyn FnMut(&str)>| {
+        if serial_file.is_none() {
+            // The emulator creates the file when it starts; until then there is nothing.
+            *serial_file = File::open(serial_path).ok();
+        }
+        if let Some(f) = serial_file {
+            let before = raw.len();
+            // A read error mid-run is retried on the next poll; the final read reports it.
+            let _ = f.read_to_end(raw);
+            if let Some(sink) = on_serial.as_deref_mut() {
+                splitter.push(&raw[before..], sink);
+            }
+        }
+    };
+
+    let status = loop {
+        pump(&mut raw, &mut serial_file, &mut on_serial);
+        match child
+            .try_wait()
+            .map_err(HarnessError::io("waiting for the emulator"))?
+        {
+            Some(status) => break status,
+            None if start.elapsed() >= timeout => {
+                timed_out = true;
+                // kill() fails only if the process already exited; wait() reaps it either way.
+                let _ = child.kill();
+                break child
+                    .wait()
+                    .map_err(HarnessError::io("waiting for the killed emulator"))?;
+            }
+            None => std::thread::sleep(POLL),
+        }
+    };
+    pump(&mut raw, &mut serial_file, &mut on_serial);
+    if let Some(sink) = on_serial {
+        splitter.finish(sink);
+    }
+    if serial_file.is_none() && serial_path.exists() {
+        raw = std::fs::read(serial_path).map_err(HarnessError::io(format!(
+            "reading {}",
+            serial_path.display()
+        )))?;
+    }
+    Ok((status.code(), timed_out, raw))
+}
+
+/// What one boot produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// The backend it ran on.
+    pub backend: Backend,
+    /// Who loaded keel.
+    pub loader: Loader,
+    /// Everything on COM1, `\r` and terminal escape sequences removed
+    /// (see [`crate::serial`]).
+    pub serial: String,
+    /// The emulator's exit status; `None` if it was killed (e.g. on timeout).
+    pub exit_code: Option<i32>,
+    /// Whether the run hit its time limit.
+    pub timed_out: bool,
+    /// Wall time from starting the emulator to its exit.
+    pub elapsed: Duration,
+    /// The time limit it ran under.
+    pub timeout: Duration,
+    /// The boot's work directory (ISO, logs, command line).
+    pub work_dir: PathBuf,
+    /// Bochs's own log, for Bochs runs.
+    pub bochs_log: Option<PathBuf>,
+}
+
+fn compile(re: &str) -> Regex {
+    Regex::new(re).unwrap_or_else(|e| panic!("bad regular expression in a test: {re:?}: {e}"))
+}
+
+impl RunResult {
+    /// How the run ended.
+    pub fn outcome(&self) -> Outcome {
+        outcome::judge(self.backend, self.exit_code, self.timed_out, &self.serial)
+    }
+
+    /// Whether keel powered the machine off cleanly (see [`crate::outcome`]).
+    pub fn powered_off_cleanly(&self) -> bool {
+        self.outcome().is_clean()
+    }
+
+    /// Serial lines matching `re` (matched per line, so `^` and `$` anchor to lines).
+    pub fn lines_matching(&self, re: &str) -> Vec<&str> {
+        let re = compile(re);
+        self.serial.lines().filter(|l| re.is_match(l)).collect()
+    }
+
+    /// The capture groups of the first line matching `re`, if any.
+    pub fn first_match(&self, re: &str) -> Option<regex::Captures<'_>> {
+        let re = compile(re);
+        self.serial.lines().find_map(|l| re.captures(l))
+    }
+
+    /// Panics (with the whole serial log) unless some line matches `re`; returns the
+    /// first matching line's captures.
+    #[track_caller]
+    pub fn assert_line(&self, re: &str) -> regex::Captures<'_> {
+        match self.first_match(re) {
+            Some(caps) => caps,
+            None => panic!("no serial line matches {re:?}\n{}", self.report()),
+        }
+    }
+
+    /// Panics (with the whole serial log) if any line matches `re`.
+    #[track_caller]
+    pub fn assert_no_line(&self, re: &str) {
+        let hits = self.lines_matching(re);
+        if !hits.is_empty() {
+            panic!(
+                "serial line(s) match {re:?} but should not: {hits:?}\n{}",
+                self.report()
+            );
+        }
+    }
+
+    /// Panics (with the whole serial log) unless keel powered off cleanly.
+    #[track_caller]
+    pub fn assert_powered_off_cleanly(&self) {
+        let outcome = self.outcome();
+        if !outcome.is_clean() {
+            panic!(
+                "expected a clean power-off, got: {outcome}\n{}",
+                self.report()
+            );
+        }
+    }
+
+    /// A human-readable account of the run: how it ended, where its files are, and
+    /// the whole serial log.
+    pub fn report(&self) -> String {
+        let mut r = String::new();
+        let _ = writeln!(
+            r,
+            "---- keel on {} ({:?} loader) ----",
+            self.backend, self.loader
+        );
+        let _ = writeln!(
+            r,
+            "outcome: {}; exit code: {}; elapsed {:.1} s (limit {} s)",
+            self.outcome(),
+            self.exit_code
+                .map_or_else(|| "none (killed)".to_string(), |c| c.to_string()),
+            self.elapsed.as_secs_f64(),
+            self.timeout.as_secs()
+        );
+        let _ = writeln!(r, "work directory: {}", self.work_dir.display());
+        if let Some(log) = &self.bochs_log {
+            let _ = writeln!(r, "bochs log: {}", log.display());
+        }
+        let _ = writeln!(r, "---- serial ----");
+        r.push_str(&self.serial);
+        if !self.serial.ends_with('\n') {
+            r.push('\n');
+        }
+        r.push_str("---- end of serial ----");
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(backend: Backend, exit_code: Option<i32>, serial: &str) -> RunResult {
+        RunResult {
+            backend,
+            loader: Loader::Grub,
+            serial: serial.to_string(),
+            exit_code,
+            timed_out: false,
+            elapsed: Duration::from_millis(1500),
+            timeout: QEMU_TIMEOUT,
+            work_dir: PathBuf::from("/nonexistent"),
+            bochs_log: None,
+        }
+    }
+
+    const LOG: &str = "  Booting `keel'\n(KEEL) keel 0.1.0 (x)\n(KEEL) ACPI: 1 CPU(s), LAPIC at 0xfee00000, 1 IOAPIC(s)\n(KEEL) Powering off\n";
+
+    #[test]
+    fn line_matching_is_per_line() {
+        let r = result(Backend::QemuSvm, Some(0), LOG);
+        assert_eq!(
+            r.lines_matching(r"^\(KEEL\) "),
+            LOG.lines().skip(1).collect::<Vec<_>>()
+        );
+        let caps = r.assert_line(r"^\(KEEL\) ACPI: (\d+) CPU\(s\)");
+        assert_eq!(&caps[1], "1");
+        r.assert_no_line(r"^\(KEEL\) FATAL: ");
+        assert!(r.powered_off_cleanly());
+    }
+
+    #[test]
+    #[should_panic(expected = "no serial line matches")]
+    fn assert_line_panics_with_the_log() {
+        result(Backend::QemuSvm, Some(0), LOG).assert_line("^nope$");
+    }
+
+    #[test]
+    fn report_shows_outcome_and_serial() {
+        let r = result(Backend::QemuSvm, Some(3), "(KEEL) FATAL: boom\n");
+        let text = r.report();
+        assert!(
+            text.contains("keel reported a failure: (KEEL) FATAL: boom"),
+            "{text}"
+        );
+        assert!(
+            text.contains("---- serial ----\n(KEEL) FATAL: boom\n---- end of serial ----"),
+            "{text}"
+        );
+    }
+
+    /// Runs `script` under `sh` in a scratch directory as if it were an emulator.
+    fn supervise_script(
+        script: &str,
+        timeout: Duration,
+    ) -> (Option<i32>, bool, Vec<u8>, Vec<String>) {
+        let dir = std::env::temp_dir().join(format!(
+            "keel-supervise-{}-{}",
+            std::process::id(),
+            script.len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .spawn()
+            .expect("sh runs");
+        let mut lines = Vec::new();
+        let mut sink = |l: &str| lines.push(l.to_string());
+        let (code, timed_out, raw) =
+            supervise(child, &dir.join(SERIAL_FILE), timeout, Some(&mut sink)).expect("supervise");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        (code, timed_out, raw, lines)
+    }
+
+    #[test]
+    fn supervise_collects_serial_and_exit_code() {
+        let (code, timed_out, raw, lines) = supervise_script(
+            "printf '(KEEL) a\\r\\n(KEEL) b' > serial.log; exit 3",
+            Duration::from_secs(20),
+        );
+        assert_eq!((code, timed_out), (Some(3), false));
+        assert_eq!(raw, b"(KEEL) a\r\n(KEEL) b");
+        assert_eq!(lines, ["(KEEL) a", "(KEEL) b"]);
+    }
+
+    #[test]
+    fn supervise_kills_on_timeout_and_keeps_serial() {
+        let start = Instant::now();
+        let (code, timed_out, raw, _) = supervise_script(
+            "echo '(KEEL) stuck' > serial.log; exec sleep 30",
+            Duration::from_millis(300),
+        );
+        assert!(timed_out && code.is_none(), "{code:?} {timed_out}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert_eq!(raw, b"(KEEL) stuck\n");
+    }
+
+    #[test]
+    fn direct_boot_is_refused_on_bochs() {
+        let elf = std::env::current_exe().expect("test binary path");
+        let err = Boot::new("refused", Backend::BochsVmx)
+            .elf(elf)
+            .loader(Loader::QemuDirect)
+            .try_run(None)
+            .expect_err("Bochs has no -kernel");
+        assert!(matches!(
+            err,
+            HarnessError::DirectBootUnsupported(Backend::BochsVmx)
+        ));
+    }
+}

@@ -1,0 +1,99 @@
+//! keel boots to its "nothing to run" end on every backend, and powers off cleanly.
+//!
+//! With no module there is no dom0: keel must bring the machine up (memory, ACPI,
+//! hardware virtualization, timers), say `No dom0 kernel given`, and power off. Each
+//! backend checks the lines its emulated CPU must produce (vendor, VMX or SVM with
+//! second-level paging). One more test boots through QEMU's `-kernel` (multiboot v1)
+//! instead of GRUB.
+
+use keel_tests::contract::*;
+use keel_tests::{Backend, Boot, Loader, RunResult};
+
+/// Everything a plain boot without modules must print on `backend`.
+fn check_plain_boot(run: &RunResult, backend: Backend) {
+    run.assert_line(BANNER);
+    let cmdline = run.assert_line(COMMAND_LINE);
+    assert!(
+        cmdline[1].contains("loglvl=all"),
+        "command line echo {:?} lacks loglvl=all\n{}",
+        &cmdline[1],
+        run.report()
+    );
+    run.assert_line(BOOT_MULTIBOOT2);
+
+    let vendor = run.assert_line(CPU_VENDOR);
+    assert_eq!(
+        &vendor[1],
+        backend.cpu_vendor(),
+        "CPU vendor on {backend}\n{}",
+        run.report()
+    );
+
+    let mem = run.assert_line(MEMORY);
+    let (mib, frames): (u64, u64) = (number(run, &mem[1]), number(run, &mem[2]));
+    assert!(
+        mib > 0 && frames > 0,
+        "no usable memory reported\n{}",
+        run.report()
+    );
+
+    run.assert_line(ACPI_RSDP);
+    let madt = run.assert_line(ACPI_MADT);
+    assert!(
+        number(run, &madt[1]) >= 1,
+        "ACPI reports no CPU\n{}",
+        run.report()
+    );
+
+    run.assert_line(hvm_line(backend));
+    let tsc = run.assert_line(TIMER_TSC);
+    assert!(
+        number(run, &tsc[1]) > 0,
+        "TSC frequency of 0 kHz\n{}",
+        run.report()
+    );
+    run.assert_line(TIMER_LAPIC);
+
+    run.assert_line(NO_DOM0);
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
+}
+
+fn number(run: &RunResult, text: &str) -> u64 {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not a number: {e}\n{}", run.report()))
+}
+
+#[test]
+fn boots_and_powers_off_on_qemu_svm() {
+    let run = Boot::new("boots_and_powers_off", Backend::QemuSvm).run();
+    check_plain_boot(&run, Backend::QemuSvm);
+}
+
+#[test]
+fn boots_and_powers_off_on_bochs_vmx() {
+    let run = Boot::new("boots_and_powers_off", Backend::BochsVmx).run();
+    check_plain_boot(&run, Backend::BochsVmx);
+}
+
+#[test]
+fn boots_and_powers_off_on_bochs_svm() {
+    let run = Boot::new("boots_and_powers_off", Backend::BochsSvm).run();
+    check_plain_boot(&run, Backend::BochsSvm);
+}
+
+/// QEMU's own multiboot v1 loader (`-kernel`), with a minimal command line: the
+/// defaults (COM1 at 115200) must do.
+#[test]
+fn boots_directly_with_qemu_multiboot_v1() {
+    let run = Boot::new("direct_multiboot_v1", Backend::QemuSvm)
+        .loader(Loader::QemuDirect)
+        .cmdline("console=com1 loglvl=all")
+        .run();
+    run.assert_line(BANNER);
+    run.assert_line(BOOT_MULTIBOOT1);
+    run.assert_no_line(BOOT_MULTIBOOT2);
+    run.assert_line(NO_DOM0);
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
+}

@@ -1,0 +1,266 @@
+//! `cargo xtask` command-line parsing, by hand: the grammar is small and a parser
+//! crate would cost more build time than it saves.
+//!
+//! Options take their value either as the next argument or after `=`
+//! (`--backend bochs-vmx`, `--backend=bochs-vmx`).
+
+use std::fmt;
+use std::time::Duration;
+
+use keel_tests::{Backend, Module};
+
+/// Usage text for `cargo xtask help` and argument errors.
+pub const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build [--debug]
+      Build the hypervisor into target/keel/keel.elf and check its boot headers.
+  run [--debug] [--backend qemu-svm|bochs-vmx|bochs-svm] [--xen-cmdline \"...\"]
+      [--module FILE[=cmdline]]... [--timeout SECS] [--direct]
+      Build, make a GRUB ISO, boot it with serial on this terminal, and say how it ended.
+      --direct boots with QEMU's -kernel (multiboot v1) instead of GRUB.
+      Exit status: 0 clean power-off, 1 failure, 124 timeout.
+  test
+      Install what is missing, build, run host unit tests, then the emulator tests.
+  help
+      Show this text.
+";
+
+/// A parsed `cargo xtask` invocation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `build`.
+    Build(BuildOpts),
+    /// `run`.
+    Run(RunOpts),
+    /// `test`.
+    Test,
+    /// `help`.
+    Help,
+}
+
+/// Options of `build` (and of the build inside `run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildOpts {
+    /// Debug profile instead of release.
+    pub debug: bool,
+}
+
+/// Options of `run`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOpts {
+    /// How to build keel.
+    pub build: BuildOpts,
+    /// The emulator configuration.
+    pub backend: Backend,
+    /// Added to keel's default command line.
+    pub xen_cmdline: String,
+    /// Multiboot modules, in order.
+    pub modules: Vec<Module>,
+    /// Time limit; `None` means the backend's default.
+    pub timeout: Option<Duration>,
+    /// QEMU `-kernel` instead of the GRUB ISO.
+    pub direct: bool,
+}
+
+/// A command-line mistake; the message says which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+/// One argument, split into option name and inline value.
+fn split_option(arg: &str) -> (&str, Option<&str>) {
+    match arg.split_once('=') {
+        Some((name, value)) if name.starts_with("--") => (name, Some(value)),
+        _ => (arg, None),
+    }
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Command, ArgError> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    let mut rest = rest.iter();
+    // The value of option `name`: inline after `=`, else the next argument.
+    let value =
+        |name: &str, inline: Option<&str>, rest: &mut std::slice::Iter<'_, String>| match inline {
+            Some(v) => Ok(v.to_string()),
+            None => rest
+                .next()
+                .cloned()
+                .ok_or_else(|| ArgError(format!("{name} needs a value"))),
+        };
+    match command.as_str() {
+        "build" => {
+            let mut opts = BuildOpts::default();
+            for arg in rest {
+                match arg.as_str() {
+                    "--debug" => opts.debug = true,
+                    other => return Err(ArgError(format!("build: unexpected argument '{other}'"))),
+                }
+            }
+            Ok(Command::Build(opts))
+        }
+        "run" => {
+            let mut opts = RunOpts {
+                build: BuildOpts::default(),
+                backend: Backend::QemuSvm,
+                xen_cmdline: String::new(),
+                modules: Vec::new(),
+                timeout: None,
+                direct: false,
+            };
+            while let Some(arg) = rest.next() {
+                let (name, inline) = split_option(arg);
+                match name {
+                    "--debug" if inline.is_none() => opts.build.debug = true,
+                    "--direct" if inline.is_none() => opts.direct = true,
+                    "--backend" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.backend = v.parse().map_err(|e| ArgError(format!("run: {e}")))?;
+                    }
+                    "--xen-cmdline" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.xen_cmdline = keel_tests::join_cmdline(&opts.xen_cmdline, &v);
+                    }
+                    "--module" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.modules.push(Module::parse_spec(&v));
+                    }
+                    "--timeout" => {
+                        let v = value(name, inline, &mut rest)?;
+                        let secs: u64 = v.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
+                            ArgError(format!("run: --timeout wants whole seconds > 0, not '{v}'"))
+                        })?;
+                        opts.timeout = Some(Duration::from_secs(secs));
+                    }
+                    other => return Err(ArgError(format!("run: unexpected argument '{other}'"))),
+                }
+            }
+            if opts.direct && !opts.backend.is_qemu() {
+                return Err(ArgError(format!(
+                    "run: --direct is QEMU's -kernel loader; backend {} boots the GRUB ISO only",
+                    opts.backend
+                )));
+            }
+            Ok(Command::Run(opts))
+        }
+        "test" => match rest.next() {
+            None => Ok(Command::Test),
+            Some(other) => Err(ArgError(format!("test: unexpected argument '{other}'"))),
+        },
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => Err(ArgError(format!("unknown command '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, ArgError> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn build_flags() {
+        assert_eq!(
+            p(&["build"]),
+            Ok(Command::Build(BuildOpts { debug: false }))
+        );
+        assert_eq!(
+            p(&["build", "--debug"]),
+            Ok(Command::Build(BuildOpts { debug: true }))
+        );
+        assert!(p(&["build", "--release"]).is_err());
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Ok(Command::Run(o)) = p(&["run"]) else {
+            panic!("run parses")
+        };
+        assert_eq!(o.backend, Backend::QemuSvm);
+        assert_eq!(o.xen_cmdline, "");
+        assert!(o.modules.is_empty() && o.timeout.is_none() && !o.direct && !o.build.debug);
+    }
+
+    #[test]
+    fn run_everything() {
+        let Ok(Command::Run(o)) = p(&[
+            "run",
+            "--backend=bochs-vmx",
+            "--xen-cmdline",
+            "dom0_mem=64M",
+            "--xen-cmdline=noreboot",
+            "--module",
+            "vmlinuz=root=/dev/xvda console=hvc0",
+            "--module=initrd.img",
+            "--timeout",
+            "30",
+            "--debug",
+        ]) else {
+            panic!("run parses")
+        };
+        assert_eq!(o.backend, Backend::BochsVmx);
+        assert_eq!(o.xen_cmdline, "dom0_mem=64M noreboot");
+        assert_eq!(
+            o.modules,
+            [
+                Module::new("vmlinuz", "root=/dev/xvda console=hvc0"),
+                Module::new("initrd.img", "")
+            ]
+        );
+        assert_eq!(o.timeout, Some(Duration::from_secs(30)));
+        assert!(o.build.debug);
+    }
+
+    #[test]
+    fn run_mistakes_are_explained() {
+        assert_eq!(
+            p(&["run", "--backend"]),
+            Err(ArgError("--backend needs a value".into()))
+        );
+        assert!(
+            p(&["run", "--backend", "kvm"])
+                .unwrap_err()
+                .0
+                .contains("expected one of")
+        );
+        assert!(
+            p(&["run", "--timeout", "0"])
+                .unwrap_err()
+                .0
+                .contains("--timeout")
+        );
+        assert!(p(&["run", "--timeout=soon"]).is_err());
+        assert!(
+            p(&["run", "--backend", "bochs-svm", "--direct"])
+                .unwrap_err()
+                .0
+                .contains("GRUB")
+        );
+        assert!(p(&["run", "extra"]).is_err());
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(p(&[]), Ok(Command::Help));
+        assert_eq!(p(&["help"]), Ok(Command::Help));
+        assert_eq!(p(&["test"]), Ok(Command::Test));
+        assert!(p(&["test", "x"]).is_err());
+        assert_eq!(
+            p(&["frobnicate"]),
+            Err(ArgError("unknown command 'frobnicate'".into()))
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! `cargo xtask run`: boot keel once, with its serial output on the terminal.
+//!
+//! Serial lines go to stdout as they arrive (GRUB's screen-control sequences
+//! removed); the xtask's own messages go to stderr, ending with how the machine
+//! stopped. The exit status says the same: 0 clean power-off, 1 keel failure or
+//! unexplained stop, 124 timeout (like `timeout(1)`).
+
+use std::io::Write;
+
+use keel_tests::{Boot, Loader, Outcome, workdir};
+
+use crate::args::RunOpts;
+use crate::{Error, deps, image};
+
+/// Work-directory name of `run`'s boots; older ones are removed on each run.
+const RUN_NAME: &str = "xtask-run";
+
+/// Removes the work directories of earlier `cargo xtask run`s.
+fn remove_old_runs() {
+    let Ok(entries) = std::fs::read_dir(workdir::work_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(RUN_NAME) {
+            // Best effort: a leftover directory only costs disk space.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Runs `cargo xtask run`; returns the process exit status.
+pub fn run(opts: &RunOpts) -> Result<u8, Error> {
+    for m in &opts.modules {
+        if !m.path.is_file() {
+            return Err(Error(format!("module {} does not exist", m.path.display())));
+        }
+    }
+    deps::ensure_installed()?;
+    let elf = image::build(&opts.build)?;
+    remove_old_runs();
+
+    let mut boot = Boot::new(RUN_NAME, opts.backend)
+        .elf(&elf)
+        .extra_cmdline(&opts.xen_cmdline)
+        .modules(opts.modules.iter().cloned());
+    if opts.direct {
+        boot = boot.loader(Loader::QemuDirect);
+    }
+    if let Some(t) = opts.timeout {
+        boot = boot.timeout(t);
+    }
+    eprintln!(
+        "xtask: booting keel on {} via {}; keel command line: {}",
+        opts.backend,
+        if opts.direct {
+            "QEMU -kernel (multiboot v1)"
+        } else {
+            "GRUB (multiboot2)"
+        },
+        boot.keel_cmdline()
+    );
+
+    let stdout = std::io::stdout();
+    let mut show = |line: &str| {
+        let mut out = stdout.lock();
+        // A closed terminal must not stop the run: the log is on disk anyway.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let result = boot.try_run(Some(&mut show))?;
+
+    eprintln!("xtask: logs in {}", result.work_dir.display());
+    let secs = result.elapsed.as_secs_f64();
+    Ok(match result.outcome() {
+        Outcome::PoweredOff => {
+            eprintln!("xtask: keel powered off cleanly after {secs:.1} s");
+            0
+        }
+        Outcome::KeelFailure(why) => {
+            eprintln!("xtask: keel reported a failure after {secs:.1} s: {why}");
+            1
+        }
+        Outcome::TimedOut => {
+            eprintln!(
+                "xtask: timed out after {} s (emulator killed)",
+                result.timeout.as_secs()
+            );
+            124
+        }
+        Outcome::Unexplained(why) => {
+            eprintln!(
+                "xtask: the machine stopped after {secs:.1} s without a clean power-off: {why}"
+            );
+            1
+        }
+    })
+}
