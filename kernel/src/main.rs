@@ -219,7 +219,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         img.phys.1,
         (img.phys.1 - img.phys.0) >> 10
     );
-    log::debug!("Memory: {} frames free before keel's own page tables and heap", report.free_frames);
+    log::debug!("Frames: {} were free before keel's own page tables and heap", report.free_frames);
 
     // 4. ACPI.
     let platform = acpi::init(boot.rsdp);
