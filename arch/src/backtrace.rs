@@ -17,7 +17,7 @@ pub fn print(rip: u64, rbp: u64) {
     }
     let mut fp = rbp;
     for _ in 0..MAX_FRAMES {
-        if fp == 0 || fp % 8 != 0 || !frame_readable(fp) {
+        if fp == 0 || !fp.is_multiple_of(8) || !frame_readable(fp) {
             break;
         }
         let ptr = fp as *const u64;

@@ -172,11 +172,11 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     let opts = parsed.unwrap_or_default();
     match opts.console {
         Console::Com1 => {
-            if opts.com1 != ComConfig::default() {
-                if let Err(e) = console::init(opts.com1.io_base, uart_config(&opts.com1, opts.com1.io_base)) {
-                    say!("Warning: com1={:?} could not be used ({e:?}); keeping the default console", opts.com1);
-                    let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
-                }
+            if opts.com1 != ComConfig::default()
+                && let Err(e) = console::init(opts.com1.io_base, uart_config(&opts.com1, opts.com1.io_base))
+            {
+                say!("Warning: com1={:?} could not be used ({e:?}); keeping the default console", opts.com1);
+                let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
             }
         }
         Console::None => console::shutdown(),
