@@ -84,7 +84,7 @@ fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoEr
             let mbi = unsafe { multiboot2::BootInformation::load(va as *const multiboot2::BootInformationHeader) }
                 .map_err(|_| BootInfoError::BadMultiboot2)?;
             // The structure lives for as long as keel runs.
-            let mbi: &'static multiboot2::BootInformation<'static> = alloc_free_leak(mbi);
+            let mbi: &'static multiboot2::BootInformation<'static> = keep_boot_information(mbi);
             bootinfo::from_multiboot2(mbi, pa)
         }
         bootinfo::MULTIBOOT1_MAGIC => bootinfo::from_multiboot1(pa, |pa, len| {
@@ -100,7 +100,7 @@ fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoEr
 }
 
 /// Keeps the one `BootInformation` handle in a static, before the heap exists.
-fn alloc_free_leak(mbi: multiboot2::BootInformation<'static>) -> &'static multiboot2::BootInformation<'static> {
+fn keep_boot_information(mbi: multiboot2::BootInformation<'static>) -> &'static multiboot2::BootInformation<'static> {
     static SLOT: spin::Once<multiboot2::BootInformation<'static>> = spin::Once::new();
     SLOT.call_once(|| mbi)
 }

@@ -24,6 +24,11 @@ use spin::Mutex;
 
 /// 4 GiB: what the boot page tables' direct map reaches.
 const LOW_4G: u64 = 1 << 32;
+/// The first frame above [`LOW_4G`].
+const FRAME_4G: Mfn = match Mfn::new(LOW_4G >> 12) {
+    Some(m) => m,
+    None => panic!("4 GiB is a valid frame number"),
+};
 /// keel's heap (metadata only: guests' memory never comes from it).
 const HEAP_BYTES: u64 = 8 << 20;
 
@@ -47,6 +52,8 @@ pub enum MemoryError {
     Paging(MapError),
     /// not enough memory for keel's heap
     NoHeap,
+    /// the frame allocator is not set up yet (init order bug)
+    FramesNotReady,
 }
 
 impl fmt::Display for MemoryError {
@@ -57,6 +64,7 @@ impl fmt::Display for MemoryError {
             MemoryError::Frames(e) => write!(f, "frame allocator: {e}"),
             MemoryError::Paging(e) => write!(f, "page tables: {e}"),
             MemoryError::NoHeap => f.write_str("not enough memory for keel's heap"),
+            MemoryError::FramesNotReady => f.write_str("the frame allocator is not set up yet (init order bug)"),
         }
     }
 }
@@ -113,12 +121,11 @@ pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, Me
 pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u64>) -> Result<(), MemoryError> {
     let map = MEMMAP.lock();
     let mut guard = FRAMES.lock();
-    let frames = guard.as_mut().ok_or(MemoryError::NoHeap)?;
-    let below_4g = Mfn::new(LOW_4G >> 12).ok_or(MemoryError::NoHeap)?;
+    let frames = guard.as_mut().ok_or(MemoryError::FramesNotReady)?;
     // SAFETY: the frames come from the allocator (so are ours alone) and below 4 GiB
     // (so reachable through the boot direct map while the tables are built, and
     // through the new direct map after).
-    let tables = unsafe { DirectMapTables::new(|| frames.alloc_below(1, 1, below_4g).ok().map(|m| m.hpa())) };
+    let tables = unsafe { DirectMapTables::new(|| frames.alloc_below(1, 1, FRAME_4G).ok().map(|m| m.hpa())) };
     let mut pt = PageTableBuilder::new(tables).map_err(MemoryError::Paging)?;
     let nx_flag = if nx { PteFlags::NX } else { PteFlags::empty() };
     let rw = PteFlags::WRITABLE | nx_flag;
@@ -162,7 +169,7 @@ pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u6
 /// Gives keel its heap, from the frame allocator.
 pub fn init_heap() -> Result<(), MemoryError> {
     let mut guard = FRAMES.lock();
-    let frames = guard.as_mut().ok_or(MemoryError::NoHeap)?;
+    let frames = guard.as_mut().ok_or(MemoryError::FramesNotReady)?;
     let first = frames.alloc_contiguous(HEAP_BYTES / 4096, 1).map_err(|_| MemoryError::NoHeap)?;
     // SAFETY: the frames were just allocated for the heap alone and are mapped by the
     // direct map for as long as keel runs.
