@@ -12,10 +12,10 @@
 
 use core::ptr::NonNull;
 
-use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use acpi::InterruptModel;
 use acpi::address::AddressSpace;
 use acpi::fadt::Fadt;
-use acpi::InterruptModel;
+use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 
 use crate::power::AcpiSleep;
 use crate::time::PmTimer;
@@ -25,7 +25,11 @@ use crate::time::PmTimer;
 pub struct DirectMapHandler;
 
 impl AcpiHandler for DirectMapHandler {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let va = keel_mm::layout::DIRECTMAP_BASE + physical_address as u64;
         // The crate asks only for table ranges the firmware published; the direct map
         // covers them (module doc). A null pointer is impossible (DIRECTMAP_BASE != 0).
@@ -71,7 +75,9 @@ pub enum AcpiProblem {
 impl core::fmt::Display for AcpiProblem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            AcpiProblem::NoRsdp => "no RSDP: the boot loader gave none and the BIOS areas hold none",
+            AcpiProblem::NoRsdp => {
+                "no RSDP: the boot loader gave none and the BIOS areas hold none"
+            }
             AcpiProblem::BadTables => "the RSDP or a table it points to is malformed",
             AcpiProblem::NoMadt => "no MADT with an APIC interrupt model",
             AcpiProblem::NoFadt => "no FADT",
@@ -92,11 +98,11 @@ pub fn init(rsdp: Option<u64>) -> Result<Platform, AcpiProblem> {
     let rsdp = rsdp.or_else(find_rsdp_bios).ok_or(AcpiProblem::NoRsdp)?;
     // SAFETY: the handler maps through the direct map, valid for all firmware tables;
     // `from_rsdp` validates the RSDP checksum and signature before using it.
-    let tables = unsafe { AcpiTables::from_rsdp(DirectMapHandler, rsdp as usize) }
-    .map_err(|e| match e {
-        acpi::AcpiError::NoValidRsdp => AcpiProblem::NoRsdp,
-        _ => AcpiProblem::BadTables,
-    })?;
+    let tables =
+        unsafe { AcpiTables::from_rsdp(DirectMapHandler, rsdp as usize) }.map_err(|e| match e {
+            acpi::AcpiError::NoValidRsdp => AcpiProblem::NoRsdp,
+            _ => AcpiProblem::BadTables,
+        })?;
     let platform = tables.platform_info().map_err(|_| AcpiProblem::NoMadt)?;
     let (lapic_addr, ioapics) = match &platform.interrupt_model {
         InterruptModel::Apic(apic) => (apic.local_apic_address, apic.io_apics.len()),
@@ -110,7 +116,10 @@ pub fn init(rsdp: Option<u64>) -> Result<Platform, AcpiProblem> {
             .count()
     });
     let pm_timer = platform.pm_timer.as_ref().and_then(|t| {
-        io_port(t.base).map(|port| PmTimer { port, bits32: t.supports_32bit })
+        io_port(t.base).map(|port| PmTimer {
+            port,
+            bits32: t.supports_32bit,
+        })
     });
     let sleep = sleep_info(&tables);
     Ok(Platform {
@@ -151,8 +160,12 @@ fn find_rsdp_bios() -> Option<u64> {
 }
 
 fn sleep_info(tables: &AcpiTables<DirectMapHandler>) -> Result<AcpiSleep, AcpiProblem> {
-    let fadt = tables.find_table::<Fadt>().map_err(|_| AcpiProblem::NoFadt)?;
-    let pm1a = fadt.pm1a_control_block().map_err(|_| AcpiProblem::BadTables)?;
+    let fadt = tables
+        .find_table::<Fadt>()
+        .map_err(|_| AcpiProblem::NoFadt)?;
+    let pm1a = fadt
+        .pm1a_control_block()
+        .map_err(|_| AcpiProblem::BadTables)?;
     let pm1a_cnt = io_port(pm1a).ok_or(AcpiProblem::Pm1NotIo)?;
     let pm1b_cnt = fadt.pm1b_control_block().ok().flatten().and_then(io_port);
     let dsdt = tables.dsdt().map_err(|_| AcpiProblem::NoS5)?;
@@ -161,7 +174,12 @@ fn sleep_info(tables: &AcpiTables<DirectMapHandler>) -> Result<AcpiSleep, AcpiPr
     // header), mapped by the direct map and never written while keel runs.
     let aml = unsafe { core::slice::from_raw_parts(va as *const u8, dsdt.length as usize) };
     let (a, b) = find_s5(aml).ok_or(AcpiProblem::NoS5)?;
-    Ok(AcpiSleep { pm1a_cnt, pm1b_cnt, slp_typ_a: a, slp_typ_b: b })
+    Ok(AcpiSleep {
+        pm1a_cnt,
+        pm1b_cnt,
+        slp_typ_a: a,
+        slp_typ_b: b,
+    })
 }
 
 /// Finds `Name(_S5_, Package(){ SLP_TYPa, SLP_TYPb, ... })` in an AML stream and
@@ -197,7 +215,11 @@ pub fn find_s5(aml: &[u8]) -> Option<(u8, u8)> {
             continue;
         }
         let (a, next) = aml_integer(aml, p)?;
-        let b = if count >= 2 { aml_integer(aml, next).map(|(v, _)| v)? } else { 0 };
+        let b = if count >= 2 {
+            aml_integer(aml, next).map(|(v, _)| v)?
+        } else {
+            0
+        };
         return Some(((a & 7) as u8, (b & 7) as u8));
     }
     None
@@ -208,7 +230,12 @@ pub fn find_s5(aml: &[u8]) -> Option<(u8, u8)> {
 fn aml_integer(aml: &[u8], p: usize) -> Option<(u64, usize)> {
     let le = |n: usize| -> Option<u64> {
         let bytes = aml.get(p + 1..p + 1 + n)?;
-        Some(bytes.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        )
     };
     match *aml.get(p)? {
         0x00 => Some((0, p + 1)),
@@ -229,14 +256,19 @@ mod tests {
     #[test]
     fn qemu_style_byte_prefixed_package() {
         // Name (_S5, Package (0x04) { 0x05, 0x05, Zero, Zero })
-        let aml = [0x10, 0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x0A, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00];
+        let aml = [
+            0x10, 0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x0A, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00,
+            0x00,
+        ];
         assert_eq!(find_s5(&aml[1..]), Some((5, 5)));
     }
 
     #[test]
     fn zero_ops_and_root_prefix() {
         // Name (\_S5, Package (0x02) { Zero, Zero }) as Bochs/SeaBIOS emit it.
-        let aml = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x00, 0x00];
+        let aml = [
+            0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x00, 0x00,
+        ];
         assert_eq!(find_s5(&aml), Some((0, 0)));
     }
 
@@ -249,13 +281,19 @@ mod tests {
     #[test]
     fn skips_references_that_are_not_definitions() {
         // A method referring to _S5_ (no NameOp before it), then the real definition.
-        let aml = [0xA4, b'_', b'S', b'5', b'_', 0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x02, 0x01, 0x0A, 0x03];
+        let aml = [
+            0xA4, b'_', b'S', b'5', b'_', 0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x02, 0x01,
+            0x0A, 0x03,
+        ];
         assert_eq!(find_s5(&aml), Some((1, 3)));
     }
 
     #[test]
     fn multi_byte_pkglength() {
-        let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0B, 0x06, 0x00, 0x0C, 0x02, 0, 0, 0];
+        let aml = [
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0B, 0x06, 0x00, 0x0C, 0x02, 0,
+            0, 0,
+        ];
         assert_eq!(find_s5(&aml), Some((6, 2)));
     }
 
@@ -263,12 +301,17 @@ mod tests {
     fn truncated_or_absent_is_none_never_a_panic() {
         assert_eq!(find_s5(&[]), None);
         assert_eq!(find_s5(b"no sleep states here"), None);
-        let full = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0A, 0x05, 0x0A, 0x05];
+        let full = [
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0A, 0x05, 0x0A, 0x05,
+        ];
         for cut in 0..full.len() {
             assert_eq!(find_s5(&full[..cut]), None, "cut at {cut}");
         }
         // Not a package, and an empty package.
         assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x0A, 0x05]), None);
-        assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x02, 0x00]), None);
+        assert_eq!(
+            find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x02, 0x00]),
+            None
+        );
     }
 }

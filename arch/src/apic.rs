@@ -6,7 +6,7 @@
 //! are 32-bit MMIO at the APIC base, reached through a UC mapping the kernel provides
 //! ([`init`]'s `mmio_va`).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::msr;
 
@@ -94,9 +94,16 @@ pub fn init(use_x2apic: bool, mmio_va: u64) -> ApicMode {
         MODE.store(MODE_X, Ordering::Relaxed);
     }
     write(REG_TPR, 0);
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR));
+    write(
+        REG_LVT_TIMER,
+        LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR),
+    );
     write(REG_SVR, (1 << 8) | u32::from(crate::traps::SPURIOUS_VECTOR));
-    if use_x2apic { ApicMode::X2Apic } else { ApicMode::XApic }
+    if use_x2apic {
+        ApicMode::X2Apic
+    } else {
+        ApicMode::XApic
+    }
 }
 
 /// This CPU's APIC id.
@@ -120,7 +127,10 @@ pub fn eoi() {
 /// Starts the timer counting down from `initial` (divide by 1), masked: used to
 /// measure the timer's frequency.
 pub fn timer_start_free_running(initial: u32) {
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR));
+    write(
+        REG_LVT_TIMER,
+        LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR),
+    );
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
     write(REG_TIMER_INIT, initial);
 }
@@ -141,7 +151,10 @@ pub fn timer_oneshot(ticks: u32) {
 /// Arms a TSC-deadline interrupt at absolute TSC value `deadline` (§11.5.4.1). Only
 /// valid when CPUID reports TSC-deadline.
 pub fn timer_deadline(deadline: u64) {
-    write(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(crate::traps::TIMER_VECTOR));
+    write(
+        REG_LVT_TIMER,
+        LVT_TIMER_TSC_DEADLINE | u32::from(crate::traps::TIMER_VECTOR),
+    );
     // SDM §11.5.4.1: a write to the LVT switching modes must be ordered before the
     // deadline write.
     core::sync::atomic::fence(Ordering::SeqCst);
@@ -152,6 +165,9 @@ pub fn timer_deadline(deadline: u64) {
 
 /// Stops the timer (masks it and clears any count or deadline).
 pub fn timer_stop() {
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR));
+    write(
+        REG_LVT_TIMER,
+        LVT_MASKED | u32::from(crate::traps::TIMER_VECTOR),
+    );
     write(REG_TIMER_INIT, 0);
 }

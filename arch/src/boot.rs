@@ -48,7 +48,10 @@ pub struct BootStack {
 
 /// The boot stack, in `.bss`. Only the boot assembly touches it by name.
 #[unsafe(no_mangle)]
-pub static mut KEEL_BOOT_STACK: BootStack = BootStack { guard: [0; 4096], stack: [0; BOOT_STACK_SIZE] };
+pub static mut KEEL_BOOT_STACK: BootStack = BootStack {
+    guard: [0; 4096],
+    stack: [0; BOOT_STACK_SIZE],
+};
 
 /// Virtual address of the boot stack's guard page.
 pub fn boot_stack_guard() -> u64 {

@@ -8,10 +8,10 @@
 
 use core::fmt::{self, Write};
 use spin::Mutex;
+pub use uart_16550::BaudRate;
+pub use uart_16550::Config as UartConfig;
 use uart_16550::Uart16550;
 use uart_16550::backend::PioBackend;
-pub use uart_16550::Config as UartConfig;
-pub use uart_16550::BaudRate;
 pub use uart_16550::spec::registers::{Parity, WordLength};
 
 /// The legacy I/O base of COM1.

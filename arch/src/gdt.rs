@@ -41,7 +41,10 @@ pub struct Selectors {
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].iter().enumerate() {
+        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .iter()
+            .enumerate()
+        {
             // SAFETY: only the address of the static is taken; the stacks are used by
             // the CPU alone, never referenced from Rust.
             let base = unsafe { core::ptr::addr_of!(IST_STACKS[i]) } as u64;

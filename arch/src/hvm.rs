@@ -49,21 +49,39 @@ impl fmt::Display for HvmSupport {
             HvmSupport::Vmx(v) => {
                 write!(f, "VMX rev {:#x}, EPT: {}", v.revision, yn(v.ept))?;
                 if v.ept {
-                    write!(f, " (4-level: {}, WB: {}, 2M: {}, 1G: {}, A/D: {}, INVEPT: {})",
-                        yn(v.ept_4level), yn(v.ept_wb), yn(v.ept_2m), yn(v.ept_1g), yn(v.ept_ad), yn(v.invept))?;
+                    write!(
+                        f,
+                        " (4-level: {}, WB: {}, 2M: {}, 1G: {}, A/D: {}, INVEPT: {})",
+                        yn(v.ept_4level),
+                        yn(v.ept_wb),
+                        yn(v.ept_2m),
+                        yn(v.ept_1g),
+                        yn(v.ept_ad),
+                        yn(v.invept)
+                    )?;
                 }
-                write!(f, ", VPID: {}, unrestricted guest: {}, firmware: {}",
-                    yn(v.vpid), yn(v.unrestricted_guest),
+                write!(
+                    f,
+                    ", VPID: {}, unrestricted guest: {}, firmware: {}",
+                    yn(v.vpid),
+                    yn(v.unrestricted_guest),
                     match (v.feature_control_locked, v.enabled_outside_smx) {
                         (true, true) => "enabled (locked)",
                         (true, false) => "DISABLED (locked off)",
                         (false, _) => "unlocked",
-                    })
+                    }
+                )
             }
             HvmSupport::Svm(s) => write!(
                 f,
                 "SVM rev {}, NPT: {}, ASIDs: {}, nRIP save: {}, VMCB clean bits: {}, flush-by-ASID: {}, decode assists: {}",
-                s.revision, yn(s.npt), s.asids, yn(s.nrip_save), yn(s.vmcb_clean), yn(s.flush_by_asid), yn(s.decode_assists)
+                s.revision,
+                yn(s.npt),
+                s.asids,
+                yn(s.nrip_save),
+                yn(s.vmcb_clean),
+                yn(s.flush_by_asid),
+                yn(s.decode_assists)
             ),
             HvmSupport::None => f.write_str("none (no VMX or SVM: PV guests only)"),
         }

@@ -34,7 +34,10 @@ pub fn layout() -> ImageLayout {
         let a = |p: *const u8| p as u64;
         ImageLayout {
             text: (a(addr_of!(__keel_text_start)), a(addr_of!(__keel_text_end))),
-            rodata: (a(addr_of!(__keel_rodata_start)), a(addr_of!(__keel_rodata_end))),
+            rodata: (
+                a(addr_of!(__keel_rodata_start)),
+                a(addr_of!(__keel_rodata_end)),
+            ),
             data: (a(addr_of!(__keel_data_start)), a(addr_of!(__keel_data_end))),
             bss: (a(addr_of!(__keel_data_end)), a(addr_of!(__keel_bss_end))),
             phys: (

@@ -14,7 +14,9 @@ use core::arch::asm;
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the device; `out` itself touches no memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from `port`.
@@ -25,7 +27,9 @@ pub unsafe fn outb(port: u16, value: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller vouches for the device; `in` touches no memory.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -36,7 +40,9 @@ pub unsafe fn inb(port: u16) -> u8 {
 #[inline]
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller vouches for the device.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a 16-bit word from `port`.
@@ -47,7 +53,9 @@ pub unsafe fn outw(port: u16, value: u16) {
 pub unsafe fn inw(port: u16) -> u16 {
     let value: u16;
     // SAFETY: the caller vouches for the device.
-    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -59,6 +67,8 @@ pub unsafe fn inw(port: u16) -> u16 {
 pub unsafe fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: the caller vouches for the device.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }

@@ -65,5 +65,7 @@ impl<F: FnMut() -> Option<Hpa>> TableMemory for DirectMapTables<F> {
 /// (its image, stacks, direct map, device pages) with the permissions its code needs.
 pub unsafe fn activate(root: Hpa) {
     // SAFETY: the caller guarantees the new tables map all live code and data.
-    unsafe { core::arch::asm!("mov cr3, {}", in(reg) root.as_u64(), options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov cr3, {}", in(reg) root.as_u64(), options(nostack, preserves_flags))
+    };
 }

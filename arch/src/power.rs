@@ -94,7 +94,10 @@ pub fn power_off(status: ExitStatus, why: &str) -> ! {
 
 /// Stops the machine after a keel failure that has already been reported.
 pub fn fatal_stop() -> ! {
-    power_off(ExitStatus::KeelFailure, "keel failed (see the FATAL report above)")
+    power_off(
+        ExitStatus::KeelFailure,
+        "keel failed (see the FATAL report above)",
+    )
 }
 
 /// Claims the fatal path; a second claim (a fault while reporting) halts at once.
@@ -145,10 +148,24 @@ pub fn fatal_exception(frame: &TrapFrame) -> ! {
         let e = frame.error_code;
         w(format_args!(
             "(KEEL) FATAL: page fault: {} {} access to {:#x}{}\n",
-            if e & 1 != 0 { "protection violation on" } else { "not-present page at" },
-            if e & 16 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
+            if e & 1 != 0 {
+                "protection violation on"
+            } else {
+                "not-present page at"
+            },
+            if e & 16 != 0 {
+                "instruction fetch"
+            } else if e & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             crate::cpu::read_cr2(),
-            if e & 8 != 0 { " (reserved bit set)" } else { "" }
+            if e & 8 != 0 {
+                " (reserved bit set)"
+            } else {
+                ""
+            }
         ));
     }
     crate::backtrace::print(frame.rip, frame.rbp);

@@ -53,7 +53,14 @@ pub fn calibrate(pm: Option<PmTimer>) -> Calibration {
                 crate::cpu::pause();
             }
             let (tsc1, apic1) = (crate::cpu::rdtsc(), crate::apic::timer_current());
-            (tsc0, apic0, tsc1, apic1, elapsed * 1_000_000_000 / PM_TIMER_HZ, "ACPI PM timer")
+            (
+                tsc0,
+                apic0,
+                tsc1,
+                apic1,
+                elapsed * 1_000_000_000 / PM_TIMER_HZ,
+                "ACPI PM timer",
+            )
         }
         None => {
             let count = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
@@ -74,14 +81,22 @@ pub fn calibrate(pm: Option<PmTimer>) -> Calibration {
                 crate::cpu::pause();
             }
             let (tsc1, apic1) = (crate::cpu::rdtsc(), crate::apic::timer_current());
-            (tsc0, apic0, tsc1, apic1, u64::from(count) * 1_000_000_000 / PIT_HZ, "PIT")
+            (
+                tsc0,
+                apic0,
+                tsc1,
+                apic1,
+                u64::from(count) * 1_000_000_000 / PIT_HZ,
+                "PIT",
+            )
         }
     };
     crate::apic::timer_stop();
     let ns = reference_ns.max(1);
     Calibration {
         tsc_hz: (tsc1.wrapping_sub(tsc0) as u128 * 1_000_000_000 / ns as u128) as u64,
-        lapic_hz: (u64::from(apic0.wrapping_sub(apic1)) as u128 * 1_000_000_000 / ns as u128) as u64,
+        lapic_hz: (u64::from(apic0.wrapping_sub(apic1)) as u128 * 1_000_000_000 / ns as u128)
+            as u64,
         reference,
     }
 }

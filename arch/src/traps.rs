@@ -86,7 +86,10 @@ static IRQ_HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
 /// Registers `handler` for interrupt `vector` (32..=254).
 pub fn register_irq(vector: u8, handler: IrqHandler) {
-    assert!(vector >= 32 && vector != SPURIOUS_VECTOR, "vector {vector} is not an interrupt vector");
+    assert!(
+        vector >= 32 && vector != SPURIOUS_VECTOR,
+        "vector {vector} is not an interrupt vector"
+    );
     IRQ_HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
 }
 
@@ -202,7 +205,15 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         // Only the address of the assembly symbol is taken.
         let base = core::ptr::addr_of!(keel_trap_stubs) as u64;
-        let mut gates = [Gate { offset_lo: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_hi: 0, reserved: 0 }; 256];
+        let mut gates = [Gate {
+            offset_lo: 0,
+            selector: 0,
+            ist: 0,
+            type_attr: 0,
+            offset_mid: 0,
+            offset_hi: 0,
+            reserved: 0,
+        }; 256];
         for (v, gate) in gates.iter_mut().enumerate() {
             let addr = base + (v as u64) * 16;
             let ist = match v {

@@ -145,22 +145,41 @@ impl fmt::Display for BootInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootInfoError::BadMagic(m) => {
-                write!(f, "not started by a multiboot loader (EAX = {m:#010x}); boot keel with GRUB's multiboot2 or QEMU -kernel")
+                write!(
+                    f,
+                    "not started by a multiboot loader (EAX = {m:#010x}); boot keel with GRUB's multiboot2 or QEMU -kernel"
+                )
             }
-            BootInfoError::BadMultiboot2 => f.write_str("the multiboot2 information structure is malformed"),
-            BootInfoError::Unreadable(what) => write!(f, "the boot loader's {what} points at memory keel cannot read"),
+            BootInfoError::BadMultiboot2 => {
+                f.write_str("the multiboot2 information structure is malformed")
+            }
+            BootInfoError::Unreadable(what) => write!(
+                f,
+                "the boot loader's {what} points at memory keel cannot read"
+            ),
             BootInfoError::BadString(what) => {
-                write!(f, "the boot loader's {what} is not a NUL-terminated UTF-8 string of at most {MAX_STRING} bytes")
+                write!(
+                    f,
+                    "the boot loader's {what} is not a NUL-terminated UTF-8 string of at most {MAX_STRING} bytes"
+                )
             }
             BootInfoError::NoMemoryMap => f.write_str("the boot loader gave no memory map"),
-            BootInfoError::TooManyRegions => write!(f, "the memory map has more than {MAX_REGIONS} entries"),
-            BootInfoError::TooManyModules(n) => write!(f, "{n} modules given; keel takes at most {MAX_MODULES}"),
+            BootInfoError::TooManyRegions => {
+                write!(f, "the memory map has more than {MAX_REGIONS} entries")
+            }
+            BootInfoError::TooManyModules(n) => {
+                write!(f, "{n} modules given; keel takes at most {MAX_MODULES}")
+            }
             BootInfoError::BadModule(i) => write!(f, "module {i} ends before it starts"),
         }
     }
 }
 
-const EMPTY_MODULE: Module<'static> = Module { start: 0, end: 0, string: "" };
+const EMPTY_MODULE: Module<'static> = Module {
+    start: 0,
+    end: 0,
+    string: "",
+};
 
 impl<'a> BootInfo<'a> {
     fn new(protocol: Protocol) -> Self {
@@ -168,11 +187,19 @@ impl<'a> BootInfo<'a> {
             protocol,
             cmdline: "",
             loader: "",
-            regions: [MemRegion { start: 0, len: 0, kind: MemKind::Reserved }; MAX_REGIONS],
+            regions: [MemRegion {
+                start: 0,
+                len: 0,
+                kind: MemKind::Reserved,
+            }; MAX_REGIONS],
             region_count: 0,
             modules: [EMPTY_MODULE; MAX_MODULES],
             module_count: 0,
-            reserved: [Range { start: 0, end: 0, what: Occupant::BootInfo }; MAX_RESERVED],
+            reserved: [Range {
+                start: 0,
+                end: 0,
+                what: Occupant::BootInfo,
+            }; MAX_RESERVED],
             reserved_count: 0,
             rsdp: None,
         }
@@ -194,13 +221,22 @@ impl<'a> BootInfo<'a> {
     }
 
     fn push_region(&mut self, start: u64, len: u64, kind: MemKind) -> Result<(), BootInfoError> {
-        let slot = self.regions.get_mut(self.region_count).ok_or(BootInfoError::TooManyRegions)?;
+        let slot = self
+            .regions
+            .get_mut(self.region_count)
+            .ok_or(BootInfoError::TooManyRegions)?;
         *slot = MemRegion { start, len, kind };
         self.region_count += 1;
         Ok(())
     }
 
-    fn push_module(&mut self, index: usize, start: u64, end: u64, string: &'a str) -> Result<(), BootInfoError> {
+    fn push_module(
+        &mut self,
+        index: usize,
+        start: u64,
+        end: u64,
+        string: &'a str,
+    ) -> Result<(), BootInfoError> {
         if end < start {
             return Err(BootInfoError::BadModule(index));
         }
@@ -225,7 +261,11 @@ fn cook_cmdline<'a>(raw: &'a str, loader: &str) -> &'a str {
     let raw = raw.trim_start();
     if loader.starts_with("GRUB 2") {
         raw
-    } else if raw.split_whitespace().next().is_some_and(|w| !w.contains('=')) {
+    } else if raw
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| !w.contains('='))
+    {
         crate::cmdline::skip_first_word(raw)
     } else {
         raw
@@ -244,15 +284,28 @@ fn kind_from_e820(t: u32) -> MemKind {
 
 /// Reads a multiboot2 information structure that the caller has loaded from
 /// physical address `mbi_phys`.
-pub fn from_multiboot2<'a>(mbi: &'a BootInformation<'a>, mbi_phys: u64) -> Result<BootInfo<'a>, BootInfoError> {
+pub fn from_multiboot2<'a>(
+    mbi: &'a BootInformation<'a>,
+    mbi_phys: u64,
+) -> Result<BootInfo<'a>, BootInfoError> {
     let mut info = BootInfo::new(Protocol::Multiboot2);
-    info.push_reserved(mbi_phys, mbi_phys + mbi.total_size() as u64, Occupant::BootInfo);
+    info.push_reserved(
+        mbi_phys,
+        mbi_phys + mbi.total_size() as u64,
+        Occupant::BootInfo,
+    );
     info.loader = match mbi.boot_loader_name_tag() {
-        Some(t) => t.name().map_err(|_| BootInfoError::BadString("boot loader name"))?,
+        Some(t) => t
+            .name()
+            .map_err(|_| BootInfoError::BadString("boot loader name"))?,
         None => "",
     };
     info.cmdline = match mbi.command_line_tag() {
-        Some(t) => cook_cmdline(t.cmdline().map_err(|_| BootInfoError::BadString("command line"))?, info.loader),
+        Some(t) => cook_cmdline(
+            t.cmdline()
+                .map_err(|_| BootInfoError::BadString("command line"))?,
+            info.loader,
+        ),
         None => "",
     };
     let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
@@ -271,8 +324,15 @@ pub fn from_multiboot2<'a>(mbi: &'a BootInformation<'a>, mbi_phys: u64) -> Resul
         return Err(BootInfoError::TooManyModules(count));
     }
     for (i, m) in mbi.module_tags().enumerate() {
-        let string = m.cmdline().map_err(|_| BootInfoError::BadString("module string"))?;
-        info.push_module(i, u64::from(m.start_address()), u64::from(m.end_address()), string)?;
+        let string = m
+            .cmdline()
+            .map_err(|_| BootInfoError::BadString("module string"))?;
+        info.push_module(
+            i,
+            u64::from(m.start_address()),
+            u64::from(m.end_address()),
+            string,
+        )?;
     }
     // The RSDP copy sits in the tag right after its 8-byte header.
     let base = mbi.start_address() as u64;
@@ -291,30 +351,36 @@ pub fn from_multiboot1<'a>(
     read: impl Fn(u64, usize) -> Option<&'a [u8]>,
 ) -> Result<BootInfo<'a>, BootInfoError> {
     const INFO_SIZE: usize = 88;
-    let hdr = read(mbi_phys, INFO_SIZE).ok_or(BootInfoError::Unreadable("information structure"))?;
-    let u32_at = |b: &[u8], off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
+    let hdr =
+        read(mbi_phys, INFO_SIZE).ok_or(BootInfoError::Unreadable("information structure"))?;
+    let u32_at =
+        |b: &[u8], off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
     let flags = u32_at(hdr, 0);
     let mut info = BootInfo::new(Protocol::Multiboot1);
     info.push_reserved(mbi_phys, mbi_phys + INFO_SIZE as u64, Occupant::BootInfo);
 
-    let cstr = |pa: u32, what: &'static str, info: &mut BootInfo<'a>| -> Result<&'a str, BootInfoError> {
-        let pa = u64::from(pa);
-        // Read what is reachable up to MAX_STRING + 1 bytes (strings near the end of
-        // reachable memory are still readable).
-        let mut len = MAX_STRING + 1;
-        let bytes = loop {
-            if let Some(b) = read(pa, len) {
-                break b;
-            }
-            len /= 2;
-            if len == 0 {
-                return Err(BootInfoError::Unreadable(what));
-            }
+    let cstr =
+        |pa: u32, what: &'static str, info: &mut BootInfo<'a>| -> Result<&'a str, BootInfoError> {
+            let pa = u64::from(pa);
+            // Read what is reachable up to MAX_STRING + 1 bytes (strings near the end of
+            // reachable memory are still readable).
+            let mut len = MAX_STRING + 1;
+            let bytes = loop {
+                if let Some(b) = read(pa, len) {
+                    break b;
+                }
+                len /= 2;
+                if len == 0 {
+                    return Err(BootInfoError::Unreadable(what));
+                }
+            };
+            let end = bytes
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(BootInfoError::BadString(what))?;
+            info.push_reserved(pa, pa + end as u64 + 1, Occupant::BootInfo);
+            core::str::from_utf8(&bytes[..end]).map_err(|_| BootInfoError::BadString(what))
         };
-        let end = bytes.iter().position(|&b| b == 0).ok_or(BootInfoError::BadString(what))?;
-        info.push_reserved(pa, pa + end as u64 + 1, Occupant::BootInfo);
-        core::str::from_utf8(&bytes[..end]).map_err(|_| BootInfoError::BadString(what))
-    };
 
     if flags & (1 << 9) != 0 {
         info.loader = cstr(u32_at(hdr, 64), "boot loader name", &mut info)?;
@@ -373,7 +439,10 @@ mod tests {
 
     impl Phys {
         fn new(base: u64, size: usize) -> Self {
-            Phys { base, bytes: vec![0; size] }
+            Phys {
+                base,
+                bytes: vec![0; size],
+            }
         }
         fn put(&mut self, pa: u64, data: &[u8]) {
             let off = (pa - self.base) as usize;
@@ -402,7 +471,10 @@ mod tests {
         // memory map: two entries
         m.put32(mbi + 44, 48);
         m.put32(mbi + 48, 0x9A00);
-        for (i, (base, len, typ)) in [(0u64, 0x9FC00u64, 1u32), (0x100000, 0x1FF0_0000, 1)].iter().enumerate() {
+        for (i, (base, len, typ)) in [(0u64, 0x9FC00u64, 1u32), (0x100000, 0x1FF0_0000, 1)]
+            .iter()
+            .enumerate()
+        {
             let e = 0x9A00 + i as u64 * 24;
             m.put32(e, 20);
             m.put(e + 4, &base.to_le_bytes());
@@ -429,18 +501,37 @@ mod tests {
         let info = from_multiboot1(0x9000, m.reader()).expect("parses");
         assert_eq!(info.protocol, Protocol::Multiboot1);
         assert_eq!(info.loader, "qemu");
-        assert_eq!(info.cmdline, "console=com1 loglvl=all", "image name dropped");
+        assert_eq!(
+            info.cmdline, "console=com1 loglvl=all",
+            "image name dropped"
+        );
         assert_eq!(info.regions().len(), 2);
-        assert_eq!(info.regions()[1], MemRegion { start: 0x100000, len: 0x1FF0_0000, kind: MemKind::Usable });
+        assert_eq!(
+            info.regions()[1],
+            MemRegion {
+                start: 0x100000,
+                len: 0x1FF0_0000,
+                kind: MemKind::Usable
+            }
+        );
         let m0 = info.modules()[0];
         assert_eq!((m0.start, m0.end, m0.len()), (0x40_0000, 0x40_2000, 0x2000));
         assert_eq!(m0.name(), "/tmp/dom0.elf");
         assert_eq!(m0.cmdline(), "root=/dev/xvda");
         // The structure, the map, the module list, each string and the module are reserved.
         let r = info.reserved();
-        for (pa, what) in [(0x9000, Occupant::BootInfo), (0x9800, Occupant::BootInfo), (0x9A00, Occupant::BootInfo),
-            (0xA000, Occupant::BootInfo), (0xA800, Occupant::BootInfo), (0x40_0000, Occupant::Module)] {
-            assert!(r.iter().any(|x| x.start == pa && x.what == what), "{pa:#x} reserved");
+        for (pa, what) in [
+            (0x9000, Occupant::BootInfo),
+            (0x9800, Occupant::BootInfo),
+            (0x9A00, Occupant::BootInfo),
+            (0xA000, Occupant::BootInfo),
+            (0xA800, Occupant::BootInfo),
+            (0x40_0000, Occupant::Module),
+        ] {
+            assert!(
+                r.iter().any(|x| x.start == pa && x.what == what),
+                "{pa:#x} reserved"
+            );
         }
     }
 
@@ -449,32 +540,53 @@ mod tests {
         // Module list pointing outside reachable memory.
         let mut m = qemu_mb1(&[(0x40_0000, 0x40_2000, "x")]);
         m.put32(0x9000 + 24, 0xFFFF_0000);
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::Unreadable("module list"));
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::Unreadable("module list")
+        );
         // Too many modules.
         let mut m = qemu_mb1(&[]);
         m.put32(0x9000 + 20, 1000);
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::TooManyModules(1000));
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::TooManyModules(1000)
+        );
         // Module ending before it starts.
         let m = qemu_mb1(&[(0x5000, 0x4000, "x")]);
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::BadModule(0));
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::BadModule(0)
+        );
         // Unterminated command line (no NUL anywhere up to the end of memory).
         let mut m = qemu_mb1(&[]);
         let end = m.base + m.bytes.len() as u64;
         m.put32(0x9000 + 16, (end - 8) as u32);
         m.put(end - 8, b"AAAAAAAA");
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::BadString("command line"));
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::BadString("command line")
+        );
         // Invalid UTF-8.
         let mut m = qemu_mb1(&[]);
         m.put(0x9800, b"\xff\xfe\0");
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::BadString("command line"));
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::BadString("command line")
+        );
         // Memory-map entry with a size that would loop.
         let mut m = qemu_mb1(&[]);
         m.put32(0x9A00, 0);
-        assert!(matches!(from_multiboot1(0x9000, m.reader()), Err(BootInfoError::Unreadable(_))));
+        assert!(matches!(
+            from_multiboot1(0x9000, m.reader()),
+            Err(BootInfoError::Unreadable(_))
+        ));
         // No memory map.
         let mut m = qemu_mb1(&[]);
         m.put32(0x9000, 1 << 2);
-        assert_eq!(from_multiboot1(0x9000, m.reader()).unwrap_err(), BootInfoError::NoMemoryMap);
+        assert_eq!(
+            from_multiboot1(0x9000, m.reader()).unwrap_err(),
+            BootInfoError::NoMemoryMap
+        );
         // Structure itself unreadable.
         assert!(from_multiboot1(0x100_0000, m.reader()).is_err());
     }
@@ -482,15 +594,24 @@ mod tests {
     #[test]
     fn cmdline_cooking_follows_the_loader() {
         assert_eq!(cook_cmdline("console=com1", "GRUB 2.06"), "console=com1");
-        assert_eq!(cook_cmdline("/boot/keel.elf console=com1", "qemu"), "console=com1");
-        assert_eq!(cook_cmdline("console=com1 loglvl=all", "qemu"), "console=com1 loglvl=all");
+        assert_eq!(
+            cook_cmdline("/boot/keel.elf console=com1", "qemu"),
+            "console=com1"
+        );
+        assert_eq!(
+            cook_cmdline("console=com1 loglvl=all", "qemu"),
+            "console=com1 loglvl=all"
+        );
         assert_eq!(cook_cmdline("  ", "qemu"), "");
     }
 
     #[test]
     #[allow(unsafe_code)]
     fn multiboot2_from_a_built_structure() {
-        use multiboot2::{Builder as InformationBuilder, BootLoaderNameTag, CommandLineTag, MemoryArea, MemoryMapTag, ModuleTag};
+        use multiboot2::{
+            BootLoaderNameTag, Builder as InformationBuilder, CommandLineTag, MemoryArea,
+            MemoryMapTag, ModuleTag,
+        };
         let mbi = InformationBuilder::new()
             .bootloader(BootLoaderNameTag::new("GRUB 2.06"))
             .cmdline(CommandLineTag::new("console=com1 bogus"))
@@ -500,7 +621,11 @@ mod tests {
                 MemoryArea::new(0x100000, 0x1000_0000, MemoryAreaType::Available),
                 MemoryArea::new(0x1010_0000, 0x1000, MemoryAreaType::ReservedHibernate),
             ]))
-            .add_module(ModuleTag::new(0x80_0000, 0x80_3000, "/boot/dom0.elf dom0 quiet"))
+            .add_module(ModuleTag::new(
+                0x80_0000,
+                0x80_3000,
+                "/boot/dom0.elf dom0 quiet",
+            ))
             .add_module(ModuleTag::new(0x90_0000, 0x90_1000, "initrd"))
             .build();
         let ptr = &*mbi as *const _ as *const multiboot2::BootInformationHeader;
@@ -509,7 +634,10 @@ mod tests {
         let boot = unsafe { BootInformation::load(ptr) }.expect("loads");
         let info = from_multiboot2(&boot, 0x10_000).expect("parses");
         assert_eq!(info.protocol, Protocol::Multiboot2);
-        assert_eq!(info.cmdline, "console=com1 bogus", "GRUB 2 puts no image name first");
+        assert_eq!(
+            info.cmdline, "console=com1 bogus",
+            "GRUB 2 puts no image name first"
+        );
         assert_eq!(info.regions().len(), 4);
         assert_eq!(info.regions()[3].kind, MemKind::AcpiNvs);
         assert_eq!(info.modules().len(), 2);
@@ -517,7 +645,11 @@ mod tests {
         assert_eq!(info.modules()[1].name(), "initrd");
         assert_eq!(info.reserved()[0].start, 0x10_000);
         assert_eq!(info.reserved()[0].end, 0x10_000 + boot.total_size() as u64);
-        assert!(info.reserved().iter().any(|r| r.start == 0x80_0000 && r.end == 0x80_3000));
+        assert!(
+            info.reserved()
+                .iter()
+                .any(|r| r.start == 0x80_0000 && r.end == 0x80_3000)
+        );
         assert_eq!(info.rsdp, None);
     }
 }

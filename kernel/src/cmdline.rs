@@ -62,7 +62,13 @@ pub struct ComConfig {
 
 impl Default for ComConfig {
     fn default() -> Self {
-        ComConfig { baud: Some(115_200), data_bits: 8, parity: Parity::None, stop_bits: 1, io_base: 0x3F8 }
+        ComConfig {
+            baud: Some(115_200),
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            io_base: 0x3F8,
+        }
     }
 }
 
@@ -119,23 +125,42 @@ pub enum CmdlineError<'a> {
     /// an option has an empty name
     EmptyName(&'a str),
     /// an option's value is not one keel understands
-    BadValue { option: &'a str, value: &'a str, expected: &'static str },
+    BadValue {
+        option: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
     /// an option that takes a value was given none
-    MissingValue { option: &'a str, expected: &'static str },
+    MissingValue {
+        option: &'a str,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for CmdlineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CmdlineError::TooLong(n) => write!(f, "the command line is {n} bytes long; at most {MAX_LEN} are accepted"),
+            CmdlineError::TooLong(n) => write!(
+                f,
+                "the command line is {n} bytes long; at most {MAX_LEN} are accepted"
+            ),
             CmdlineError::BadByte { offset, byte } => {
-                write!(f, "byte {byte:#04x} at offset {offset} is not printable ASCII")
+                write!(
+                    f,
+                    "byte {byte:#04x} at offset {offset} is not printable ASCII"
+                )
             }
             CmdlineError::EmptyName(word) => write!(f, "option '{word}' has an empty name"),
-            CmdlineError::BadValue { option, value, expected } => {
+            CmdlineError::BadValue {
+                option,
+                value,
+                expected,
+            } => {
                 write!(f, "option '{option}': '{value}' is not {expected}")
             }
-            CmdlineError::MissingValue { option, expected } => write!(f, "option '{option}' needs a value: {expected}"),
+            CmdlineError::MissingValue { option, expected } => {
+                write!(f, "option '{option}' needs a value: {expected}")
+            }
         }
     }
 }
@@ -143,7 +168,10 @@ impl fmt::Display for CmdlineError<'_> {
 /// Names equal under Xen's rule that `-` and `_` are interchangeable.
 fn name_is(name: &str, want: &str) -> bool {
     name.len() == want.len()
-        && name.bytes().zip(want.bytes()).all(|(a, b)| a == b || (a == b'-' && b == b'_') || (a == b'_' && b == b'-'))
+        && name
+            .bytes()
+            .zip(want.bytes())
+            .all(|(a, b)| a == b || (a == b'-' && b == b'_') || (a == b'_' && b == b'-'))
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
@@ -153,14 +181,20 @@ fn parse_u32(s: &str) -> Option<u32> {
     }
 }
 
-const LOGLVL_EXPECTED: &str = "a log level (none, error, warning, info, debug, all), optionally /<level>";
-const COM_EXPECTED: &str = "<baud>|auto[/<clock>][,<data><parity><stop>[,<io-base>[,<irq>]]], e.g. 115200,8n1";
+const LOGLVL_EXPECTED: &str =
+    "a log level (none, error, warning, info, debug, all), optionally /<level>";
+const COM_EXPECTED: &str =
+    "<baud>|auto[/<clock>][,<data><parity><stop>[,<io-base>[,<irq>]]], e.g. 115200,8n1";
 const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 
 fn parse_loglvl<'a>(option: &'a str, value: &'a str) -> Result<LogLevel, CmdlineError<'a>> {
-    let bad = CmdlineError::BadValue { option, value, expected: LOGLVL_EXPECTED };
+    let bad = CmdlineError::BadValue {
+        option,
+        value,
+        expected: LOGLVL_EXPECTED,
+    };
     // `<level>[/<rate-limited level>]`: keel does not rate-limit, so the second part
     // is checked and then ignored.
     let (level, limited) = match value.split_once('/') {
@@ -174,7 +208,11 @@ fn parse_loglvl<'a>(option: &'a str, value: &'a str) -> Result<LogLevel, Cmdline
 }
 
 fn parse_com<'a>(option: &'a str, value: &'a str) -> Result<ComConfig, CmdlineError<'a>> {
-    let bad = CmdlineError::BadValue { option, value, expected: COM_EXPECTED };
+    let bad = CmdlineError::BadValue {
+        option,
+        value,
+        expected: COM_EXPECTED,
+    };
     let mut cfg = ComConfig::default();
     let mut parts = value.split(',');
     let speed = parts.next().unwrap_or("");
@@ -233,22 +271,42 @@ fn parse_console<'a>(option: &'a str, value: &'a str) -> Result<Console, Cmdline
         match item {
             "com1" => console = Console::Com1,
             "none" => {}
-            _ => return Err(CmdlineError::BadValue { option, value, expected: CONSOLE_EXPECTED }),
+            _ => {
+                return Err(CmdlineError::BadValue {
+                    option,
+                    value,
+                    expected: CONSOLE_EXPECTED,
+                });
+            }
         }
     }
     Ok(console)
 }
 
-fn value_of<'a>(option: &'a str, value: Option<&'a str>, expected: &'static str) -> Result<&'a str, CmdlineError<'a>> {
-    value.filter(|v| !v.is_empty()).ok_or(CmdlineError::MissingValue { option, expected })
+fn value_of<'a>(
+    option: &'a str,
+    value: Option<&'a str>,
+    expected: &'static str,
+) -> Result<&'a str, CmdlineError<'a>> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or(CmdlineError::MissingValue { option, expected })
 }
 
 /// Parses `line`. Each option keel does not know is passed to `unknown`, in order.
-pub fn parse<'a>(line: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Options, CmdlineError<'a>> {
+pub fn parse<'a>(
+    line: &'a str,
+    mut unknown: impl FnMut(&'a str),
+) -> Result<Options, CmdlineError<'a>> {
     if line.len() > MAX_LEN {
         return Err(CmdlineError::TooLong(line.len()));
     }
-    if let Some((offset, &byte)) = line.as_bytes().iter().enumerate().find(|(_, b)| !(b' '..=b'~').contains(*b) && **b != b'\t') {
+    if let Some((offset, &byte)) = line
+        .as_bytes()
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !(b' '..=b'~').contains(*b) && **b != b'\t')
+    {
         return Err(CmdlineError::BadByte { offset, byte });
     }
     let mut opts = Options::default();
@@ -272,7 +330,13 @@ pub fn parse<'a>(line: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Opti
             let v = value_of(word, value, PORT_EXPECTED)?;
             opts.debug_exit = match parse_u32(v) {
                 Some(p) if p > 0 && p <= 0xFFFF => Some(p as u16),
-                _ => return Err(CmdlineError::BadValue { option: word, value: v, expected: PORT_EXPECTED }),
+                _ => {
+                    return Err(CmdlineError::BadValue {
+                        option: word,
+                        value: v,
+                        expected: PORT_EXPECTED,
+                    });
+                }
             };
         } else if name_is(name, "debug_crash") {
             let v = value_of(word, value, CRASH_EXPECTED)?;
@@ -281,7 +345,13 @@ pub fn parse<'a>(line: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Opti
                 "invalid-opcode" => CrashKind::InvalidOpcode,
                 "stack-overflow" => CrashKind::StackOverflow,
                 "panic" => CrashKind::Panic,
-                _ => return Err(CmdlineError::BadValue { option: word, value: v, expected: CRASH_EXPECTED }),
+                _ => {
+                    return Err(CmdlineError::BadValue {
+                        option: word,
+                        value: v,
+                        expected: CRASH_EXPECTED,
+                    });
+                }
             });
         } else {
             unknown(word);
@@ -329,15 +399,30 @@ mod tests {
 
     #[test]
     fn dash_and_underscore_are_the_same() {
-        assert_eq!(parse_ok("guest-loglvl=debug").0.guest_loglvl, LogLevel::Debug);
+        assert_eq!(
+            parse_ok("guest-loglvl=debug").0.guest_loglvl,
+            LogLevel::Debug
+        );
         assert_eq!(parse_ok("debug_exit=244").0.debug_exit, Some(244));
-        assert_eq!(parse_ok("debug_crash=stack-overflow").0.debug_crash, Some(CrashKind::StackOverflow));
+        assert_eq!(
+            parse_ok("debug_crash=stack-overflow").0.debug_crash,
+            Some(CrashKind::StackOverflow)
+        );
     }
 
     #[test]
     fn com1_variants() {
         let c = parse_ok("com1=9600,7e2,0x2f8,3").0.com1;
-        assert_eq!(c, ComConfig { baud: Some(9600), data_bits: 7, parity: Parity::Even, stop_bits: 2, io_base: 0x2F8 });
+        assert_eq!(
+            c,
+            ComConfig {
+                baud: Some(9600),
+                data_bits: 7,
+                parity: Parity::Even,
+                stop_bits: 2,
+                io_base: 0x2F8
+            }
+        );
         assert_eq!(parse_ok("com1=auto").0.com1.baud, None);
         assert_eq!(parse_ok("com1=115200/1843200").0.com1.baud, Some(115_200));
         assert_eq!(parse_ok("com1=57600,,0x3e8").0.com1.io_base, 0x3E8);
@@ -382,24 +467,48 @@ mod tests {
 
     #[test]
     fn hostile_bytes_and_lengths() {
-        assert_eq!(parse("a\u{1b}b", |_| {}), Err(CmdlineError::BadByte { offset: 1, byte: 0x1B }));
-        assert!(matches!(parse("loglvl=all\n", |_| {}), Err(CmdlineError::BadByte { offset: 10, .. })));
-        assert!(matches!(parse("é", |_| {}), Err(CmdlineError::BadByte { offset: 0, .. })));
+        assert_eq!(
+            parse("a\u{1b}b", |_| {}),
+            Err(CmdlineError::BadByte {
+                offset: 1,
+                byte: 0x1B
+            })
+        );
+        assert!(matches!(
+            parse("loglvl=all\n", |_| {}),
+            Err(CmdlineError::BadByte { offset: 10, .. })
+        ));
+        assert!(matches!(
+            parse("é", |_| {}),
+            Err(CmdlineError::BadByte { offset: 0, .. })
+        ));
         let long = "x".repeat(MAX_LEN + 1);
-        assert_eq!(parse(&long, |_| {}), Err(CmdlineError::TooLong(MAX_LEN + 1)));
+        assert_eq!(
+            parse(&long, |_| {}),
+            Err(CmdlineError::TooLong(MAX_LEN + 1))
+        );
         let ok = "x".repeat(MAX_LEN);
         assert_eq!(parse_ok(&ok).1.len(), 1);
     }
 
     #[test]
     fn later_options_override_earlier_ones() {
-        assert_eq!(parse_ok("loglvl=none loglvl=debug").0.loglvl, LogLevel::Debug);
+        assert_eq!(
+            parse_ok("loglvl=none loglvl=debug").0.loglvl,
+            LogLevel::Debug
+        );
     }
 
     #[test]
     fn skip_first_word_cases() {
-        assert_eq!(skip_first_word("/boot/keel.elf console=com1"), "console=com1");
-        assert_eq!(skip_first_word("  dom0   root=/dev/xvda  "), "root=/dev/xvda  ");
+        assert_eq!(
+            skip_first_word("/boot/keel.elf console=com1"),
+            "console=com1"
+        );
+        assert_eq!(
+            skip_first_word("  dom0   root=/dev/xvda  "),
+            "root=/dev/xvda  "
+        );
         assert_eq!(skip_first_word("dom0"), "");
         assert_eq!(skip_first_word(""), "");
     }

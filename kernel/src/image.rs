@@ -57,8 +57,13 @@ impl fmt::Display for ImageError {
             ImageError::WrongType(t) => write!(f, "ELF type {t} is not an executable"),
             ImageError::BadProgramHeaders => f.write_str("the ELF program headers are malformed"),
             ImageError::NoLoadSegments => f.write_str("the ELF has no loadable segment"),
-            ImageError::SegmentOutsideFile(i) => write!(f, "loadable segment {i} reaches past the end of the file"),
-            ImageError::BadSegmentSize(i) => write!(f, "loadable segment {i} has a bad size (memsz < filesz, or overflow)"),
+            ImageError::SegmentOutsideFile(i) => {
+                write!(f, "loadable segment {i} reaches past the end of the file")
+            }
+            ImageError::BadSegmentSize(i) => write!(
+                f,
+                "loadable segment {i} has a bad size (memsz < filesz, or overflow)"
+            ),
         }
     }
 }
@@ -86,11 +91,17 @@ pub fn inspect(bytes: &[u8]) -> Result<KernelSummary, ImageError> {
         if ph.p_type != PT_LOAD {
             continue;
         }
-        let file_end = ph.p_offset.checked_add(ph.p_filesz).ok_or(ImageError::SegmentOutsideFile(i))?;
+        let file_end = ph
+            .p_offset
+            .checked_add(ph.p_filesz)
+            .ok_or(ImageError::SegmentOutsideFile(i))?;
         if file_end > bytes.len() as u64 {
             return Err(ImageError::SegmentOutsideFile(i));
         }
-        let mem_end = ph.p_paddr.checked_add(ph.p_memsz).ok_or(ImageError::BadSegmentSize(i))?;
+        let mem_end = ph
+            .p_paddr
+            .checked_add(ph.p_memsz)
+            .ok_or(ImageError::BadSegmentSize(i))?;
         if ph.p_memsz < ph.p_filesz {
             return Err(ImageError::BadSegmentSize(i));
         }
@@ -101,7 +112,12 @@ pub fn inspect(bytes: &[u8]) -> Result<KernelSummary, ImageError> {
     if count == 0 {
         return Err(ImageError::NoLoadSegments);
     }
-    Ok(KernelSummary { class: ehdr.class, entry: ehdr.e_entry, load_segments: count, paddr_range: (lo, hi) })
+    Ok(KernelSummary {
+        class: ehdr.class,
+        entry: ehdr.e_entry,
+        load_segments: count,
+        paddr_range: (lo, hi),
+    })
 }
 
 #[cfg(test)]
@@ -136,7 +152,10 @@ mod tests {
     #[test]
     fn a_good_image_is_summarised() {
         let s = inspect(&elf64(0x100, 0x80, 0x1000)).expect("loads");
-        assert_eq!((s.entry, s.load_segments, s.paddr_range), (0x10_0000, 1, (0x10_0000, 0x10_1000)));
+        assert_eq!(
+            (s.entry, s.load_segments, s.paddr_range),
+            (0x10_0000, 1, (0x10_0000, 0x10_1000))
+        );
         assert_eq!(s.class, Class::ELF64);
     }
 
@@ -169,9 +188,18 @@ mod tests {
         let mut b = elf64(0x100, 0x80, 0x1000);
         b[16..18].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
         assert_eq!(inspect(&b), Err(ImageError::WrongType(1)));
-        assert_eq!(inspect(&elf64(0x1F0, 0x100, 0x1000)), Err(ImageError::SegmentOutsideFile(0)));
-        assert_eq!(inspect(&elf64(u64::MAX - 4, 0x10, 0x1000)), Err(ImageError::SegmentOutsideFile(0)));
-        assert_eq!(inspect(&elf64(0x100, 0x80, 0x10)), Err(ImageError::BadSegmentSize(0)));
+        assert_eq!(
+            inspect(&elf64(0x1F0, 0x100, 0x1000)),
+            Err(ImageError::SegmentOutsideFile(0))
+        );
+        assert_eq!(
+            inspect(&elf64(u64::MAX - 4, 0x10, 0x1000)),
+            Err(ImageError::SegmentOutsideFile(0))
+        );
+        assert_eq!(
+            inspect(&elf64(0x100, 0x80, 0x10)),
+            Err(ImageError::BadSegmentSize(0))
+        );
         let mut b = elf64(0x100, 0x80, 0x1000);
         b[64..68].copy_from_slice(&0u32.to_le_bytes()); // PT_NULL: nothing to load
         assert_eq!(inspect(&b), Err(ImageError::NoLoadSegments));

@@ -44,7 +44,10 @@ const TIMER_CHECK_US: u64 = 10_000;
 
 fn uart_config(c: &ComConfig, base: u16) -> UartConfig {
     use keel_arch::console::{Parity as P, WordLength as W};
-    let baud = c.baud.or_else(|| console::firmware_baud(base)).unwrap_or(115_200);
+    let baud = c
+        .baud
+        .or_else(|| console::firmware_baud(base))
+        .unwrap_or(115_200);
     UartConfig {
         baud_rate: BaudRate::from_integer(baud),
         data_bits: match c.data_bits {
@@ -81,8 +84,10 @@ fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoEr
             // (below 4 GiB, so inside the boot direct map, and inside the final direct
             // map because it is then reserved); nothing writes it afterwards. `load`
             // validates its size and end tag.
-            let mbi = unsafe { multiboot2::BootInformation::load(va as *const multiboot2::BootInformationHeader) }
-                .map_err(|_| BootInfoError::BadMultiboot2)?;
+            let mbi = unsafe {
+                multiboot2::BootInformation::load(va as *const multiboot2::BootInformationHeader)
+            }
+            .map_err(|_| BootInfoError::BadMultiboot2)?;
             // The structure lives for as long as keel runs.
             let mbi: &'static multiboot2::BootInformation<'static> = keep_boot_information(mbi);
             bootinfo::from_multiboot2(mbi, pa)
@@ -92,7 +97,12 @@ fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoEr
             (end <= 1 << 32).then(|| {
                 // SAFETY: [pa, end) is below 4 GiB, mapped by the boot direct map (and,
                 // once reserved, by keel's own); boot data is never written by keel.
-                unsafe { core::slice::from_raw_parts((keel_mm::layout::DIRECTMAP_BASE + pa) as *const u8, len) }
+                unsafe {
+                    core::slice::from_raw_parts(
+                        (keel_mm::layout::DIRECTMAP_BASE + pa) as *const u8,
+                        len,
+                    )
+                }
             })
         }),
         other => Err(BootInfoError::BadMagic(other)),
@@ -100,7 +110,9 @@ fn read_boot_info(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoEr
 }
 
 /// Keeps the one `BootInformation` handle in a static, before the heap exists.
-fn keep_boot_information(mbi: multiboot2::BootInformation<'static>) -> &'static multiboot2::BootInformation<'static> {
+fn keep_boot_information(
+    mbi: multiboot2::BootInformation<'static>,
+) -> &'static multiboot2::BootInformation<'static> {
     static SLOT: spin::Once<multiboot2::BootInformation<'static>> = spin::Once::new();
     SLOT.call_once(|| mbi)
 }
@@ -131,7 +143,9 @@ fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
     if cpu_info.tsc_deadline {
         apic::timer_deadline(start + cal.tsc_hz * TIMER_CHECK_US / 1_000_000);
     } else {
-        apic::timer_oneshot((cal.lapic_hz * TIMER_CHECK_US / 1_000_000).min(u64::from(u32::MAX)) as u32);
+        apic::timer_oneshot(
+            (cal.lapic_hz * TIMER_CHECK_US / 1_000_000).min(u64::from(u32::MAX)) as u32,
+        );
     }
     let limit = cal.tsc_hz.max(1); // one second
     while !TIMER_FIRED.load(Ordering::Acquire) && cpu::rdtsc().wrapping_sub(start) < limit {
@@ -145,14 +159,19 @@ fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
     if TIMER_FIRED.load(Ordering::Acquire) {
         say!("Timer: LAPIC timer interrupt after {elapsed_us} us (asked for {TIMER_CHECK_US} us)");
     } else {
-        log::error!("Timer: no LAPIC timer interrupt within {elapsed_us} us; keel's timer does not work here");
+        log::error!(
+            "Timer: no LAPIC timer interrupt within {elapsed_us} us; keel's timer does not work here"
+        );
     }
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     // 1. Somewhere to report to, and exceptions that report.
-    let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
+    let _ = console::init(
+        console::COM1_BASE,
+        uart_config(&ComConfig::default(), console::COM1_BASE),
+    );
     gdt::init();
     traps::init();
 
@@ -173,10 +192,19 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     match opts.console {
         Console::Com1 => {
             if opts.com1 != ComConfig::default()
-                && let Err(e) = console::init(opts.com1.io_base, uart_config(&opts.com1, opts.com1.io_base))
+                && let Err(e) = console::init(
+                    opts.com1.io_base,
+                    uart_config(&opts.com1, opts.com1.io_base),
+                )
             {
-                say!("Warning: com1={:?} could not be used ({e:?}); keeping the default console", opts.com1);
-                let _ = console::init(console::COM1_BASE, uart_config(&ComConfig::default(), console::COM1_BASE));
+                say!(
+                    "Warning: com1={:?} could not be used ({e:?}); keeping the default console",
+                    opts.com1
+                );
+                let _ = console::init(
+                    console::COM1_BASE,
+                    uart_config(&ComConfig::default(), console::COM1_BASE),
+                );
             }
         }
         Console::None => console::shutdown(),
@@ -194,7 +222,10 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         log::warn!("unknown command-line option '{w}' ignored");
     }
     if unknown_count > unknown.len() {
-        log::warn!("{} more unknown command-line options ignored", unknown_count - unknown.len());
+        log::warn!(
+            "{} more unknown command-line options ignored",
+            unknown_count - unknown.len()
+        );
     }
 
     // 3. Memory.
@@ -219,14 +250,22 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         img.phys.1,
         (img.phys.1 - img.phys.0) >> 10
     );
-    log::debug!("Frames: {} were free before keel's own page tables and heap", report.free_frames);
+    log::debug!(
+        "Frames: {} were free before keel's own page tables and heap",
+        report.free_frames
+    );
 
     // 4. ACPI.
     let platform = acpi::init(boot.rsdp);
     let pm_timer = match &platform {
         Ok(p) => {
             say!("ACPI: RSDP at {:#x}", p.rsdp);
-            say!("ACPI: {} CPU(s), LAPIC at {:#x}, {} IOAPIC(s)", p.cpus, p.lapic_addr, p.ioapics);
+            say!(
+                "ACPI: {} CPU(s), LAPIC at {:#x}, {} IOAPIC(s)",
+                p.cpus,
+                p.lapic_addr,
+                p.ioapics
+            );
             match p.sleep {
                 Ok(s) => power::set_acpi_sleep(s),
                 Err(e) => log::warn!("ACPI: keel will not be able to power off: {e}"),
@@ -251,7 +290,9 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     let hvm = HvmSupport::detect(&cpu_info);
     say!("HVM: {hvm}");
     if !hvm.has_hap() {
-        log::warn!("HVM: no EPT/NPT: PVH and HVM guests will need shadow paging (not yet implemented)");
+        log::warn!(
+            "HVM: no EPT/NPT: PVH and HVM guests will need shadow paging (not yet implemented)"
+        );
     }
     init_timer(&cpu_info, pm_timer);
 
@@ -282,7 +323,11 @@ fn run_dom0(boot: &BootInfo<'_>) -> ! {
     };
     let name = m.name();
     let Some(bytes) = memory::module_bytes(m.start, m.len()) else {
-        say!("dom0: module 0 '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})", m.start, m.end);
+        say!(
+            "dom0: module 0 '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})",
+            m.start,
+            m.end
+        );
         power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
     };
     match keel_kernel::image::inspect(bytes) {
@@ -317,11 +362,15 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             l.line(),
             info.message()
         )),
-        None => console::emergency_write_fmt(format_args!("(KEEL) FATAL: panic: {}\n", info.message())),
+        None => {
+            console::emergency_write_fmt(format_args!("(KEEL) FATAL: panic: {}\n", info.message()))
+        }
     }
     let rbp: u64;
     // SAFETY: reads RBP, the current frame pointer, for the stack walk.
-    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+    };
     keel_arch::backtrace::print(0, rbp);
     power::fatal_stop()
 }

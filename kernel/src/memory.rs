@@ -60,11 +60,15 @@ impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MemoryError::Map(e) => write!(f, "memory map: {e}"),
-            MemoryError::NoRoomForBitmap => f.write_str("no room below 4 GiB for the frame allocator's bitmap"),
+            MemoryError::NoRoomForBitmap => {
+                f.write_str("no room below 4 GiB for the frame allocator's bitmap")
+            }
             MemoryError::Frames(e) => write!(f, "frame allocator: {e}"),
             MemoryError::Paging(e) => write!(f, "page tables: {e}"),
             MemoryError::NoHeap => f.write_str("not enough memory for keel's heap"),
-            MemoryError::FramesNotReady => f.write_str("the frame allocator is not set up yet (init order bug)"),
+            MemoryError::FramesNotReady => {
+                f.write_str("the frame allocator is not set up yet (init order bug)")
+            }
         }
     }
 }
@@ -89,26 +93,40 @@ fn region_kind(k: MemKind) -> RegionKind {
 pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, MemoryError> {
     let mut map = MEMMAP.lock();
     for r in boot.regions() {
-        map.add(r.start, r.len, region_kind(r.kind)).map_err(MemoryError::Map)?;
+        map.add(r.start, r.len, region_kind(r.kind))
+            .map_err(MemoryError::Map)?;
     }
-    map.reserve(image.phys.0, image.phys.1 - image.phys.0, RegionKind::Kernel).map_err(MemoryError::Map)?;
+    map.reserve(
+        image.phys.0,
+        image.phys.1 - image.phys.0,
+        RegionKind::Kernel,
+    )
+    .map_err(MemoryError::Map)?;
     for r in boot.reserved() {
         let kind = match r.what {
             Occupant::BootInfo => RegionKind::BootInfo,
             Occupant::Module => RegionKind::Module,
         };
-        map.reserve(r.start, r.end - r.start, kind).map_err(MemoryError::Map)?;
+        map.reserve(r.start, r.end - r.start, kind)
+            .map_err(MemoryError::Map)?;
     }
     let words = FrameAllocator::storage_words_for(&map);
     let bytes = (words as u64 * 8).next_multiple_of(4096);
-    let storage_pa = map.find_free(bytes, 4096, LOW_4G).ok_or(MemoryError::NoRoomForBitmap)?;
-    map.reserve(storage_pa.as_u64(), bytes, RegionKind::AllocatorMetadata).map_err(MemoryError::Map)?;
+    let storage_pa = map
+        .find_free(bytes, 4096, LOW_4G)
+        .ok_or(MemoryError::NoRoomForBitmap)?;
+    map.reserve(storage_pa.as_u64(), bytes, RegionKind::AllocatorMetadata)
+        .map_err(MemoryError::Map)?;
     // SAFETY: [storage_pa, +bytes) is usable RAM below 4 GiB (so mapped by the boot
     // direct map and by keel's own), now reserved as AllocatorMetadata so nothing else
     // will ever own it; it lives for as long as keel runs.
-    let storage = unsafe { core::slice::from_raw_parts_mut(directmap_va(storage_pa) as *mut u64, words) };
+    let storage =
+        unsafe { core::slice::from_raw_parts_mut(directmap_va(storage_pa) as *mut u64, words) };
     let frames = FrameAllocator::new(&*map, storage).map_err(MemoryError::Frames)?;
-    let report = MemoryReport { usable_bytes: map.usable_bytes(), free_frames: frames.free_frames() };
+    let report = MemoryReport {
+        usable_bytes: map.usable_bytes(),
+        free_frames: frames.free_frames(),
+    };
     *FRAMES.lock() = Some(frames);
     Ok(report)
 }
@@ -118,30 +136,45 @@ pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, Me
 /// per-section permissions (text RX, rodata R, data/bss RW) and an unmapped guard page
 /// below the boot stack, and the xAPIC page in the fixmap (UC) when `xapic_phys` is
 /// given. The identity map and the `.boot` section are left behind.
-pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u64>) -> Result<(), MemoryError> {
+pub fn switch_address_space(
+    image: &ImageLayout,
+    nx: bool,
+    xapic_phys: Option<u64>,
+) -> Result<(), MemoryError> {
     let map = MEMMAP.lock();
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut().ok_or(MemoryError::FramesNotReady)?;
     // SAFETY: the frames come from the allocator (so are ours alone) and below 4 GiB
     // (so reachable through the boot direct map while the tables are built, and
     // through the new direct map after).
-    let tables = unsafe { DirectMapTables::new(|| frames.alloc_below(1, 1, FRAME_4G).ok().map(|m| m.hpa())) };
+    let tables = unsafe {
+        DirectMapTables::new(|| frames.alloc_below(1, 1, FRAME_4G).ok().map(|m| m.hpa()))
+    };
     let mut pt = PageTableBuilder::new(tables).map_err(MemoryError::Paging)?;
     let nx_flag = if nx { PteFlags::NX } else { PteFlags::empty() };
     let rw = PteFlags::WRITABLE | nx_flag;
     let hpa = |a: u64| Hpa::new(a).ok_or(MemoryError::Paging(MapError::PhysOutOfRange));
 
-    pt.map_range(directmap_va(hpa(0)?), hpa(0)?, LOW_4G, rw, true).map_err(MemoryError::Paging)?;
+    pt.map_range(directmap_va(hpa(0)?), hpa(0)?, LOW_4G, rw, true)
+        .map_err(MemoryError::Paging)?;
     for r in map.regions().iter().filter(|r| r.end > LOW_4G) {
         let start = r.start.max(LOW_4G) & !0xFFF;
         let end = r.end.next_multiple_of(4096);
-        pt.map_range(directmap_va(hpa(start)?), hpa(start)?, end - start, rw, true).map_err(MemoryError::Paging)?;
+        pt.map_range(
+            directmap_va(hpa(start)?),
+            hpa(start)?,
+            end - start,
+            rw,
+            true,
+        )
+        .map_err(MemoryError::Paging)?;
     }
 
     let to_phys = |va: u64| va - keel_mm::layout::IMAGE_VIRT_BASE;
     let mut map_section = |(start, end): (u64, u64), flags: PteFlags| -> Result<(), MemoryError> {
         if end > start {
-            pt.map_range(start, hpa(to_phys(start))?, end - start, flags, false).map_err(MemoryError::Paging)?;
+            pt.map_range(start, hpa(to_phys(start))?, end - start, flags, false)
+                .map_err(MemoryError::Paging)?;
         }
         Ok(())
     };
@@ -154,8 +187,13 @@ pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u6
     map_section((guard_page + 4096, image.bss.1), rw)?;
 
     if let Some(apic) = xapic_phys {
-        pt.map(FIXMAP_LAPIC, hpa(apic)?, PageSize::Size4K, rw | PteFlags::PCD | PteFlags::PWT)
-            .map_err(MemoryError::Paging)?;
+        pt.map(
+            FIXMAP_LAPIC,
+            hpa(apic)?,
+            PageSize::Size4K,
+            rw | PteFlags::PCD | PteFlags::PWT,
+        )
+        .map_err(MemoryError::Paging)?;
     }
     let (root, _) = pt.into_inner();
     // SAFETY: the new tables map keel's text, rodata, data and bss (with the stacks,
@@ -170,10 +208,15 @@ pub fn switch_address_space(image: &ImageLayout, nx: bool, xapic_phys: Option<u6
 pub fn init_heap() -> Result<(), MemoryError> {
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut().ok_or(MemoryError::FramesNotReady)?;
-    let first = frames.alloc_contiguous(HEAP_BYTES / 4096, 1).map_err(|_| MemoryError::NoHeap)?;
+    let first = frames
+        .alloc_contiguous(HEAP_BYTES / 4096, 1)
+        .map_err(|_| MemoryError::NoHeap)?;
     // SAFETY: the frames were just allocated for the heap alone and are mapped by the
     // direct map for as long as keel runs.
-    unsafe { HEAP.lock().init(directmap_va(first.hpa()) as *mut u8, HEAP_BYTES as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(directmap_va(first.hpa()) as *mut u8, HEAP_BYTES as usize)
+    };
     Ok(())
 }
 

@@ -14,8 +14,9 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -146,9 +147,33 @@ impl Boot {
     }
 
     /// Boots, calling `on_serial` with each line of serial output as it arrives.
+    ///
+    /// An emulator that dies from a signal at start-up, before keel could print
+    /// anything, is retried once: that is the emulator failing (a CI run once saw
+    /// Bochs killed 0.1 s in, never reproduced), not keel. The first attempt's work
+    /// directory is kept and named on stderr.
     pub fn try_run(
         &self,
-        on_serial: Option<&mut dyn FnMut(&str)>,
+        mut on_serial: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<RunResult, HarnessError> {
+        let first = self.try_run_once(on_serial.as_deref_mut())?;
+        if !first.died_at_start_up() {
+            return Ok(first);
+        }
+        eprintln!(
+            "harness: {} died at start-up ({}) with no serial output; retrying once. \
+             First attempt: {}\n{}",
+            self.backend,
+            first.exit_description(),
+            first.work_dir.display(),
+            first.emulator_output_tail()
+        );
+        self.try_run_once(on_serial)
+    }
+
+    fn try_run_once(
+        &self,
+        on_serial: Option<&mut (dyn FnMut(&str) + '_)>,
     ) -> Result<RunResult, HarnessError> {
         let elf = match &self.elf {
             Some(p) if p.is_file() => p.clone(),
@@ -233,13 +258,14 @@ impl Boot {
             package,
             source,
         })?;
-        let (exit_code, timed_out, raw) =
+        let (status, timed_out, raw) =
             supervise(child, &work.join(SERIAL_FILE), self.timeout, on_serial)?;
         Ok(RunResult {
             backend: self.backend,
             loader: self.loader,
             serial: serial::clean(&raw),
-            exit_code,
+            exit_code: status.code(),
+            signal: status.signal(),
             timed_out,
             elapsed: start.elapsed(),
             timeout: self.timeout,
@@ -254,14 +280,13 @@ fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
 }
 
 /// Waits for `child` (killing it after `timeout`) while tailing `serial_path`.
-/// Returns its exit code (`None` if killed by a signal), whether it timed out, and
-/// all serial bytes.
-fn supervise(
+/// Returns its exit status, whether it timed out, and all serial bytes.
+fn supervise<'f>(
     mut child: Child,
     serial_path: &Path,
     timeout: Duration,
-    mut on_serial: Option<&mut dyn FnMut(&str)>,
-) -> Result<(Option<i32>, bool, Vec<u8>), HarnessError> {
+    mut on_serial: Option<&mut (dyn FnMut(&str) + 'f)>,
+) -> Result<(ExitStatus, bool, Vec<u8>), HarnessError> {
     let start = Instant::now();
     let mut raw = Vec::new();
     let mut serial_file: Option<File> = None;
@@ -270,7 +295,7 @@ fn supervise(
 
     let mut pump = |raw: &mut Vec<u8>,
                     serial_file: &mut Option<File>,
-                    on_serial: &mut Option<&mut dyn FnMut(&str)>| {
+                    on_serial: &mut Option<&mut (dyn FnMut(&str) + 'f)>| {
         if serial_file.is_none() {
             // The emulator creates the file when it starts; until then there is nothing.
             *serial_file = File::open(serial_path).ok();
@@ -313,7 +338,7 @@ fn supervise(
             serial_path.display()
         )))?;
     }
-    Ok((status.code(), timed_out, raw))
+    Ok((status, timed_out, raw))
 }
 
 /// What one boot produced.
@@ -328,6 +353,8 @@ pub struct RunResult {
     pub serial: String,
     /// The emulator's exit status; `None` if it was killed (e.g. on timeout).
     pub exit_code: Option<i32>,
+    /// The signal that ended the emulator, if one did.
+    pub signal: Option<i32>,
     /// Whether the run hit its time limit.
     pub timed_out: bool,
     /// Wall time from starting the emulator to its exit.
@@ -345,6 +372,30 @@ fn compile(re: &str) -> Regex {
 }
 
 impl RunResult {
+    /// The emulator died from a signal quickly, on its own, before any serial output.
+    fn died_at_start_up(&self) -> bool {
+        self.signal.is_some()
+            && !self.timed_out
+            && self.serial.trim().is_empty()
+            && self.elapsed < Duration::from_secs(3)
+    }
+
+    /// How the emulator process ended: "status N", "signal N" or "killed".
+    pub fn exit_description(&self) -> String {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => format!("status {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            (None, None) => "killed".to_string(),
+        }
+    }
+
+    /// The last lines the emulator printed on stdout/stderr.
+    pub fn emulator_output_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.work_dir.join("emulator.out")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
     /// How the run ended.
     pub fn outcome(&self) -> Outcome {
         outcome::judge(self.backend, self.exit_code, self.timed_out, &self.serial)
@@ -412,16 +463,19 @@ impl RunResult {
         );
         let _ = writeln!(
             r,
-            "outcome: {}; exit code: {}; elapsed {:.1} s (limit {} s)",
+            "outcome: {}; emulator exit: {}; elapsed {:.1} s (limit {} s)",
             self.outcome(),
-            self.exit_code
-                .map_or_else(|| "none (killed)".to_string(), |c| c.to_string()),
+            self.exit_description(),
             self.elapsed.as_secs_f64(),
             self.timeout.as_secs()
         );
         let _ = writeln!(r, "work directory: {}", self.work_dir.display());
         if let Some(log) = &self.bochs_log {
             let _ = writeln!(r, "bochs log: {}", log.display());
+        }
+        if !self.outcome().is_clean() {
+            let _ = writeln!(r, "---- emulator output (last lines) ----");
+            let _ = writeln!(r, "{}", self.emulator_output_tail());
         }
         let _ = writeln!(r, "---- serial ----");
         r.push_str(&self.serial);
@@ -443,12 +497,39 @@ mod tests {
             loader: Loader::Grub,
             serial: serial.to_string(),
             exit_code,
+            signal: None,
             timed_out: false,
             elapsed: Duration::from_millis(1500),
             timeout: QEMU_TIMEOUT,
             work_dir: PathBuf::from("/nonexistent"),
             bochs_log: None,
         }
+    }
+
+    #[test]
+    fn only_a_quick_silent_signal_death_counts_as_a_start_up_failure() {
+        let mut r = result(Backend::BochsSvm, None, "");
+        r.signal = Some(9);
+        r.elapsed = Duration::from_millis(100);
+        assert!(r.died_at_start_up());
+        assert_eq!(r.exit_description(), "signal 9");
+        let mut printed = r.clone();
+        printed.serial = "  Booting `keel'\n".to_string();
+        assert!(
+            !printed.died_at_start_up(),
+            "output means the emulator did start"
+        );
+        let mut slow = r.clone();
+        slow.elapsed = Duration::from_secs(10);
+        assert!(!slow.died_at_start_up());
+        let mut timed_out = r.clone();
+        timed_out.timed_out = true;
+        assert!(
+            !timed_out.died_at_start_up(),
+            "our own kill is not a start-up failure"
+        );
+        let exited = result(Backend::BochsSvm, Some(1), "");
+        assert!(!exited.died_at_start_up());
     }
 
     const LOG: &str = "  Booting `keel'\n(KEEL) keel 0.1.0 (x)\n(KEEL) ACPI: 1 CPU(s), LAPIC at 0xfee00000, 1 IOAPIC(s)\n(KEEL) Powering off\n";
@@ -508,7 +589,7 @@ mod tests {
         let (code, timed_out, raw) =
             supervise(child, &dir.join(SERIAL_FILE), timeout, Some(&mut sink)).expect("supervise");
         std::fs::remove_dir_all(&dir).expect("clean up");
-        (code, timed_out, raw, lines)
+        (code.code(), timed_out, raw, lines)
     }
 
     #[test]

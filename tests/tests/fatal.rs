@@ -12,14 +12,21 @@ use keel_tests::outcome::Outcome;
 use keel_tests::{Backend, Boot, RunResult};
 
 fn crash(name: &str, backend: Backend, kind: &str) -> RunResult {
-    let run = Boot::new(name, backend).extra_cmdline(&format!("debug-crash={kind}")).run();
+    let run = Boot::new(name, backend)
+        .extra_cmdline(&format!("debug-crash={kind}"))
+        .run();
     assert!(
         matches!(run.outcome(), Outcome::KeelFailure(_)),
         "expected keel to report its own failure\n{}",
         run.report()
     );
     if backend.is_qemu() {
-        assert_eq!(run.exit_code, Some(3), "QEMU must exit through isa-debug-exit status 1\n{}", run.report());
+        assert_eq!(
+            run.exit_code,
+            Some(3),
+            "QEMU must exit through isa-debug-exit status 1\n{}",
+            run.report()
+        );
     }
     run.assert_line(FATAL_STACK);
     run.assert_line(r"^\(KEEL\) Powering off: keel failed");
@@ -48,19 +55,31 @@ fn invalid_opcode_in_keel_is_reported_on_qemu_svm() {
 
 #[test]
 fn stack_overflow_hits_the_guard_page_and_is_reported_on_qemu_svm() {
-    let run = crash("crash_stack_overflow_qemu", Backend::QemuSvm, "stack-overflow");
+    let run = crash(
+        "crash_stack_overflow_qemu",
+        Backend::QemuSvm,
+        "stack-overflow",
+    );
     assert_exception(&run, "8", "#DF");
 }
 
 #[test]
 fn stack_overflow_is_reported_on_bochs_vmx() {
-    let run = crash("crash_stack_overflow_vmx", Backend::BochsVmx, "stack-overflow");
+    let run = crash(
+        "crash_stack_overflow_vmx",
+        Backend::BochsVmx,
+        "stack-overflow",
+    );
     assert_exception(&run, "8", "#DF");
 }
 
 #[test]
 fn stack_overflow_is_reported_on_bochs_svm() {
-    let run = crash("crash_stack_overflow_svm", Backend::BochsSvm, "stack-overflow");
+    let run = crash(
+        "crash_stack_overflow_svm",
+        Backend::BochsSvm,
+        "stack-overflow",
+    );
     assert_exception(&run, "8", "#DF");
 }
 

@@ -33,10 +33,20 @@ impl VmxCaps {
     /// Decodes the raw MSRs: IA32_VMX_BASIC, IA32_FEATURE_CONTROL,
     /// IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2 (0 if secondary controls
     /// are not allowed) and IA32_VMX_EPT_VPID_CAP (0 if neither EPT nor VPID).
-    pub fn from_msrs(basic: u64, feature_control: u64, procbased: u64, procbased2: u64, ept_vpid: u64) -> VmxCaps {
+    pub fn from_msrs(
+        basic: u64,
+        feature_control: u64,
+        procbased: u64,
+        procbased2: u64,
+        ept_vpid: u64,
+    ) -> VmxCaps {
         // Allowed-1 settings are the high 32 bits of the control MSRs (§A.3.2, §A.3.3).
         let secondary_controls = (procbased >> 32) & (1 << 31) != 0;
-        let allowed2 = if secondary_controls { procbased2 >> 32 } else { 0 };
+        let allowed2 = if secondary_controls {
+            procbased2 >> 32
+        } else {
+            0
+        };
         let ept = allowed2 & (1 << 1) != 0;
         let vpid = allowed2 & (1 << 5) != 0;
         let cap = if ept || vpid { ept_vpid } else { 0 };
@@ -80,10 +90,20 @@ pub fn detect(cpu: &CpuInfo) -> Option<VmxCaps> {
         let basic = msr::rdmsr(msr::IA32_VMX_BASIC);
         let fc = msr::rdmsr(msr::IA32_FEATURE_CONTROL);
         let procbased = msr::rdmsr(msr::IA32_VMX_PROCBASED_CTLS);
-        let procbased2 = if procbased & (1 << 63) != 0 { msr::rdmsr(msr::IA32_VMX_PROCBASED_CTLS2) } else { 0 };
+        let procbased2 = if procbased & (1 << 63) != 0 {
+            msr::rdmsr(msr::IA32_VMX_PROCBASED_CTLS2)
+        } else {
+            0
+        };
         let allowed2 = procbased2 >> 32;
-        let ept_vpid = if allowed2 & ((1 << 1) | (1 << 5)) != 0 { msr::rdmsr(msr::IA32_VMX_EPT_VPID_CAP) } else { 0 };
-        Some(VmxCaps::from_msrs(basic, fc, procbased, procbased2, ept_vpid))
+        let ept_vpid = if allowed2 & ((1 << 1) | (1 << 5)) != 0 {
+            msr::rdmsr(msr::IA32_VMX_EPT_VPID_CAP)
+        } else {
+            0
+        };
+        Some(VmxCaps::from_msrs(
+            basic, fc, procbased, procbased2, ept_vpid,
+        ))
     }
 }
 
@@ -96,11 +116,14 @@ mod tests {
         // allowed-1 of secondary (bit 63), EPT (33), VPID (37), unrestricted (39).
         let procbased = 1u64 << 63;
         let procbased2 = (1u64 << 33) | (1 << 37) | (1 << 39);
-        let ept_vpid = (1 << 6) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 20) | (1 << 21) | (1u64 << 32);
+        let ept_vpid =
+            (1 << 6) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 20) | (1 << 21) | (1u64 << 32);
         let c = VmxCaps::from_msrs(0x00DA_0400_0000_0004, 0x5, procbased, procbased2, ept_vpid);
         assert_eq!(c.revision, 4);
         assert!(c.ept && c.vpid && c.unrestricted_guest && c.secondary_controls);
-        assert!(c.ept_4level && c.ept_wb && c.ept_2m && c.ept_1g && c.invept && c.ept_ad && c.invvpid);
+        assert!(
+            c.ept_4level && c.ept_wb && c.ept_2m && c.ept_1g && c.invept && c.ept_ad && c.invvpid
+        );
         assert!(c.feature_control_locked && c.enabled_outside_smx && c.usable());
     }
 
