@@ -7,14 +7,22 @@
 //! build a `MemoryMap` from firmware, `reserve` the image, boot info and modules,
 //! `find_free` + `reserve` room for the `FrameAllocator` bitmap, construct the
 //! allocator, then build keel's page tables per `layout` with a `PageTableBuilder`.
+//!
+//! For domains: `p2m` keeps a domain's guest-physical to machine map as an EPT/NPT
+//! tree (the entry format comes from `keel-arch`), `guest_walk` walks a guest's own
+//! page tables in any x86 paging mode, and `guest_mem` combines the two into the
+//! checked `copy_from_guest` / `copy_to_guest` every hypercall argument goes through.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod frame;
+pub mod guest_mem;
+pub mod guest_walk;
 pub mod layout;
 pub mod memmap;
+pub mod p2m;
 pub mod paging;
 
 #[cfg(test)]
@@ -22,5 +30,8 @@ mod proptests;
 
 pub use addr::{Gfn, Gpa, Gva, Hpa, Mfn, PAGE_SHIFT, PAGE_SIZE};
 pub use frame::{FrameAllocator, FrameError};
+pub use guest_mem::{CopyError, FrameAccess, GuestPhys, copy_from_guest, copy_to_guest};
+pub use guest_walk::{AccessKind, GuestPhysRead, PagingMode, WalkCtx, WalkFault};
 pub use memmap::{MemMapError, MemoryMap, Region, RegionKind};
+pub use p2m::{Access, P2m, P2mError, SlptFormat};
 pub use paging::{MapError, PageSize, PageTableBuilder, PteFlags, TableMemory};
