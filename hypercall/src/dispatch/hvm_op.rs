@@ -1,0 +1,118 @@
+//! `HYPERVISOR_hvm_op` (Xen `do_hvm_op`, `hvmop_set_param`,
+//! `hvmop_get_param`, `hvm_allow_{set,get}_param`,
+//! `xen/arch/x86/hvm/hvm.c`).
+//!
+//! `hvm_op(unsigned long op, void *arg)`.
+//!
+//! `HVMOP_set_param`/`HVMOP_get_param`, in Xen's order: copy in
+//! `xen_hvm_param` (`-EFAULT`); `index >= HVM_NR_PARAMS` is `-EINVAL`; a
+//! domid other than `DOMID_SELF` or the caller's own is `-ESRCH` (keel has
+//! no cross-domain parameter access yet and answers as if the domain did
+//! not exist). Then Xen's policy for a domain acting on itself, which is
+//! the same for privileged and unprivileged callers:
+//!
+//! - settable by the guest: `CALLBACK_IRQ`, `VM86_TSS`, `VM86_TSS_SIZED`,
+//!   `ACPI_IOPORTS_LOCATION`, `VM_GENERATION_ID_ADDR`, `STORE_EVTCHN`,
+//!   `CONSOLE_EVTCHN`, `X87_FIP_WIDTH`;
+//! - readable by the guest: those, plus `STORE_PFN`, `CONSOLE_PFN`,
+//!   `ALTP2M`;
+//! - setting `ALTP2M` (read-only) is `-EEXIST`;
+//! - the deprecated indexes (`PAE_ENABLED`, `DM_DOMAIN`,
+//!   `MEMORY_EVENT_*`, `NESTEDHVM`, `BUFIOREQ_EVTCHN`) are `-EINVAL`;
+//! - every other index is `-EPERM`.
+//!
+//! What passes goes to [`Domain::get_hvm_param`]/[`Domain::set_hvm_param`];
+//! a get copies the whole structure back with `value` filled in. A failed
+//! check or a domain error writes nothing.
+//!
+//! Every other `HVMOP_*` (including `set_evtchn_upcall_vector`, which waits
+//! for event channels) is `-ENOSYS`.
+
+use super::{Ctx, Domain, Outcome};
+use crate::abi::Errno;
+use crate::abi::hvm::*;
+
+pub(super) fn do_hvm_op<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, op: u64, arg: u64) -> Outcome {
+    Outcome::from_result(match op {
+        o if o == u64::from(HVMOP_SET_PARAM) => set_param(cx, arg),
+        o if o == u64::from(HVMOP_GET_PARAM) => get_param(cx, arg),
+        _ => Err(Errno::ENOSYS),
+    })
+}
+
+/// Copies in and checks the parts common to set and get.
+fn param_in<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<XenHvmParam, Errno> {
+    let a = XenHvmParam::from_bytes(&cx.read(arg)?);
+    if a.index >= HVM_NR_PARAMS {
+        return Err(Errno::EINVAL);
+    }
+    if !cx.is_self(a.domid) {
+        return Err(Errno::ESRCH);
+    }
+    Ok(a)
+}
+
+fn is_deprecated(index: u32) -> bool {
+    matches!(
+        index,
+        HVM_PARAM_PAE_ENABLED
+            | HVM_PARAM_DM_DOMAIN
+            | HVM_PARAM_MEMORY_EVENT_CR0
+            | HVM_PARAM_MEMORY_EVENT_CR3
+            | HVM_PARAM_MEMORY_EVENT_CR4
+            | HVM_PARAM_MEMORY_EVENT_INT3
+            | HVM_PARAM_NESTEDHVM
+            | HVM_PARAM_MEMORY_EVENT_SINGLE_STEP
+            | HVM_PARAM_BUFIOREQ_EVTCHN
+            | HVM_PARAM_MEMORY_EVENT_MSR
+    )
+}
+
+/// `hvm_allow_set_param` for `d == current->domain`.
+fn allow_self_set(index: u32) -> Result<(), Errno> {
+    match index {
+        HVM_PARAM_CALLBACK_IRQ
+        | HVM_PARAM_VM86_TSS
+        | HVM_PARAM_VM86_TSS_SIZED
+        | HVM_PARAM_ACPI_IOPORTS_LOCATION
+        | HVM_PARAM_VM_GENERATION_ID_ADDR
+        | HVM_PARAM_STORE_EVTCHN
+        | HVM_PARAM_CONSOLE_EVTCHN
+        | HVM_PARAM_X87_FIP_WIDTH => Ok(()),
+        HVM_PARAM_ALTP2M => Err(Errno::EEXIST),
+        i if is_deprecated(i) => Err(Errno::EINVAL),
+        _ => Err(Errno::EPERM),
+    }
+}
+
+/// `hvm_allow_get_param` for `d == current->domain`.
+fn allow_self_get(index: u32) -> Result<(), Errno> {
+    match index {
+        HVM_PARAM_CALLBACK_IRQ
+        | HVM_PARAM_VM86_TSS
+        | HVM_PARAM_VM86_TSS_SIZED
+        | HVM_PARAM_ACPI_IOPORTS_LOCATION
+        | HVM_PARAM_VM_GENERATION_ID_ADDR
+        | HVM_PARAM_STORE_PFN
+        | HVM_PARAM_STORE_EVTCHN
+        | HVM_PARAM_CONSOLE_PFN
+        | HVM_PARAM_CONSOLE_EVTCHN
+        | HVM_PARAM_ALTP2M
+        | HVM_PARAM_X87_FIP_WIDTH => Ok(()),
+        i if is_deprecated(i) => Err(Errno::EINVAL),
+        _ => Err(Errno::EPERM),
+    }
+}
+
+fn set_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
+    let a = param_in(cx, arg)?;
+    allow_self_set(a.index)?;
+    cx.d.set_hvm_param(a.index, a.value).map(|()| 0)
+}
+
+fn get_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
+    let mut a = param_in(cx, arg)?;
+    allow_self_get(a.index)?;
+    a.value = cx.d.get_hvm_param(a.index)?;
+    cx.write(arg, &a.to_bytes()).map(|()| 0)
+}
