@@ -8,6 +8,17 @@
 //! would hide what they wanted to see).
 //!
 //! Parsing allocates nothing: it runs before the heap exists.
+//!
+//! `dom0_mem=` follows Xen's x86 syntax and semantics (`xen/arch/x86/dom0_build.c`
+//! `parse_dom0_mem`/`parse_amt`/`dom0_compute_nr_pages`, `xen/lib/parse-size.c`):
+//! a list of `min:<sz>`, `max:<sz>` and `<sz>`, where `<sz>` is `[-]<size>`,
+//! `[-]<frac>%` or `[-]<size>+<frac>%`, `<frac>` < 100. A `<size>` is a number in C
+//! syntax (`0x` hex, a leading `0` octal, else decimal) with an optional unit `B`, `K`,
+//! `M`, `G` or `T` (either case); **without a unit it is in KiB**, as in Xen. A
+//! negative size means "all available memory but this much". Parsing records what was
+//! written ([`Dom0Mem`]); [`dom0_mem_bytes`] turns it into a size once the amount of
+//! available memory is known. As in Xen, each `dom0_mem=` only replaces the parts it
+//! names, so `dom0_mem=max:1G dom0_mem=512M` sets both.
 
 use core::fmt;
 
@@ -91,6 +102,8 @@ pub struct Options {
     pub debug_exit: Option<u16>,
     /// keel's own: crash on purpose once booted, to test the fatal path.
     pub debug_crash: Option<CrashKind>,
+    /// `dom0_mem=`: dom0's memory size, resolved later by [`dom0_mem_bytes`].
+    pub dom0_mem: Dom0Mem,
 }
 
 /// What `debug-crash=` asks for.
@@ -102,6 +115,95 @@ pub enum CrashKind {
     Panic,
 }
 
+/// One `dom0_mem=` amount: `[-]<size>`, `[-]<frac>%` or `[-]<size>+<frac>%` (Xen's
+/// `struct memsize`, kept in bytes rather than pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeSpec {
+    /// The `<size>` part, in bytes (0 if absent).
+    pub bytes: u64,
+    /// The `<frac>%` part, a percentage (< 100) of the available memory (0 if absent).
+    pub percent: u8,
+    /// A leading `-`: the amount is "available memory minus this".
+    pub minus: bool,
+}
+
+impl SizeSpec {
+    /// The amount in bytes when `available` bytes are available (Xen's
+    /// `get_memsize`); a negative amount larger than `available` gives 0.
+    pub fn resolve(&self, available: u64) -> u64 {
+        let part = u128::from(available) * u128::from(self.percent) / 100;
+        let part = u64::try_from(part).unwrap_or(u64::MAX);
+        let amount = self.bytes.saturating_add(part);
+        if self.minus {
+            available.saturating_sub(amount)
+        } else {
+            amount
+        }
+    }
+}
+
+/// `dom0_mem=[min:<sz>,][max:<sz>,][<sz>]`: what the user asked for dom0's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dom0Mem {
+    /// `<sz>`: the amount; `None` means the default (see [`dom0_mem_bytes`]).
+    pub amount: Option<SizeSpec>,
+    /// `min:<sz>`: at least this much (if available, and unless `max` says less).
+    pub min: Option<SizeSpec>,
+    /// `max:<sz>`: at most this much; wins over `min`.
+    pub max: Option<SizeSpec>,
+}
+
+/// Smallest dom0 keel will build: below this no PVH kernel boots usefully.
+pub const DOM0_MIN_BYTES: u64 = 4 << 20;
+/// The default dom0 leaves keel at least this much of the available memory...
+pub const DOM0_RESERVE_MIN_BYTES: u64 = 16 << 20;
+/// ...and at least this fraction (1/16) of it.
+pub const DOM0_RESERVE_DIVISOR: u64 = 16;
+
+/// Why no dom0 size can be chosen. The variant's doc is the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, displaydoc::Display)]
+pub enum Dom0MemError {
+    /// dom0 would get {bytes:#x} bytes of the {available:#x} available; at least {minimum:#x} are needed (check dom0_mem=)
+    TooSmall {
+        bytes: u64,
+        available: u64,
+        minimum: u64,
+    },
+}
+
+/// How many bytes of RAM dom0 gets, out of `available_bytes`, as `spec` asks.
+///
+/// Xen's rules (`dom0_compute_nr_pages`): the amount is `spec.amount`, or the default
+/// if that is absent or resolves to 0; it is raised to `min`, then lowered to `max`
+/// (so `max` wins over `min`) and to what is available. The default is everything
+/// available but a reserve for keel of `max(16 MiB, available / 16)`. (Xen's own
+/// default reserve is `min(available / 16, 128 MiB)`: Xen subtracts its p2m and IOMMU
+/// page tables from `available` beforehand, which keel's caller does not yet, so keel
+/// keeps a proportional reserve.) The result is rounded down to a whole 4 KiB page
+/// and must be at least [`DOM0_MIN_BYTES`].
+pub fn dom0_mem_bytes(spec: &Dom0Mem, available_bytes: u64) -> Result<u64, Dom0MemError> {
+    const PAGE_MASK: u64 = !0xFFF;
+    let available = available_bytes & PAGE_MASK;
+    let reserve = DOM0_RESERVE_MIN_BYTES.max(available / DOM0_RESERVE_DIVISOR);
+    let default = available.saturating_sub(reserve);
+    let amount = spec
+        .amount
+        .map(|s| s.resolve(available))
+        .filter(|&n| n != 0)
+        .unwrap_or(default);
+    let min = spec.min.map_or(0, |s| s.resolve(available));
+    let max = spec.max.map_or(u64::MAX, |s| s.resolve(available));
+    let bytes = amount.max(min).min(max).min(available) & PAGE_MASK;
+    if bytes < DOM0_MIN_BYTES {
+        return Err(Dom0MemError::TooSmall {
+            bytes,
+            available: available_bytes,
+            minimum: DOM0_MIN_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -111,6 +213,7 @@ impl Default for Options {
             guest_loglvl: LogLevel::Info,
             debug_exit: None,
             debug_crash: None,
+            dom0_mem: Dom0Mem::default(),
         }
     }
 }
@@ -188,6 +291,90 @@ const COM_EXPECTED: &str =
 const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
+
+const DOM0_MEM_EXPECTED: &str = "a list of [min:|max:]<sz>, <sz> being [-]<size>, [-]<n>% or \
+     [-]<size>+<n>% (n < 100), <size> a number with unit B, K, M, G or T (KiB if none), \
+     e.g. 512M,max:1G";
+
+/// A C-syntax unsigned number as Xen's `simple_strtoull(s, _, 0)` reads it: `0x`
+/// followed by a hex digit is hex, a leading `0` octal, else decimal. Returns the
+/// value and the rest; `None` on overflow or if `s` does not start with a digit.
+fn parse_c_number(s: &str) -> Option<(u64, &str)> {
+    let b = s.as_bytes();
+    let (radix, start) = match b {
+        [b'0', b'x' | b'X', h, ..] if h.is_ascii_hexdigit() => (16, 2),
+        [b'0', ..] => (8, 1),
+        [d, ..] if d.is_ascii_digit() => (10, 0),
+        _ => return None,
+    };
+    let digits = b[start..]
+        .iter()
+        .take_while(|c| char::from(**c).is_digit(radix))
+        .count();
+    let end = start + digits;
+    let value = if digits == 0 {
+        0 // a lone "0"
+    } else {
+        u64::from_str_radix(&s[start..end], radix).ok()?
+    };
+    Some((value, &s[end..]))
+}
+
+/// One `dom0_mem=` item without its `min:`/`max:` prefix (Xen's `parse_amt`).
+fn parse_size_spec(item: &str) -> Option<SizeSpec> {
+    let (minus, s) = match item.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, item),
+    };
+    let mut spec = SizeSpec {
+        minus,
+        ..SizeSpec::default()
+    };
+    let (n, rest) = parse_c_number(s)?;
+    if let Some(rest) = rest.strip_prefix('%') {
+        // A percentage alone.
+        spec.percent = u8::try_from(n).ok().filter(|&p| p < 100)?;
+        return rest.is_empty().then_some(spec);
+    }
+    let (shift, rest) = match rest.as_bytes().first() {
+        Some(b'T' | b't') => (40, &rest[1..]),
+        Some(b'G' | b'g') => (30, &rest[1..]),
+        Some(b'M' | b'm') => (20, &rest[1..]),
+        Some(b'K' | b'k') => (10, &rest[1..]),
+        Some(b'B' | b'b') => (0, &rest[1..]),
+        _ => (10, rest), // no unit: KiB
+    };
+    spec.bytes = n.checked_mul(1u64 << shift)?;
+    if rest.is_empty() {
+        return Some(spec);
+    }
+    // Only `<size>+<frac>%` may follow.
+    let (p, rest) = parse_c_number(rest.strip_prefix('+')?)?;
+    spec.percent = u8::try_from(p).ok().filter(|&p| p < 100)?;
+    (rest == "%").then_some(spec)
+}
+
+fn parse_dom0_mem<'a>(
+    option: &'a str,
+    value: &'a str,
+    mut mem: Dom0Mem,
+) -> Result<Dom0Mem, CmdlineError<'a>> {
+    let bad = CmdlineError::BadValue {
+        option,
+        value,
+        expected: DOM0_MEM_EXPECTED,
+    };
+    for item in value.split(',') {
+        if let Some(s) = item.strip_prefix("min:") {
+            mem.min = Some(parse_size_spec(s).ok_or(bad)?);
+        } else if let Some(s) = item.strip_prefix("max:") {
+            mem.max = Some(parse_size_spec(s).ok_or(bad)?);
+        } else {
+            mem.amount = Some(parse_size_spec(item).ok_or(bad)?);
+        }
+    }
+    Ok(mem)
+}
 
 fn parse_loglvl<'a>(option: &'a str, value: &'a str) -> Result<LogLevel, CmdlineError<'a>> {
     let bad = CmdlineError::BadValue {
@@ -326,6 +513,9 @@ pub fn parse<'a>(
             opts.com1 = parse_com(word, value_of(word, value, COM_EXPECTED)?)?;
         } else if name_is(name, "console") {
             opts.console = parse_console(word, value_of(word, value, CONSOLE_EXPECTED)?)?;
+        } else if name_is(name, "dom0_mem") {
+            let v = value_of(word, value, DOM0_MEM_EXPECTED)?;
+            opts.dom0_mem = parse_dom0_mem(word, v, opts.dom0_mem)?;
         } else if name_is(name, "debug_exit") {
             let v = value_of(word, value, PORT_EXPECTED)?;
             opts.debug_exit = match parse_u32(v) {
@@ -458,6 +648,8 @@ mod tests {
             ("debug-exit=0x10000", "debug-exit"),
             ("debug-exit=port", "debug-exit"),
             ("debug-crash=boom", "debug-crash=boom"),
+            ("dom0_mem", "needs a value"),
+            ("dom0_mem=lots", "dom0_mem=lots"),
             ("=5", "empty name"),
         ] {
             let err = parse(line, |_| {}).expect_err(line);
@@ -511,5 +703,174 @@ mod tests {
         );
         assert_eq!(skip_first_word("dom0"), "");
         assert_eq!(skip_first_word(""), "");
+    }
+
+    const K: u64 = 1 << 10;
+    const M: u64 = 1 << 20;
+    const G: u64 = 1 << 30;
+
+    fn size(bytes: u64) -> SizeSpec {
+        SizeSpec {
+            bytes,
+            ..SizeSpec::default()
+        }
+    }
+
+    fn dom0_mem(line: &str) -> Dom0Mem {
+        parse_ok(line).0.dom0_mem
+    }
+
+    #[test]
+    fn dom0_mem_sizes_and_units() {
+        assert_eq!(dom0_mem("").amount, None);
+        for (v, bytes) in [
+            ("512M", 512 * M),
+            ("512m", 512 * M),
+            ("2G", 2 * G),
+            ("1T", 1 << 40),
+            ("4096B", 4096),
+            ("4096b", 4096),
+            ("64K", 64 * K),
+            ("524288", 512 * M), // no unit: KiB, as in Xen
+            ("0x100M", 256 * M),
+            ("010M", 8 * M), // C syntax: a leading 0 is octal
+            ("0", 0),
+        ] {
+            assert_eq!(
+                dom0_mem(&format!("dom0_mem={v}")).amount,
+                Some(size(bytes)),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn dom0_mem_lists_negatives_and_percentages() {
+        let d = dom0_mem("dom0_mem=min:128M,max:-1G,25%");
+        assert_eq!(d.min, Some(size(128 * M)));
+        assert_eq!(
+            d.max,
+            Some(SizeSpec {
+                bytes: G,
+                percent: 0,
+                minus: true
+            })
+        );
+        assert_eq!(
+            d.amount,
+            Some(SizeSpec {
+                bytes: 0,
+                percent: 25,
+                minus: false
+            })
+        );
+        assert_eq!(
+            dom0_mem("dom0-mem=-1G+10%").amount,
+            Some(SizeSpec {
+                bytes: G,
+                percent: 10,
+                minus: true
+            })
+        );
+        // Each dom0_mem= replaces only the parts it names.
+        let d = dom0_mem("dom0_mem=max:1G dom0_mem=512M");
+        assert_eq!(
+            (d.amount, d.max, d.min),
+            (Some(size(512 * M)), Some(size(G)), None)
+        );
+    }
+
+    #[test]
+    fn malformed_dom0_mem_values() {
+        for v in [
+            "",
+            ",",
+            "512M,",
+            "min:",
+            "max:x",
+            "lots",
+            "M",
+            "-",
+            "--1G",
+            "1G+",
+            "1G+2G",
+            "1G+25",
+            "25%+1G",
+            "1G+25%+1",
+            "100%",
+            "1G+100%",
+            "25K%",
+            "1Q",
+            "08M",
+            "0xZ",
+            "99999999999999999999",
+            "17000000000T",
+            "min=1G",
+            "MIN:1G",
+        ] {
+            let line = format!("dom0_mem={v}");
+            let err = parse(&line, |_| {}).expect_err(&line);
+            let text = err.to_string();
+            assert!(
+                text.contains("dom0_mem")
+                    && (text.contains("<sz>") || text.contains("needs a value")),
+                "{line}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn dom0_mem_bytes_follows_xen_rules() {
+        let avail = 8 * G;
+        let none = Dom0Mem::default();
+        // Default: all but max(16 MiB, 1/16).
+        assert_eq!(dom0_mem_bytes(&none, avail), Ok(avail - avail / 16));
+        assert_eq!(dom0_mem_bytes(&none, 128 * M), Ok(112 * M));
+        let with = |line: &str| dom0_mem_bytes(&dom0_mem(line), avail);
+        assert_eq!(with("dom0_mem=512M"), Ok(512 * M));
+        assert_eq!(with("dom0_mem=-1G"), Ok(7 * G));
+        assert_eq!(with("dom0_mem=25%"), Ok(2 * G));
+        assert_eq!(with("dom0_mem=1G+25%"), Ok(3 * G));
+        assert_eq!(with("dom0_mem=-1G+25%"), Ok(5 * G));
+        // Clamps: min raises, max lowers and wins over min, availability caps.
+        assert_eq!(with("dom0_mem=512M,min:1G"), Ok(G));
+        assert_eq!(with("dom0_mem=2G,max:1G"), Ok(G));
+        assert_eq!(with("dom0_mem=min:2G,max:1G"), Ok(G));
+        assert_eq!(with("dom0_mem=max:1G"), Ok(G));
+        assert_eq!(with("dom0_mem=64G"), Ok(avail));
+        // An amount of 0 (or all of it subtracted) means the default, as in Xen.
+        assert_eq!(with("dom0_mem=0"), dom0_mem_bytes(&none, avail));
+        assert_eq!(with("dom0_mem=-16G"), dom0_mem_bytes(&none, avail));
+        // Rounded down to whole pages.
+        assert_eq!(with("dom0_mem=4099K"), Ok(4 * M));
+        assert_eq!(
+            dom0_mem_bytes(&none, avail + 0x123),
+            dom0_mem_bytes(&none, avail)
+        );
+        // Too little is an error with the numbers in it.
+        let e = with("dom0_mem=1M").expect_err("too small");
+        assert_eq!(
+            e,
+            Dom0MemError::TooSmall {
+                bytes: M,
+                available: avail,
+                minimum: DOM0_MIN_BYTES
+            }
+        );
+        assert!(e.to_string().contains("0x100000 bytes"), "{e}");
+        assert!(dom0_mem_bytes(&none, 16 * M).is_err());
+        assert!(dom0_mem_bytes(&none, 0).is_err());
+        assert!(with("dom0_mem=max:0").is_err());
+        // Nothing overflows, whatever the inputs.
+        let huge = Dom0Mem {
+            amount: Some(SizeSpec {
+                bytes: u64::MAX,
+                percent: 255,
+                minus: false,
+            }),
+            min: None,
+            max: None,
+        };
+        assert_eq!(dom0_mem_bytes(&huge, u64::MAX), Ok(!0xFFF));
     }
 }

@@ -1,11 +1,18 @@
 //! A first, strict look at a kernel image handed to keel as a module: is it something
-//! keel could load at all? Issue #3 grows this into the PVH domain builder; until then
-//! it answers "what is this?" with a summary, or with a reason the user can act on.
+//! keel could load at all? `inspect` answers "what is this?" with a summary, or with a
+//! reason the user can act on; the PVH domain builder (`crate::pvh`) goes further and
+//! reuses the checks that every loader needs from here (`open`, `check_load_segment`),
+//! so that the two can never disagree about what a sound ELF file is.
 //!
 //! ELF parsing uses the `elf` crate (zero-copy, no_std, bounds-checked: a malformed
 //! header is an error value, never an out-of-bounds read). On top of what it checks,
 //! keel insists on x86-64 code, an executable type, and loadable segments that lie
-//! inside the file.
+//! inside the file, whose size in memory covers their size in the file, and whose
+//! physical range does not wrap around the address space.
+//!
+//! Invariant: a `Segment` only exists once `check_load_segment` accepted it, so
+//! `file_offset + filesz <= file length`, `filesz <= memsz` and `paddr + memsz` does
+//! not overflow; code holding one may slice the file and compute its end unchecked.
 
 use core::fmt;
 
@@ -13,6 +20,7 @@ use elf::ElfBytes;
 use elf::abi::{EM_X86_64, ET_DYN, ET_EXEC, PT_LOAD};
 use elf::endian::AnyEndian;
 use elf::file::Class;
+use elf::segment::ProgramHeader;
 
 /// What a loadable kernel image looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,15 +76,129 @@ impl fmt::Display for ImageError {
     }
 }
 
-/// Checks that `bytes` is an x86-64 ELF kernel keel could load, and summarises it.
-pub fn inspect(bytes: &[u8]) -> Result<KernelSummary, ImageError> {
+/// A loadable (`PT_LOAD`) segment that passed `check_load_segment`: its file bytes
+/// lie inside the file, `filesz <= memsz`, and `paddr + memsz` does not overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Index of the program header it came from (for messages).
+    pub index: usize,
+    /// Guest-physical load address (`p_paddr`).
+    pub paddr: u64,
+    /// Bytes in memory; those past `filesz` are zero.
+    pub memsz: u64,
+    /// Where its bytes start in the file (`p_offset`).
+    pub file_offset: u64,
+    /// Bytes taken from the file.
+    pub filesz: u64,
+}
+
+impl Segment {
+    /// End (exclusive) of the segment in memory. Cannot overflow for a segment as
+    /// `check_load_segment` made it; saturates if its fields were changed since.
+    pub fn end(&self) -> u64 {
+        self.paddr.saturating_add(self.memsz)
+    }
+
+    /// The segment's bytes in `file`, the image it was checked against.
+    ///
+    /// Returns `None` only if `file` is not that image (shorter than checked).
+    pub fn file_bytes<'a>(&self, file: &'a [u8]) -> Option<&'a [u8]> {
+        let start = usize::try_from(self.file_offset).ok()?;
+        let len = usize::try_from(self.filesz).ok()?;
+        file.get(start..start.checked_add(len)?)
+    }
+}
+
+/// Why a loadable segment is unusable. The variant's doc is the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, displaydoc::Display)]
+pub enum SegmentError {
+    /// loadable segment {index} (file bytes {offset:#x}+{filesz:#x}) reaches past the end of the {file_len:#x}-byte file
+    OutsideFile {
+        index: usize,
+        offset: u64,
+        filesz: u64,
+        file_len: u64,
+    },
+    /// loadable segment {index} at {paddr:#x}+{memsz:#x} wraps around the end of the address space
+    PaddrWraps {
+        index: usize,
+        paddr: u64,
+        memsz: u64,
+    },
+    /// loadable segment {index} has {filesz:#x} bytes in the file but only {memsz:#x} in memory
+    FileszAboveMemsz {
+        index: usize,
+        filesz: u64,
+        memsz: u64,
+    },
+}
+
+impl From<SegmentError> for ImageError {
+    fn from(e: SegmentError) -> Self {
+        match e {
+            SegmentError::OutsideFile { index, .. } => ImageError::SegmentOutsideFile(index),
+            SegmentError::PaddrWraps { index, .. }
+            | SegmentError::FileszAboveMemsz { index, .. } => ImageError::BadSegmentSize(index),
+        }
+    }
+}
+
+/// Opens `bytes` as an ELF file (magic, header, program and section header tables
+/// inside the file). Machine and type are left to the caller: loaders differ there.
+pub fn open(bytes: &[u8]) -> Result<ElfBytes<'_, AnyEndian>, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err(ImageError::NotElf);
     }
-    let file = ElfBytes::<AnyEndian>::minimal_parse(bytes).map_err(|_| ImageError::BadHeader)?;
+    ElfBytes::<AnyEndian>::minimal_parse(bytes).map_err(|_| ImageError::BadHeader)
+}
+
+/// The checks every loader makes of a `PT_LOAD` program header (number `index`) of a
+/// file `file_len` bytes long.
+pub fn check_load_segment(
+    index: usize,
+    ph: &ProgramHeader,
+    file_len: usize,
+) -> Result<Segment, SegmentError> {
+    let file_len = file_len as u64;
+    let outside = SegmentError::OutsideFile {
+        index,
+        offset: ph.p_offset,
+        filesz: ph.p_filesz,
+        file_len,
+    };
+    match ph.p_offset.checked_add(ph.p_filesz) {
+        Some(end) if end <= file_len => {}
+        _ => return Err(outside),
+    }
+    if ph.p_paddr.checked_add(ph.p_memsz).is_none() {
+        return Err(SegmentError::PaddrWraps {
+            index,
+            paddr: ph.p_paddr,
+            memsz: ph.p_memsz,
+        });
+    }
+    if ph.p_memsz < ph.p_filesz {
+        return Err(SegmentError::FileszAboveMemsz {
+            index,
+            filesz: ph.p_filesz,
+            memsz: ph.p_memsz,
+        });
+    }
+    Ok(Segment {
+        index,
+        paddr: ph.p_paddr,
+        memsz: ph.p_memsz,
+        file_offset: ph.p_offset,
+        filesz: ph.p_filesz,
+    })
+}
+
+/// Checks that `bytes` is an x86-64 ELF kernel keel could load, and summarises it.
+pub fn inspect(bytes: &[u8]) -> Result<KernelSummary, ImageError> {
+    let file = open(bytes)?;
     let ehdr = file.ehdr;
     if ehdr.e_machine != EM_X86_64 {
         return Err(ImageError::WrongMachine(ehdr.e_machine));
@@ -91,22 +213,9 @@ pub fn inspect(bytes: &[u8]) -> Result<KernelSummary, ImageError> {
         if ph.p_type != PT_LOAD {
             continue;
         }
-        let file_end = ph
-            .p_offset
-            .checked_add(ph.p_filesz)
-            .ok_or(ImageError::SegmentOutsideFile(i))?;
-        if file_end > bytes.len() as u64 {
-            return Err(ImageError::SegmentOutsideFile(i));
-        }
-        let mem_end = ph
-            .p_paddr
-            .checked_add(ph.p_memsz)
-            .ok_or(ImageError::BadSegmentSize(i))?;
-        if ph.p_memsz < ph.p_filesz {
-            return Err(ImageError::BadSegmentSize(i));
-        }
-        lo = lo.min(ph.p_paddr);
-        hi = hi.max(mem_end);
+        let seg = check_load_segment(i, &ph, bytes.len())?;
+        lo = lo.min(seg.paddr);
+        hi = hi.max(seg.end());
         count += 1;
     }
     if count == 0 {

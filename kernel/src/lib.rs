@@ -1,9 +1,11 @@
 //! The portable parts of keel's kernel crate, unit-tested on the host: the command
-//! line, boot-information parsing and the first look at kernel images. The bare-metal
-//! binary (`src/main.rs`) is the glue that feeds them real memory.
+//! line, boot-information parsing, the first look at kernel images and the PVH
+//! domain builder. The bare-metal binary (`src/main.rs`) is the glue that feeds them
+//! real memory.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
 pub mod bootinfo;
 pub mod cmdline;
 pub mod image;
+pub mod pvh;
