@@ -1,6 +1,27 @@
-//! Which hardware virtualization this CPU offers, in one value the rest of keel can
-//! print and choose a backend from. Later this is where the one vCPU interface over
-//! `vmx` and `svm` lives (Xen: `struct hvm_function_table`).
+//! Hardware virtualization, seen from the rest of keel: which kind this CPU offers
+//! ([`HvmSupport`]), and the one interface over a hardware-virtualized vCPU
+//! ([`HvmVcpu`], implemented by `vmx::VmxVcpu` and `svm::SvmVcpu`, chosen at run
+//! time through the [`Vcpu`] enum; Xen: `struct hvm_function_table`).
+//!
+//! # How a vCPU runs
+//!
+//! The kernel builds a vCPU with its second-level page-table root (EPTP / nCR3) and
+//! the PVH start-of-day state, then loops: [`HvmVcpu::run`] enters the guest
+//! (VMLAUNCH/VMRESUME or VMRUN) and returns an [`Exit`] that names, in vendor-neutral
+//! terms, why the guest stopped. The kernel handles it (emulating CPUID, an MSR, a
+//! port, a hypercall...), advances RIP through [`HvmVcpu::advance_rip`] when the
+//! instruction is done (the one place RIP moves), or injects an exception, and runs
+//! again.
+//!
+//! Instruction lengths: VMX reports them for every instruction exit; SVM does only
+//! with nRIP save, which QEMU lacks. [`HvmVcpu::exit_insn_len`] returns the length when
+//! the hardware gave one; otherwise the kernel decodes the bytes at RIP.
+//!
+//! Register state: the general-purpose registers live in [`GuestGprs`], saved and
+//! restored by each backend's entry stub; RIP, RSP, RFLAGS, control registers and
+//! segments live in the VMCS/VMCB. keel is built soft-float and never touches x87,
+//! SSE or AVX state, so the guest's FPU state stays in the registers across exits;
+//! switching between vCPUs (the scheduler, issue #4) must `fxsave`/`xsave` it.
 
 use core::fmt;
 
@@ -85,5 +106,343 @@ impl fmt::Display for HvmSupport {
             ),
             HvmSupport::None => f.write_str("none (no VMX or SVM: PV guests only)"),
         }
+    }
+}
+
+/// A guest's general-purpose registers other than RSP (and, on SVM, RAX, which the
+/// VMCB holds; the backend keeps this copy in sync so callers never care).
+/// The entry stubs rely on this exact layout (offsets 8 * index).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestGprs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+impl GuestGprs {
+    /// Register by its instruction-encoding number (0 = rax, 1 = rcx, 2 = rdx,
+    /// 3 = rbx, 4 = rsp, 5 = rbp, 6 = rsi, 7 = rdi, 8..15 = r8..r15). RSP is not here:
+    /// `None` for 4, which the caller reads from the VMCS/VMCB.
+    pub fn by_encoding(&self, n: u8) -> Option<u64> {
+        Some(match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            15 => self.r15,
+            _ => return None,
+        })
+    }
+
+    /// Mutable register by encoding number; `None` for RSP (4) or out of range.
+    pub fn by_encoding_mut(&mut self, n: u8) -> Option<&mut u64> {
+        Some(match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
+}
+
+/// The guest's execution mode, from CR0.PE, EFER.LMA, CS.L and CS.D/B: what
+/// instruction decoding and the hypercall calling convention depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuMode {
+    Real,
+    Protected16,
+    Protected32,
+    /// Long mode, 32-bit or 16-bit compatibility code segment.
+    Compat32,
+    Long64,
+}
+
+impl CpuMode {
+    /// Derives the mode from the architectural bits.
+    pub fn from_state(cr0_pe: bool, efer_lma: bool, cs_l: bool, cs_db: bool) -> CpuMode {
+        match (cr0_pe, efer_lma, cs_l, cs_db) {
+            (false, ..) => CpuMode::Real,
+            (true, true, true, _) => CpuMode::Long64,
+            (true, true, false, _) => CpuMode::Compat32,
+            (true, false, _, true) => CpuMode::Protected32,
+            (true, false, _, false) => CpuMode::Protected16,
+        }
+    }
+
+    /// Whether code runs with 64-bit registers and the native (64-bit) Xen ABI.
+    pub fn is_64bit(self) -> bool {
+        self == CpuMode::Long64
+    }
+}
+
+/// The guest's paging mode, for walking its page tables (`keel_mm::guest_walk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestPaging {
+    /// CR0.PG = 0.
+    Off,
+    /// 2-level, 4-byte entries; `pse` = CR4.PSE.
+    Bits32 {
+        pse: bool,
+    },
+    Pae,
+    Long4,
+}
+
+impl GuestPaging {
+    /// From CR0, CR4 and EFER (SDM Vol. 3A §4.1.1, table 4-1).
+    pub fn from_regs(cr0: u64, cr4: u64, efer: u64) -> GuestPaging {
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PSE: u64 = 1 << 4;
+        const CR4_PAE: u64 = 1 << 5;
+        const EFER_LMA: u64 = 1 << 10;
+        if cr0 & CR0_PG == 0 {
+            GuestPaging::Off
+        } else if efer & EFER_LMA != 0 {
+            GuestPaging::Long4
+        } else if cr4 & CR4_PAE != 0 {
+            GuestPaging::Pae
+        } else {
+            GuestPaging::Bits32 {
+                pse: cr4 & CR4_PSE != 0,
+            }
+        }
+    }
+}
+
+/// Direction and shape of an intercepted port access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoExit {
+    pub port: u16,
+    /// 1, 2 or 4 bytes.
+    pub size: u8,
+    /// OUT (true) or IN (false).
+    pub write: bool,
+    /// INS/OUTS.
+    pub string: bool,
+    pub rep: bool,
+}
+
+/// Why the guest stopped, in vendor-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Cpuid,
+    Hlt,
+    /// VMCALL or VMMCALL: a hypercall.
+    Hypercall,
+    Rdmsr,
+    Wrmsr,
+    Io(IoExit),
+    /// An access to guest-physical memory the p2m does not map (or maps without the
+    /// needed permission). `fetch`: an instruction fetch.
+    NestedPageFault {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+    },
+    /// A host interrupt arrived while the guest ran; the host has handled (or will
+    /// handle, once it enables interrupts) it. Nothing to do for the guest.
+    ExternalInterrupt,
+    /// An exception the guest raised that keel intercepts.
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
+    /// The guest triple-faulted (SVM: SHUTDOWN; VMX: exit reason 2).
+    TripleFault,
+    /// The guest executed an instruction keel does not let it use and that should
+    /// raise #UD in the guest (VMX/SVM instructions, MONITOR/MWAIT, XSETBV...).
+    UndefinedInstruction,
+    /// The CPU refused to enter the guest, or exited for a reason keel cannot
+    /// continue from. The string says which; `code` is the raw exit reason/code and
+    /// `info` the qualification/EXITINFO1.
+    Failed {
+        why: &'static str,
+        code: u64,
+        info: u64,
+    },
+}
+
+/// One hardware-virtualized vCPU (Xen: `struct hvm_function_table`).
+pub trait HvmVcpu {
+    /// Enters the guest and returns when it exits.
+    fn run(&mut self) -> Exit;
+    fn gprs(&self) -> &GuestGprs;
+    fn gprs_mut(&mut self) -> &mut GuestGprs;
+    fn rip(&self) -> u64;
+    fn rsp(&self) -> u64;
+    fn set_rsp(&mut self, rsp: u64);
+    fn rflags(&self) -> u64;
+    fn cr0(&self) -> u64;
+    fn cr3(&self) -> u64;
+    fn cr4(&self) -> u64;
+    fn efer(&self) -> u64;
+    /// Segment base of CS (for instruction fetch in non-flat modes).
+    fn cs_base(&self) -> u64;
+    fn mode(&self) -> CpuMode;
+    fn paging(&self) -> GuestPaging {
+        GuestPaging::from_regs(self.cr0(), self.cr4(), self.efer())
+    }
+    fn cpl(&self) -> u8;
+    /// The length of the instruction that caused the current exit, when the hardware
+    /// reports it (VMX always for instruction exits; SVM with nRIP save).
+    fn exit_insn_len(&self) -> Option<u64>;
+    /// Completes the instruction that exited: RIP += `len` (wrapped to the code
+    /// size), and the STI/MOV SS interrupt shadow is cleared. The one place RIP moves.
+    fn advance_rip(&mut self, len: u64);
+    /// Arranges for exception `vector` (with `error_code` if it has one) to be
+    /// delivered to the guest on the next entry.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// Writes guest EFER (validated by the caller; the backend keeps its own bits,
+    /// e.g. SVME on SVM, and derives LMA).
+    fn set_efer(&mut self, efer: u64);
+    /// Reads one of the MSRs the VMCS/VMCB holds for the guest (PAT, SYSENTER_*, FS/GS
+    /// base, ...); `None` if this backend does not hold `msr`.
+    fn read_held_msr(&self, msr: u32) -> Option<u64>;
+    /// Writes such an MSR; `false` if this backend does not hold `msr`.
+    fn write_held_msr(&mut self, msr: u32, value: u64) -> bool;
+    /// Flushes guest TLB entries derived from the p2m (after a p2m change).
+    fn flush_guest_tlb(&mut self);
+    /// The instruction that issues a hypercall on this vendor, for the hypercall page.
+    fn hypercall_insn(&self) -> HypercallInsnKind;
+}
+
+/// Which instruction a guest uses for hypercalls (Intel VMCALL, AMD VMMCALL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HypercallInsnKind {
+    Vmcall,
+    Vmmcall,
+}
+
+/// Where a vCPU starts: PVH's start of day (Xen `docs/misc/pvh.pandoc`): 32-bit
+/// protected mode, paging off, flat 4 GiB code and data segments, EBX = the
+/// physical address of `hvm_start_info`, all other GPRs 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PvhStart {
+    pub entry: u32,
+    pub start_info: u32,
+}
+
+/// Physical frames a backend needs for one vCPU (VMCS/VMCB, bitmaps), provided by
+/// the kernel's frame allocator. Frames come zeroed.
+pub trait FrameSource {
+    /// `count` contiguous, zeroed 4 KiB frames aligned to `count` frames (rounded
+    /// up to a power of two); `None` when memory is exhausted.
+    fn alloc_zeroed(&mut self, count: u64) -> Option<keel_mm::addr::Hpa>;
+}
+
+/// The vCPU of whichever backend this CPU has: the one type the kernel holds.
+pub enum Vcpu {
+    Svm(crate::svm::SvmVcpu),
+}
+
+macro_rules! delegate {
+    ($self:ident, $v:ident => $e:expr) => {
+        match $self {
+            Vcpu::Svm($v) => $e,
+        }
+    };
+}
+
+impl HvmVcpu for Vcpu {
+    fn run(&mut self) -> Exit {
+        delegate!(self, v => v.run())
+    }
+    fn gprs(&self) -> &GuestGprs {
+        delegate!(self, v => v.gprs())
+    }
+    fn gprs_mut(&mut self) -> &mut GuestGprs {
+        delegate!(self, v => v.gprs_mut())
+    }
+    fn rip(&self) -> u64 {
+        delegate!(self, v => v.rip())
+    }
+    fn rsp(&self) -> u64 {
+        delegate!(self, v => v.rsp())
+    }
+    fn set_rsp(&mut self, rsp: u64) {
+        delegate!(self, v => v.set_rsp(rsp))
+    }
+    fn rflags(&self) -> u64 {
+        delegate!(self, v => v.rflags())
+    }
+    fn cr0(&self) -> u64 {
+        delegate!(self, v => v.cr0())
+    }
+    fn cr3(&self) -> u64 {
+        delegate!(self, v => v.cr3())
+    }
+    fn cr4(&self) -> u64 {
+        delegate!(self, v => v.cr4())
+    }
+    fn efer(&self) -> u64 {
+        delegate!(self, v => v.efer())
+    }
+    fn cs_base(&self) -> u64 {
+        delegate!(self, v => v.cs_base())
+    }
+    fn mode(&self) -> CpuMode {
+        delegate!(self, v => v.mode())
+    }
+    fn cpl(&self) -> u8 {
+        delegate!(self, v => v.cpl())
+    }
+    fn exit_insn_len(&self) -> Option<u64> {
+        delegate!(self, v => v.exit_insn_len())
+    }
+    fn advance_rip(&mut self, len: u64) {
+        delegate!(self, v => v.advance_rip(len))
+    }
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        delegate!(self, v => v.inject_exception(vector, error_code))
+    }
+    fn set_efer(&mut self, efer: u64) {
+        delegate!(self, v => v.set_efer(efer))
+    }
+    fn read_held_msr(&self, msr: u32) -> Option<u64> {
+        delegate!(self, v => v.read_held_msr(msr))
+    }
+    fn write_held_msr(&mut self, msr: u32, value: u64) -> bool {
+        delegate!(self, v => v.write_held_msr(msr, value))
+    }
+    fn flush_guest_tlb(&mut self) {
+        delegate!(self, v => v.flush_guest_tlb())
+    }
+    fn hypercall_insn(&self) -> HypercallInsnKind {
+        delegate!(self, v => v.hypercall_insn())
     }
 }

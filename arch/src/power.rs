@@ -21,6 +21,9 @@ pub enum ExitStatus {
     Clean,
     /// keel itself failed (panic, exception): status 1, QEMU exits 3.
     KeelFailure,
+    /// keel is fine, but the domain that decides the machine's fate (Dom0) crashed:
+    /// status 2, QEMU exits 5.
+    DomainFailure,
 }
 
 impl ExitStatus {
@@ -28,6 +31,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Clean => None,
             ExitStatus::KeelFailure => Some(1),
+            ExitStatus::DomainFailure => Some(2),
         }
     }
 }
@@ -57,7 +61,11 @@ pub fn set_acpi_sleep(s: AcpiSleep) {
 
 /// Powers the machine off. Prints the final `(KEEL) Powering off` line first.
 pub fn power_off(status: ExitStatus, why: &str) -> ! {
-    crate::console::emergency_write_fmt(format_args!("(KEEL) Powering off: {why}\n"));
+    let note = match status {
+        ExitStatus::DomainFailure => " after a domain failure",
+        _ => "",
+    };
+    crate::console::emergency_write_fmt(format_args!("(KEEL) Powering off{note}: {why}\n"));
     crate::console::flush();
     crate::cpu::disable_interrupts();
     let port = DEBUG_EXIT_PORT.load(Ordering::Relaxed);

@@ -1,3 +1,555 @@
-//! AMD SVM (APM Vol. 2 ch. 15). For now: what the CPU offers ([`caps`]). VMRUN, the
-//! VMCB, exits and NPT arrive with the first domains (issue #3), beside their VMX twins.
+//! AMD SVM (APM Vol. 2 ch. 15): what the CPU offers ([`caps`]), the VMCB ([`vmcb`]),
+//! #VMEXIT decoding ([`exit`]), nested page-table entries ([`npt`]), and
+//! [`SvmVcpu`], keel's [`HvmVcpu`] on SVM. Laid out like its twin, `vmx`.
+//!
+//! # Per CPU
+//! [`enable`] sets EFER.SVME, gives the CPU its host save area (VM_HSAVE_PA) and
+//! captures keel's own VMLOAD/VMSAVE state (TR, FS, GS, LDTR, KernelGSBase,
+//! STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*) into a host VMCB. VMRUN does not switch that
+//! state, so the entry stub does: `VMLOAD guest; VMRUN; VMSAVE guest; VMLOAD host`.
+//! Without the last step keel would take its next interrupt on the guest's TR.
+//! keel never reads VM_CR: Bochs does not implement it (EMULATORS.md).
+//!
+//! # Interrupts
+//! The stub runs the guest with GIF clear around it and RFLAGS.IF set, so with
+//! V_INTR_MASKING and the INTR intercept a host interrupt makes the guest exit, and
+//! stays pending until keel enables interrupts (the stub returns with IF clear).
+//!
+//! # Intercepts
+//! CPUID, HLT, VMMCALL, every port (IOPM all ones), every MSR except the ones the
+//! VMCB holds for VMLOAD/VMSAVE (MSRPM), SHUTDOWN (a triple fault must not reset the
+//! machine), INTR/NMI/SMI, INIT, task switches, and the SVM, MONITOR/MWAIT and
+//! XSETBV instructions (the guest gets #UD: keel hides SVM, MONITOR and XSAVE in
+//! CPUID). VMRUN must be intercepted or VMRUN of this VMCB fails (APM §15.5.1).
+
 pub mod caps;
+pub mod exit;
+pub mod npt;
+pub mod vmcb;
+
+use core::arch::asm;
+
+use keel_mm::addr::Hpa;
+
+use crate::hvm::{CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, PvhStart};
+use crate::msr;
+use caps::SvmCaps;
+use vmcb::{Seg, Segment, Vmcb, attrib, intercept1, intercept2};
+
+/// EFER.SVME (APM Vol. 2 §3.1.7).
+pub const EFER_SVME: u64 = 1 << 12;
+const EFER_LMA: u64 = 1 << 10;
+/// MSR VM_HSAVE_PA: where VMRUN saves host state.
+pub const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+
+/// Why SVM could not be used. The doc comment is the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SvmError {
+    /// the CPU has no nested paging (NPT), which keel requires for HVM/PVH guests
+    NoNpt,
+    /// out of memory for SVM structures
+    OutOfMemory,
+    /// setting EFER.SVME did not stick (SVM disabled by firmware?)
+    SvmeRefused,
+}
+
+impl core::fmt::Display for SvmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            SvmError::NoNpt => "the CPU has no nested paging (NPT), which keel requires",
+            SvmError::OutOfMemory => "out of memory for SVM structures",
+            SvmError::SvmeRefused => "setting EFER.SVME did not stick (SVM disabled by firmware?)",
+        })
+    }
+}
+
+/// keel's own VMLOAD/VMSAVE state, captured by [`enable`] (single CPU for now).
+static HOST_VMCB: spin::Once<Hpa> = spin::Once::new();
+
+/// Turns SVM on for this CPU. Idempotent.
+pub fn enable(frames: &mut dyn FrameSource, caps: &SvmCaps) -> Result<(), SvmError> {
+    if !caps.npt {
+        return Err(SvmError::NoNpt);
+    }
+    if HOST_VMCB.get().is_some() {
+        return Ok(());
+    }
+    let hsave = frames.alloc_zeroed(1).ok_or(SvmError::OutOfMemory)?;
+    let host = frames.alloc_zeroed(1).ok_or(SvmError::OutOfMemory)?;
+    // SAFETY: EFER and VM_HSAVE_PA exist on any CPU reporting SVM (caps came from
+    // CPUID 8000_0001 ECX.SVM); setting SVME changes nothing keel relies on, and the
+    // host save page is ours alone from now on.
+    unsafe {
+        let efer = msr::rdmsr(msr::IA32_EFER);
+        msr::wrmsr(msr::IA32_EFER, efer | EFER_SVME);
+        if msr::rdmsr(msr::IA32_EFER) & EFER_SVME == 0 {
+            return Err(SvmError::SvmeRefused);
+        }
+        msr::wrmsr(MSR_VM_HSAVE_PA, hsave.as_u64());
+        // Capture keel's TR/FS/GS/... now that the GDT and TSS are loaded.
+        asm!("vmsave rax", in("rax") host.as_u64(), options(nostack, preserves_flags));
+    }
+    HOST_VMCB.call_once(|| host);
+    Ok(())
+}
+
+/// MSRs the guest reads and writes directly: VMLOAD/VMSAVE move them with the VMCB.
+const PASSTHROUGH_MSRS: [u32; 10] = [
+    0xC000_0100, // FS_BASE
+    0xC000_0101, // GS_BASE
+    0xC000_0102, // KERNEL_GS_BASE
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+];
+
+/// Position of `msr`'s read bit in the MSR permission map (APM Vol. 2 §15.11,
+/// table 15-9): three 2 KiB vectors for MSRs 0-1FFF, C000_0000-C000_1FFF and
+/// C001_0000-C001_1FFF, two bits per MSR (read, then write). `None` outside them.
+pub fn msrpm_bit(msr: u32) -> Option<usize> {
+    let (base, off) = match msr {
+        0..=0x1FFF => (0, msr),
+        0xC000_0000..=0xC000_1FFF => (0x800 * 8, msr - 0xC000_0000),
+        0xC001_0000..=0xC001_1FFF => (0x1000 * 8, msr - 0xC001_0000),
+        _ => return None,
+    };
+    Some(base + off as usize * 2)
+}
+
+/// keel's vCPU on SVM.
+pub struct SvmVcpu {
+    vmcb: Vmcb,
+    gprs: GuestGprs,
+    nrip_save: bool,
+    /// Flush the guest's TLB (TLB_CONTROL = 1) at the next VMRUN.
+    flush: bool,
+}
+
+impl SvmVcpu {
+    /// A VMCB for a PVH guest on nested paging rooted at `ncr3`, with ASID `asid`
+    /// (non-zero: ASID 0 is the host's), starting at `start`.
+    pub fn new(
+        frames: &mut dyn FrameSource,
+        caps: &SvmCaps,
+        ncr3: Hpa,
+        asid: u32,
+        start: PvhStart,
+    ) -> Result<SvmVcpu, SvmError> {
+        if !caps.npt {
+            return Err(SvmError::NoNpt);
+        }
+        let vmcb_pa = frames.alloc_zeroed(1).ok_or(SvmError::OutOfMemory)?;
+        let msrpm = frames.alloc_zeroed(2).ok_or(SvmError::OutOfMemory)?;
+        let iopm = frames.alloc_zeroed(3).ok_or(SvmError::OutOfMemory)?;
+        fill_bitmap(msrpm, 2, |bit| {
+            !PASSTHROUGH_MSRS
+                .iter()
+                .any(|&m| msrpm_bit(m).is_some_and(|b| bit == b || bit == b + 1))
+        });
+        fill_bitmap(iopm, 3, |_| true);
+
+        // SAFETY: the frame is freshly allocated for this VMCB alone.
+        let mut v = unsafe { Vmcb::new(vmcb_pa) };
+        v.set(vmcb::INTERCEPT_EXCEPTIONS, 1 << 18); // #MC: never let the guest see it
+        v.set(
+            vmcb::INTERCEPT_MISC1,
+            intercept1::INTR
+                | intercept1::NMI
+                | intercept1::SMI
+                | intercept1::INIT
+                | intercept1::CPUID
+                | intercept1::HLT
+                | intercept1::INVLPGA
+                | intercept1::IOIO_PROT
+                | intercept1::MSR_PROT
+                | intercept1::TASK_SWITCH
+                | intercept1::SHUTDOWN,
+        );
+        v.set(
+            vmcb::INTERCEPT_MISC2,
+            intercept2::VMRUN
+                | intercept2::VMMCALL
+                | intercept2::VMLOAD
+                | intercept2::VMSAVE
+                | intercept2::STGI
+                | intercept2::CLGI
+                | intercept2::SKINIT
+                | intercept2::MONITOR
+                | intercept2::MWAIT
+                | intercept2::MWAIT_ARMED
+                | intercept2::XSETBV,
+        );
+        v.set(vmcb::IOPM_BASE_PA, iopm.as_u64());
+        v.set(vmcb::MSRPM_BASE_PA, msrpm.as_u64());
+        v.set(vmcb::GUEST_ASID, asid);
+        v.set(vmcb::VINTR, 1 << 24); // V_INTR_MASKING: host IF masks host interrupts
+        v.set(vmcb::NP_ENABLE, 1);
+        v.set(vmcb::N_CR3, ncr3.as_u64());
+
+        // PVH start of day (Xen docs/misc/pvh.pandoc).
+        let flat = |selector, attrib| Segment {
+            selector,
+            attrib,
+            limit: 0xFFFF_FFFF,
+            base: 0,
+        };
+        v.set_seg(Seg::Cs, flat(0x10, attrib::CODE32));
+        for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
+            v.set_seg(s, flat(0x18, attrib::DATA32));
+        }
+        v.set_seg(
+            Seg::Tr,
+            Segment {
+                selector: 0x20,
+                attrib: attrib::TSS_BUSY,
+                limit: 0x67,
+                base: 0,
+            },
+        );
+        v.set_seg(
+            Seg::Ldtr,
+            Segment {
+                selector: 0,
+                attrib: attrib::LDT,
+                limit: 0xFFFF,
+                base: 0,
+            },
+        );
+        v.set_seg(
+            Seg::Gdtr,
+            Segment {
+                limit: 0xFFFF,
+                ..Segment::default()
+            },
+        );
+        v.set_seg(
+            Seg::Idtr,
+            Segment {
+                limit: 0xFFFF,
+                ..Segment::default()
+            },
+        );
+        v.set(vmcb::CPL, 0);
+        v.set(vmcb::CR0, 0x11); // PE | ET
+        v.set(vmcb::CR3, 0);
+        v.set(vmcb::CR4, 0);
+        v.set(vmcb::EFER, EFER_SVME); // must be set in the VMCB (APM §15.5.1)
+        v.set(vmcb::RFLAGS, 2);
+        v.set(vmcb::RIP, u64::from(start.entry));
+        v.set(vmcb::RSP, 0);
+        v.set(vmcb::RAX, 0);
+        v.set(vmcb::DR6, 0xFFFF_0FF0);
+        v.set(vmcb::DR7, 0x400);
+        v.set(vmcb::G_PAT, 0x0007_0406_0007_0406);
+
+        Ok(SvmVcpu {
+            vmcb: v,
+            gprs: GuestGprs {
+                rbx: u64::from(start.start_info),
+                ..GuestGprs::default()
+            },
+            nrip_save: caps.nrip_save,
+            flush: true,
+        })
+    }
+
+    /// The VMCB, for diagnostics.
+    pub fn vmcb(&self) -> &Vmcb {
+        &self.vmcb
+    }
+}
+
+/// Fills a bitmap of `pages` zeroed pages at `pa`, setting bit `i` where `set(i)`.
+fn fill_bitmap(pa: Hpa, pages: u64, set: impl Fn(usize) -> bool) {
+    let va = keel_mm::layout::directmap_va(pa) as *mut u8;
+    for byte in 0..(pages as usize * 4096) {
+        let mut b = 0u8;
+        for bit in 0..8 {
+            if set(byte * 8 + bit) {
+                b |= 1 << bit;
+            }
+        }
+        // SAFETY: the caller allocated `pages` frames at `pa` for this bitmap alone,
+        // and the direct map covers them.
+        unsafe { va.add(byte).write_volatile(b) };
+    }
+}
+
+/// Enters the guest once: `VMLOAD guest; VMRUN; VMSAVE guest; VMLOAD host`, with the
+/// guest's GPRs (other than RAX/RSP, which the VMCB holds) loaded before and stored
+/// after.
+///
+/// # Safety
+/// `vmcb` must be a fully initialized VMCB this CPU may run, `host` the page
+/// [`enable`] captured, and `gprs` valid for reads and writes. Returns with
+/// interrupts disabled and GIF set.
+unsafe fn svm_run(vmcb: u64, host: u64, gprs: *mut GuestGprs) {
+    // SAFETY: per the function contract. The stub saves rbx and rbp itself (Rust
+    // 2024 cannot name them as operands) and declares every other GPR clobbered.
+    unsafe {
+        asm!(
+            "push rbp",
+            "push rbx",
+            "push rdx",          // host VMCB
+            "push rcx",          // &mut GuestGprs
+            "push rax",          // guest VMCB
+            "clgi",
+            "sti",
+            "mov rbx, [rcx + 8]",
+            "mov rdx, [rcx + 24]",
+            "mov rsi, [rcx + 32]",
+            "mov rdi, [rcx + 40]",
+            "mov rbp, [rcx + 48]",
+            "mov r8,  [rcx + 56]",
+            "mov r9,  [rcx + 64]",
+            "mov r10, [rcx + 72]",
+            "mov r11, [rcx + 80]",
+            "mov r12, [rcx + 88]",
+            "mov r13, [rcx + 96]",
+            "mov r14, [rcx + 104]",
+            "mov r15, [rcx + 112]",
+            "mov rcx, [rcx + 16]",
+            "vmload rax",
+            "vmrun rax",
+            // Back from #VMEXIT: host RSP is restored, GIF = 0.
+            "push rcx",          // guest rcx
+            "mov rcx, [rsp + 16]",
+            "mov [rcx + 8], rbx",
+            "mov [rcx + 24], rdx",
+            "mov [rcx + 32], rsi",
+            "mov [rcx + 40], rdi",
+            "mov [rcx + 48], rbp",
+            "mov [rcx + 56], r8",
+            "mov [rcx + 64], r9",
+            "mov [rcx + 72], r10",
+            "mov [rcx + 80], r11",
+            "mov [rcx + 88], r12",
+            "mov [rcx + 96], r13",
+            "mov [rcx + 104], r14",
+            "mov [rcx + 112], r15",
+            "pop rax",
+            "mov [rcx + 16], rax",
+            "pop rax",           // guest VMCB
+            "vmsave rax",
+            "pop rcx",
+            "pop rax",           // host VMCB
+            "vmload rax",
+            "cli",
+            "stgi",
+            "pop rbx",
+            "pop rbp",
+            inout("rax") vmcb => _,
+            inout("rcx") gprs => _,
+            inout("rdx") host => _,
+            out("rsi") _, out("rdi") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+        );
+    }
+}
+
+impl HvmVcpu for SvmVcpu {
+    fn run(&mut self) -> Exit {
+        let Some(&host) = HOST_VMCB.get() else {
+            return Exit::Failed {
+                why: "svm::enable was not called on this CPU",
+                code: 0,
+                info: 0,
+            };
+        };
+        self.vmcb.set(vmcb::TLB_CONTROL, u8::from(self.flush));
+        self.flush = false;
+        self.vmcb.set(vmcb::RAX, self.gprs.rax);
+        self.vmcb.set(vmcb::VMCB_CLEAN, 0);
+        // SAFETY: the VMCB was initialized by `new` and is owned by self; `host` was
+        // captured by `enable` on this (the only) CPU; gprs is a live &mut.
+        unsafe { svm_run(self.vmcb.pa().as_u64(), host.as_u64(), &mut self.gprs) };
+        self.gprs.rax = self.vmcb.get(vmcb::RAX);
+        // An event cut short by the exit is delivered again on the next entry
+        // (APM Vol. 2 §15.7.2), unless the handler injects something else.
+        let intinfo = self.vmcb.get(vmcb::EXITINTINFO);
+        if intinfo & (1 << 31) != 0 {
+            self.vmcb.set(vmcb::EVENTINJ, intinfo);
+        } else {
+            self.vmcb.set(vmcb::EVENTINJ, 0);
+        }
+        exit::decode(
+            self.vmcb.get(vmcb::EXITCODE),
+            self.vmcb.get(vmcb::EXITINFO1),
+            self.vmcb.get(vmcb::EXITINFO2),
+        )
+    }
+
+    fn gprs(&self) -> &GuestGprs {
+        &self.gprs
+    }
+
+    fn gprs_mut(&mut self) -> &mut GuestGprs {
+        &mut self.gprs
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcb.get(vmcb::RIP)
+    }
+
+    fn rsp(&self) -> u64 {
+        self.vmcb.get(vmcb::RSP)
+    }
+
+    fn set_rsp(&mut self, rsp: u64) {
+        self.vmcb.set(vmcb::RSP, rsp);
+    }
+
+    fn rflags(&self) -> u64 {
+        self.vmcb.get(vmcb::RFLAGS)
+    }
+
+    fn cr0(&self) -> u64 {
+        self.vmcb.get(vmcb::CR0)
+    }
+
+    fn cr3(&self) -> u64 {
+        self.vmcb.get(vmcb::CR3)
+    }
+
+    fn cr4(&self) -> u64 {
+        self.vmcb.get(vmcb::CR4)
+    }
+
+    fn efer(&self) -> u64 {
+        self.vmcb.get(vmcb::EFER) & !EFER_SVME
+    }
+
+    fn cs_base(&self) -> u64 {
+        self.vmcb.seg(Seg::Cs).base
+    }
+
+    fn mode(&self) -> CpuMode {
+        let cs = self.vmcb.seg(Seg::Cs);
+        CpuMode::from_state(
+            self.cr0() & 1 != 0,
+            self.vmcb.get(vmcb::EFER) & EFER_LMA != 0,
+            cs.attrib & attrib::L != 0,
+            cs.attrib & attrib::DB != 0,
+        )
+    }
+
+    fn cpl(&self) -> u8 {
+        self.vmcb.get(vmcb::CPL)
+    }
+
+    fn exit_insn_len(&self) -> Option<u64> {
+        // IOIO exits always carry the next RIP in EXITINFO2 (APM Vol. 2 §15.10.2).
+        let nrip = if self.vmcb.get(vmcb::EXITCODE) == exit::VMEXIT_IOIO {
+            self.vmcb.get(vmcb::EXITINFO2)
+        } else if self.nrip_save {
+            self.vmcb.get(vmcb::NRIP)
+        } else {
+            return None;
+        };
+        let len = nrip.wrapping_sub(self.rip());
+        (nrip != 0 && (1..=15).contains(&len)).then_some(len)
+    }
+
+    fn advance_rip(&mut self, len: u64) {
+        let mut rip = self.rip().wrapping_add(len);
+        if !self.mode().is_64bit() {
+            rip &= 0xFFFF_FFFF;
+        }
+        self.vmcb.set(vmcb::RIP, rip);
+        let shadow = self.vmcb.get(vmcb::INTERRUPT_SHADOW);
+        self.vmcb.set(vmcb::INTERRUPT_SHADOW, shadow & !1);
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // EVENTINJ (APM Vol. 2 §15.20): type 3 = exception, EV = error code valid.
+        let mut ev = u64::from(vector) | (3 << 8) | (1 << 31);
+        if let Some(e) = error_code {
+            ev |= (1 << 11) | (u64::from(e) << 32);
+        }
+        self.vmcb.set(vmcb::EVENTINJ, ev);
+    }
+
+    fn set_efer(&mut self, efer: u64) {
+        // LMA is the CPU's to derive: keep the current one (it changes on CR0.PG).
+        let lma = self.vmcb.get(vmcb::EFER) & EFER_LMA;
+        self.vmcb
+            .set(vmcb::EFER, (efer & !EFER_LMA) | lma | EFER_SVME);
+    }
+
+    fn read_held_msr(&self, msr: u32) -> Option<u64> {
+        let v = &self.vmcb;
+        Some(match msr {
+            0x174 => v.get(vmcb::SYSENTER_CS),
+            0x175 => v.get(vmcb::SYSENTER_ESP),
+            0x176 => v.get(vmcb::SYSENTER_EIP),
+            0x1D9 => v.get(vmcb::DBGCTL),
+            0x277 => v.get(vmcb::G_PAT),
+            0xC000_0080 => self.efer(),
+            0xC000_0081 => v.get(vmcb::STAR),
+            0xC000_0082 => v.get(vmcb::LSTAR),
+            0xC000_0083 => v.get(vmcb::CSTAR),
+            0xC000_0084 => v.get(vmcb::SFMASK),
+            0xC000_0100 => v.seg(Seg::Fs).base,
+            0xC000_0101 => v.seg(Seg::Gs).base,
+            0xC000_0102 => v.get(vmcb::KERNEL_GS_BASE),
+            _ => return None,
+        })
+    }
+
+    fn write_held_msr(&mut self, msr: u32, value: u64) -> bool {
+        let field = match msr {
+            0x174 => vmcb::SYSENTER_CS,
+            0x175 => vmcb::SYSENTER_ESP,
+            0x176 => vmcb::SYSENTER_EIP,
+            0x1D9 => vmcb::DBGCTL,
+            0x277 => vmcb::G_PAT,
+            0xC000_0080 => {
+                self.set_efer(value);
+                return true;
+            }
+            0xC000_0081 => vmcb::STAR,
+            0xC000_0082 => vmcb::LSTAR,
+            0xC000_0083 => vmcb::CSTAR,
+            0xC000_0084 => vmcb::SFMASK,
+            0xC000_0100 | 0xC000_0101 => {
+                let seg = if msr == 0xC000_0100 { Seg::Fs } else { Seg::Gs };
+                let mut s = self.vmcb.seg(seg);
+                s.base = value;
+                self.vmcb.set_seg(seg, s);
+                return true;
+            }
+            0xC000_0102 => vmcb::KERNEL_GS_BASE,
+            _ => return false,
+        };
+        self.vmcb.set(field, value);
+        true
+    }
+
+    fn flush_guest_tlb(&mut self) {
+        self.flush = true;
+    }
+
+    fn hypercall_insn(&self) -> HypercallInsnKind {
+        HypercallInsnKind::Vmmcall
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msrpm_positions() {
+        assert_eq!(msrpm_bit(0), Some(0));
+        assert_eq!(msrpm_bit(0x174), Some(0x174 * 2));
+        assert_eq!(msrpm_bit(0xC000_0080), Some(0x800 * 8 + 0x80 * 2));
+        assert_eq!(msrpm_bit(0xC001_0117), Some(0x1000 * 8 + 0x117 * 2));
+        assert_eq!(msrpm_bit(0x4000_0000), None);
+        assert_eq!(msrpm_bit(0xC000_2000), None);
+    }
+}

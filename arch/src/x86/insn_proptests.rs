@@ -1,0 +1,148 @@
+//! Property tests for the instruction decoder, which reads bytes a guest controls: it
+//! must be total, bounded, and depend only on the bytes of the instruction itself.
+
+use proptest::prelude::*;
+
+use super::insn::{CodeMode, DecodeError, InsnKind, MAX_INSN_LEN, decode};
+
+fn mode() -> impl Strategy<Value = CodeMode> {
+    prop_oneof![
+        Just(CodeMode::Real16),
+        Just(CodeMode::Prot16),
+        Just(CodeMode::Prot32),
+        Just(CodeMode::Long64),
+    ]
+}
+
+/// Bytes that look like code more often than uniform noise does: prefixes, escapes and
+/// ModRM bytes with SIB/displacement forms are over-represented.
+fn code_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => any::<u8>(),
+        1 => prop::sample::select(vec![
+            0x66u8, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x40, 0x48,
+            0x4F, 0x0F, 0x38, 0x3A, 0x04, 0x05, 0x44, 0x84, 0x25, 0xC4, 0xC5, 0x62, 0x8F,
+            0xF6, 0xF7, 0xB8, 0xA1,
+        ]),
+    ]
+}
+
+fn code(len: core::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(code_byte(), len)
+}
+
+/// Instructions whose length no legacy prefix changes.
+const PREFIX_NEUTRAL: &[&[u8]] = &[
+    &[0x0F, 0xA2],
+    &[0xF4],
+    &[0x0F, 0x01, 0xC1],
+    &[0x90],
+    &[0xCD, 0x80],
+    &[0xB0, 0x12],
+    &[0xEB, 0x00],
+    &[0x0F, 0x31],
+    &[0x89, 0xC3],
+];
+
+const LEGACY_PREFIXES: &[u8] = &[
+    0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Total and bounded on arbitrary input.
+    #[test]
+    fn never_panics_and_length_is_bounded(bytes in code(0..40), mode in mode()) {
+        if let Ok(insn) = decode(&bytes, mode) {
+            let len = usize::from(insn.len);
+            prop_assert!(len >= 1);
+            prop_assert!(len <= MAX_INSN_LEN);
+            prop_assert!(len <= bytes.len());
+        }
+    }
+
+    /// The result is a function of the instruction's own bytes: cutting the input to the
+    /// decoded length changes nothing, cutting it shorter is `Truncated`, and with 15
+    /// bytes available the answer is never `Truncated`.
+    #[test]
+    fn result_depends_only_on_the_instructions_bytes(bytes in code(15..32), mode in mode()) {
+        match decode(&bytes, mode) {
+            Ok(insn) => {
+                let len = usize::from(insn.len);
+                prop_assert_eq!(decode(&bytes[..len], mode), Ok(insn));
+                for k in 0..len {
+                    prop_assert_eq!(decode(&bytes[..k], mode), Err(DecodeError::Truncated));
+                }
+            }
+            Err(e) => prop_assert_ne!(e, DecodeError::Truncated),
+        }
+    }
+
+    /// Only `Truncated` can change when more bytes arrive.
+    #[test]
+    fn more_bytes_change_only_truncated(
+        bytes in code(0..15),
+        more in prop::collection::vec(any::<u8>(), 0..16),
+        mode in mode(),
+    ) {
+        let short = decode(&bytes, mode);
+        let mut long = bytes.clone();
+        long.extend_from_slice(&more);
+        match short {
+            Err(DecodeError::Truncated) => prop_assert!(bytes.len() < MAX_INSN_LEN),
+            other => prop_assert_eq!(decode(&long, mode), other),
+        }
+    }
+
+    /// Each legacy prefix adds one byte, up to the 15-byte limit.
+    #[test]
+    fn legacy_prefixes_add_one_byte_each(
+        prefixes in prop::collection::vec(prop::sample::select(LEGACY_PREFIXES), 0..16),
+        base in prop::sample::select(PREFIX_NEUTRAL),
+        mode in mode(),
+    ) {
+        let mut bytes = prefixes.clone();
+        bytes.extend_from_slice(base);
+        let total = bytes.len();
+        bytes.extend_from_slice(&[0xCC; 8]);
+        let got = decode(&bytes, mode);
+        if total > MAX_INSN_LEN {
+            prop_assert_eq!(got, Err(DecodeError::TooLong));
+        } else {
+            prop_assert_eq!(got.map(|i| usize::from(i.len)), Ok(total));
+        }
+    }
+
+    /// In 64-bit mode, REX bytes between the legacy prefixes and the opcode count too,
+    /// and only the last one before the opcode is kept.
+    #[test]
+    fn rex_bytes_add_one_byte_each(
+        prefixes in prop::collection::vec(prop::sample::select(LEGACY_PREFIXES), 0..4),
+        rexes in prop::collection::vec(0x40u8..0x50, 1..4),
+        base in prop::sample::select(PREFIX_NEUTRAL),
+    ) {
+        let mut bytes = prefixes.clone();
+        bytes.extend_from_slice(&rexes);
+        bytes.extend_from_slice(base);
+        let insn = decode(&bytes, CodeMode::Long64);
+        prop_assert!(insn.is_ok());
+        let insn = insn.unwrap();
+        prop_assert_eq!(usize::from(insn.len), bytes.len());
+        prop_assert_eq!(insn.prefixes.rex.map(|r| r.raw()), rexes.last().copied());
+    }
+
+    /// MMIO loads and stores always describe a memory access of 1, 2, 4 or 8 bytes.
+    #[test]
+    fn memory_access_sizes_are_architectural(bytes in code(15..24), mode in mode()) {
+        match decode(&bytes, mode).map(|i| i.kind) {
+            Ok(InsnKind::Store { size, .. }) => prop_assert!(matches!(size, 1 | 2 | 4 | 8)),
+            Ok(InsnKind::Load { size, dst_size, .. }) => {
+                prop_assert!(matches!(size, 1 | 2 | 4 | 8));
+                prop_assert!(matches!(dst_size, 1 | 2 | 4 | 8));
+                prop_assert!(size <= dst_size);
+            }
+            _ => {}
+        }
+    }
+}
