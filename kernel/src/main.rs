@@ -15,8 +15,13 @@
 #![no_std]
 #![no_main]
 
+mod domain;
+mod hypercalls;
 mod logger;
 mod memory;
+mod vmexit;
+
+use keel_arch::hvm::HvmVcpu as _;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,10 +40,28 @@ extern crate alloc;
 // (kernel -> portable crates, never the reverse) holds from the start.
 use keel_evtchn as _;
 use keel_grant as _;
-use keel_hypercall as _;
 use keel_sched as _;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The Xen guest ABI version keel implements and reports (XENVER_version, CPUID
+/// 0x40000001): Xen 4.17's public headers.
+pub const XEN_MAJOR: u16 = 4;
+pub const XEN_MINOR: u16 = 17;
+/// The TSC frequency measured at boot, in kHz (0 until calibrated).
+static TSC_KHZ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// keel's command line, for XENVER_commandline.
+static CMDLINE: spin::Once<&'static str> = spin::Once::new();
+
+/// keel's command line as the loader gave it.
+pub fn hypervisor_cmdline() -> &'static str {
+    CMDLINE.get().copied().unwrap_or("")
+}
+
+/// The TSC frequency in kHz, for guests (CPUID 0x40000003).
+pub fn tsc_khz() -> u32 {
+    TSC_KHZ.load(Ordering::Relaxed)
+}
 /// How long the boot-time timer check waits for its interrupt.
 const TIMER_CHECK_US: u64 = 10_000;
 
@@ -130,6 +153,10 @@ fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
     pic::disable();
     let mode = apic::init(cpu_info.x2apic, keel_arch::paging::FIXMAP_LAPIC);
     let cal = time::calibrate(pm);
+    TSC_KHZ.store(
+        (cal.tsc_hz / 1000).min(u64::from(u32::MAX)) as u32,
+        Ordering::Relaxed,
+    );
     say!(
         "Timer: TSC {} kHz, LAPIC timer {} kHz (measured against the {}), {:?}, TSC-deadline: {}",
         cal.tsc_hz / 1000,
@@ -214,6 +241,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
 
     say!("keel {VERSION} x86_64 hypervisor (Xen-compatible guest ABI)");
     say!("Command line: {}", boot.cmdline);
+    CMDLINE.call_once(|| boot.cmdline);
     match boot.protocol {
         Protocol::Multiboot2 => say!("Boot: multiboot2 from {}", boot.loader),
         Protocol::Multiboot1 => say!("Boot: multiboot (v1) from {}", boot.loader),
@@ -311,12 +339,13 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         say!("Error: command line: {e}");
         power::power_off(ExitStatus::Clean, "the command line is malformed");
     }
-    run_dom0(&boot)
+    run_dom0(&boot, &hvm, &opts.dom0_mem)
 }
 
-/// Looks at module 0, dom0's kernel. Building domains arrives with issue #3; until
-/// then keel says what it found and powers off.
-fn run_dom0(boot: &BootInfo<'_>) -> ! {
+/// Builds Dom0 from module 0 (a PVH kernel; further modules are its modules, e.g.
+/// an initrd), runs it, and powers the machine off when it ends: cleanly if it
+/// asked to, with a failure status if it crashed.
+fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) -> ! {
     let Some(m) = boot.modules().first() else {
         say!("No dom0 kernel given (no multiboot module): nothing to run");
         power::power_off(ExitStatus::Clean, "nothing to run");
@@ -330,24 +359,75 @@ fn run_dom0(boot: &BootInfo<'_>) -> ! {
         );
         power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
     };
-    match keel_kernel::image::inspect(bytes) {
-        Ok(k) => {
-            say!(
-                "dom0: module 0 '{name}': {:?} x86-64 kernel, {} bytes, entry {:#x}, {} loadable segment(s) at {:#x}..{:#x}, command line '{}'",
-                k.class,
-                bytes.len(),
-                k.entry,
-                k.load_segments,
-                k.paddr_range.0,
-                k.paddr_range.1,
-                m.cmdline()
-            );
-            say!("dom0: building domains is not implemented yet (PVH dom0 arrives with issue #3)");
-            power::power_off(ExitStatus::Clean, "dom0 cannot be built yet");
+    if let Err(e) = keel_kernel::image::inspect(bytes) {
+        say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
+        power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+    }
+    let mut extra = alloc::vec::Vec::new();
+    for (i, md) in boot.modules().iter().enumerate().skip(1) {
+        match memory::module_bytes(md.start, md.len()) {
+            Some(b) => extra.push(keel_kernel::pvh::ModuleSpec {
+                bytes: b,
+                cmdline: md.cmdline(),
+            }),
+            None => {
+                say!(
+                    "dom0: module {i} '{}' lies outside memory keel maps: not passed on",
+                    md.name()
+                );
+            }
         }
+    }
+    // What is free now, less what the p2m tables, VMCB/VMCS and keel's later needs take.
+    let available = memory::free_frames() * 4096;
+    let ram = match cmdline::dom0_mem_bytes(dom0_mem, available) {
+        Ok(r) => r,
         Err(e) => {
-            say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
-            power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+            say!("dom0: dom0_mem: {e}");
+            power::power_off(ExitStatus::Clean, "dom0 cannot be built");
+        }
+    };
+    let spec = domain::PvhSpec {
+        id: 0,
+        privileged: true,
+        kernel: bytes,
+        cmdline: m.cmdline(),
+        modules: &extra,
+        ram_bytes: ram,
+    };
+    let mut d = match domain::build_pvh(hvm, &spec) {
+        Ok(d) => d,
+        Err(e) => {
+            say!("dom0: module 0 '{name}': cannot build the domain: {e}");
+            power::power_off(ExitStatus::Clean, "dom0 cannot be built");
+        }
+    };
+    say!(
+        "d0: PVH, {} MiB, {} module(s), entry {:#x}, command line '{}'",
+        ram >> 20,
+        extra.len(),
+        d.vcpu.rip(),
+        m.cmdline()
+    );
+    let end = vmexit::run(&mut d);
+    let before = memory::free_frames();
+    drop(d);
+    log::debug!(
+        "d0: {} frame(s) returned to the allocator",
+        memory::free_frames() - before
+    );
+    match end {
+        vmexit::DomainEnd::Shutdown(r) => {
+            say!("d0 shut down: {r}");
+            let status = match r {
+                keel_hypercall::dispatch::ShutdownReason::Crash => ExitStatus::DomainFailure,
+                _ => ExitStatus::Clean,
+            };
+            power::power_off(status, "dom0 has shut down")
+        }
+        vmexit::DomainEnd::Crashed(why) => {
+            say!("d0 crashed: {why}");
+            power::power_off(ExitStatus::DomainFailure, "dom0 crashed")
         }
     }
 }

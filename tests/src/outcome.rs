@@ -18,6 +18,8 @@ use crate::Backend;
 pub const KEEL_PREFIX: &str = "(KEEL) ";
 /// keel's last line before ACPI S5.
 pub const POWERING_OFF: &str = "(KEEL) Powering off";
+/// keel's last line when it powers off because Dom0 crashed.
+pub const POWERING_OFF_DOMAIN_FAILURE: &str = "(KEEL) Powering off after a domain failure";
 /// The prefix of keel's panic and exception reports.
 pub const FATAL: &str = "(KEEL) FATAL: ";
 
@@ -28,6 +30,9 @@ pub enum Outcome {
     PoweredOff,
     /// keel reported a failure (a `FATAL:` line or a debug-exit status).
     KeelFailure(String),
+    /// keel powered off cleanly, with the status that says Dom0 crashed (QEMU exit 5
+    /// through isa-debug-exit; on Bochs, keel's last line). keel itself is fine.
+    DomainFailed(String),
     /// The run hit its time limit and was killed.
     TimedOut,
     /// The emulator stopped without keel saying why (reset, emulator error, ...).
@@ -46,6 +51,9 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::PoweredOff => f.write_str("keel powered off cleanly"),
             Outcome::KeelFailure(why) => write!(f, "keel reported a failure: {why}"),
+            Outcome::DomainFailed(why) => {
+                write!(f, "keel powered off after a domain failure: {why}")
+            }
             Outcome::TimedOut => f.write_str("timed out"),
             Outcome::Unexplained(why) => write!(f, "the machine stopped unexpectedly: {why}"),
         }
@@ -71,13 +79,19 @@ pub fn judge(backend: Backend, exit_code: Option<i32>, timed_out: bool, serial: 
         return Outcome::TimedOut;
     }
     let said_goodbye = last_keel_line(serial).is_some_and(|l| l.starts_with(POWERING_OFF));
+    let domain_failed = last_keel_line(serial)
+        .filter(|l| l.starts_with(POWERING_OFF_DOMAIN_FAILURE))
+        .map(str::to_string);
     let last = || match last_keel_line(serial) {
         Some(l) => format!("keel's last line was {l:?}"),
         None => "keel printed nothing".to_string(),
     };
     if backend.is_qemu() {
         match exit_code {
-            Some(0) if said_goodbye => Outcome::PoweredOff,
+            Some(0) if said_goodbye && domain_failed.is_none() => Outcome::PoweredOff,
+            Some(5) if domain_failed.is_some() => {
+                Outcome::DomainFailed(domain_failed.unwrap_or_default())
+            }
             Some(0) => Outcome::Unexplained(format!(
                 "QEMU exited 0 without keel's `Powering off` line (a reset or triple fault \
                  under -no-reboot?); {}",
@@ -94,6 +108,8 @@ pub fn judge(backend: Backend, exit_code: Option<i32>, timed_out: bool, serial: 
             )),
             None => Outcome::Unexplained(format!("QEMU was killed by a signal; {}", last())),
         }
+    } else if let Some(line) = domain_failed {
+        Outcome::DomainFailed(line)
     } else if said_goodbye {
         Outcome::PoweredOff
     } else {
@@ -180,6 +196,29 @@ mod tests {
         assert!(matches!(
             judge(Backend::BochsSvm, Some(1), false, later),
             Outcome::Unexplained(_)
+        ));
+    }
+
+    #[test]
+    fn domain_failure_is_its_own_outcome() {
+        let serial = "(KEEL) d0 crashed: triple fault\n(KEEL) Powering off after a domain failure: dom0 crashed\n";
+        let o = judge(Backend::QemuSvm, Some(5), false, serial);
+        assert!(
+            matches!(&o, Outcome::DomainFailed(l) if l.contains("dom0 crashed")),
+            "{o}"
+        );
+        assert!(matches!(
+            judge(Backend::BochsVmx, Some(1), false, serial),
+            Outcome::DomainFailed(_)
+        ));
+        // The status and the line must agree on QEMU.
+        assert!(matches!(
+            judge(Backend::QemuSvm, Some(0), false, serial),
+            Outcome::Unexplained(_)
+        ));
+        assert!(matches!(
+            judge(Backend::QemuSvm, Some(5), false, CLEAN),
+            Outcome::KeelFailure(_) | Outcome::Unexplained(_)
         ));
     }
 

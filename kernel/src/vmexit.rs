@@ -1,0 +1,458 @@
+//! The run loop of a hardware-virtualized vCPU and the handling of its exits:
+//! CPUID (keel's policy plus Xen's leaves), MSRs (the hypercall page, EFER, the
+//! architectural ones; anything else is #GP), ports and MMIO nobody backs (reads all
+//! ones, writes dropped), HLT, hypercalls (through `keel_hypercall::dispatch`),
+//! and the states keel cannot continue from (the domain crashes, with the reason).
+//!
+//! Instruction lengths come from the hardware when it reports them and otherwise from
+//! decoding the guest's bytes at RIP (QEMU's SVM has no nRIP save). Either way the
+//! decoded instruction must be the one the exit names, or the domain crashes: a guest
+//! that rewrote its code under us does not get RIP moved to a wrong place.
+//!
+//! Every path that moves RIP goes through `HvmVcpu::advance_rip`.
+
+use alloc::format;
+use alloc::string::String;
+
+use keel_arch::hvm::{CpuMode, Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu};
+use keel_arch::x86::insn::{self, CodeMode, Insn, InsnKind};
+use keel_hypercall::abi::errno::Errno;
+use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
+use keel_mm::guest_walk::{PagingMode, WalkCtx};
+
+use crate::domain::Domain;
+
+/// How a domain's run ended.
+pub enum DomainEnd {
+    /// The guest asked (SCHEDOP_shutdown).
+    Shutdown(ShutdownReason),
+    /// keel stopped it: the reason, for the log.
+    Crashed(String),
+}
+
+/// What a handler decided.
+type Handled = Result<(), DomainEnd>;
+
+fn crash(why: String) -> Handled {
+    Err(DomainEnd::Crashed(why))
+}
+
+/// The guest's paging state, for walking its page tables.
+pub fn walk_ctx(v: &Vcpu) -> WalkCtx {
+    const CR0_WP: u64 = 1 << 16;
+    const EFER_NXE: u64 = 1 << 11;
+    let mode = match v.paging() {
+        GuestPaging::Off => PagingMode::Off,
+        GuestPaging::Bits32 { pse } => PagingMode::Bits32 { pse },
+        GuestPaging::Pae => PagingMode::Pae,
+        GuestPaging::Long4 => PagingMode::Long4,
+    };
+    WalkCtx {
+        mode,
+        cr3: v.cr3(),
+        nxe: v.efer() & EFER_NXE != 0,
+        wp: v.cr0() & CR0_WP != 0,
+    }
+}
+
+/// Runs `d`'s vCPU until the domain ends.
+pub fn run(d: &mut Domain) -> DomainEnd {
+    loop {
+        let exit = d.vcpu.run();
+        if let Err(end) = handle(d, exit) {
+            d.console.flush_if_pending(d.id);
+            return end;
+        }
+    }
+}
+
+fn handle(d: &mut Domain, exit: Exit) -> Handled {
+    match exit {
+        Exit::Cpuid => cpuid(d),
+        Exit::Hypercall => hypercall(d),
+        Exit::Rdmsr => rdmsr(d),
+        Exit::Wrmsr => wrmsr(d),
+        Exit::Io(io) => port_io(d, io),
+        Exit::NestedPageFault { gpa, write, fetch } => npf(d, gpa, write, fetch),
+        Exit::Hlt => hlt(d),
+        Exit::ExternalInterrupt => {
+            // Let keel's own handler run; the guest resumes after.
+            keel_arch::cpu::without_interrupts(|| {});
+            Ok(())
+        }
+        Exit::Exception { vector, error_code } => crash(format!(
+            "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
+            d.vcpu.rip()
+        )),
+        Exit::TripleFault => crash(format!("triple fault at rip {:#x}", d.vcpu.rip())),
+        Exit::UndefinedInstruction => {
+            d.vcpu.inject_exception(6, None);
+            Ok(())
+        }
+        Exit::Failed { why, code, info } => crash(format!(
+            "{why} (exit code {code:#x}, info {info:#x}) at rip {:#x}",
+            d.vcpu.rip()
+        )),
+    }
+}
+
+fn code_mode(m: CpuMode) -> CodeMode {
+    match m {
+        CpuMode::Real => CodeMode::Real16,
+        CpuMode::Protected16 => CodeMode::Prot16,
+        CpuMode::Protected32 | CpuMode::Compat32 => CodeMode::Prot32,
+        CpuMode::Long64 => CodeMode::Long64,
+    }
+}
+
+/// Fetches and decodes the instruction at the guest's RIP.
+fn fetch_insn(d: &Domain) -> Result<Insn, String> {
+    let v = &d.vcpu;
+    let mut la = v.cs_base().wrapping_add(v.rip());
+    if !v.mode().is_64bit() {
+        la &= 0xFFFF_FFFF;
+    }
+    let mut bytes = [0u8; 15];
+    // Up to the end of the page first: the rest may be unmapped, and short
+    // instructions never need it.
+    let to_page_end = (4096 - (la & 0xFFF)).min(15) as usize;
+    d.copy_from_guest(la, &mut bytes[..to_page_end])
+        .map_err(|e| format!("cannot fetch the instruction at {la:#x}: {e}"))?;
+    let mut have = to_page_end;
+    if have < 15
+        && d.copy_from_guest(la + have as u64, &mut bytes[have..])
+            .is_ok()
+    {
+        have = 15;
+    }
+    insn::decode(&bytes[..have], code_mode(v.mode())).map_err(|e| {
+        format!(
+            "cannot decode the instruction at {la:#x} ({:02x?}): {e:?}",
+            &bytes[..have]
+        )
+    })
+}
+
+/// Completes the instruction that exited, which must be `expect`.
+fn complete(d: &mut Domain, expect: fn(&InsnKind) -> bool, what: &str) -> Handled {
+    let len = match d.vcpu.exit_insn_len() {
+        Some(l) => l,
+        None => match fetch_insn(d) {
+            Ok(i) if expect(&i.kind) => u64::from(i.len),
+            Ok(i) => {
+                return crash(format!(
+                    "{what} exit, but the instruction at rip {:#x} is {:?}",
+                    d.vcpu.rip(),
+                    i.kind
+                ));
+            }
+            Err(e) => return crash(format!("{what} exit: {e}")),
+        },
+    };
+    d.vcpu.advance_rip(len);
+    Ok(())
+}
+
+fn cpuid(d: &mut Domain) -> Handled {
+    use keel_arch::x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, Vendor, guest_cpuid};
+    let g = d.vcpu.gprs();
+    let (leaf, sub) = (g.rax as u32, g.rcx as u32);
+    let ctx = GuestCpuidCtx {
+        vendor: match d.vcpu.hypercall_insn() {
+            HypercallInsnKind::Vmcall => Vendor::Intel,
+            HypercallInsnKind::Vmmcall => Vendor::Amd,
+        },
+        domid: d.id,
+        vcpu_id: 0,
+        xen_major: crate::XEN_MAJOR,
+        xen_minor: crate::XEN_MINOR,
+        hypercall_msr: HYPERCALL_MSR,
+        tsc_khz: crate::tsc_khz(),
+        guest_cr4_osxsave: d.vcpu.cr4() & (1 << 18) != 0,
+    };
+    let host = |l: u32, s: u32| {
+        let (eax, ebx, ecx, edx) = keel_arch::cpu::cpuid(l, s);
+        CpuidResult { eax, ebx, ecx, edx }
+    };
+    let r = guest_cpuid(leaf, sub, &ctx, &host);
+    let g = d.vcpu.gprs_mut();
+    g.rax = u64::from(r.eax);
+    g.rbx = u64::from(r.ebx);
+    g.rcx = u64::from(r.ecx);
+    g.rdx = u64::from(r.edx);
+    complete(d, |k| matches!(k, InsnKind::Cpuid), "CPUID")
+}
+
+/// The MSR a guest writes its hypercall page's address to (CPUID 0x40000002 EBX).
+pub const HYPERCALL_MSR: u32 = 0x4000_0000;
+
+const MSR_TSC: u32 = 0x10;
+const MSR_EFER: u32 = 0xC000_0080;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// Valid memory types in a PAT entry (SDM Vol. 3A §13.12.2): UC, WC, WT, WP, WB, UC-.
+fn pat_valid(v: u64) -> bool {
+    v.to_le_bytes()
+        .iter()
+        .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+fn gp(d: &mut Domain) -> Handled {
+    d.vcpu.inject_exception(13, Some(0));
+    Ok(())
+}
+
+fn rdmsr(d: &mut Domain) -> Handled {
+    let msr = d.vcpu.gprs().rcx as u32;
+    let value = match msr {
+        MSR_TSC => Some(keel_arch::cpu::rdtsc()),
+        // MTRRcap: no variable ranges, no fixed ranges, no WC: guests leave MTRRs be.
+        0xFE => Some(0),
+        // MTRRdefType: enabled, default WB.
+        0x2FF => Some((1 << 11) | 6),
+        // PLATFORM_ID, BIOS_SIGN_ID (microcode revision), MCG_CAP, MCG_STATUS.
+        0x17 | 0x8B | 0x179 | 0x17A => Some(0),
+        // MISC_ENABLE: fast strings (bit 0), as hardware reports after reset.
+        0x1A0 => Some(1),
+        _ => d.vcpu.read_held_msr(msr),
+    };
+    let Some(v) = value else {
+        return gp(d);
+    };
+    let g = d.vcpu.gprs_mut();
+    g.rax = v & 0xFFFF_FFFF;
+    g.rdx = v >> 32;
+    complete(d, |k| matches!(k, InsnKind::Rdmsr), "RDMSR")
+}
+
+fn wrmsr(d: &mut Domain) -> Handled {
+    let g = d.vcpu.gprs();
+    let msr = g.rcx as u32;
+    let value = (g.rdx << 32) | (g.rax & 0xFFFF_FFFF);
+    match msr {
+        HYPERCALL_MSR => {
+            if let Err(why) = install_hypercall_page(d, value) {
+                log::warn!("d{}: hypercall page at {value:#x} refused: {why}", d.id);
+                return gp(d);
+            }
+        }
+        MSR_EFER => {
+            if value & !(EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE) != 0 {
+                return gp(d);
+            }
+            // LME may not change while paging is on (SDM Vol. 3A §10.8.5).
+            let paging = d.vcpu.cr0() & (1 << 31) != 0;
+            if paging && (value ^ d.vcpu.efer()) & EFER_LME != 0 {
+                return gp(d);
+            }
+            d.vcpu.set_efer(value);
+        }
+        0x277 if !pat_valid(value) => return gp(d),
+        // Microcode update trigger, MTRRdefType, MISC_ENABLE, MCG_STATUS: accepted and
+        // ignored (there is nothing to update or re-type under a p2m keel owns).
+        0x79 | 0x8B | 0x2FF | 0x1A0 | 0x17A => {}
+        _ => {
+            if !d.vcpu.write_held_msr(msr, value) {
+                return gp(d);
+            }
+        }
+    }
+    complete(d, |k| matches!(k, InsnKind::Wrmsr), "WRMSR")
+}
+
+/// Writes the hypercall page at the guest-physical page `value` names (Xen: the low
+/// 12 bits select the page, and there is one).
+fn install_hypercall_page(d: &mut Domain, value: u64) -> Result<(), String> {
+    if value & 0xFFF != 0 {
+        return Err(String::from(
+            "page index out of range (keel has one hypercall page)",
+        ));
+    }
+    let mut page = [0u8; 4096];
+    let insn = match d.vcpu.hypercall_insn() {
+        HypercallInsnKind::Vmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmcall,
+        HypercallInsnKind::Vmmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmmcall,
+    };
+    keel_arch::x86::hypercall_page::fill_hypercall_page(&mut page, insn);
+    d.write_gpa(value, &page).map_err(|e| format!("{e}"))
+}
+
+fn port_io(d: &mut Domain, io: IoExit) -> Handled {
+    if io.string {
+        return crash(format!(
+            "string I/O (ins/outs) to unbacked port {:#x} is not emulated",
+            io.port
+        ));
+    }
+    if !io.write {
+        // Nothing backs the port: reads float high, as on an empty ISA bus.
+        let ones = match io.size {
+            1 => 0xFF,
+            2 => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        let g = d.vcpu.gprs_mut();
+        g.rax = match io.size {
+            // 8 and 16-bit IN leave the rest of RAX alone; 32-bit zero-extends.
+            1 => (g.rax & !0xFF) | ones,
+            2 => (g.rax & !0xFFFF) | ones,
+            _ => ones,
+        };
+    }
+    complete(d, |_| true, "I/O")
+}
+
+/// Writes `value` (`size` bytes) to register `reg` with x86's rules: 32-bit writes
+/// zero-extend in 64-bit mode, 8/16-bit writes keep the rest.
+fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(), String> {
+    let (n, high_byte) = (reg.index(), reg.is_high_byte());
+    let cur = if n == 4 {
+        Some(d.vcpu.rsp())
+    } else {
+        d.vcpu.gprs().by_encoding(n)
+    };
+    let Some(cur) = cur else {
+        return Err(format!("bad register {n}"));
+    };
+    let new = match (size, high_byte) {
+        (1, true) => (cur & !0xFF00) | ((value & 0xFF) << 8),
+        (1, false) => (cur & !0xFF) | (value & 0xFF),
+        (2, _) => (cur & !0xFFFF) | (value & 0xFFFF),
+        (4, _) => value & 0xFFFF_FFFF,
+        _ => value,
+    };
+    if n == 4 {
+        d.vcpu.set_rsp(new);
+    } else if let Some(r) = d.vcpu.gprs_mut().by_encoding_mut(n) {
+        *r = new;
+    }
+    Ok(())
+}
+
+fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
+    let gfn = keel_mm::addr::Gfn::new(gpa >> 12);
+    if gfn.and_then(|g| d.p2m.translate(g)).is_some() {
+        return crash(format!(
+            "nested page fault on RAM at gpa {gpa:#x} (write: {write}, fetch: {fetch}): p2m permissions"
+        ));
+    }
+    if fetch {
+        return crash(format!(
+            "instruction fetch from unbacked guest-physical {gpa:#x}"
+        ));
+    }
+    let i = match fetch_insn(d) {
+        Ok(i) => i,
+        Err(e) => return crash(format!("MMIO to unbacked {gpa:#x}: {e}")),
+    };
+    match i.kind {
+        // Writes to nothing are dropped.
+        InsnKind::Store { .. } => {}
+        InsnKind::Load {
+            dst,
+            dst_size,
+            extend,
+            size,
+        } => {
+            let ones: u64 = if size >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (size * 8)) - 1
+            };
+            let v = match extend {
+                insn::Extend::Sign => u64::MAX,
+                _ => ones,
+            };
+            if let Err(e) = write_reg(d, dst, dst_size, v) {
+                return crash(format!("MMIO read from unbacked {gpa:#x}: {e}"));
+            }
+        }
+        other => {
+            return crash(format!(
+                "MMIO to unbacked guest-physical {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
+                d.vcpu.rip()
+            ));
+        }
+    }
+    d.vcpu.advance_rip(u64::from(i.len));
+    Ok(())
+}
+
+fn hlt(d: &mut Domain) -> Handled {
+    const RFLAGS_IF: u64 = 1 << 9;
+    if d.vcpu.rflags() & RFLAGS_IF == 0 {
+        return crash(format!(
+            "halted with interrupts disabled at rip {:#x}: nothing can ever wake it",
+            d.vcpu.rip()
+        ));
+    }
+    // No event sources yet (issue #4): HLT returns at once, as after a spurious wakeup.
+    complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")
+}
+
+fn hypercall(d: &mut Domain) -> Handled {
+    let mode = d.vcpu.mode();
+    let g = *d.vcpu.gprs();
+    let call = if mode.is_64bit() {
+        HypercallArgs {
+            nr: g.rax,
+            args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
+            width: GuestWidth::Bits64,
+        }
+    } else {
+        let lo = |r: u64| r & 0xFFFF_FFFF;
+        HypercallArgs {
+            nr: lo(g.rax),
+            args: [
+                lo(g.rbx),
+                lo(g.rcx),
+                lo(g.rdx),
+                lo(g.rsi),
+                lo(g.rdi),
+                lo(g.rbp),
+            ],
+            width: GuestWidth::Bits32,
+        }
+    };
+    // Hypercalls are for the guest kernel: ring 3 gets -EPERM (Xen: hvm_hypercall).
+    let outcome = if d.vcpu.cpl() != 0 {
+        keel_hypercall::dispatch::Outcome {
+            ret: Errno::EPERM.neg(),
+            action: Action::Continue,
+        }
+    } else {
+        let mut ctx = crate::hypercalls::Ctx { d };
+        keel_hypercall::dispatch::dispatch(&mut ctx, &call)
+    };
+    if let Action::Preempted { args } = outcome.action {
+        // A continuation (Xen: hypercall_create_continuation): RIP stays on the
+        // VMCALL, RAX keeps the number, the argument registers get the remaining
+        // work, and the guest re-issues the call when it next runs.
+        let g = d.vcpu.gprs_mut();
+        if mode.is_64bit() {
+            [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9] = args;
+        } else {
+            [g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp] = args.map(|a| a & 0xFFFF_FFFF);
+        }
+        return Ok(());
+    }
+    let ret = if mode.is_64bit() {
+        outcome.ret as u64
+    } else {
+        outcome.ret as u64 & 0xFFFF_FFFF
+    };
+    d.vcpu.gprs_mut().rax = ret;
+    complete(
+        d,
+        |k| matches!(k, InsnKind::Vmcall | InsnKind::Vmmcall),
+        "hypercall",
+    )?;
+    match outcome.action {
+        Action::Shutdown(r) => Err(DomainEnd::Shutdown(r)),
+        // One vCPU, no scheduler yet (issue #4): yield and block return at once.
+        _ => Ok(()),
+    }
+}
