@@ -80,6 +80,10 @@ pub fn run(opts: &RunOpts) -> Result<u8, Error> {
             eprintln!("xtask: keel reported a failure after {secs:.1} s: {why}");
             1
         }
+        Outcome::DomainFailed(why) => {
+            eprintln!("xtask: dom0 crashed after {secs:.1} s (keel powered off): {why}");
+            2
+        }
         Outcome::TimedOut => {
             eprintln!(
                 "xtask: timed out after {} s (emulator killed)",
