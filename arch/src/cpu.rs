@@ -150,6 +150,13 @@ pub fn enable_interrupts_and_halt() {
     unsafe { asm!("sti; hlt", options(nomem, nostack)) };
 }
 
+/// Opens a one-instruction window for pending interrupts (after a guest exit for a
+/// host interrupt), then closes it again.
+pub fn interrupt_window() {
+    // SAFETY: keel's IDT is loaded before guests run; handlers preserve all state.
+    unsafe { asm!("sti; nop; cli", options(nomem, nostack)) };
+}
+
 pub fn disable_interrupts() {
     // SAFETY: clearing IF cannot break memory safety.
     unsafe { asm!("cli", options(nomem, nostack)) };

@@ -368,12 +368,14 @@ pub trait FrameSource {
 /// The vCPU of whichever backend this CPU has: the one type the kernel holds.
 pub enum Vcpu {
     Svm(crate::svm::SvmVcpu),
+    Vmx(crate::vmx::VmxVcpu),
 }
 
 macro_rules! delegate {
     ($self:ident, $v:ident => $e:expr) => {
         match $self {
             Vcpu::Svm($v) => $e,
+            Vcpu::Vmx($v) => $e,
         }
     };
 }

@@ -132,7 +132,12 @@ pub struct SvmVcpu {
 impl SvmVcpu {
     /// A VMCB for a PVH guest on nested paging rooted at `ncr3`, with ASID `asid`
     /// (non-zero: ASID 0 is the host's), starting at `start`.
-    pub fn new(
+    ///
+    /// # Safety
+    /// `ncr3` decides what host memory the guest can reach: it must be the root of
+    /// a complete NPT that maps only memory owned by this guest, and stay alive (and
+    /// unchanged but for p2m updates) for as long as this vCPU can run.
+    pub unsafe fn new(
         frames: &mut dyn FrameSource,
         caps: &SvmCaps,
         ncr3: Hpa,

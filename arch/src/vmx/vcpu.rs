@@ -1,0 +1,942 @@
+//! [`VmxVcpu`]: one VMCS set up for a PVH guest, and `hvm::HvmVcpu` over it.
+//!
+//! # Set-up (`new`)
+//! Controls from [`controls::compute`]; I/O bitmaps all ones (every port exits); the
+//! MSR bitmap intercepting all but [`controls::PASSTHROUGH_MSRS`]; EPT with the
+//! caller's p2m root (write-back, 4-level, A/D flags off); VPID when the CPU offers
+//! it; the PVH start-of-day state (32-bit protected mode, paging off, flat segments,
+//! EBX = start info); and the host state keel runs with now.
+//!
+//! # Run loop (`run`)
+//! Enter, read what the exit recorded, re-queue an event whose delivery the exit
+//! interrupted, then [`exit::decode`]: most exits go to the kernel; CR0/CR4 writes,
+//! INVD, #DB/#AC reflection and host NMIs/machine checks are handled here (see the
+//! `exit` module doc).
+//!
+//! # Interrupts
+//! Host interrupts stay pending in the LAPIC ("acknowledge interrupt on exit" = 0)
+//! and keel takes them through its own IDT. `run` returns with the caller's RFLAGS
+//! restored (a VM exit clears IF; the entry stub puts it back): a caller running with
+//! interrupts enabled has the interrupt handled before `run` returns
+//! `ExternalInterrupt`; one running with them disabled must enable them before the
+//! next `run`, or that entry exits at once for the same interrupt.
+//!
+//! Bochs 2.7 quirk: while the guest runs with RFLAGS.IF = 0, Bochs does not turn a
+//! newly pending host interrupt into an external-interrupt exit until the guest
+//! changes IF or takes an event (it keeps the interrupt masked as the host's IF=0
+//! left it). Real VMX exits at once. A guest spinning with interrupts off therefore
+//! cannot be preempted on Bochs; the VMX-preemption timer would be the backstop
+//! (issue #4).
+//!
+//! # Failure policy
+//! A VMREAD or VMWRITE on this vCPU's own, current VMCS cannot fail once `new`
+//! succeeded: `new` writes every field the vCPU ever writes (so each exists on this
+//! CPU), and exit-information fields exist on every VMX CPU. A failure would mean
+//! keel's VMX state is corrupt, and continuing could run a guest with state keel did
+//! not choose, so it panics (the third rung of the error ladder).
+
+use core::arch::asm;
+
+use keel_mm::addr::Hpa;
+use keel_mm::layout::directmap_va;
+
+use super::VmxError;
+use super::controls::{self, AccessRights, Controls, VmxMsrs, cr0, cr4, efer, entry};
+use super::cr::{self, CrState, CrUpdate, GeneralProtection};
+use super::entry::{self as world, Outcome};
+use super::exit::{self, Action, CrAccess, CrAccessKind, Event, ExitInfo};
+use super::vmcs::{self, Field, Width};
+use crate::hvm::{CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, PvhStart};
+
+/// IA32_PAT's power-on value (SDM Vol. 3A §11.12.4): WB, WT, UC-, UC, repeated.
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+/// DR7's reset value (bit 10 reads as 1).
+const DR7_DEFAULT: u64 = 0x400;
+/// RFLAGS bit 1 is always 1; TF and RF matter to RIP advancement.
+const RFLAGS_FIXED: u64 = 1 << 1;
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_RF: u64 = 1 << 16;
+/// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (§24.4.2).
+const BLOCKING_STI_MOVSS: u32 = 0b11;
+/// Pending debug exceptions: BS, a single-step trap is pending (§24.4.2).
+const PENDING_DBG_BS: u64 = 1 << 14;
+
+/// PVH start-of-day selectors: any nonzero values do (the guest loads its own GDT).
+const PVH_CS: u16 = 0x10;
+const PVH_DS: u16 = 0x18;
+const PVH_TR: u16 = 0x20;
+
+/// The MSRs whose guest values live in VMCS fields (read/write_held_msr).
+mod msr {
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const DEBUGCTL: u32 = 0x1D9;
+    pub const PAT: u32 = 0x277;
+    pub const EFER: u32 = 0xC000_0080;
+    pub const FS_BASE: u32 = 0xC000_0100;
+    pub const GS_BASE: u32 = 0xC000_0101;
+}
+
+/// A VMX vCPU for a PVH guest.
+pub struct VmxVcpu {
+    /// The VMCS region (one frame).
+    vmcs: Hpa,
+    gprs: GuestGprs,
+    /// The VMCS's launch state on this CPU: VMLAUNCH until an entry succeeds, then
+    /// VMRESUME.
+    launched: bool,
+    eptp: u64,
+    /// 0 when VPIDs are not used.
+    vpid: u16,
+    ctl: Controls,
+    /// What the last exit recorded.
+    last: ExitInfo,
+    /// The CPU's physical-address width, for PDPTE checks.
+    maxphyaddr: u8,
+}
+
+/// The base of the 16-byte system descriptor `lo`, `hi` (SDM Vol. 3A §7.2.3).
+fn system_descriptor_base(lo: u64, hi: u64) -> u64 {
+    ((lo >> 16) & 0xFF_FFFF) | (((lo >> 56) & 0xFF) << 24) | ((hi & 0xFFFF_FFFF) << 32)
+}
+
+/// RIP after `len` bytes, wrapped to the code size of `mode`.
+fn next_rip(rip: u64, len: u64, mode: CpuMode) -> u64 {
+    let next = rip.wrapping_add(len);
+    match mode {
+        CpuMode::Long64 => next,
+        CpuMode::Protected32 | CpuMode::Compat32 => next & 0xFFFF_FFFF,
+        CpuMode::Real | CpuMode::Protected16 => next & 0xFFFF,
+    }
+}
+
+/// Reads a segment register's selector.
+macro_rules! selector {
+    ($reg:literal) => {{
+        let v: u16;
+        // SAFETY: reading a segment register has no side effects.
+        unsafe { asm!(concat!("mov {:x}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+/// keel's descriptor-table registers: (GDTR base, IDTR base).
+fn descriptor_tables() -> (u64, u64) {
+    let gdtr = x86_64::instructions::tables::sgdt();
+    let idtr = x86_64::instructions::tables::sidt();
+    (gdtr.base.as_u64(), idtr.base.as_u64())
+}
+
+/// Writes one field while the VMCS is being built, turning a failure into a
+/// [`VmxError`] that names the field.
+///
+/// # Safety
+/// As [`vmcs::vmwrite`].
+unsafe fn put<W: Width>(f: Field<W>, v: W::Value) -> Result<(), VmxError> {
+    // SAFETY: forwarded to the caller.
+    unsafe { vmcs::vmwrite(f, v) }.map_err(|error| VmxError::VmwriteFailed {
+        field: f.name(),
+        error,
+    })
+}
+
+impl VmxVcpu {
+    /// Builds a vCPU whose VMCS is set up for a PVH guest: unrestricted guest + EPT
+    /// (`ept_root`, a 4-level p2m), VPID `vpid` if the CPU supports VPIDs, and the
+    /// start state of `start` (32-bit protected mode, paging off, EBX = start info,
+    /// RIP = entry). Takes four frames from `frames` (VMCS, two I/O bitmaps, MSR
+    /// bitmap), which the vCPU keeps for its lifetime. The new VMCS is current on
+    /// this CPU on return.
+    ///
+    /// # Safety
+    /// `ept_root` is the root of a 4-level EPT that keel owns, whose entries map only
+    /// memory the guest may access (guest RAM keel gave it), and which stays
+    /// allocated and valid for as long as this vCPU can run: the guest can reach
+    /// exactly what this EPT maps, and the vCPU itself reads guest memory through it
+    /// (PDPTE loads). `frames` hands out frames the caller owns exclusively.
+    pub unsafe fn new(
+        frames: &mut dyn FrameSource,
+        caps: &super::caps::VmxCaps,
+        ept_root: Hpa,
+        vpid: u16,
+        start: PvhStart,
+    ) -> Result<VmxVcpu, VmxError> {
+        if crate::cpu::read_cr4() & cr4::VMXE == 0 {
+            return Err(VmxError::NotEnabled);
+        }
+        if !caps.ept || !caps.unrestricted_guest {
+            return Err(VmxError::MissingControl("EPT with unrestricted guest"));
+        }
+        let m = VmxMsrs::read();
+        let ctl = controls::compute(&m).map_err(|e| VmxError::MissingControl(e.0))?;
+        let vpid = if ctl.vpid {
+            if vpid == 0 {
+                return Err(VmxError::ZeroVpid);
+            }
+            vpid
+        } else {
+            0
+        };
+        let host_tr = {
+            let v: u16;
+            // SAFETY: STR only reads the task register's selector.
+            unsafe { asm!("str {:x}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+            v
+        };
+        if host_tr == 0 {
+            return Err(VmxError::NoHostTr);
+        }
+
+        let vmcs_frame = frames.alloc_zeroed(1).ok_or(VmxError::OutOfMemory)?;
+        let io_bitmaps = frames.alloc_zeroed(2).ok_or(VmxError::OutOfMemory)?;
+        let msr_bitmap = frames.alloc_zeroed(1).ok_or(VmxError::OutOfMemory)?;
+        // SAFETY: the three allocations are fresh frames the caller gave us alone
+        // (1 + 2 + 1 frames, the I/O bitmaps contiguous), all inside the direct map.
+        unsafe {
+            (directmap_va(vmcs_frame) as *mut u32).write_volatile(m.revision());
+            core::ptr::write_bytes(directmap_va(io_bitmaps) as *mut u8, 0xFF, 2 * 4096);
+            controls::fill_msr_bitmap(&mut *(directmap_va(msr_bitmap) as *mut [u8; 4096]));
+        }
+        // SAFETY: VMX is on (CR4.VMXE, checked above, is set only once VMXON
+        // succeeded); the frame is a VMCS region stamped with the revision.
+        unsafe {
+            vmcs::vmclear(vmcs_frame.as_u64()).map_err(VmxError::VmclearFailed)?;
+            vmcs::vmptrld(vmcs_frame.as_u64()).map_err(VmxError::VmptrldFailed)?;
+        }
+
+        let vcpu = VmxVcpu {
+            vmcs: vmcs_frame,
+            gprs: GuestGprs {
+                rbx: u64::from(start.start_info),
+                ..GuestGprs::default()
+            },
+            launched: false,
+            eptp: super::ept::eptp(ept_root, false),
+            vpid,
+            ctl,
+            last: ExitInfo::default(),
+            maxphyaddr: (crate::cpu::cpuid(0x8000_0008, 0).0 & 0xFF) as u8,
+        };
+        // SAFETY: VMX is on and the new VMCS is current (VMPTRLD above). The control
+        // fields name the bitmaps just allocated and the EPT the caller vouches for;
+        // the host state is keel's own, read from the CPU just now.
+        unsafe {
+            vcpu.write_controls(io_bitmaps, msr_bitmap)?;
+            vcpu.write_host_state(host_tr)?;
+            vcpu.write_guest_state(start)?;
+        }
+        log::debug!(
+            "VMX: vCPU VMCS at {:#x}, EPTP {:#x}, VPID {}, controls pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+            vmcs_frame.as_u64(),
+            vcpu.eptp,
+            vpid,
+            ctl.pin,
+            ctl.proc,
+            ctl.proc2,
+            ctl.exit,
+            ctl.entry
+        );
+        Ok(vcpu)
+    }
+
+    /// # Safety
+    /// VMX is on, this VMCS is current, the bitmaps are frames this vCPU owns.
+    unsafe fn write_controls(&self, io_bitmaps: Hpa, msr_bitmap: Hpa) -> Result<(), VmxError> {
+        use vmcs::*;
+        let c = &self.ctl;
+        // SAFETY: per this function's contract.
+        unsafe {
+            put(PIN_BASED_CONTROLS, c.pin)?;
+            put(PROC_BASED_CONTROLS, c.proc)?;
+            put(SECONDARY_CONTROLS, c.proc2)?;
+            put(VM_EXIT_CONTROLS, c.exit)?;
+            put(VM_ENTRY_CONTROLS, c.entry)?;
+            put(EXCEPTION_BITMAP, controls::EXCEPTION_BITMAP)?;
+            put(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+            put(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+            put(CR3_TARGET_COUNT, 0)?;
+            put(IO_BITMAP_A, io_bitmaps.as_u64())?;
+            put(IO_BITMAP_B, io_bitmaps.as_u64() + 4096)?;
+            put(MSR_BITMAP, msr_bitmap.as_u64())?;
+            put(VM_EXIT_MSR_STORE_COUNT, 0)?;
+            put(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+            put(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+            put(VM_ENTRY_INTERRUPTION_INFO, 0)?;
+            put(VM_ENTRY_EXCEPTION_ERROR_CODE, 0)?;
+            put(VM_ENTRY_INSTRUCTION_LEN, 0)?;
+            put(CR0_GUEST_HOST_MASK, c.cr.cr0_mask)?;
+            put(CR4_GUEST_HOST_MASK, c.cr.cr4_mask)?;
+            put(EPT_POINTER, self.eptp)?;
+            if self.vpid != 0 {
+                put(VPID, self.vpid)?;
+            }
+            put(VMCS_LINK_POINTER, u64::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// VMX is on and this VMCS is current; `tr` is keel's loaded task register.
+    unsafe fn write_host_state(&self, tr: u16) -> Result<(), VmxError> {
+        use crate::cpu::{read_cr0, read_cr3, read_cr4};
+        use crate::msr::{IA32_EFER, rdmsr};
+        use vmcs::*;
+        let (gdt_base, idt_base) = descriptor_tables();
+        // SAFETY: `tr` indexes keel's GDT, which holds its 16-byte TSS descriptor;
+        // the GDT is a static in the image, mapped and never freed.
+        let tr_base = unsafe {
+            let desc = (gdt_base + u64::from(tr & !7)) as *const u64;
+            system_descriptor_base(desc.read_volatile(), desc.add(1).read_volatile())
+        };
+        // SAFETY: IA32_PAT, IA32_EFER, FS_BASE and GS_BASE exist on every x86-64 CPU
+        // with VMX; reads have no side effects.
+        let (pat, host_efer, fs_base, gs_base) = unsafe {
+            (
+                rdmsr(msr::PAT),
+                rdmsr(IA32_EFER),
+                rdmsr(msr::FS_BASE),
+                rdmsr(msr::GS_BASE),
+            )
+        };
+        let sel = [
+            selector!("cs"),
+            selector!("ss"),
+            selector!("ds"),
+            selector!("es"),
+            selector!("fs"),
+            selector!("gs"),
+        ];
+        // SAFETY: every value is what keel runs with right now (selectors with RPL 0
+        // and TI 0 from keel's GDT), so a VM exit restores keel exactly; HOST_RIP is
+        // the stub's exit label. The contract gives VMX on and this VMCS current.
+        unsafe {
+            put(HOST_CR0, read_cr0())?;
+            put(HOST_CR3, read_cr3())?;
+            put(HOST_CR4, read_cr4())?;
+            put(HOST_CS_SELECTOR, sel[0])?;
+            put(HOST_SS_SELECTOR, sel[1])?;
+            put(HOST_DS_SELECTOR, sel[2])?;
+            put(HOST_ES_SELECTOR, sel[3])?;
+            put(HOST_FS_SELECTOR, sel[4])?;
+            put(HOST_GS_SELECTOR, sel[5])?;
+            put(HOST_TR_SELECTOR, tr)?;
+            put(HOST_FS_BASE, fs_base)?;
+            put(HOST_GS_BASE, gs_base)?;
+            put(HOST_TR_BASE, tr_base)?;
+            put(HOST_GDTR_BASE, gdt_base)?;
+            put(HOST_IDTR_BASE, idt_base)?;
+            put(HOST_IA32_PAT, pat)?;
+            put(HOST_IA32_EFER, host_efer)?;
+            put(HOST_SYSENTER_CS, 0)?;
+            put(HOST_SYSENTER_ESP, 0)?;
+            put(HOST_SYSENTER_EIP, 0)?;
+            put(HOST_RIP, world::exit_label())?;
+        }
+        Ok(())
+    }
+
+    /// The PVH start-of-day state (Xen `docs/misc/pvh.pandoc`; SDM Vol. 3C §26.3.1
+    /// for what VM entry checks).
+    ///
+    /// # Safety
+    /// VMX is on and this VMCS is current.
+    unsafe fn write_guest_state(&self, start: PvhStart) -> Result<(), VmxError> {
+        use vmcs::*;
+        let f = &self.ctl.cr;
+        let cs = AccessRights::flat32(0xB).encode();
+        let data = AccessRights::flat32(0x3).encode();
+        // A busy 32-bit TSS: VM entry needs a usable TR even though nothing uses it.
+        let tss = AccessRights::system(0xB).encode();
+        let shadow_cr0 = cr0::PE | cr0::ET;
+        // SAFETY: guest-state fields cannot affect the host; VM entry checks them.
+        // The contract gives VMX on and this VMCS current.
+        unsafe {
+            put(GUEST_CR0, shadow_cr0 | f.cr0_on)?;
+            put(CR0_READ_SHADOW, shadow_cr0)?;
+            put(GUEST_CR4, f.cr4_on)?;
+            put(CR4_READ_SHADOW, 0)?;
+            put(GUEST_CR3, 0)?;
+            put(GUEST_IA32_EFER, 0)?;
+            put(GUEST_IA32_PAT, PAT_DEFAULT)?;
+            put(GUEST_IA32_DEBUGCTL, 0)?;
+            put(GUEST_DR7, DR7_DEFAULT)?;
+            put(GUEST_RIP, u64::from(start.entry))?;
+            put(GUEST_RSP, 0)?;
+            put(GUEST_RFLAGS, RFLAGS_FIXED)?;
+            put(GUEST_CS_SELECTOR, PVH_CS)?;
+            put(GUEST_CS_BASE, 0)?;
+            put(GUEST_CS_LIMIT, u32::MAX)?;
+            put(GUEST_CS_ACCESS_RIGHTS, cs)?;
+            for (sel, base, limit, ar) in [
+                (
+                    GUEST_DS_SELECTOR,
+                    GUEST_DS_BASE,
+                    GUEST_DS_LIMIT,
+                    GUEST_DS_ACCESS_RIGHTS,
+                ),
+                (
+                    GUEST_ES_SELECTOR,
+                    GUEST_ES_BASE,
+                    GUEST_ES_LIMIT,
+                    GUEST_ES_ACCESS_RIGHTS,
+                ),
+                (
+                    GUEST_SS_SELECTOR,
+                    GUEST_SS_BASE,
+                    GUEST_SS_LIMIT,
+                    GUEST_SS_ACCESS_RIGHTS,
+                ),
+                (
+                    GUEST_FS_SELECTOR,
+                    GUEST_FS_BASE,
+                    GUEST_FS_LIMIT,
+                    GUEST_FS_ACCESS_RIGHTS,
+                ),
+                (
+                    GUEST_GS_SELECTOR,
+                    GUEST_GS_BASE,
+                    GUEST_GS_LIMIT,
+                    GUEST_GS_ACCESS_RIGHTS,
+                ),
+            ] {
+                put(sel, PVH_DS)?;
+                put(base, 0)?;
+                put(limit, u32::MAX)?;
+                put(ar, data)?;
+            }
+            put(GUEST_TR_SELECTOR, PVH_TR)?;
+            put(GUEST_TR_BASE, 0)?;
+            put(GUEST_TR_LIMIT, 0x67)?;
+            put(GUEST_TR_ACCESS_RIGHTS, tss)?;
+            put(GUEST_LDTR_SELECTOR, 0)?;
+            put(GUEST_LDTR_BASE, 0)?;
+            put(GUEST_LDTR_LIMIT, 0)?;
+            put(GUEST_LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.encode())?;
+            put(GUEST_GDTR_BASE, 0)?;
+            put(GUEST_GDTR_LIMIT, 0xFFFF)?;
+            put(GUEST_IDTR_BASE, 0)?;
+            put(GUEST_IDTR_LIMIT, 0xFFFF)?;
+            put(GUEST_SYSENTER_CS, 0)?;
+            put(GUEST_SYSENTER_ESP, 0)?;
+            put(GUEST_SYSENTER_EIP, 0)?;
+            put(GUEST_INTERRUPTIBILITY, 0)?;
+            put(GUEST_ACTIVITY_STATE, 0)?;
+            put(GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+            put(GUEST_PDPTE0, 0)?;
+            put(GUEST_PDPTE1, 0)?;
+            put(GUEST_PDPTE2, 0)?;
+            put(GUEST_PDPTE3, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Makes this vCPU's VMCS the current one on this CPU.
+    fn make_current(&self) {
+        // SAFETY: a VmxVcpu exists only where VMX is on (`new` checked), and its
+        // VMCS region is a stamped frame it owns.
+        let r = unsafe {
+            if vmcs::vmptrst() == self.vmcs.as_u64() {
+                Ok(())
+            } else {
+                vmcs::vmptrld(self.vmcs.as_u64())
+            }
+        };
+        if let Err(e) = r {
+            panic!(
+                "VMX: VMPTRLD of a vCPU's own VMCS at {:#x} failed: {e}",
+                self.vmcs.as_u64()
+            );
+        }
+    }
+
+    /// Reads a field of this vCPU's VMCS (see the module doc's failure policy).
+    fn read<W: Width>(&self, f: Field<W>) -> W::Value {
+        self.make_current();
+        // SAFETY: VMX is on wherever a VmxVcpu exists; reading has no side effects.
+        match unsafe { vmcs::vmread(f) } {
+            Ok(v) => v,
+            Err(e) => panic!("VMX: VMREAD {f:?} failed: {e}"),
+        }
+    }
+
+    /// Writes a guest-state or event-injection field of this vCPU's VMCS (never a
+    /// host-state field or an address: those are written once, by `new`).
+    fn write<W: Width>(&mut self, f: Field<W>, v: W::Value) {
+        debug_assert!(!f.is_host_state());
+        self.make_current();
+        // SAFETY: VMX is on wherever a VmxVcpu exists. The fields written after `new`
+        // are guest state, the CR shadows, the entry controls and event injection,
+        // which VM entry checks and which cannot point the CPU at host memory.
+        if let Err(e) = unsafe { vmcs::vmwrite(f, v) } {
+            panic!("VMX: VMWRITE {f:?} = {v:?} failed: {e}");
+        }
+    }
+
+    fn read_exit_info(&self) -> ExitInfo {
+        use vmcs::*;
+        ExitInfo {
+            reason: self.read(EXIT_REASON),
+            qualification: self.read(EXIT_QUALIFICATION),
+            interruption_info: self.read(VM_EXIT_INTERRUPTION_INFO),
+            interruption_error: self.read(VM_EXIT_INTERRUPTION_ERROR_CODE),
+            idt_vectoring_info: self.read(IDT_VECTORING_INFO),
+            idt_vectoring_error: self.read(IDT_VECTORING_ERROR_CODE),
+            insn_len: self.read(VM_EXIT_INSTRUCTION_LEN),
+            guest_physical: self.read(GUEST_PHYSICAL_ADDRESS),
+        }
+    }
+
+    /// Queues `e` for delivery at the next VM entry.
+    fn set_pending_event(&mut self, e: Event) {
+        use vmcs::*;
+        self.write(VM_ENTRY_EXCEPTION_ERROR_CODE, e.error_code);
+        self.write(VM_ENTRY_INSTRUCTION_LEN, e.insn_len);
+        self.write(VM_ENTRY_INTERRUPTION_INFO, e.info);
+    }
+
+    fn event_pending(&self) -> bool {
+        self.read(vmcs::VM_ENTRY_INTERRUPTION_INFO) & exit::intr::VALID != 0
+    }
+
+    fn cr_state(&self) -> CrState {
+        use vmcs::*;
+        CrState {
+            cr0: self.read(GUEST_CR0),
+            cr0_shadow: self.read(CR0_READ_SHADOW),
+            cr4: self.read(GUEST_CR4),
+            cr4_shadow: self.read(CR4_READ_SHADOW),
+            cr3: self.read(GUEST_CR3),
+            efer: self.read(GUEST_IA32_EFER),
+            cs_long: AccessRights::decode(self.read(GUEST_CS_ACCESS_RIGHTS)).long,
+        }
+    }
+
+    /// The value of general-purpose register `n` (instruction encoding) as an
+    /// instruction in the current mode sees it: 32 bits outside 64-bit mode.
+    fn gpr(&self, n: u8) -> u64 {
+        let v = match n {
+            4 => self.read(vmcs::GUEST_RSP),
+            _ => self.gprs.by_encoding(n).unwrap_or(0),
+        };
+        if self.mode() == CpuMode::Long64 {
+            v
+        } else {
+            v & 0xFFFF_FFFF
+        }
+    }
+
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        match n {
+            4 => self.write(vmcs::GUEST_RSP, v),
+            _ => {
+                if let Some(r) = self.gprs.by_encoding_mut(n) {
+                    *r = v;
+                }
+            }
+        }
+    }
+
+    /// Sets EFER and the "IA-32e mode guest" entry control, which VM entry requires
+    /// to equal EFER.LMA (§26.2.1.3).
+    fn put_efer(&mut self, value: u64) {
+        self.write(vmcs::GUEST_IA32_EFER, value);
+        let mut ctls = self.read(vmcs::VM_ENTRY_CONTROLS);
+        if value & efer::LMA != 0 {
+            ctls |= entry::IA32E_MODE_GUEST;
+        } else {
+            ctls &= !entry::IA32E_MODE_GUEST;
+        }
+        self.write(vmcs::VM_ENTRY_CONTROLS, ctls);
+    }
+
+    /// Loads the four PDPTEs for PAE paging from guest-physical `cr3` through the
+    /// EPT into the VMCS (§26.3.2.4); `Err` (#GP for the guest) if CR3 points at
+    /// memory the p2m does not map or an entry sets a reserved bit.
+    fn load_pdptes(&mut self, cr3: u64) -> Result<(), GeneralProtection> {
+        let gpa = cr3 & 0xFFFF_FFE0;
+        let read_entry = |hpa: u64| {
+            // SAFETY: `new`'s contract: the EPT is keel's, so every table the walk
+            // visits is a frame keel owns, inside the direct map; entries are 8-byte
+            // aligned (table base + 8 * index).
+            unsafe {
+                (keel_mm::layout::DIRECTMAP_BASE.wrapping_add(hpa) as *const u64).read_volatile()
+            }
+        };
+        let hpa = cr::ept_translate(self.eptp, gpa, read_entry).ok_or(GeneralProtection)?;
+        let mut pdptes = [0u64; 4];
+        for (i, p) in pdptes.iter_mut().enumerate() {
+            // SAFETY: `hpa` is guest RAM the EPT maps (keel's frames, in the direct
+            // map); 32 bytes at a 32-byte-aligned address stay within one page.
+            *p = unsafe {
+                (keel_mm::layout::DIRECTMAP_BASE.wrapping_add(hpa + 8 * i as u64) as *const u64)
+                    .read_volatile()
+            };
+        }
+        if !cr::pdptes_valid(&pdptes, self.maxphyaddr) {
+            return Err(GeneralProtection);
+        }
+        use vmcs::*;
+        for (f, v) in [GUEST_PDPTE0, GUEST_PDPTE1, GUEST_PDPTE2, GUEST_PDPTE3]
+            .into_iter()
+            .zip(pdptes)
+        {
+            self.write(f, v);
+        }
+        Ok(())
+    }
+
+    /// Flushes the guest's linear and combined translations (its VPID's), as a
+    /// paging-mode change in the guest requires; without VPIDs every VM entry does.
+    fn flush_vpid(&mut self) {
+        if self.vpid == 0 {
+            return;
+        }
+        // SAFETY: VMX is on; `compute` chose a kind the CPU supports.
+        if let Err(e) = unsafe { vmcs::invvpid(self.ctl.invvpid_kind, self.vpid) } {
+            panic!(
+                "VMX: INVVPID type {} for VPID {} failed: {e}",
+                self.ctl.invvpid_kind, self.vpid
+            );
+        }
+    }
+
+    fn apply_cr_update(&mut self, u: CrUpdate) -> Result<(), GeneralProtection> {
+        use vmcs::*;
+        if u.load_pdptes {
+            self.load_pdptes(self.read(GUEST_CR3))?;
+        }
+        self.write(GUEST_CR0, u.cr0);
+        self.write(CR0_READ_SHADOW, u.cr0_shadow);
+        self.write(GUEST_CR4, u.cr4);
+        self.write(CR4_READ_SHADOW, u.cr4_shadow);
+        self.put_efer(u.efer);
+        if u.flush_tlb {
+            self.flush_vpid();
+        }
+        Ok(())
+    }
+
+    /// Emulates a control-register access that exited; `Err` for one keel does not
+    /// expect (not a CR keel owns bits of).
+    fn emulate_cr(&mut self, a: CrAccess) -> Result<(), Exit> {
+        let s = self.cr_state();
+        let f = self.ctl.cr;
+        let result = match (a.cr, a.kind) {
+            (0, CrAccessKind::MovTo) => cr::write_cr0(&s, &f, self.gpr(a.gpr)),
+            (0, CrAccessKind::Clts) => cr::write_cr0(&s, &f, cr::clts_value(&s, &f)),
+            (0, CrAccessKind::Lmsw(src)) => cr::write_cr0(&s, &f, cr::lmsw_value(&s, &f, src)),
+            (4, CrAccessKind::MovTo) => cr::write_cr4(&s, &f, self.gpr(a.gpr)),
+            (3, CrAccessKind::MovFrom) => {
+                // Only with CR3-store exiting forced on (no TRUE controls).
+                self.set_gpr(a.gpr, s.cr3);
+                self.complete_insn();
+                return Ok(());
+            }
+            (3, CrAccessKind::MovTo) => {
+                // Only with CR3-load exiting forced on (no TRUE controls).
+                let value = self.gpr(a.gpr);
+                let pae = s.cr0 & cr0::PG != 0 && s.cr4 & cr4::PAE != 0 && s.efer & efer::LMA == 0;
+                if pae && self.load_pdptes(value).is_err() {
+                    self.raise_gp();
+                    return Ok(());
+                }
+                self.write(vmcs::GUEST_CR3, value);
+                self.flush_vpid();
+                self.complete_insn();
+                return Ok(());
+            }
+            _ => {
+                return Err(Exit::Failed {
+                    why: "unexpected control-register access",
+                    code: u64::from(self.last.reason),
+                    info: self.last.qualification,
+                });
+            }
+        };
+        match result.and_then(|u| self.apply_cr_update(u)) {
+            Ok(()) => self.complete_insn(),
+            Err(GeneralProtection) => self.raise_gp(),
+        }
+        Ok(())
+    }
+
+    /// Completes the instruction that exited (it has a recorded length).
+    fn complete_insn(&mut self) {
+        let len = self.last.insn_len().unwrap_or(0);
+        self.advance_rip(len);
+    }
+
+    fn raise_gp(&mut self) {
+        self.inject_exception(13, Some(0));
+    }
+}
+
+/// Re-raises an NMI that arrived while the guest ran to keel's own NMI handler.
+fn raise_host_nmi() {
+    // SAFETY: keel's IDT (traps::init) has a gate for vector 2 on its own IST stack;
+    // INT 2 runs that handler as a software interrupt.
+    unsafe { asm!("int 2") };
+}
+
+/// Re-raises a machine check that arrived while the guest ran to keel's handler.
+fn raise_host_machine_check() {
+    // SAFETY: keel's IDT has a gate for vector 18 on its own IST stack.
+    unsafe { asm!("int 18") };
+}
+
+/// Writes DR6 (the guest's: keel does not use the debug registers).
+fn write_dr6(v: u64) {
+    // SAFETY: DR6 is status only; keel never reads it, the guest's value lives there.
+    unsafe { asm!("mov dr6, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}
+
+impl HvmVcpu for VmxVcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            self.make_current();
+            // SAFETY: VMX is on (a VmxVcpu exists only then) and this vCPU's VMCS is
+            // current; `new` wrote its host state from keel's live state and its
+            // control fields name the bitmaps it owns and the EPT its caller vouched
+            // for; `launched` tracks the VMCS's launch state.
+            let outcome = unsafe { world::enter(&mut self.gprs, self.launched) };
+            match outcome {
+                Outcome::Exited => {}
+                Outcome::FailInvalid => {
+                    return Exit::Failed {
+                        why: "VM entry failed: VMfailInvalid (no current VMCS)",
+                        code: 0,
+                        info: 0,
+                    };
+                }
+                Outcome::FailValid => {
+                    let n = self.read(vmcs::VM_INSTRUCTION_ERROR);
+                    return Exit::Failed {
+                        why: vmcs::instruction_error_name(n),
+                        code: u64::from(n),
+                        info: 0,
+                    };
+                }
+            }
+            self.last = self.read_exit_info();
+            if !self.last.entry_failed() {
+                self.launched = true;
+            }
+            if let Some(e) = exit::reinjection(&self.last) {
+                self.set_pending_event(e);
+            }
+            match exit::decode(&self.last) {
+                Action::Exit(e) => return e,
+                Action::CrAccess(a) => {
+                    if let Err(e) = self.emulate_cr(a) {
+                        return e;
+                    }
+                }
+                Action::HostNmi => {
+                    raise_host_nmi();
+                    return Exit::ExternalInterrupt;
+                }
+                Action::HostMachineCheck => {
+                    raise_host_machine_check();
+                    return Exit::ExternalInterrupt;
+                }
+                Action::Reflect { event, dr6 } => {
+                    // An event whose delivery was interrupted goes first; if it
+                    // raises the exception again, the next exit reflects it.
+                    if !self.event_pending() {
+                        if let Some(bits) = dr6 {
+                            write_dr6(0xFFFF_0FF0 | bits);
+                        }
+                        self.set_pending_event(event);
+                    }
+                }
+                Action::Skip => self.complete_insn(),
+            }
+        }
+    }
+
+    fn gprs(&self) -> &GuestGprs {
+        &self.gprs
+    }
+
+    fn gprs_mut(&mut self) -> &mut GuestGprs {
+        &mut self.gprs
+    }
+
+    fn rip(&self) -> u64 {
+        self.read(vmcs::GUEST_RIP)
+    }
+
+    fn rsp(&self) -> u64 {
+        self.read(vmcs::GUEST_RSP)
+    }
+
+    fn set_rsp(&mut self, rsp: u64) {
+        self.write(vmcs::GUEST_RSP, rsp);
+    }
+
+    fn rflags(&self) -> u64 {
+        self.read(vmcs::GUEST_RFLAGS)
+    }
+
+    fn cr0(&self) -> u64 {
+        self.cr_state().guest_cr0(&self.ctl.cr)
+    }
+
+    fn cr3(&self) -> u64 {
+        self.read(vmcs::GUEST_CR3)
+    }
+
+    fn cr4(&self) -> u64 {
+        self.cr_state().guest_cr4(&self.ctl.cr)
+    }
+
+    fn efer(&self) -> u64 {
+        self.read(vmcs::GUEST_IA32_EFER)
+    }
+
+    fn cs_base(&self) -> u64 {
+        self.read(vmcs::GUEST_CS_BASE)
+    }
+
+    fn mode(&self) -> CpuMode {
+        let cs = AccessRights::decode(self.read(vmcs::GUEST_CS_ACCESS_RIGHTS));
+        CpuMode::from_state(
+            self.read(vmcs::GUEST_CR0) & cr0::PE != 0,
+            self.efer() & efer::LMA != 0,
+            cs.long,
+            cs.default_big,
+        )
+    }
+
+    fn cpl(&self) -> u8 {
+        // The CPL is SS.DPL in the VMCS guest state (§24.4.1).
+        AccessRights::decode(self.read(vmcs::GUEST_SS_ACCESS_RIGHTS)).dpl
+    }
+
+    fn exit_insn_len(&self) -> Option<u64> {
+        self.last.insn_len()
+    }
+
+    fn advance_rip(&mut self, len: u64) {
+        use vmcs::*;
+        let rip = next_rip(self.rip(), len, self.mode());
+        self.write(GUEST_RIP, rip);
+        let blocking = self.read(GUEST_INTERRUPTIBILITY);
+        if blocking & BLOCKING_STI_MOVSS != 0 {
+            self.write(GUEST_INTERRUPTIBILITY, blocking & !BLOCKING_STI_MOVSS);
+        }
+        let rflags = self.rflags();
+        if rflags & RFLAGS_RF != 0 {
+            self.write(GUEST_RFLAGS, rflags & !RFLAGS_RF);
+        }
+        if rflags & RFLAGS_TF != 0 {
+            // The emulated instruction completed under single-step: the guest gets
+            // its #DB trap after entry (§24.4.2 pending debug exceptions).
+            let pending = self.read(GUEST_PENDING_DEBUG_EXCEPTIONS);
+            self.write(GUEST_PENDING_DEBUG_EXCEPTIONS, pending | PENDING_DBG_BS);
+        }
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let pe = self.read(vmcs::GUEST_CR0) & cr0::PE != 0;
+        let len = self.last.insn_len().unwrap_or(1);
+        match exit::exception_event(vector, error_code, pe, len) {
+            Some(e) => self.set_pending_event(e),
+            None => {
+                log::error!("VMX: inject_exception({vector}): not an exception vector; ignored")
+            }
+        }
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        let pg = self.read(vmcs::GUEST_CR0) & cr0::PG != 0;
+        let lma = if pg && value & efer::LME != 0 {
+            efer::LMA
+        } else {
+            0
+        };
+        self.put_efer((value & !efer::LMA) | lma);
+    }
+
+    fn read_held_msr(&self, m: u32) -> Option<u64> {
+        use vmcs::*;
+        Some(match m {
+            msr::PAT => self.read(GUEST_IA32_PAT),
+            msr::SYSENTER_CS => u64::from(self.read(GUEST_SYSENTER_CS)),
+            msr::SYSENTER_ESP => self.read(GUEST_SYSENTER_ESP),
+            msr::SYSENTER_EIP => self.read(GUEST_SYSENTER_EIP),
+            msr::FS_BASE => self.read(GUEST_FS_BASE),
+            msr::GS_BASE => self.read(GUEST_GS_BASE),
+            msr::DEBUGCTL => self.read(GUEST_IA32_DEBUGCTL),
+            msr::EFER => self.read(GUEST_IA32_EFER),
+            _ => return None,
+        })
+    }
+
+    fn write_held_msr(&mut self, m: u32, value: u64) -> bool {
+        use vmcs::*;
+        // The caller has validated `value` as WRMSR would (canonical bases, PAT
+        // memory types); an invalid one makes the next entry fail, which the kernel
+        // sees as Exit::Failed for this guest alone.
+        match m {
+            msr::PAT => self.write(GUEST_IA32_PAT, value),
+            msr::SYSENTER_CS => self.write(GUEST_SYSENTER_CS, value as u32),
+            msr::SYSENTER_ESP => self.write(GUEST_SYSENTER_ESP, value),
+            msr::SYSENTER_EIP => self.write(GUEST_SYSENTER_EIP, value),
+            msr::FS_BASE => self.write(GUEST_FS_BASE, value),
+            msr::GS_BASE => self.write(GUEST_GS_BASE, value),
+            msr::DEBUGCTL => self.write(GUEST_IA32_DEBUGCTL, value),
+            _ => return false,
+        }
+        true
+    }
+
+    fn flush_guest_tlb(&mut self) {
+        // SAFETY: VMX is on; `compute` chose an INVEPT type the CPU supports, and
+        // single-context INVEPT takes this vCPU's (valid) EPTP.
+        if let Err(e) = unsafe { vmcs::invept(self.ctl.invept_kind, self.eptp) } {
+            panic!(
+                "VMX: INVEPT type {} of EPTP {:#x} failed: {e}",
+                self.ctl.invept_kind, self.eptp
+            );
+        }
+    }
+
+    fn hypercall_insn(&self) -> HypercallInsnKind {
+        HypercallInsnKind::Vmcall
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        // Flush the CPU's cached copy and make the VMCS inactive, so its frame holds
+        // nothing the CPU may still write (§24.11.1).
+        // SAFETY: VMX is on wherever a VmxVcpu exists; the region is this vCPU's.
+        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs.as_u64()) } {
+            log::error!("VMX: VMCLEAR of a dropped vCPU's VMCS failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tss_descriptor_base() {
+        // Base 0xFFFF_82D0_8012_3456, limit 0x67, type 0xB (busy), present.
+        let lo = 0x67 | (0x3456 << 16) | (0x12u64 << 32) | (0x8Bu64 << 40) | (0x80u64 << 56);
+        let hi = 0xFFFF_82D0;
+        assert_eq!(system_descriptor_base(lo, hi), 0xFFFF_82D0_8012_3456);
+    }
+
+    #[test]
+    fn rip_wraps_to_the_code_size() {
+        assert_eq!(next_rip(0x10_0000, 3, CpuMode::Protected32), 0x10_0003);
+        assert_eq!(next_rip(0xFFFF_FFFF, 2, CpuMode::Protected32), 1);
+        assert_eq!(next_rip(0xFFFF_FFFF, 2, CpuMode::Long64), 0x1_0000_0001);
+        assert_eq!(next_rip(0xFFFF, 1, CpuMode::Real), 0);
+        assert_eq!(next_rip(0xFFFF_FFFE, 1, CpuMode::Compat32), 0xFFFF_FFFF);
+    }
+}
