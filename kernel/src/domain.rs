@@ -405,12 +405,26 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         HvmSupport::Svm(caps) => {
             keel_arch::svm::enable(&mut frames, caps)
                 .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            Vcpu::Svm(
-                keel_arch::svm::SvmVcpu::new(&mut frames, caps, p2m.root(), 1, start)
-                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?,
-            )
+            // SAFETY: `p2m` is this domain's NPT, built from frames keel owns and
+            // mapping only the domain's RAM (module invariant); the Domain keeps it
+            // alive for as long as the vCPU can run.
+            let v =
+                unsafe { keel_arch::svm::SvmVcpu::new(&mut frames, caps, p2m.root(), 1, start) }
+                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            Vcpu::Svm(v)
         }
-        HvmSupport::Vmx(_) | HvmSupport::None => return Err(BuildError::NoHap),
+        HvmSupport::Vmx(caps) => {
+            keel_arch::vmx::enable(&mut frames, caps)
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            // SAFETY: `p2m` is this domain's EPT, built from frames keel owns and
+            // mapping only the domain's RAM (module invariant); the Domain keeps it
+            // alive for as long as the vCPU can run.
+            let v =
+                unsafe { keel_arch::vmx::VmxVcpu::new(&mut frames, caps, p2m.root(), 1, start) }
+                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            Vcpu::Vmx(v)
+        }
+        HvmSupport::None => return Err(BuildError::NoHap),
     };
 
     Ok(Domain {

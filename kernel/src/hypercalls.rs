@@ -114,7 +114,7 @@ impl HcDomain for Ctx<'_> {
             changeset: concat!("keel ", env!("CARGO_PKG_VERSION")).as_bytes(),
             commandline: crate::hypervisor_cmdline().as_bytes(),
             build_id: b"",
-            features: [features()],
+            features: [features(self.d.privileged)],
             handle: Default::default(),
         }
     }
@@ -122,10 +122,11 @@ impl HcDomain for Ctx<'_> {
 
 /// XENVER_get_features submap 0 for PVH guests (Xen's HVM set, minus what keel
 /// does not do yet): an auto-translated physmap, supervisor mode kernel,
-/// HVM callback vector.
-fn features() -> u32 {
+/// HVM callback vector, and XENFEAT_dom0 for the hardware domain.
+fn features(privileged: bool) -> u32 {
     use keel_hypercall::abi::features::*;
-    (1 << XENFEAT_WRITABLE_PAGE_TABLES)
+    (u32::from(privileged) << XENFEAT_DOM0)
+        | (1 << XENFEAT_WRITABLE_PAGE_TABLES)
         | (1 << XENFEAT_WRITABLE_DESCRIPTOR_TABLES)
         | (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP)
         | (1 << XENFEAT_SUPERVISOR_MODE_KERNEL)

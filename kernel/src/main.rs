@@ -359,10 +359,6 @@ fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) 
         );
         power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
     };
-    if let Err(e) = keel_kernel::image::inspect(bytes) {
-        say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
-        power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
-    }
     let mut extra = alloc::vec::Vec::new();
     for (i, md) in boot.modules().iter().enumerate().skip(1) {
         match memory::module_bytes(md.start, md.len()) {
@@ -397,6 +393,10 @@ fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) 
     };
     let mut d = match domain::build_pvh(hvm, &spec) {
         Ok(d) => d,
+        Err(e @ domain::BuildError::Kernel(_)) => {
+            say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
+            power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+        }
         Err(e) => {
             say!("dom0: module 0 '{name}': cannot build the domain: {e}");
             power::power_off(ExitStatus::Clean, "dom0 cannot be built");
@@ -410,26 +410,30 @@ fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) 
         m.cmdline()
     );
     let end = vmexit::run(&mut d);
+    let status = match &end {
+        vmexit::DomainEnd::Shutdown(r) => {
+            say!("d0 shut down: {r}");
+            match r {
+                keel_hypercall::dispatch::ShutdownReason::Crash => ExitStatus::DomainFailure,
+                _ => ExitStatus::Clean,
+            }
+        }
+        vmexit::DomainEnd::Crashed(why) => {
+            say!("d0 crashed: {why}");
+            ExitStatus::DomainFailure
+        }
+    };
     let before = memory::free_frames();
     drop(d);
     log::debug!(
         "d0: {} frame(s) returned to the allocator",
         memory::free_frames() - before
     );
-    match end {
-        vmexit::DomainEnd::Shutdown(r) => {
-            say!("d0 shut down: {r}");
-            let status = match r {
-                keel_hypercall::dispatch::ShutdownReason::Crash => ExitStatus::DomainFailure,
-                _ => ExitStatus::Clean,
-            };
-            power::power_off(status, "dom0 has shut down")
-        }
-        vmexit::DomainEnd::Crashed(why) => {
-            say!("d0 crashed: {why}");
-            power::power_off(ExitStatus::DomainFailure, "dom0 crashed")
-        }
-    }
+    let why = match end {
+        vmexit::DomainEnd::Crashed(_) => "dom0 crashed",
+        vmexit::DomainEnd::Shutdown(_) => "dom0 has shut down",
+    };
+    power::power_off(status, why)
 }
 
 #[panic_handler]

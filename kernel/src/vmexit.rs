@@ -77,7 +77,7 @@ fn handle(d: &mut Domain, exit: Exit) -> Handled {
         Exit::Hlt => hlt(d),
         Exit::ExternalInterrupt => {
             // Let keel's own handler run; the guest resumes after.
-            keel_arch::cpu::without_interrupts(|| {});
+            keel_arch::cpu::interrupt_window();
             Ok(())
         }
         Exit::Exception { vector, error_code } => crash(format!(
