@@ -19,6 +19,8 @@
 //! - [`outcome`]: how a run ended, judged from exit status and serial lines.
 //! - [`contract`]: the lines of `docs/serial-contract.md` as regexes, and
 //!   [`fixtures`]: inputs the tests make (garbage modules).
+//! - [`guests`]: the PVH test guests the xtask builds, and the lines they and keel
+//!   print about them.
 //!
 //! Everything that can fail because of the environment (a missing tool, an I/O
 //! error) returns [`HarnessError`]; only the test-facing helpers (`Boot::run`,
@@ -29,6 +31,7 @@ pub mod bochs;
 pub mod contract;
 pub mod error;
 pub mod fixtures;
+pub mod guests;
 pub mod iso;
 pub mod outcome;
 pub mod qemu;

@@ -15,12 +15,17 @@ usage: cargo xtask <command> [options]
 
 commands:
   build [--debug]
-      Build the hypervisor into target/keel/keel.elf and check its boot headers.
+      Build the hypervisor into target/keel/keel.elf and check its boot headers,
+      and the PVH test guests into target/keel/guests/.
   run [--debug] [--backend qemu-svm|bochs-vmx|bochs-svm] [--xen-cmdline \"...\"]
-      [--module FILE[=cmdline]]... [--timeout SECS] [--direct]
+      [--dom0 KERNEL [--dom0-cmdline \"...\"]] [--module FILE[=cmdline]]...
+      [--timeout SECS] [--direct]
       Build, make a GRUB ISO, boot it with serial on this terminal, and say how it ended.
+      --dom0 boots KERNEL (a PVH ELF) as Dom0 with --dom0-cmdline as its command line;
+      it becomes the first module, and --module files follow it (e.g. an initrd).
+      Without --dom0 the first --module is Dom0.
       --direct boots with QEMU's -kernel (multiboot v1) instead of GRUB.
-      Exit status: 0 clean power-off, 1 failure, 124 timeout.
+      Exit status: 0 clean power-off, 1 keel failure, 2 Dom0 crashed, 124 timeout.
   test
       Install what is missing, build, run host unit tests, then the emulator tests.
   help
@@ -111,6 +116,8 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
             Ok(Command::Build(opts))
         }
         "run" => {
+            let mut dom0: Option<String> = None;
+            let mut dom0_cmdline: Option<String> = None;
             let mut opts = RunOpts {
                 build: BuildOpts::default(),
                 backend: Backend::QemuSvm,
@@ -136,6 +143,8 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                         let v = value(name, inline, &mut rest)?;
                         opts.modules.push(Module::parse_spec(&v));
                     }
+                    "--dom0" => dom0 = Some(value(name, inline, &mut rest)?),
+                    "--dom0-cmdline" => dom0_cmdline = Some(value(name, inline, &mut rest)?),
                     "--timeout" => {
                         let v = value(name, inline, &mut rest)?;
                         let secs: u64 = v.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
@@ -145,6 +154,15 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                     }
                     other => return Err(ArgError(format!("run: unexpected argument '{other}'"))),
                 }
+            }
+            match (dom0, dom0_cmdline) {
+                (Some(k), args) => opts
+                    .modules
+                    .insert(0, Module::new(k, args.unwrap_or_default())),
+                (None, Some(_)) => {
+                    return Err(ArgError("run: --dom0-cmdline needs --dom0 KERNEL".into()));
+                }
+                (None, None) => {}
             }
             if opts.direct && !opts.backend.is_qemu() {
                 return Err(ArgError(format!(
@@ -222,6 +240,28 @@ mod tests {
         );
         assert_eq!(o.timeout, Some(Duration::from_secs(30)));
         assert!(o.build.debug);
+    }
+
+    #[test]
+    fn dom0_is_the_first_module() {
+        let Ok(Command::Run(o)) = p(&[
+            "run",
+            "--module=initrd.img=x",
+            "--dom0",
+            "vmlinux",
+            "--dom0-cmdline",
+            "console=hvc0 earlyprintk=xen",
+        ]) else {
+            panic!("run parses")
+        };
+        assert_eq!(
+            o.modules,
+            [
+                Module::new("vmlinux", "console=hvc0 earlyprintk=xen"),
+                Module::new("initrd.img", "x")
+            ]
+        );
+        assert!(p(&["run", "--dom0-cmdline", "x"]).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ const KERNEL_PACKAGE: &str = "keel-kernel";
 const KERNEL_BIN: &str = "keel";
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` or `<workspace>/target`.
-fn cargo_target_dir() -> PathBuf {
+pub fn cargo_target_dir() -> PathBuf {
     let root = keel_tests::workspace_root();
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => root.join(dir),

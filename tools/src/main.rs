@@ -7,7 +7,8 @@
 //! alias) keeps it all in Rust and in one place:
 //!
 //! - `build`: compile the hypervisor, copy it to `target/keel/keel.elf`, and check
-//!   that both boot loaders will accept it ([`image`]).
+//!   that both boot loaders will accept it ([`image`]); build the PVH test guests
+//!   into `target/keel/guests/` ([`guests`]).
 //! - `run`: build, boot it in an emulator with serial on the terminal, and say how
 //!   it ended ([`run_cmd`]).
 //! - `test`: everything CI runs: install, build, host unit tests, emulator tests
@@ -19,6 +20,7 @@
 mod args;
 mod deps;
 mod elfcheck;
+mod guests;
 mod image;
 mod run_cmd;
 mod test_cmd;
@@ -74,8 +76,10 @@ fn main() -> ExitCode {
         }
         Cmd::Build(opts) => deps::ensure_installed()
             .and_then(|()| image::build(&opts))
-            .map(|elf| {
+            .and_then(|elf| Ok((elf, guests::build(&opts)?)))
+            .map(|(elf, guests)| {
                 println!("{}", elf.display());
+                println!("{}", guests.display());
                 0
             }),
         Cmd::Run(opts) => run_cmd::run(&opts),

@@ -10,7 +10,7 @@ use std::io::Write;
 use keel_tests::{Boot, Loader, Outcome, workdir};
 
 use crate::args::RunOpts;
-use crate::{Error, deps, image};
+use crate::{Error, deps, guests, image};
 
 /// Work-directory name of `run`'s boots; older ones are removed on each run.
 const RUN_NAME: &str = "xtask-run";
@@ -30,19 +30,45 @@ fn remove_old_runs() {
 
 /// Runs `cargo xtask run`; returns the process exit status.
 pub fn run(opts: &RunOpts) -> Result<u8, Error> {
-    for m in &opts.modules {
+    deps::ensure_installed()?;
+    let elf = image::build(&opts.build)?;
+    // The test guests too, so `--module target/keel/guests/pvh64.elf=...` works; a
+    // run that does not use them goes ahead without.
+    let guests_dir = match guests::build(&opts.build) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("xtask: warning: the test guests were not built: {e}");
+            None
+        }
+    };
+    let mut modules = opts.modules.clone();
+    let mut xen_cmdline = opts.xen_cmdline.clone();
+    if modules.is_empty() {
+        // The default run: keel with its own PVH test guest as Dom0, probing the ABI.
+        let dir = guests_dir.ok_or_else(|| {
+            Error("no --dom0 given and the default guest could not be built".into())
+        })?;
+        let pvh64 = dir.join(keel_tests::guests::PVH64);
+        eprintln!(
+            "xtask: no --dom0 given: booting the test guest {} as Dom0 (mode=probe)",
+            pvh64.display()
+        );
+        modules.push(keel_tests::Module::new(pvh64, "mode=probe"));
+        if !xen_cmdline.contains("dom0_mem=") {
+            xen_cmdline = keel_tests::join_cmdline(&xen_cmdline, "dom0_mem=32M");
+        }
+    }
+    for m in &modules {
         if !m.path.is_file() {
             return Err(Error(format!("module {} does not exist", m.path.display())));
         }
     }
-    deps::ensure_installed()?;
-    let elf = image::build(&opts.build)?;
     remove_old_runs();
 
     let mut boot = Boot::new(RUN_NAME, opts.backend)
         .elf(&elf)
-        .extra_cmdline(&opts.xen_cmdline)
-        .modules(opts.modules.iter().cloned());
+        .extra_cmdline(&xen_cmdline)
+        .modules(modules);
     if opts.direct {
         boot = boot.loader(Loader::QemuDirect);
     }

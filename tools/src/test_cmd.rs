@@ -1,10 +1,11 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`), in four steps:
 //!
 //! 1. install missing Debian packages;
-//! 2. build keel.elf;
+//! 2. build keel.elf and the PVH test guests;
 //! 3. host unit tests of every crate except the emulator tests (plus the kernel's
 //!    host-testable library, if it has one);
-//! 4. the emulator integration tests, told which image to boot through `$KEEL_ELF`.
+//! 4. the emulator integration tests, told which image to boot through `$KEEL_ELF`
+//!    and where the guests are through `$KEEL_GUESTS_DIR`.
 //!
 //! A failing step does not hide the others' results: unit tests run even if the
 //! kernel does not build; only the emulator tests need the image. The exit status is
@@ -13,7 +14,7 @@
 use std::time::Instant;
 
 use crate::args::BuildOpts;
-use crate::{Error, cargo, deps, image};
+use crate::{Error, cargo, deps, guests, image};
 
 const STEPS: usize = 4;
 
@@ -92,17 +93,18 @@ fn host_unit_tests() -> Result<(), Error> {
     Ok(())
 }
 
-fn integration_tests(elf: &std::path::Path) -> Result<(), Error> {
+fn integration_tests(elf: &std::path::Path, guests: Option<&std::path::Path>) -> Result<(), Error> {
     // Old boots' ISOs and logs: each test run starts with an empty work area.
     let work = keel_tests::workdir::work_root();
     if work.exists() {
         std::fs::remove_dir_all(&work)
             .map_err(|e| Error(format!("clearing {}: {e}", work.display())))?;
     }
-    cargo_run(
-        &["test", "-p", "keel-tests"],
-        &[(keel_tests::KEEL_ELF_ENV, elf.as_os_str())],
-    )
+    let mut env = vec![(keel_tests::KEEL_ELF_ENV, elf.as_os_str())];
+    if let Some(dir) = guests {
+        env.push((keel_tests::guests::KEEL_GUESTS_DIR_ENV, dir.as_os_str()));
+    }
+    cargo_run(&["test", "-p", "keel-tests"], &env)
 }
 
 /// Runs `cargo xtask test`; returns the process exit status.
@@ -122,7 +124,7 @@ pub fn test() -> Result<u8, Error> {
     let t = Instant::now();
     let deps_ok = record("[1/4] Debian packages", t, deps::ensure_installed());
 
-    step(2, "building keel");
+    step(2, "building keel and the test guests");
     let t = Instant::now();
     let built = if deps_ok {
         image::build(&BuildOpts::default())
@@ -130,7 +132,22 @@ pub fn test() -> Result<u8, Error> {
         Err(Error("skipped: packages missing".into()))
     };
     let elf = built.as_ref().ok().cloned();
-    record("[2/4] build keel.elf", t, built.map(|_| ()));
+    // The guests are built even if keel is not (their failure is reported on its
+    // own); without them only the PVH tests fail.
+    let guests_built = if deps_ok {
+        guests::build(&BuildOpts::default())
+    } else {
+        Err(Error("skipped: packages missing".into()))
+    };
+    let guests_dir = guests_built.as_ref().ok().cloned();
+    let both = match (built, guests_built) {
+        (Ok(_), Ok(_)) => Ok(()),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(Error(format!(
+            "keel.elf built, but the test guests did not: {e}"
+        ))),
+    };
+    record("[2/4] build keel.elf and guests", t, both);
 
     step(3, "host unit tests");
     let t = Instant::now();
@@ -139,7 +156,7 @@ pub fn test() -> Result<u8, Error> {
     step(4, "emulator integration tests");
     let t = Instant::now();
     let result = match &elf {
-        Some(elf) => integration_tests(elf),
+        Some(elf) => integration_tests(elf, guests_dir.as_deref()),
         None => Err(Error("skipped: keel.elf was not built".into())),
     };
     record("[4/4] emulator integration tests", t, result);

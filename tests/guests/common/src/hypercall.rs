@@ -1,0 +1,121 @@
+//! Finding Xen, installing the hypercall page, and the hypercalls the checks make.
+//!
+//! Discovery follows Xen's `arch-x86/cpuid.h`: the hypervisor leaves start at
+//! 0x4000_0000 or a multiple of 0x100 above it (another hypervisor's leaves may come
+//! first), so scan for the signature `XenVMMXenVMM` in EBX, ECX, EDX. Leaf base+1
+//! has the version, base+2 the number of hypercall pages and the MSR that installs
+//! them: writing a page's guest-physical address there makes the hypervisor fill it
+//! with 128 32-byte stubs, entry `n` performing hypercall `n`.
+//!
+//! Every call returns the raw `rax`/`eax` sign-extended to `i64`: 0 or a positive
+//! value for success, `-errno` (Xen's numbers, [`Errno`]) for failure. The typed
+//! wrappers take guest-virtual addresses (`usize`) rather than references because
+//! several checks pass addresses that are deliberately invalid.
+
+use keel_hypercall::abi::cpuid as xcpuid;
+use keel_hypercall::abi::hypercall as nr;
+
+use crate::arch::{self, Vendor};
+use crate::paging::Page;
+
+/// What CPUID says about the Xen the guest runs on.
+#[derive(Clone, Copy, Debug)]
+pub struct Xen {
+    /// The leaf with the signature (0x4000_0000 + k * 0x100).
+    pub base: u32,
+    /// EAX of the signature leaf: the largest Xen leaf.
+    pub max_leaf: u32,
+    /// EAX of base+1: `major << 16 | minor`.
+    pub version: u32,
+    /// EAX of base+2: number of hypercall pages.
+    pub pages: u32,
+    /// EBX of base+2: the MSR that installs the hypercall page.
+    pub msr: u32,
+    /// Which instruction a direct hypercall uses.
+    pub vendor: Vendor,
+}
+
+/// Scans for Xen's CPUID leaves; `None` if there are none (no Xen underneath).
+pub fn discover() -> Option<Xen> {
+    // Leaves above the basic range exist only when the hypervisor bit is set; on
+    // bare metal a leaf above the maximum returns the highest basic leaf's data,
+    // which never carries Xen's signature, so the scan is safe either way.
+    let mut base = xcpuid::XEN_CPUID_FIRST_LEAF;
+    while base < xcpuid::XEN_CPUID_FIRST_LEAF + 0x1_0000 {
+        let sig = arch::cpuid(base, 0);
+        if (sig.ebx, sig.ecx, sig.edx)
+            == (
+                xcpuid::XEN_CPUID_SIGNATURE_EBX,
+                xcpuid::XEN_CPUID_SIGNATURE_ECX,
+                xcpuid::XEN_CPUID_SIGNATURE_EDX,
+            )
+            && sig.eax >= base + xcpuid::LEAF_HYPERCALL
+        {
+            let version = arch::cpuid(base + xcpuid::LEAF_VERSION, 0);
+            let hc = arch::cpuid(base + xcpuid::LEAF_HYPERCALL, 0);
+            return Some(Xen {
+                base,
+                max_leaf: sig.eax,
+                version: version.eax,
+                pages: hc.eax,
+                msr: hc.ebx,
+                vendor: Vendor::detect(),
+            });
+        }
+        base += 0x100;
+    }
+    None
+}
+
+/// The hypercall page (one page is all Xen ever asks for).
+pub static HYPERCALL_PAGE: Page = Page::new();
+
+/// Asks the hypervisor to fill [`HYPERCALL_PAGE`]: its guest-physical address
+/// (identity-mapped, so the same as its address) with page index 0 in the low 12
+/// bits goes to the MSR from CPUID base+2.
+pub fn install_page(xen: &Xen) {
+    // SAFETY: the MSR is the one the hypervisor names for exactly this purpose; the
+    // page is ours, page-aligned, and nothing else uses it.
+    unsafe { arch::wrmsr(xen.msr, HYPERCALL_PAGE.addr() as u64) };
+}
+
+/// Hypercall `nr` through the hypercall page, with five arguments.
+pub fn call(nr: u32, args: [usize; 5]) -> i64 {
+    let entry = HYPERCALL_PAGE.addr() + nr as usize * nr::HYPERCALL_PAGE_ENTRY_SIZE;
+    // SAFETY: the page was installed by `install_page` before any hypercall (the
+    // console switches to hypercalls only after that); hypercalls only write to
+    // memory the guest hands them, which is always a `Page` (accessed through raw
+    // pointers only) or a deliberately bad address.
+    unsafe { arch::call_hypercall_page(entry, args) as i64 }
+}
+
+/// Hypercall `nr` by executing `vmcall`/`vmmcall` directly (no page entry).
+pub fn call_direct(xen: &Xen, nr: u64, args: [usize; 5]) -> i64 {
+    // SAFETY: as in `call`; the vendor's instruction exists since Xen is there.
+    unsafe { arch::hypercall_direct(xen.vendor, nr, args) as i64 }
+}
+
+/// `HYPERVISOR_console_io(cmd, count, buffer)`.
+pub fn console_io(cmd: u32, count: usize, buffer: usize) -> i64 {
+    call(nr::CONSOLE_IO, [cmd as usize, count, buffer, 0, 0])
+}
+
+/// `HYPERVISOR_xen_version(cmd, arg)`.
+pub fn xen_version(cmd: u32, arg: usize) -> i64 {
+    call(nr::XEN_VERSION, [cmd as usize, arg, 0, 0, 0])
+}
+
+/// `HYPERVISOR_memory_op(cmd, arg)`.
+pub fn memory_op(cmd: u32, arg: usize) -> i64 {
+    call(nr::MEMORY_OP, [cmd as usize, arg, 0, 0, 0])
+}
+
+/// `HYPERVISOR_hvm_op(op, arg)`.
+pub fn hvm_op(op: u32, arg: usize) -> i64 {
+    call(nr::HVM_OP, [op as usize, arg, 0, 0, 0])
+}
+
+/// `HYPERVISOR_sched_op(cmd, arg)`.
+pub fn sched_op(cmd: u32, arg: usize) -> i64 {
+    call(nr::SCHED_OP, [cmd as usize, arg, 0, 0, 0])
+}

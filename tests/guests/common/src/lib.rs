@@ -1,0 +1,110 @@
+//! The PVH test guests' shared code: boot, hypercalls, and the checks themselves.
+//!
+//! # What
+//!
+//! keel is tested the way Xen tests itself with XTF: tiny guest kernels that run as a
+//! domain, poke the hypervisor's guest ABI from the inside, print one line per check
+//! on the hypervisor console, and end with an XTF-style marker,
+//! `Test result: SUCCESS` or `Test result: FAILURE (<n> failed)`, followed by a
+//! `SCHEDOP_shutdown` (poweroff on success, crash on failure). The emulator tests in
+//! `tests/tests/pvh.rs` boot keel with one of these guests as dom0 and match those
+//! lines. This crate is everything the guests have in common; the thin binaries
+//! `pvh64` (long mode) and `pvh32` (32-bit protected mode, run once with paging off
+//! and once with PAE paging) add only their 32-bit entry stub and the Xen ELF note.
+//!
+//! Everything is written against Xen's *documented* guest ABI (the public headers,
+//! `docs/misc/pvh.pandoc`), never against keel's internals: the constants and
+//! structures come from `keel_hypercall::abi`, which transcribes those headers and
+//! which keel's dispatcher uses too, so a layout mistake there is shared — but the
+//! *expected results* here are Xen's behaviour, written down per check.
+//!
+//! # How a run goes
+//!
+//! 1. The entry stub (per binary) gets control per the PVH ABI: 32-bit protected
+//!    mode, paging off, `ebx` = guest-physical address of `hvm_start_info`. It
+//!    zeroes `.bss`, sets a stack (and, for pvh64, identity page tables and long
+//!    mode) and calls [`main`].
+//! 2. [`start_info`] copies what it needs out of `hvm_start_info` (command line,
+//!    module list, memory map) into owned values.
+//! 3. [`hypercall::discover`] scans CPUID for Xen's leaves. Without them (say, the
+//!    guest was booted by plain `qemu -kernel`) the guest says so on COM1, runs the
+//!    checks that need no hypervisor, and powers the machine off through ACPI
+//!    ([`fallback`]). With them it installs the hypercall page through the MSR Xen
+//!    names and from then on prints through `HYPERVISOR_console_io`.
+//! 4. The command line's `mode=` picks what to do ([`modes`]): `probe` (default) runs
+//!    [`probe`], the full list of checks; `hello`, `crash`, `reboot` and
+//!    `triple-fault` exercise keel's handling of a domain's end.
+//!
+//! # Invariants and hazards
+//!
+//! - Single vCPU, no interrupts (`cli` throughout): the statics here are touched by
+//!   one thread of execution only, plus the exception handler ([`trap`]), which runs
+//!   on the same CPU between instructions. That is why plain atomics with relaxed
+//!   ordering suffice.
+//! - The guest's own image (linked at 1 MiB) and everything the checks pass to the
+//!   hypervisor live in the identity-mapped low 2 MiB, or in the "window" of 4 KiB
+//!   mappings [`paging`] sets up for the probes that need non-identity, not-present,
+//!   uncached or beyond-RAM mappings.
+//! - Hostile probes pass bad pointers and bad numbers *on purpose*. A hypervisor
+//!   that handles them wrongly may crash the guest; the guest then stops printing,
+//!   and the test that lists the missing `<check>: ok` line fails.
+
+#![no_std]
+
+pub mod arch;
+pub mod checks;
+pub mod cmdline;
+pub mod console;
+pub mod fallback;
+pub mod hypercall;
+pub mod modes;
+pub mod paging;
+pub mod probe;
+pub mod start_info;
+pub mod trap;
+pub mod uart;
+
+/// The Xen ABI definitions the guests use (shared with keel).
+pub use keel_hypercall::abi;
+
+/// The guest's name as it prints it: `pvh64` or `pvh32` (pvh64-elf32.elf is pvh64's
+/// code in an ELF32 container and calls itself pvh64).
+pub const GUEST_NAME: &str = arch::GUEST_NAME;
+
+unsafe extern "C" {
+    /// First byte of the loaded image (linker script).
+    static __image_start: u8;
+    /// One past the last byte of the image, `.bss` included (linker script).
+    static __image_end: u8;
+}
+
+/// The guest-physical range `[start, end)` the image occupies (it runs identity
+/// mapped, so these are also its virtual addresses).
+pub fn image_range() -> (u64, u64) {
+    // Taking the address of a linker-defined symbol reads nothing.
+    let start = &raw const __image_start as usize as u64;
+    let end = &raw const __image_end as usize as u64;
+    (start, end)
+}
+
+/// The guest's Rust entry point, called by the binaries' entry stubs with the
+/// guest-physical address of `hvm_start_info` (the PVH entry's `ebx`).
+pub fn main(start_info_pa: u64) -> ! {
+    trap::install();
+    let boot = start_info::read(start_info_pa);
+    let Some(xen) = hypercall::discover() else {
+        fallback::run(start_info_pa, &boot);
+    };
+    hypercall::install_page(&xen);
+    console::use_xen_console();
+    modes::run(&xen, &boot)
+}
+
+/// The one panic handler: print where, then crash the domain (or, with no
+/// hypervisor, power the machine off).
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    out!("PANIC in {}: {}", GUEST_NAME, info);
+    out!("Test result: FAILURE (panic)");
+    modes::shutdown_crash()
+}

@@ -1,0 +1,102 @@
+//! What the guest does, chosen by `mode=` on its command line, and how it ends.
+//!
+//! - `probe` (default): every check in [`crate::probe`], then `Test result:
+//!   SUCCESS` and `SCHEDOP_shutdown(SHUTDOWN_poweroff)`, or `Test result: FAILURE
+//!   (<n> failed)` and `SHUTDOWN_crash`, so a failure also shows in how the
+//!   hypervisor ends the domain.
+//! - `hello`: one line, `hello from pvh64` (or `pvh32`), and a poweroff.
+//! - `crash`, `reboot`: `SCHEDOP_shutdown` with that reason at once.
+//! - `triple-fault`: load an empty IDT and execute `ud2`: #UD cannot be delivered,
+//!   nor the #GP nor the #DF that follow, so the vCPU triple-faults; the hypervisor
+//!   must crash the domain (Xen: "Triple fault - invoking HVM shutdown action").
+//!
+//! If `SCHEDOP_shutdown` returns (it must not), the guest says so and halts with
+//! interrupts off.
+
+use keel_hypercall::abi::sched::{
+    SCHEDOP_SHUTDOWN, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT, SchedShutdown,
+};
+
+use crate::checks::{self, Rc};
+use crate::console::{self, Escaped};
+use crate::hypercall::{self, Xen};
+use crate::paging::Page;
+use crate::start_info::BootInfo;
+use crate::{GUEST_NAME, arch, cmdline, fallback, out, probe, trap};
+
+/// Runs the mode the command line asks for (with Xen present).
+pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
+    out!(
+        "{} ({}): hvm_start_info at {:#x}, command line \"{}\"",
+        GUEST_NAME,
+        arch::MODE_NAME,
+        boot.pa,
+        Escaped(boot.cmdline())
+    );
+    match cmdline::get(boot.cmdline(), "mode").unwrap_or(b"probe") {
+        b"probe" => {
+            probe::run(xen, boot);
+            finish()
+        }
+        b"hello" => {
+            out!("hello from {}", GUEST_NAME);
+            shutdown(SHUTDOWN_POWEROFF)
+        }
+        b"crash" => {
+            out!("crashing on purpose: SCHEDOP_shutdown(SHUTDOWN_crash)");
+            shutdown(SHUTDOWN_CRASH)
+        }
+        b"reboot" => {
+            out!("rebooting on purpose: SCHEDOP_shutdown(SHUTDOWN_reboot)");
+            shutdown(SHUTDOWN_REBOOT)
+        }
+        b"triple-fault" => {
+            out!("triple-faulting on purpose: empty IDT, then ud2");
+            trap::remove();
+            arch::ud2()
+        }
+        other => {
+            out!("unknown mode={}", Escaped(other));
+            out!("Test result: FAILURE (unknown mode)");
+            shutdown(SHUTDOWN_CRASH)
+        }
+    }
+}
+
+/// Prints the verdict and shuts down accordingly.
+fn finish() -> ! {
+    let (passed, failed) = (checks::passed(), checks::failed());
+    out!("{} checks passed, {} failed", passed, failed);
+    if failed == 0 {
+        out!("Test result: SUCCESS");
+        shutdown(SHUTDOWN_POWEROFF)
+    } else {
+        out!("Test result: FAILURE ({} failed)", failed);
+        shutdown(SHUTDOWN_CRASH)
+    }
+}
+
+/// The `struct sched_shutdown` argument (a page of its own: the hypervisor reads it).
+static SHUTDOWN_ARG: Page = Page::new();
+
+/// `SCHEDOP_shutdown(reason)`; halts if it returns.
+pub fn shutdown(reason: u32) -> ! {
+    SHUTDOWN_ARG.write(0, &SchedShutdown { reason }.to_bytes());
+    let rc = hypercall::sched_op(SCHEDOP_SHUTDOWN, SHUTDOWN_ARG.addr());
+    out!(
+        "SCHEDOP_shutdown(reason {}) returned {}; halting",
+        reason,
+        Rc(rc)
+    );
+    arch::halt()
+}
+
+/// Ends the guest after a failure: `SHUTDOWN_crash` with Xen, an ACPI power-off
+/// without.
+pub fn shutdown_crash() -> ! {
+    if console::xen_console() {
+        shutdown(SHUTDOWN_CRASH)
+    } else {
+        fallback::power_off()
+    }
+}

@@ -1,0 +1,151 @@
+//! The guest's own IDT: expected faults are recorded and skipped, anything else is
+//! reported and ends the test.
+//!
+//! Some checks need the CPU (through the hypervisor) to raise an exception in the
+//! guest: reading an MSR that does not exist must raise #GP. [`expect`] arms the
+//! handler for one vector and a number of bytes to skip, runs the probe, and returns
+//! what happened. Any other exception is a failure: [`dispatch`] prints the vector,
+//! the address and the error code (and CR2 for a page fault), prints the failure
+//! marker and crashes the domain, so a broken hypervisor shows up as a readable line
+//! rather than as a triple fault.
+//!
+//! All 32 exception vectors have gates; nothing else is delivered (interrupts stay
+//! off). [`remove`] loads an empty IDT for the triple-fault mode.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
+
+use crate::arch::{self, Frame};
+use crate::out;
+
+/// Exception vectors with gates.
+const VECTORS: usize = 32;
+
+/// The IDT itself.
+#[repr(C, align(16))]
+struct Idt(UnsafeCell<[[u8; arch::GATE_SIZE]; VECTORS]>);
+
+// SAFETY: single-threaded guest; see the crate docs.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([[0; arch::GATE_SIZE]; VECTORS]));
+
+/// Fills the IDT with gates to the entry stubs and loads it.
+pub fn install() {
+    let cs = arch::read_cs();
+    let base = IDT.0.get() as usize;
+    for v in 0..VECTORS {
+        let gate = arch::gate(arch::trap_stub(v), cs);
+        for (i, &b) in gate.iter().enumerate() {
+            // SAFETY: within the IDT; nothing reads it concurrently (the CPU only
+            // reads it on an exception, and none can happen while filling it).
+            unsafe { core::ptr::write_volatile((base + v * arch::GATE_SIZE + i) as *mut u8, b) };
+        }
+    }
+    // SAFETY: every one of the 32 vectors now has a gate to a stub that saves the
+    // state and calls `dispatch`.
+    unsafe { arch::lidt(base, (VECTORS * arch::GATE_SIZE - 1) as u16) };
+}
+
+/// Loads an empty IDT (limit 0): the next exception cannot be delivered, nor the
+/// #GP that causes, nor the #DF after it — a triple fault.
+pub fn remove() {
+    // SAFETY: on purpose (triple-fault mode); the caller raises an exception next.
+    unsafe { arch::lidt(0, 0) };
+}
+
+const NOT_ARMED: u32 = u32::MAX;
+static ARMED_VECTOR: AtomicU32 = AtomicU32::new(NOT_ARMED);
+static ARMED_SKIP: AtomicU32 = AtomicU32::new(0);
+static HITS: AtomicU32 = AtomicU32::new(0);
+static HIT_VECTOR: AtomicU32 = AtomicU32::new(0);
+static HIT_ERROR: AtomicU64 = AtomicU64::new(0);
+
+/// An exception the guest took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The vector.
+    pub vector: u32,
+    /// Its error code (0 if none).
+    pub error_code: u64,
+}
+
+/// Runs `probe` with the handler armed to accept one exception `vector` and resume
+/// `skip` bytes after the faulting instruction; returns the probe's result and the
+/// fault, if one was taken.
+pub fn expect<R>(vector: u32, skip: u32, probe: impl FnOnce() -> R) -> (R, Option<Fault>) {
+    HITS.store(0, Ordering::Relaxed);
+    ARMED_SKIP.store(skip, Ordering::Relaxed);
+    ARMED_VECTOR.store(vector, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let r = probe();
+    compiler_fence(Ordering::SeqCst);
+    ARMED_VECTOR.store(NOT_ARMED, Ordering::Relaxed);
+    let fault = (HITS.load(Ordering::Relaxed) > 0).then(|| Fault {
+        vector: HIT_VECTOR.load(Ordering::Relaxed),
+        error_code: HIT_ERROR.load(Ordering::Relaxed),
+    });
+    (r, fault)
+}
+
+/// The mnemonic of an exception vector.
+pub fn mnemonic(vector: u32) -> &'static str {
+    match vector {
+        0 => "#DE",
+        1 => "#DB",
+        2 => "NMI",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        8 => "#DF",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        18 => "#MC",
+        19 => "#XM",
+        20 => "#VE",
+        21 => "#CP",
+        _ => "reserved",
+    }
+}
+
+/// Called by the common entry stub with the saved state; returning resumes at the
+/// frame's (possibly adjusted) instruction pointer.
+pub extern "C" fn dispatch(frame: &mut Frame) {
+    let vector = frame.vector();
+    if ARMED_VECTOR.load(Ordering::Relaxed) == vector {
+        // One fault per arming: a second one is unexpected.
+        ARMED_VECTOR.store(NOT_ARMED, Ordering::Relaxed);
+        HIT_VECTOR.store(vector, Ordering::Relaxed);
+        HIT_ERROR.store(frame.error_code(), Ordering::Relaxed);
+        HITS.fetch_add(1, Ordering::Relaxed);
+        frame.skip(u64::from(ARMED_SKIP.load(Ordering::Relaxed)));
+        return;
+    }
+    if vector == 14 {
+        out!(
+            "unexpected exception {} ({}) at {:#x}, error code {:#x}, CR2 {:#x}",
+            vector,
+            mnemonic(vector),
+            frame.ip(),
+            frame.error_code(),
+            arch::read_cr2()
+        );
+    } else {
+        out!(
+            "unexpected exception {} ({}) at {:#x}, error code {:#x}",
+            vector,
+            mnemonic(vector),
+            frame.ip(),
+            frame.error_code()
+        );
+    }
+    out!("Test result: FAILURE (unexpected exception)");
+    crate::modes::shutdown_crash()
+}
