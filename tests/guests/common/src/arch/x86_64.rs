@@ -100,91 +100,6 @@ pub unsafe fn hypercall_direct(vendor: super::Vendor, nr: u64, args: [usize; 5])
     ret as isize
 }
 
-/// `wrmsr`.
-///
-/// # Safety
-///
-/// Writing an MSR can change anything about the CPU; the caller knows what `msr` is.
-pub unsafe fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: per the contract.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nostack, preserves_flags));
-    }
-}
-
-/// A bare two-byte `rdmsr`, with `edx:eax` preset to [`RDMSR_UNTOUCHED`] so that a
-/// faulting read the #GP handler skipped is recognisable.
-///
-/// # Safety
-///
-/// An MSR the CPU does not have raises #GP: the caller must have armed
-/// [`crate::trap::expect`] to skip it (2 bytes), or know the MSR exists.
-pub unsafe fn rdmsr_raw(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: per the contract; `rdmsr` is exactly two bytes (0F 32).
-    unsafe {
-        asm!("rdmsr", in("ecx") msr,
-             inlateout("eax") RDMSR_UNTOUCHED as u32 => lo,
-             inlateout("edx") (RDMSR_UNTOUCHED >> 32) as u32 => hi,
-             options(nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-/// What [`rdmsr_raw`] returns when the `rdmsr` was skipped by the #GP handler.
-pub const RDMSR_UNTOUCHED: u64 = 0x5a5a_5a5a_a5a5_a5a5;
-
-/// Port input of 1, 2 or 4 bytes, zero-extended.
-///
-/// # Safety
-///
-/// Reading a port can have side effects on the device behind it.
-pub unsafe fn port_in(port: u16, bytes: u32) -> u32 {
-    let v: u32;
-    // SAFETY: per the contract.
-    unsafe {
-        match bytes {
-            1 => {
-                let b: u8;
-                asm!("in al, dx", in("dx") port, out("al") b, options(nostack, preserves_flags));
-                v = u32::from(b);
-            }
-            2 => {
-                let w: u16;
-                asm!("in ax, dx", in("dx") port, out("ax") w, options(nostack, preserves_flags));
-                v = u32::from(w);
-            }
-            _ => {
-                asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, preserves_flags));
-            }
-        }
-    }
-    v
-}
-
-/// Port output of 1, 2 or 4 bytes (the low bytes of `value`).
-///
-/// # Safety
-///
-/// Writing a port can do anything the device behind it does.
-pub unsafe fn port_out(port: u16, bytes: u32, value: u32) {
-    // SAFETY: per the contract.
-    unsafe {
-        match bytes {
-            1 => {
-                asm!("out dx, al", in("dx") port, in("al") value as u8, options(nostack, preserves_flags))
-            }
-            2 => {
-                asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nostack, preserves_flags))
-            }
-            _ => {
-                asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
-            }
-        }
-    }
-}
-
 /// One `mov` load of 1, 2, 4 or 8 bytes from `addr`, zero-extended.
 ///
 /// # Safety
@@ -219,28 +134,8 @@ pub unsafe fn mmio_read(addr: usize, bytes: u32) -> u64 {
     }
 }
 
-/// One `mov` store of 4 bytes to `addr`.
-///
-/// # Safety
-///
-/// As [`mmio_read`].
-pub unsafe fn mmio_write32(addr: usize, value: u32) {
-    // SAFETY: per the contract.
-    unsafe {
-        asm!("mov dword ptr [{a}], {v:e}", a = in(reg) addr, v = in(reg) value, options(nostack, preserves_flags));
-    }
-}
-
 /// The MMIO access widths this mode can do in one instruction.
 pub const MMIO_WIDTHS: &[u32] = &[1, 2, 4, 8];
-
-/// CR2 (the faulting address of the last page fault).
-pub fn read_cr2() -> usize {
-    let v: usize;
-    // SAFETY: reading CR2 has no side effects (ring 0).
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
 
 /// CR3.
 pub fn read_cr3() -> usize {
@@ -301,28 +196,6 @@ pub fn gate(handler: usize, cs: u16) -> [u8; GATE_SIZE] {
     g[6..8].copy_from_slice(&((h >> 16) as u16).to_le_bytes());
     g[8..12].copy_from_slice(&((h >> 32) as u32).to_le_bytes());
     g
-}
-
-/// Executes `ud2` (the triple-fault mode's last instruction).
-pub fn ud2() -> ! {
-    // SAFETY: raises #UD; with an empty IDT that ends in a triple fault, which is
-    // the hypervisor's to handle.
-    unsafe { asm!("ud2", options(noreturn, nomem, nostack)) }
-}
-
-/// A `ud2` the #UD handler is expected to skip (2 bytes): tests the IDT path.
-pub fn ud2_resumable() {
-    // SAFETY: only called under `trap::expect(6, 2, ..)`, whose handler resumes
-    // after the instruction; it touches no memory or registers.
-    unsafe { asm!("ud2", options(nomem, nostack)) };
-}
-
-/// `cli; hlt` forever.
-pub fn halt() -> ! {
-    loop {
-        // SAFETY: stops the CPU until an interrupt, and interrupts are off.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
-    }
 }
 
 /// The registers the common exception stub saves, lowest address first.
