@@ -22,6 +22,8 @@ pub mod pic;
 pub mod power;
 pub mod selftest;
 pub mod svm;
+#[cfg(test)]
+mod test_tables;
 pub mod time;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 pub mod traps;

@@ -94,8 +94,8 @@ pub fn eptp(root: Hpa, ad: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tables::Tables;
     use keel_mm::p2m::P2m;
-    use keel_mm::{MapError, TableMemory};
 
     fn mfn(m: u64) -> Mfn {
         Mfn::new(m).unwrap()
@@ -148,27 +148,11 @@ mod tests {
         assert_eq!(eptp(root, true), 0x1234_5000 | 0x5E);
     }
 
-    /// Tables in a `Vec` at fake addresses `0x100_0000 + i * 4 KiB`.
-    struct Tables(Vec<[u64; 512]>);
-
-    impl TableMemory for Tables {
-        fn alloc_table(&mut self) -> Result<Hpa, MapError> {
-            self.0.push([0; 512]);
-            Ok(Hpa::new(0x100_0000 + (self.0.len() as u64 - 1) * 4096).unwrap())
-        }
-        fn read_entry(&self, table: Hpa, index: usize) -> u64 {
-            self.0[((table.as_u64() - 0x100_0000) / 4096) as usize][index]
-        }
-        fn write_entry(&mut self, table: Hpa, index: usize, value: u64) {
-            self.0[((table.as_u64() - 0x100_0000) / 4096) as usize][index] = value;
-        }
-    }
-
     #[test]
     fn through_a_p2m() {
         let limit = keel_mm::Gfn::new(1 << 20).unwrap();
         let mut p2m: P2m<Tables, EptFormat> =
-            P2m::new(Tables(Vec::new()), PageSize::Size1G, limit).unwrap();
+            P2m::new(Tables::new(), PageSize::Size1G, limit).unwrap();
         // gfn 2 MiB.. -> 1 GiB.., two 2M pages; then gfn 2M + 3 -> mfn 9 writable.
         p2m.map(
             keel_mm::Gfn::new(0x200).unwrap(),
