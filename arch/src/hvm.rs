@@ -187,7 +187,9 @@ pub enum CpuMode {
     Real,
     Protected16,
     Protected32,
-    /// Long mode, 32-bit or 16-bit compatibility code segment.
+    /// Long mode, 16-bit compatibility code segment (CS.D = 0).
+    Compat16,
+    /// Long mode, 32-bit compatibility code segment.
     Compat32,
     Long64,
 }
@@ -198,7 +200,8 @@ impl CpuMode {
         match (cr0_pe, efer_lma, cs_l, cs_db) {
             (false, ..) => CpuMode::Real,
             (true, true, true, _) => CpuMode::Long64,
-            (true, true, false, _) => CpuMode::Compat32,
+            (true, true, false, true) => CpuMode::Compat32,
+            (true, true, false, false) => CpuMode::Compat16,
             (true, false, _, true) => CpuMode::Protected32,
             (true, false, _, false) => CpuMode::Protected16,
         }
@@ -207,6 +210,30 @@ impl CpuMode {
     /// Whether code runs with 64-bit registers and the native (64-bit) Xen ABI.
     pub fn is_64bit(self) -> bool {
         self == CpuMode::Long64
+    }
+
+    /// RIP after `len` bytes, wrapped to the code size of this mode.
+    pub fn next_rip(self, rip: u64, len: u64) -> u64 {
+        let next = rip.wrapping_add(len);
+        match self {
+            CpuMode::Long64 => next,
+            CpuMode::Protected32 | CpuMode::Compat32 => next & 0xFFFF_FFFF,
+            CpuMode::Real | CpuMode::Protected16 | CpuMode::Compat16 => next & 0xFFFF,
+        }
+    }
+}
+
+impl From<CpuMode> for crate::x86::insn::CodeMode {
+    /// How the instruction decoder must read code in this mode (default operand and
+    /// address size).
+    fn from(m: CpuMode) -> Self {
+        use crate::x86::insn::CodeMode;
+        match m {
+            CpuMode::Real => CodeMode::Real16,
+            CpuMode::Protected16 | CpuMode::Compat16 => CodeMode::Prot16,
+            CpuMode::Protected32 | CpuMode::Compat32 => CodeMode::Prot32,
+            CpuMode::Long64 => CodeMode::Long64,
+        }
     }
 }
 
@@ -446,5 +473,40 @@ impl HvmVcpu for Vcpu {
     }
     fn hypercall_insn(&self) -> HypercallInsnKind {
         delegate!(self, v => v.hypercall_insn())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x86::insn::CodeMode;
+
+    #[test]
+    fn modes_from_segment_state() {
+        let m = |pe, lma, l, d| CpuMode::from_state(pe, lma, l, d);
+        assert_eq!(m(true, true, true, false), CpuMode::Long64);
+        assert_eq!(m(true, true, false, true), CpuMode::Compat32);
+        assert_eq!(m(true, true, false, false), CpuMode::Compat16);
+        assert_eq!(m(true, false, true, true), CpuMode::Protected32);
+        assert_eq!(m(true, false, false, false), CpuMode::Protected16);
+        assert_eq!(m(false, false, false, false), CpuMode::Real);
+        let c = |pe, lma, l, d| CodeMode::from(m(pe, lma, l, d));
+        assert_eq!(c(true, true, true, false), CodeMode::Long64);
+        assert_eq!(c(true, true, false, true), CodeMode::Prot32);
+        assert_eq!(c(true, true, false, false), CodeMode::Prot16);
+        assert_eq!(c(true, false, true, true), CodeMode::Prot32);
+        assert_eq!(c(false, false, false, false), CodeMode::Real16);
+        assert!(CpuMode::Long64.is_64bit() && !CpuMode::Compat32.is_64bit());
+    }
+
+    #[test]
+    fn rip_wraps_to_the_code_size() {
+        assert_eq!(CpuMode::Protected32.next_rip(0x10_0000, 3), 0x10_0003);
+        assert_eq!(CpuMode::Long64.next_rip(0xFFFF_FFFF, 2), 0x1_0000_0001);
+        assert_eq!(CpuMode::Compat32.next_rip(0xFFFF_FFFE, 1), 0xFFFF_FFFF);
+        assert_eq!(CpuMode::Long64.next_rip(u64::MAX, 2), 1);
+        assert_eq!(CpuMode::Protected32.next_rip(0xFFFF_FFFF, 2), 1);
+        assert_eq!(CpuMode::Compat16.next_rip(0xFFFF, 3), 2);
+        assert_eq!(CpuMode::Real.next_rip(0x1_FFFF, 1), 0);
     }
 }

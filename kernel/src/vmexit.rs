@@ -14,7 +14,7 @@
 use alloc::format;
 use alloc::string::String;
 
-use keel_arch::hvm::{CpuMode, Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu};
+use keel_arch::hvm::{Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu};
 use keel_arch::x86::insn::{self, CodeMode, Insn, InsnKind};
 use keel_hypercall::abi::errno::Errno;
 use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
@@ -96,15 +96,6 @@ fn handle(d: &mut Domain, exit: Exit) -> Handled {
     }
 }
 
-fn code_mode(m: CpuMode) -> CodeMode {
-    match m {
-        CpuMode::Real => CodeMode::Real16,
-        CpuMode::Protected16 => CodeMode::Prot16,
-        CpuMode::Protected32 | CpuMode::Compat32 => CodeMode::Prot32,
-        CpuMode::Long64 => CodeMode::Long64,
-    }
-}
-
 /// Fetches and decodes the instruction at the guest's RIP.
 fn fetch_insn(d: &Domain) -> Result<Insn, String> {
     let v = &d.vcpu;
@@ -125,7 +116,7 @@ fn fetch_insn(d: &Domain) -> Result<Insn, String> {
     {
         have = 15;
     }
-    insn::decode(&bytes[..have], code_mode(v.mode())).map_err(|e| {
+    insn::decode(&bytes[..have], CodeMode::from(v.mode())).map_err(|e| {
         format!(
             "cannot decode the instruction at {la:#x} ({:02x?}): {e:?}",
             &bytes[..have]
@@ -288,48 +279,30 @@ fn port_io(d: &mut Domain, io: IoExit) -> Handled {
         ));
     }
     if !io.write {
-        // Nothing backs the port: reads float high, as on an empty ISA bus.
-        let ones = match io.size {
-            1 => 0xFF,
-            2 => 0xFFFF,
-            _ => 0xFFFF_FFFF,
-        };
+        // Nothing backs the port: reads float high, as on an empty ISA bus. IN
+        // writes AL/AX/EAX with the usual register-width rules.
         let g = d.vcpu.gprs_mut();
-        g.rax = match io.size {
-            // 8 and 16-bit IN leave the rest of RAX alone; 32-bit zero-extends.
-            1 => (g.rax & !0xFF) | ones,
-            2 => (g.rax & !0xFFFF) | ones,
-            _ => ones,
-        };
+        g.rax = insn::Reg::RAX.write(g.rax, u64::MAX, io.size);
     }
     complete(d, |_| true, "I/O")
 }
 
-/// Writes `value` (`size` bytes) to register `reg` with x86's rules: 32-bit writes
-/// zero-extend in 64-bit mode, 8/16-bit writes keep the rest.
+/// Writes `value` (`size` bytes) to register `reg` with x86's rules
+/// (`insn::Reg::write`); RSP lives in the VMCS/VMCB, the others in `GuestGprs`.
 fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(), String> {
-    let (n, high_byte) = (reg.index(), reg.is_high_byte());
-    let cur = if n == 4 {
-        Some(d.vcpu.rsp())
-    } else {
-        d.vcpu.gprs().by_encoding(n)
-    };
-    let Some(cur) = cur else {
-        return Err(format!("bad register {n}"));
-    };
-    let new = match (size, high_byte) {
-        (1, true) => (cur & !0xFF00) | ((value & 0xFF) << 8),
-        (1, false) => (cur & !0xFF) | (value & 0xFF),
-        (2, _) => (cur & !0xFFFF) | (value & 0xFFFF),
-        (4, _) => value & 0xFFFF_FFFF,
-        _ => value,
-    };
+    let n = reg.index();
     if n == 4 {
+        let new = reg.write(d.vcpu.rsp(), value, size);
         d.vcpu.set_rsp(new);
-    } else if let Some(r) = d.vcpu.gprs_mut().by_encoding_mut(n) {
-        *r = new;
+        return Ok(());
     }
-    Ok(())
+    match d.vcpu.gprs_mut().by_encoding_mut(n) {
+        Some(r) => {
+            *r = reg.write(*r, value, size);
+            Ok(())
+        }
+        None => Err(format!("bad register {n}")),
+    }
 }
 
 fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {

@@ -461,10 +461,7 @@ impl HvmVcpu for SvmVcpu {
     }
 
     fn advance_rip(&mut self, len: u64) {
-        let mut rip = self.rip().wrapping_add(len);
-        if !self.mode().is_64bit() {
-            rip &= 0xFFFF_FFFF;
-        }
+        let rip = self.mode().next_rip(self.rip(), len);
         self.vmcb.set(vmcb::RIP, rip);
         let shadow = self.vmcb.get(vmcb::INTERRUPT_SHADOW);
         self.vmcb.set(vmcb::INTERRUPT_SHADOW, shadow & !1);

@@ -101,16 +101,6 @@ fn system_descriptor_base(lo: u64, hi: u64) -> u64 {
     ((lo >> 16) & 0xFF_FFFF) | (((lo >> 56) & 0xFF) << 24) | ((hi & 0xFFFF_FFFF) << 32)
 }
 
-/// RIP after `len` bytes, wrapped to the code size of `mode`.
-fn next_rip(rip: u64, len: u64, mode: CpuMode) -> u64 {
-    let next = rip.wrapping_add(len);
-    match mode {
-        CpuMode::Long64 => next,
-        CpuMode::Protected32 | CpuMode::Compat32 => next & 0xFFFF_FFFF,
-        CpuMode::Real | CpuMode::Protected16 => next & 0xFFFF,
-    }
-}
-
 /// Reads a segment register's selector.
 macro_rules! selector {
     ($reg:literal) => {{
@@ -820,7 +810,7 @@ impl HvmVcpu for VmxVcpu {
 
     fn advance_rip(&mut self, len: u64) {
         use vmcs::*;
-        let rip = next_rip(self.rip(), len, self.mode());
+        let rip = self.mode().next_rip(self.rip(), len);
         self.write(GUEST_RIP, rip);
         let blocking = self.read(GUEST_INTERRUPTIBILITY);
         if blocking & BLOCKING_STI_MOVSS != 0 {
@@ -929,14 +919,5 @@ mod tests {
         let lo = 0x67 | (0x3456 << 16) | (0x12u64 << 32) | (0x8Bu64 << 40) | (0x80u64 << 56);
         let hi = 0xFFFF_82D0;
         assert_eq!(system_descriptor_base(lo, hi), 0xFFFF_82D0_8012_3456);
-    }
-
-    #[test]
-    fn rip_wraps_to_the_code_size() {
-        assert_eq!(next_rip(0x10_0000, 3, CpuMode::Protected32), 0x10_0003);
-        assert_eq!(next_rip(0xFFFF_FFFF, 2, CpuMode::Protected32), 1);
-        assert_eq!(next_rip(0xFFFF_FFFF, 2, CpuMode::Long64), 0x1_0000_0001);
-        assert_eq!(next_rip(0xFFFF, 1, CpuMode::Real), 0);
-        assert_eq!(next_rip(0xFFFF_FFFE, 1, CpuMode::Compat32), 0xFFFF_FFFF);
     }
 }

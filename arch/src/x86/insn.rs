@@ -101,24 +101,8 @@ pub enum CodeMode {
     /// Protected or compatibility mode with CS.D = 1: 32-bit defaults.
     Prot32,
     /// 64-bit mode (EFER.LMA = 1 and CS.L = 1): 32-bit operands, 64-bit addresses, REX.
+    /// (`From<hvm::CpuMode>` derives the mode from a vCPU's state.)
     Long64,
-}
-
-impl CodeMode {
-    /// The mode from the state the VMCS/VMCB holds (SDM Vol. 3A §3.4.5 "Segment
-    /// Descriptors": CS.L selects 64-bit mode when long mode is active, CS.D the
-    /// default size otherwise; real and virtual-8086 mode decode as 16-bit).
-    pub fn from_cs(cr0_pe: bool, efer_lma: bool, cs_l: bool, cs_d: bool) -> CodeMode {
-        if efer_lma && cs_l {
-            CodeMode::Long64
-        } else if cs_d {
-            CodeMode::Prot32
-        } else if cr0_pe {
-            CodeMode::Prot16
-        } else {
-            CodeMode::Real16
-        }
-    }
 }
 
 /// A REP-class prefix; only the last of `F2`/`F3` counts.
@@ -294,7 +278,7 @@ impl Reg {
 }
 
 /// All-ones in the low `size` bytes (1, 2, 4; anything else: all 64 bits).
-fn size_mask(size: u8) -> u64 {
+pub fn size_mask(size: u8) -> u64 {
     match size {
         1 => 0xff,
         2 => 0xffff,
@@ -1965,15 +1949,6 @@ mod tests {
         assert_eq!(Reg::high_byte_of(4), None);
         assert_eq!(Reg::high_byte_of(1), Some(Reg::CH));
         assert_eq!(Reg::gpr(2), Some(Reg::RDX));
-    }
-
-    #[test]
-    fn code_mode_from_segment_state() {
-        assert_eq!(CodeMode::from_cs(true, true, true, false), Long64);
-        assert_eq!(CodeMode::from_cs(true, true, false, true), Prot32);
-        assert_eq!(CodeMode::from_cs(true, true, false, false), Prot16);
-        assert_eq!(CodeMode::from_cs(true, false, true, true), Prot32);
-        assert_eq!(CodeMode::from_cs(false, false, false, false), Real16);
     }
 
     #[test]
