@@ -23,6 +23,7 @@ use keel_arch::paging::DirectMapTables;
 use keel_arch::svm::npt::NptFormat;
 use keel_arch::vmx::ept::EptFormat;
 use keel_hypercall::abi::hvm::HVM_NR_PARAMS;
+use keel_kernel::pvh;
 use keel_mm::addr::{Gfn, Hpa, Mfn};
 use keel_mm::guest_mem::{CopyError, FrameAccess, GuestPhys};
 use keel_mm::guest_walk::WalkCtx;
@@ -168,7 +169,7 @@ pub enum BuildError {
     /// the p2m could not be built
     P2m(P2mError),
     /// the kernel image cannot be loaded
-    Kernel(keel_kernel::pvh::PvhError),
+    Kernel(pvh::PvhError),
     /// the vCPU could not be created
     Vcpu(String),
     /// this CPU has no hardware virtualization with second-level paging
@@ -278,15 +279,20 @@ impl Domain {
         })
     }
 
-    /// Writes guest-physical memory (the builder, the hypercall page).
+    /// Writes guest-physical memory (the hypercall page).
     pub fn write_gpa(&mut self, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
-        let gpa = keel_mm::addr::Gpa::new(gpa).ok_or(CopyError::Overflow)?;
-        let mut frames = DirectMapFrames;
-        with_p2m!(&self.p2m, p => {
-            let mut mem = GuestPhys { p2m: p, frames: &mut frames };
-            mem.write(gpa, data)
-        })
+        write_gpa(&self.p2m, gpa, data)
     }
+}
+
+/// Writes `data` at guest-physical `gpa` of the domain whose p2m is `p2m`.
+fn write_gpa(p2m: &HapP2m, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
+    let gpa = keel_mm::addr::Gpa::new(gpa).ok_or(CopyError::Overflow)?;
+    let mut frames = DirectMapFrames;
+    with_p2m!(p2m, p => {
+        let mut mem = GuestPhys { p2m: p, frames: &mut frames };
+        mem.write(gpa, data)
+    })
 }
 
 impl Drop for Domain {
@@ -352,13 +358,12 @@ pub struct PvhSpec<'a> {
     pub privileged: bool,
     pub kernel: &'a [u8],
     pub cmdline: &'a str,
-    pub modules: &'a [keel_kernel::pvh::ModuleSpec<'a>],
+    pub modules: &'a [pvh::ModuleSpec<'a>],
     pub ram_bytes: u64,
 }
 
 /// Builds a PVH domain ready to run.
 pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
-    use keel_kernel::pvh;
     if !hvm.has_hap() {
         return Err(BuildError::NoHap);
     }
@@ -449,16 +454,9 @@ struct BuilderWriter<'a> {
 
 impl pvh::GuestMemWriter for BuilderWriter<'_> {
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), pvh::PvhError> {
-        let g = keel_mm::addr::Gpa::new(gpa).ok_or(pvh::PvhError::GuestWrite {
+        write_gpa(self.p2m, gpa, data).map_err(|_| pvh::PvhError::GuestWrite {
             gpa,
             len: data.len() as u64,
-        })?;
-        let mut frames = DirectMapFrames;
-        with_p2m!(self.p2m, p => {
-            let mut mem = GuestPhys { p2m: p, frames: &mut frames };
-            mem.write(g, data).map_err(|_| pvh::PvhError::GuestWrite { gpa, len: data.len() as u64 })
         })
     }
 }
-
-use keel_kernel::pvh;
