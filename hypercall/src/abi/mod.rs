@@ -150,6 +150,7 @@ pub mod elfnote;
 pub mod errno;
 pub mod evtchn;
 pub mod features;
+pub mod grant_table;
 pub mod hvm;
 pub mod hypercall;
 pub mod memory;
