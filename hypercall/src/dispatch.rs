@@ -6,9 +6,19 @@
 //! [`dispatch`] takes the hypercall number and arguments the kernel read
 //! from the calling vCPU ([`HypercallArgs`]), runs the handler named after
 //! the Xen op (`xen_version`, `console_io`, `sched_op`, `memory_op`,
-//! `hvm_op`, one submodule each) against the calling domain (the
-//! [`Domain`] trait), and returns an [`Outcome`]: the value for `rax`/`eax`
-//! and what the kernel must do with the vCPU next.
+//! `hvm_op`, `event_channel_op` and its legacy `_compat` form, `vcpu_op`,
+//! `set_timer_op`, `grant_table_op`; one submodule each) against the
+//! calling domain (the [`Domain`] trait), and returns an [`Outcome`]: the
+//! value for `rax`/`eax` and what the kernel must do with the vCPU next.
+//!
+//! The split with the kernel: the dispatcher owns the *ABI* (registers,
+//! layouts of both widths, copy-in/copy-out, continuations) and every check
+//! Xen makes on the arguments alone (ranges, sizes, alignment, which vCPU
+//! or domain an argument may name, `DOMID_SELF`); the kernel, through
+//! [`Domain`]'s *semantic* methods, owns state (ports, grant tables,
+//! timers, memory) and answers with plain values or a Xen errno. Each trait
+//! method says which checks are already done and which errors remain the
+//! kernel's.
 //!
 //! # Calling convention (Xen `arch-x86/xen-x86_64.h`, `xen-x86_32.h`,
 //! `xen/arch/x86/hvm/hypercall.c`)
@@ -17,7 +27,8 @@
 //!   (and `r9` for a sixth); result in `rax`. Native layouts.
 //! - Any other mode (real, 16- or 32-bit protected): number in `eax`,
 //!   arguments in `ebx, ecx, edx, esi, edi` (and `ebp`); result in `eax`.
-//!   Compat layouts (32-bit `xen_ulong_t`, `xen_pfn_t`, guest handles).
+//!   Compat layouts (32-bit `xen_ulong_t`, `xen_pfn_t`, guest handles, and
+//!   4-byte-aligned `uint64_t`).
 //!   The dispatcher truncates the number and every argument to 32 bits for
 //!   such a caller, so the kernel may pass whole 64-bit registers.
 //! - A caller at CPL > 0 (and in 32/64-bit mode) gets `-EPERM` without
@@ -32,10 +43,19 @@
 //!   encode and copy the result out. A range that would wrap the caller's
 //!   address space (2^32 for a 32-bit caller) is `-EFAULT` before the
 //!   domain is asked.
+//! - `DOMID_SELF` never reaches the kernel: a domain id argument is
+//!   resolved to the caller's own id, and checked as Xen's default XSM
+//!   policy does (another domain: `-ESRCH` if it does not exist, `-EPERM`
+//!   unless the caller is privileged), before a trait method sees it.
 //! - No allocation, and no loop whose length the guest controls beyond a
-//!   fixed bound: console output is copied in 128-byte pieces and at most
-//!   [`CONSOLE_WRITE_BUDGET`] bytes per entry; the rest is done by a
-//!   continuation ([`Action::Preempted`]), as Xen does.
+//!   fixed bound. Where Xen preempts a long operation, keel does so after a
+//!   fixed budget with a continuation ([`Action::Preempted`]), encoded as
+//!   Xen encodes it: console output ([`CONSOLE_WRITE_BUDGET`] bytes per
+//!   entry), `XENMEM_populate_physmap`/`decrease_reservation`
+//!   ([`MEMOP_PAGE_BUDGET`] pages, progress in `cmd`'s high bits), and
+//!   grant-table map/unmap/copy ([`GNTTAB_OP_BUDGET`] entries, the array
+//!   pointer advanced and `count` reduced). `SCHEDOP_poll` reads at most
+//!   [`SCHED_POLL_MAX_PORTS`] ports.
 //! - Nothing here panics on guest input (property-tested).
 //! - Unknown hypercalls and sub-ops return `-ENOSYS`, as Xen does.
 //!
@@ -43,12 +63,17 @@
 //!
 //! None here: [`dispatch`] runs on the calling vCPU with `&mut` access to
 //! its domain; the kernel's `Domain` implementation does whatever locking
-//! the domain needs.
+//! the domain (and, for interdomain event channels, grant copies and maps,
+//! the other domain, in domid order) needs.
 
 mod console_io;
+mod evtchn_op;
+mod grant_table_op;
 mod hvm_op;
 mod memory_op;
 mod sched_op;
+mod set_timer_op;
+mod vcpu_op;
 mod xen_version;
 
 #[cfg(test)]
@@ -57,13 +82,19 @@ mod fake;
 mod tests;
 
 pub use console_io::CONSOLE_WRITE_BUDGET;
+pub use grant_table_op::GNTTAB_OP_BUDGET;
+pub use memory_op::MEMOP_PAGE_BUDGET;
+pub use sched_op::SCHED_POLL_MAX_PORTS;
 
 use crate::abi::Errno;
-use crate::abi::domid::{DOMID_SELF, DomId};
+use crate::abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF, DomId};
+use crate::abi::evtchn::EvtchnPort;
 use crate::abi::features::XENFEAT_NR_SUBMAPS;
+use crate::abi::hvm::{VcpuHvmX86_32, VcpuHvmX86_64};
 use crate::abi::hypercall as nr;
 use crate::abi::memory::E820Entry;
 use crate::abi::sched;
+use crate::abi::vcpu::VcpuRunstateInfo;
 use crate::abi::version::XenDomainHandle;
 
 /// Width of the calling vCPU's code, which selects the argument registers
@@ -143,6 +174,117 @@ pub struct VersionInfo<'a> {
     pub handle: XenDomainHandle,
 }
 
+/// The state of an event channel as `EVTCHNOP_status` reports it
+/// ([`Domain::evtchn_status`]); the dispatcher encodes it into
+/// `evtchn_status` and its union.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EvtchnState {
+    /// Not in use, or reserved (port 0): `EVTCHNSTAT_closed`.
+    Closed,
+    /// Waiting for `remote_dom` to bind: `EVTCHNSTAT_unbound`.
+    Unbound {
+        /// The domain allowed to bind (an id, never `DOMID_SELF`).
+        remote_dom: DomId,
+    },
+    /// Connected to `remote_port` of `remote_dom`: `EVTCHNSTAT_interdomain`.
+    Interdomain {
+        /// The peer domain.
+        remote_dom: DomId,
+        /// The peer's port.
+        remote_port: EvtchnPort,
+    },
+    /// Bound to a physical IRQ: `EVTCHNSTAT_pirq`.
+    Pirq(u32),
+    /// Bound to a VIRQ: `EVTCHNSTAT_virq`.
+    Virq(u32),
+    /// An IPI channel: `EVTCHNSTAT_ipi`.
+    Ipi,
+}
+
+/// What [`Domain::evtchn_status`] returns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EvtchnStatusInfo {
+    /// The channel's state.
+    pub state: EvtchnState,
+    /// The vCPU it notifies.
+    pub vcpu: u32,
+}
+
+/// [`Domain::sched_poll`]'s verdict.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PollResult {
+    /// Return to the guest at once: an event already needs delivery to this
+    /// vCPU, or one of the ports is pending.
+    Ready,
+    /// Nothing pending: block the vCPU ([`Action::Poll`]).
+    Block,
+}
+
+/// The initial register state `VCPUOP_initialise` gives a vCPU of an
+/// HVM/PVH domain (`vcpu_hvm_context`, decoded by its `mode`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VcpuHvmRegs {
+    /// `VCPU_HVM_MODE_32B`: protected (or compatibility) mode with explicit
+    /// segments.
+    Bits32(VcpuHvmX86_32),
+    /// `VCPU_HVM_MODE_64B`: long mode with flat segments.
+    Bits64(VcpuHvmX86_64),
+}
+
+/// A domain's grant-table size, as `GNTTABOP_query_size` reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GnttabSize {
+    /// Frames the table has now.
+    pub nr_frames: u32,
+    /// Frames it may grow to.
+    pub max_nr_frames: u32,
+}
+
+/// A successful `GNTTABOP_map_grant_ref` ([`Domain::gnttab_map_grant_ref`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GnttabMapped {
+    /// The handle to unmap with.
+    pub handle: u32,
+    /// Reported in `dev_bus_addr`: the frame's bus address for a device
+    /// mapping; Xen reports the machine address of the frame in every case.
+    pub dev_bus_addr: u64,
+}
+
+/// One end of a `GNTTABOP_copy`, decoded from either width.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GnttabCopyTarget {
+    /// Grant `gref` of domain `domid` (never `DOMID_SELF`: resolved).
+    Gref {
+        /// The granting domain.
+        domid: DomId,
+        /// Its grant reference.
+        gref: u32,
+    },
+    /// The caller's own frame.
+    Gmfn(u64),
+}
+
+/// One end of a `GNTTABOP_copy`: a frame and a byte offset in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GnttabCopyEnd {
+    /// Which frame.
+    pub target: GnttabCopyTarget,
+    /// Byte offset in it; `offset + len <= 4096` is already checked.
+    pub offset: u16,
+}
+
+/// One `GNTTABOP_copy` entry, checked as far as the arguments alone allow
+/// ([`Domain::gnttab_copy`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GnttabCopyOp {
+    /// Where to copy from.
+    pub source: GnttabCopyEnd,
+    /// Where to copy to.
+    pub dest: GnttabCopyEnd,
+    /// Bytes to copy, at least 1.
+    pub len: u16,
+}
+
 /// What a hypercall handler needs from the domain that called it. keel's
 /// kernel implements this for its domains; tests use a fake.
 pub trait Domain {
@@ -199,6 +341,264 @@ pub trait Domain {
 
     /// What `xen_version` reports to this domain.
     fn version(&self) -> VersionInfo<'_>;
+
+    // ---------------------------------------------------------- domains, vCPUs, time
+
+    /// The id of the vCPU making the hypercall.
+    fn vcpu_id(&self) -> u32;
+
+    /// The number of vCPUs the domain has (Xen's `d->max_vcpus`): ids
+    /// `0..max_vcpus()` exist. A vCPU id argument at or above it is
+    /// `-ENOENT` (`-EINVAL` for `EVTCHNOP_bind_virq` of a global VIRQ),
+    /// checked before any method below is called with it.
+    fn max_vcpus(&self) -> u32;
+
+    /// Xen system time: nanoseconds since boot, the clock of
+    /// `vcpu_time_info.system_time` and of every absolute timeout.
+    fn now_ns(&self) -> u64;
+
+    /// Whether domain `domid` exists (an id below `DOMID_FIRST_RESERVED`;
+    /// never asked about the caller itself or `DOMID_SELF`).
+    fn domain_exists(&self, domid: DomId) -> bool;
+
+    // ---------------------------------------------------------- event channels
+    //
+    // `port` arguments are the caller's own ports; domain ids are resolved
+    // (never `DOMID_SELF`) and checked: they exist, and are the caller or the
+    // caller is privileged, unless a method says otherwise. No port has been
+    // range-checked: an invalid port is the kernel's `-EINVAL`.
+
+    /// `EVTCHNOP_alloc_unbound`: allocate a fresh port in `dom` (the caller
+    /// or, privileged caller, another domain) in state unbound, accepting a
+    /// bind from `remote_dom` (any id; not checked to exist), and return it.
+    /// Errors: `-ENOSPC` when `dom` has no free port.
+    fn evtchn_alloc_unbound(&mut self, dom: DomId, remote_dom: DomId) -> Result<u32, Errno>;
+
+    /// `EVTCHNOP_bind_interdomain`: connect a fresh port of the caller to
+    /// `remote_dom`'s port `remote_port` (`remote_dom` exists; it may be the
+    /// caller: loopback), which must be unbound and accept the caller;
+    /// afterwards both are interdomain and the *local* port is set pending
+    /// (Xen does, in case the peer signalled before the bind). Returns the
+    /// local port. Errors: `-EINVAL` (remote port invalid, not unbound, or
+    /// for another domain), `-ENOSPC`.
+    fn evtchn_bind_interdomain(
+        &mut self,
+        remote_dom: DomId,
+        remote_port: EvtchnPort,
+    ) -> Result<u32, Errno>;
+
+    /// `EVTCHNOP_bind_virq`: bind a fresh port to `virq` on `vcpu`.
+    /// Checked: `virq < NR_VIRQS`; `vcpu` exists; `vcpu == 0` unless the
+    /// VIRQ is per-vCPU (`VIRQ_TIMER`, `DEBUG`, `XENOPROF`, `XENPMU`).
+    /// Errors: `-EEXIST` (already bound on that vCPU), `-EBUSY` (a global
+    /// VIRQ another domain handles), `-ENOSPC`.
+    fn evtchn_bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, Errno>;
+
+    /// `EVTCHNOP_bind_ipi`: bind a fresh port notifying `vcpu` (checked to
+    /// exist). Errors: `-ENOSPC`.
+    fn evtchn_bind_ipi(&mut self, vcpu: u32) -> Result<u32, Errno>;
+
+    /// `EVTCHNOP_bind_vcpu`: make `port` notify `vcpu` (checked to exist).
+    /// Errors: `-EINVAL` for an invalid or closed port, an IPI or a
+    /// per-vCPU VIRQ (whose vCPU is fixed), or a Xen-owned port.
+    fn evtchn_bind_vcpu(&mut self, port: EvtchnPort, vcpu: u32) -> Result<(), Errno>;
+
+    /// `EVTCHNOP_close`: close `port`; an interdomain peer goes back to
+    /// unbound (accepting the caller again). Errors: `-EINVAL` for an
+    /// invalid, free or reserved port, or a Xen-owned one.
+    fn evtchn_close(&mut self, port: EvtchnPort) -> Result<(), Errno>;
+
+    /// `EVTCHNOP_send`: signal the other end of `port` (interdomain: the
+    /// peer's port; IPI: this port on its vCPU; unbound: dropped silently).
+    /// Errors: `-EINVAL` for an invalid port or another state.
+    fn evtchn_send(&mut self, port: EvtchnPort) -> Result<(), Errno>;
+
+    /// `EVTCHNOP_status` of `dom`'s (checked) `port`. Errors: `-EINVAL` for
+    /// an invalid port.
+    fn evtchn_status(&self, dom: DomId, port: EvtchnPort) -> Result<EvtchnStatusInfo, Errno>;
+
+    /// `EVTCHNOP_unmask`: clear `port`'s mask bit and, if it is pending,
+    /// raise the upcall on its vCPU (2-level: set `evtchn_pending_sel` and
+    /// `evtchn_upcall_pending`). Errors: `-EINVAL` for an invalid port.
+    fn evtchn_unmask(&mut self, port: EvtchnPort) -> Result<(), Errno>;
+
+    /// `EVTCHNOP_reset` (and `reset_cont`): close every port of `dom` (the
+    /// caller, or another domain for a privileged caller). Errors:
+    /// `-EINVAL` for another domain that is not paused, `-EBUSY` if a reset
+    /// is already running, `-EAGAIN` if Xen-owned channels remain.
+    fn evtchn_reset(&mut self, dom: DomId) -> Result<(), Errno>;
+
+    /// `SCHEDOP_poll`, first half (Xen `do_poll`): `Ready` if an event
+    /// already needs delivery to the calling vCPU (upcall pending and not
+    /// masked), or, trying `ports` in order, one is pending (even masked);
+    /// `-EINVAL` at the first invalid (or Xen-owned) port met before a
+    /// pending one. Otherwise `Block`, and the dispatcher returns
+    /// [`Action::Poll`]. `ports` holds at most [`SCHED_POLL_MAX_PORTS`]
+    /// entries, maybe none.
+    fn sched_poll(&mut self, ports: &[EvtchnPort]) -> Result<PollResult, Errno>;
+
+    // ---------------------------------------------------------- vCPUs, timers
+
+    /// `VCPUOP_initialise`: set up `vcpu` (checked to exist) to start with
+    /// `regs` when brought up. Errors: `-EEXIST` if already initialised,
+    /// `-EINVAL` for a state Xen's `arch_set_info_hvm_guest` refuses;
+    /// `-ENOSYS` is acceptable until keel runs secondary vCPUs.
+    fn vcpu_initialise(&mut self, vcpu: u32, regs: &VcpuHvmRegs) -> Result<(), Errno>;
+
+    /// `VCPUOP_up`: make `vcpu` runnable. Errors: `-EINVAL` if it was never
+    /// initialised; `-ENOSYS` acceptable for now.
+    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno>;
+
+    /// `VCPUOP_down`: make `vcpu` not runnable (synchronous if it is the
+    /// caller). If it is the last vCPU up, Xen shuts the domain down
+    /// (`SHUTDOWN_poweroff`) instead. `-ENOSYS` acceptable for now.
+    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno>;
+
+    /// `VCPUOP_is_up`: whether `vcpu` is up (not down).
+    fn vcpu_is_up(&self, vcpu: u32) -> bool;
+
+    /// `VCPUOP_get_runstate_info`: `vcpu`'s runstate now (native layout;
+    /// the dispatcher repacks for a 32-bit caller; `pad` is ignored).
+    fn vcpu_runstate(&self, vcpu: u32) -> VcpuRunstateInfo;
+
+    /// `VCPUOP_register_runstate_memory_area`: from now on, keep `vcpu`'s
+    /// runstate at guest-virtual `gva` up to date on every state change,
+    /// in the layout of `width` (`VcpuRunstateInfo` or
+    /// `VcpuRunstateInfoCompat`), ignoring faults; 0 stops the updates.
+    /// The range is checked to lie in the caller's address space; the
+    /// dispatcher writes the current runstate there itself once this
+    /// returns `Ok`.
+    fn register_runstate_area(
+        &mut self,
+        vcpu: u32,
+        gva: u64,
+        width: GuestWidth,
+    ) -> Result<(), Errno>;
+
+    /// `VCPUOP_register_vcpu_info`: move `vcpu`'s `vcpu_info` (64 bytes,
+    /// the native layout) to byte `offset` of guest frame `gfn`: copy the
+    /// current contents there (or, from the dummy, zeros with
+    /// `evtchn_upcall_mask` set), then set all of `evtchn_pending_sel`,
+    /// mark events pending, and refresh the time fields. Checked: the area
+    /// lies in one page and is aligned (8 bytes; 4 for a 32-bit caller).
+    /// Errors: `-EBUSY` if already registered (it can be done only once),
+    /// `-EINVAL` if `gfn` is not RAM, `-EACCES` if not writable.
+    fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
+
+    /// `VCPUOP_set_periodic_timer` (`period_ns` between 1 ms and 2^62 - 1,
+    /// checked) and `VCPUOP_stop_periodic_timer` (`period_ns == 0`): send
+    /// `vcpu`'s `VIRQ_TIMER` every `period_ns`, or stop.
+    fn set_periodic_timer(&mut self, vcpu: u32, period_ns: u64);
+
+    /// `VCPUOP_set_singleshot_timer` and `set_timer_op`: fire the calling
+    /// vCPU's single-shot timer (send its `VIRQ_TIMER`) at system time
+    /// `deadline_ns`, replacing any earlier setting. A deadline at or
+    /// before [`Domain::now_ns`] fires at once (Xen since 4.18: the old
+    /// `-ETIME` for `VCPU_SSHOTTMR_future` is gone).
+    fn set_singleshot_timer(&mut self, deadline_ns: u64);
+
+    /// `VCPUOP_stop_singleshot_timer`, and `set_timer_op(0)`: cancel the
+    /// calling vCPU's single-shot timer.
+    fn stop_singleshot_timer(&mut self);
+
+    // ---------------------------------------------------------- memory
+
+    /// `XENMEM_maximum_ram_page`: one past the highest frame of host RAM
+    /// (Xen's `max_page`).
+    fn maximum_ram_page(&self) -> u64;
+
+    /// `XENMEM_current_reservation`: pages `dom` (checked) owns now.
+    fn current_reservation(&self, dom: DomId) -> u64;
+
+    /// `XENMEM_maximum_reservation`: the most pages `dom` (checked) may own.
+    fn maximum_reservation(&self, dom: DomId) -> u64;
+
+    /// One extent of `XENMEM_populate_physmap`: allocate 2^`order` frames
+    /// for `dom` (checked) and map them at `gfn..gfn + 2^order` in its p2m.
+    /// `order` is within Xen's limit for the caller (checked). Any error
+    /// stops the operation there (the guest sees how many extents were
+    /// done, not the errno): `-ENOMEM` (no memory, or over
+    /// [`Domain::maximum_reservation`]), `-EINVAL` (misaligned `gfn`, or a
+    /// range beyond the guest-physical address width), `-EEXIST` (something
+    /// already mapped there that cannot be replaced).
+    fn populate_physmap(&mut self, dom: DomId, gfn: u64, order: u32) -> Result<(), Errno>;
+
+    /// One extent of `XENMEM_decrease_reservation`: unmap the RAM frames
+    /// `gfn..gfn + 2^order` of `dom` (checked) from its p2m and free them.
+    /// Any error stops the operation there: `-ENOENT` if a frame is not
+    /// mapped RAM (Xen: `guest_remove_page`), `-EINVAL` for a range beyond
+    /// the address width.
+    fn decrease_reservation(&mut self, dom: DomId, gfn: u64, order: u32) -> Result<(), Errno>;
+
+    /// `XENMEM_add_to_physmap` with `XENMAPSPACE_grant_table`: map the
+    /// caller's grant-table frame `idx` (v1 shared frames; status frames
+    /// are refused before this) at `gpfn`, first growing the table to
+    /// `idx + 1` frames if that is within its maximum, and moving the frame
+    /// from where it was mapped before; whatever RAM was at `gpfn` is freed.
+    /// Errors: `-EINVAL` if `idx` is beyond the table's maximum.
+    fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno>;
+
+    // ---------------------------------------------------------- hvm_op
+
+    /// `HVMOP_set_evtchn_upcall_vector`: deliver `vcpu`'s (checked)
+    /// event-channel upcalls as IDT `vector` (>= 0x10, checked), in
+    /// preference to `HVM_PARAM_CALLBACK_IRQ`; inject it at once if an
+    /// upcall is pending. Errors: `-EINVAL` for a domain that is not
+    /// HVM/PVH.
+    fn set_evtchn_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), Errno>;
+
+    // ---------------------------------------------------------- grant tables
+    //
+    // Results are `GNTST_*` codes (`abi::grant_table`), as Xen puts them in
+    // each entry's `status` field.
+
+    /// `GNTTABOP_setup_table`, first half: grow `dom`'s (checked) table to
+    /// at least `nr_frames`. `Err(GNTST_general_error)` if that is more than
+    /// its maximum or growing fails. The dispatcher then asks
+    /// [`Domain::gnttab_shared_gfn`] for each frame.
+    fn gnttab_setup_table(&mut self, dom: DomId, nr_frames: u32) -> Result<(), i16>;
+
+    /// The gfn at which `dom`'s grant-table frame `idx` (below the size
+    /// [`Domain::gnttab_setup_table`] just ensured) is mapped in `dom`'s
+    /// physmap, or `u64::MAX` (`INVALID_GFN`) if it is not.
+    fn gnttab_shared_gfn(&self, dom: DomId, idx: u32) -> u64;
+
+    /// `GNTTABOP_query_size` of `dom` (checked).
+    fn gnttab_query_size(&self, dom: DomId) -> GnttabSize;
+
+    /// `GNTTABOP_map_grant_ref`: map grant `gref` of domain `dom` for the
+    /// caller. `dom` is the id the guest gave (Xen looks it up without
+    /// resolving `DOMID_SELF`, so that and the other reserved ids are
+    /// refused with `GNTST_bad_domain` before); it may be the caller's own.
+    /// `flags` has `GNTMAP_host_map` (the only kind an HVM/PVH caller may
+    /// ask for: device, application and PTE maps are refused before);
+    /// `host_addr` is the guest-physical address to map the frame at.
+    /// Errors: `GNTST_bad_domain` (no such domain), `GNTST_bad_gntref`,
+    /// `GNTST_permission_denied` (not granted to the caller, or read-only
+    /// grant without `GNTMAP_readonly`), `GNTST_no_space` (no maptrack
+    /// handle), `GNTST_bad_virt_addr`, `GNTST_general_error`.
+    fn gnttab_map_grant_ref(
+        &mut self,
+        dom: DomId,
+        gref: u32,
+        flags: u32,
+        host_addr: u64,
+    ) -> Result<GnttabMapped, i16>;
+
+    /// `GNTTABOP_unmap_grant_ref`: undo the caller's mapping `handle`;
+    /// `host_addr` (0: leave the host mapping) and `dev_bus_addr` (0:
+    /// ignore) must match it. Returns `GNTST_okay`, `GNTST_bad_handle`,
+    /// `GNTST_bad_virt_addr`, `GNTST_bad_dev_addr`,
+    /// `GNTST_general_error`.
+    fn gnttab_unmap_grant_ref(&mut self, host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16;
+
+    /// `GNTTABOP_copy`, one entry: copy `op.len` bytes. Checked: `len > 0`;
+    /// each end's `offset + len <= 4096`; a gmfn end is the caller's; a
+    /// gref end's domain exists. Each gref end must be granted to the
+    /// caller (the source may be read-only), and with a sub-page grant the
+    /// range must lie in it. Returns `GNTST_okay`, `GNTST_bad_gntref`,
+    /// `GNTST_permission_denied`, `GNTST_bad_page`, `GNTST_general_error`.
+    fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16;
 }
 
 /// Why a domain shut itself down (`SHUTDOWN_*`, `sched.h`).
@@ -284,6 +684,21 @@ pub enum Action {
     Block,
     /// Advance RIP and shut the whole domain down (`SCHEDOP_shutdown`).
     Shutdown(ShutdownReason),
+    /// Advance RIP (the result, 0, is already in [`Outcome::ret`]) and block
+    /// the vCPU *without* touching `evtchn_upcall_mask` until it is woken
+    /// (`SCHEDOP_poll`, Xen `do_poll`; [`Domain::sched_poll`] has already
+    /// said nothing is pending). It wakes when:
+    /// - a port of the domain becomes pending, masked or not: with `port`
+    ///   `Some(p)`, only port `p` (the guest polled exactly one port);
+    ///   with `None`, any port (Xen's `poll_evtchn` of -1);
+    /// - an event upcall becomes pending for it (as any blocked vCPU);
+    /// - system time reaches `timeout`, unless `timeout` is 0 (none).
+    Poll {
+        /// The one port polled, if exactly one was.
+        port: Option<EvtchnPort>,
+        /// Absolute system time (ns) to wake at; 0 for none.
+        timeout: u64,
+    },
     /// The hypercall made partial progress and must be re-issued for the
     /// rest (Xen's `hypercall_create_continuation`): do **not** advance
     /// RIP, leave `rax`/`eax` holding the hypercall number (ignore
@@ -344,10 +759,11 @@ impl Outcome {
 
 /// Runs one hypercall for domain `d` and says what to do next.
 ///
-/// Implemented: `xen_version`, `console_io`, `sched_op`, `memory_op`
-/// (`add_to_physmap` for shared info, `memory_map`), `hvm_op`
-/// (`set_param`, `get_param`). Every other number, including ones beyond
-/// the table, returns `-ENOSYS`; `docs/abi.md` lists each sub-op.
+/// Implemented: `xen_version`, `console_io`, `sched_op`, `memory_op`,
+/// `hvm_op`, `event_channel_op`, `event_channel_op_compat`, `vcpu_op`,
+/// `set_timer_op`, `grant_table_op`; each submodule lists its sub-ops. Every
+/// other number, including ones beyond the table, returns `-ENOSYS`;
+/// `docs/abi.md` lists each sub-op.
 pub fn dispatch<D: Domain + ?Sized>(d: &mut D, call: &HypercallArgs) -> Outcome {
     let call = call.normalized();
     let mut cx = Ctx {
@@ -359,8 +775,17 @@ pub fn dispatch<D: Domain + ?Sized>(d: &mut D, call: &HypercallArgs) -> Outcome 
         n if n == u64::from(nr::XEN_VERSION) => xen_version::do_xen_version(&mut cx, a[0], a[1]),
         n if n == u64::from(nr::CONSOLE_IO) => console_io::do_console_io(&mut cx, &call),
         n if n == u64::from(nr::SCHED_OP) => sched_op::do_sched_op(&mut cx, a[0], a[1]),
-        n if n == u64::from(nr::MEMORY_OP) => memory_op::do_memory_op(&mut cx, a[0], a[1]),
+        n if n == u64::from(nr::MEMORY_OP) => memory_op::do_memory_op(&mut cx, &a),
         n if n == u64::from(nr::HVM_OP) => hvm_op::do_hvm_op(&mut cx, a[0], a[1]),
+        n if n == u64::from(nr::EVENT_CHANNEL_OP) => {
+            evtchn_op::do_event_channel_op(&mut cx, a[0], a[1])
+        }
+        n if n == u64::from(nr::EVENT_CHANNEL_OP_COMPAT) => {
+            evtchn_op::do_event_channel_op_compat(&mut cx, a[0])
+        }
+        n if n == u64::from(nr::VCPU_OP) => vcpu_op::do_vcpu_op(&mut cx, a[0], a[1], a[2]),
+        n if n == u64::from(nr::SET_TIMER_OP) => set_timer_op::do_set_timer_op(&mut cx, a[0], a[1]),
+        n if n == u64::from(nr::GRANT_TABLE_OP) => grant_table_op::do_grant_table_op(&mut cx, &a),
         _ => Outcome::err(Errno::ENOSYS),
     }
 }
@@ -417,5 +842,47 @@ impl<D: Domain + ?Sized> Ctx<'_, D> {
     /// Whether `domid` names the caller (`DOMID_SELF` or its own id).
     pub fn is_self(&self, domid: DomId) -> bool {
         domid == DOMID_SELF || domid == self.d.domid()
+    }
+
+    /// `domid` with `DOMID_SELF` replaced by the caller's own id.
+    pub fn resolve(&self, domid: DomId) -> DomId {
+        if domid == DOMID_SELF {
+            self.d.domid()
+        } else {
+            domid
+        }
+    }
+
+    /// Xen's `rcu_lock_domain_by_any_id` and the default XSM policy's
+    /// `XSM_TARGET` check: the (resolved) domain `domid` names, or `-ESRCH`
+    /// if it does not exist, or `-EPERM` if it is another domain and the
+    /// caller is not privileged.
+    pub fn target(&self, domid: DomId) -> Result<DomId, Errno> {
+        let dom = self.lookup(domid)?;
+        if dom != self.d.domid() && !self.d.is_privileged() {
+            return Err(Errno::EPERM);
+        }
+        Ok(dom)
+    }
+
+    /// Xen's `rcu_lock_domain_by_any_id` alone: the (resolved) domain
+    /// `domid` names, or `-ESRCH` if there is none.
+    pub fn lookup(&self, domid: DomId) -> Result<DomId, Errno> {
+        if self.is_self(domid) {
+            Ok(self.d.domid())
+        } else if domid < DOMID_FIRST_RESERVED && self.d.domain_exists(domid) {
+            Ok(domid)
+        } else {
+            Err(Errno::ESRCH)
+        }
+    }
+
+    /// Xen's `domain_vcpu`: `vcpu` if the domain has it, else `-ENOENT`.
+    pub fn vcpu(&self, vcpu: u32) -> Result<u32, Errno> {
+        if vcpu < self.d.max_vcpus() {
+            Ok(vcpu)
+        } else {
+            Err(Errno::ENOENT)
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! `HYPERVISOR_hvm_op` commands, their arguments, and the HVM parameter
-//! space (`xen/include/public/hvm/hvm_op.h`, `hvm/params.h`).
+//! `HYPERVISOR_hvm_op` commands, their arguments, the HVM parameter
+//! space, and the initial vCPU state of an HVM/PVH vCPU
+//! (`xen/include/public/hvm/hvm_op.h`, `hvm/params.h`, `hvm/hvm_vcpu.h`).
 //!
-//! `hvm_op(unsigned long op, void *arg)`.
+//! `hvm_op(unsigned long op, void *arg)`. Every structure here has the same
+//! layout for both widths.
 
 /// Set an HVM parameter; `arg` is a [`XenHvmParam`].
 pub const HVMOP_SET_PARAM: u32 = 0;
@@ -110,6 +112,75 @@ pub const HVM_PARAM_CALLBACK_TYPE_PCI_INTX: u64 = 1;
 /// Bits 7:0 are an IDT vector (x86; needs `XENFEAT_hvm_callback_vector`).
 pub const HVM_PARAM_CALLBACK_TYPE_VECTOR: u64 = 2;
 
+/// How event-channel upcalls for vCPU 0 are delivered: the decoded value of
+/// `HVM_PARAM_CALLBACK_IRQ` ([`HvmCallbackVia::decode`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HvmCallbackVia {
+    /// Not delivered: the value 0, a GSI of 0, or an unknown type.
+    None,
+    /// Assert this GSI (level) while an upcall is pending.
+    Gsi(u8),
+    /// Assert this PCI INTx line while an upcall is pending.
+    PciIntx {
+        /// PCI segment, bits 47:32.
+        segment: u16,
+        /// Bus, bits 31:16.
+        bus: u16,
+        /// Device and function, bits 15:8 (Xen uses the device, bits 7:3 of
+        /// this byte).
+        devfn: u8,
+        /// INTA..INTD as 0..3, bits 1:0.
+        intx: u8,
+    },
+    /// Inject this IDT vector (edge, like an MSI) when an upcall becomes
+    /// pending.
+    Vector(u8),
+}
+
+impl HvmCallbackVia {
+    /// Decodes `HVM_PARAM_CALLBACK_IRQ` as Xen's `hvm_set_callback_via`:
+    /// the type is bits 63:56; a GSI is the low 8 bits and 0 means none; a
+    /// vector is the low 8 bits; a type above `VECTOR` means none.
+    #[must_use]
+    pub fn decode(value: u64) -> HvmCallbackVia {
+        // The narrowing casts below keep exactly the bits the header names.
+        let low8 = value as u8;
+        match (value & HVM_PARAM_CALLBACK_IRQ_TYPE_MASK) >> 56 {
+            HVM_PARAM_CALLBACK_TYPE_GSI if low8 != 0 => HvmCallbackVia::Gsi(low8),
+            HVM_PARAM_CALLBACK_TYPE_PCI_INTX => HvmCallbackVia::PciIntx {
+                segment: (value >> 32) as u16,
+                bus: (value >> 16) as u16,
+                devfn: (value >> 8) as u8,
+                intx: (value & 3) as u8,
+            },
+            HVM_PARAM_CALLBACK_TYPE_VECTOR => HvmCallbackVia::Vector(low8),
+            _ => HvmCallbackVia::None,
+        }
+    }
+
+    /// The `HVM_PARAM_CALLBACK_IRQ` value that decodes to `self`.
+    #[must_use]
+    pub fn encode(self) -> u64 {
+        match self {
+            HvmCallbackVia::None => 0,
+            HvmCallbackVia::Gsi(gsi) => u64::from(gsi),
+            HvmCallbackVia::PciIntx {
+                segment,
+                bus,
+                devfn,
+                intx,
+            } => {
+                HVM_PARAM_CALLBACK_TYPE_PCI_INTX << 56
+                    | u64::from(segment) << 32
+                    | u64::from(bus) << 16
+                    | u64::from(devfn) << 8
+                    | u64::from(intx & 3)
+            }
+            HvmCallbackVia::Vector(v) => HVM_PARAM_CALLBACK_TYPE_VECTOR << 56 | u64::from(v),
+        }
+    }
+}
+
 // `HVM_PARAM_TIMER_MODE` values.
 pub const HVMPTM_DELAY_FOR_MISSED_TICKS: u64 = 0;
 pub const HVMPTM_NO_DELAY_FOR_MISSED_TICKS: u64 = 1;
@@ -121,3 +192,114 @@ pub const XEN_ALTP2M_DISABLED: u64 = 0;
 pub const XEN_ALTP2M_MIXED: u64 = 1;
 pub const XEN_ALTP2M_EXTERNAL: u64 = 2;
 pub const XEN_ALTP2M_LIMITED: u64 = 3;
+
+/// `VCPU_HVM_MODE_32B`: [`VcpuHvmContext::cpu_regs`] holds a [`VcpuHvmX86_32`].
+pub const VCPU_HVM_MODE_32B: u32 = 0;
+/// `VCPU_HVM_MODE_64B`: [`VcpuHvmContext::cpu_regs`] holds a [`VcpuHvmX86_64`].
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
+abi_struct! {
+    /// `struct vcpu_hvm_x86_32`: a vCPU started in 32-bit protected mode
+    /// (or, with EFER.LME/LMA, compatibility mode) with explicit segment
+    /// bases, limits and attributes.
+    #[repr(C)]
+    pub struct VcpuHvmX86_32(120) {
+        /// IN: general registers.
+        pub eax: u32 => 0,
+        pub ecx: u32 => 4,
+        pub edx: u32 => 8,
+        pub ebx: u32 => 12,
+        pub esp: u32 => 16,
+        pub ebp: u32 => 20,
+        pub esi: u32 => 24,
+        pub edi: u32 => 28,
+        /// IN: instruction pointer and flags.
+        pub eip: u32 => 32,
+        pub eflags: u32 => 36,
+        /// IN: control registers.
+        pub cr0: u32 => 40,
+        pub cr3: u32 => 44,
+        pub cr4: u32 => 48,
+        /// Padding.
+        pub pad1: u32 => 52,
+        /// IN: EFER, for NXE (paging on) or LME/LMA (compatibility mode).
+        pub efer: u64 => 56,
+        /// IN: segment bases.
+        pub cs_base: u32 => 64,
+        pub ds_base: u32 => 68,
+        pub ss_base: u32 => 72,
+        pub es_base: u32 => 76,
+        pub tr_base: u32 => 80,
+        /// IN: segment limits.
+        pub cs_limit: u32 => 84,
+        pub ds_limit: u32 => 88,
+        pub ss_limit: u32 => 92,
+        pub es_limit: u32 => 96,
+        pub tr_limit: u32 => 100,
+        /// IN: segment attributes (the descriptor's type, S, DPL, P, AVL,
+        /// L, D/B, G bits packed into 12 bits, as in VMCB).
+        pub cs_ar: u16 => 104,
+        pub ds_ar: u16 => 106,
+        pub ss_ar: u16 => 108,
+        pub es_ar: u16 => 110,
+        pub tr_ar: u16 => 112,
+        /// Padding.
+        pub pad2: [u16; 3] => 114,
+    }
+}
+
+abi_struct! {
+    /// `struct vcpu_hvm_x86_64`: a vCPU started directly in long mode with
+    /// flat segments.
+    #[repr(C)]
+    pub struct VcpuHvmX86_64(112) {
+        /// IN: general registers.
+        pub rax: u64 => 0,
+        pub rcx: u64 => 8,
+        pub rdx: u64 => 16,
+        pub rbx: u64 => 24,
+        pub rsp: u64 => 32,
+        pub rbp: u64 => 40,
+        pub rsi: u64 => 48,
+        pub rdi: u64 => 56,
+        /// IN: instruction pointer and flags.
+        pub rip: u64 => 64,
+        pub rflags: u64 => 72,
+        /// IN: control registers and EFER.
+        pub cr0: u64 => 80,
+        pub cr3: u64 => 88,
+        pub cr4: u64 => 96,
+        pub efer: u64 => 104,
+    }
+}
+
+abi_struct! {
+    /// `struct vcpu_hvm_context`: the argument of `VCPUOP_initialise` for
+    /// an HVM/PVH domain. `cpu_regs` is the C union of [`VcpuHvmX86_32`]
+    /// and [`VcpuHvmX86_64`] (120 bytes, the larger); `mode` says which.
+    #[repr(C)]
+    pub struct VcpuHvmContext(128) {
+        /// IN: `VCPU_HVM_MODE_*`.
+        pub mode: u32 => 0,
+        /// Padding.
+        pub pad: u32 => 4,
+        /// IN: the union `cpu_regs`, as bytes.
+        pub cpu_regs: [u8; 120] => 8,
+    }
+}
+
+impl VcpuHvmContext {
+    /// `cpu_regs.x86_32`.
+    #[must_use]
+    pub fn x86_32(&self) -> VcpuHvmX86_32 {
+        VcpuHvmX86_32::from_bytes(&self.cpu_regs)
+    }
+
+    /// `cpu_regs.x86_64`: the first 112 bytes of the union.
+    #[must_use]
+    pub fn x86_64(&self) -> VcpuHvmX86_64 {
+        let mut b = [0u8; VcpuHvmX86_64::SIZE];
+        b.copy_from_slice(&self.cpu_regs[..VcpuHvmX86_64::SIZE]);
+        VcpuHvmX86_64::from_bytes(&b)
+    }
+}

@@ -49,9 +49,36 @@ pub const XENMEM_RESERVED_DEVICE_MEMORY_MAP: u32 = 27;
 pub const XENMEM_ACQUIRE_RESOURCE: u32 = 28;
 
 // Flags of `xen_memory_reservation.mem_flags`.
+/// Populate with populate-on-demand entries.
 pub const XENMEMF_POPULATE_ON_DEMAND: u32 = 1 << 16;
+/// Allocate only from the node `XENMEMF_node` names.
 pub const XENMEMF_EXACT_NODE_REQUEST: u32 = 1 << 17;
+/// The node named is a virtual (vNUMA) node.
 pub const XENMEMF_VNODE: u32 = 1 << 18;
+
+/// `XENMEMF_get_address_bits`: bits 7:0 of `mem_flags`, the most address
+/// bits the allocated memory may use (0: no limit).
+#[must_use]
+pub const fn xenmemf_get_address_bits(mem_flags: u32) -> u32 {
+    mem_flags & 0xff
+}
+
+/// `XENMEMF_node(n)`: the `mem_flags` bits asking for node `n`.
+#[must_use]
+pub const fn xenmemf_node(node: u32) -> u32 {
+    node.wrapping_add(1) << 8
+}
+
+/// `XENMEMF_get_node`: the node asked for, [`XENMEMF_NO_NODE`] if none
+/// (bits 15:8 hold node + 1).
+#[must_use]
+pub const fn xenmemf_get_node(mem_flags: u32) -> u32 {
+    ((mem_flags >> 8).wrapping_sub(1)) & 0xff
+}
+
+/// What [`xenmemf_get_node`] returns when no node is asked for (Xen's
+/// `NUMA_NO_NODE`).
+pub const XENMEMF_NO_NODE: u32 = 0xff;
 
 // `XENMAPSPACE_*` (`enum phys_map_space`): where the frame comes from.
 /// The shared-info page; `idx` must be 0.
@@ -187,5 +214,74 @@ abi_struct! {
         pub size: u64 => 8,
         /// OUT: `E820_*`.
         pub type_: u32 => 16,
+    }
+}
+
+abi_struct! {
+    /// `struct xen_memory_reservation`, native (64-bit caller): the
+    /// argument of `XENMEM_increase_reservation`, `decrease_reservation`
+    /// and `populate_physmap`.
+    #[repr(C)]
+    pub struct XenMemoryReservation(32) {
+        /// IN: guest handle of an array of `nr_extents` `xen_pfn_t` (64-bit):
+        /// the gfns to populate or free (OUT for a PV increase: the mfns).
+        pub extent_start: u64 => 0,
+        /// IN: number of extents (`xen_ulong_t`).
+        pub nr_extents: u64 => 8,
+        /// IN: each extent is 2^`extent_order` pages, aligned to that.
+        pub extent_order: u32 => 16,
+        /// IN: `XENMEMF_*`.
+        pub mem_flags: u32 => 20,
+        /// IN: the domain (`DOMID_SELF`; others only for a privileged
+        /// caller).
+        pub domid: u16 => 24,
+        /// Padding the C compiler inserts at the end.
+        pub pad: [u16; 3] => 26,
+    }
+}
+
+abi_struct! {
+    /// `struct compat_memory_reservation` (32-bit caller).
+    #[repr(C)]
+    pub struct XenMemoryReservationCompat(20) {
+        /// IN: 32-bit guest handle of an array of 32-bit `xen_pfn_t`.
+        pub extent_start: u32 => 0,
+        /// IN: number of extents (32-bit `xen_ulong_t`).
+        pub nr_extents: u32 => 4,
+        /// IN: as in [`XenMemoryReservation`].
+        pub extent_order: u32 => 8,
+        /// IN: `XENMEMF_*`.
+        pub mem_flags: u32 => 12,
+        /// IN: the domain.
+        pub domid: u16 => 16,
+        /// Padding the C compiler inserts at the end.
+        pub pad: u16 => 18,
+    }
+}
+
+impl From<XenMemoryReservationCompat> for XenMemoryReservation {
+    /// Widens a compat request (zero extension, as `XLAT_memory_reservation`;
+    /// the extent list itself stays 32-bit entries).
+    fn from(c: XenMemoryReservationCompat) -> Self {
+        XenMemoryReservation {
+            extent_start: u64::from(c.extent_start),
+            nr_extents: u64::from(c.nr_extents),
+            extent_order: c.extent_order,
+            mem_flags: c.mem_flags,
+            domid: c.domid,
+            pad: [0; 3],
+        }
+    }
+}
+
+abi_struct! {
+    /// `struct xen_memory_domain`: the argument of
+    /// `XENMEM_current_reservation`, `maximum_reservation` and
+    /// `maximum_gpfn`. Same for both widths.
+    #[repr(C)]
+    pub struct XenMemoryDomain(2) {
+        /// IN: the domain queried (`DOMID_SELF`; others only for a
+        /// privileged caller).
+        pub domid: u16 => 0,
     }
 }

@@ -197,3 +197,149 @@ fn cpuid_signature() {
     assert_eq!(&sig, b"XenVMMXenVMM");
     assert_eq!(xen_cpuid_leaf(LEAF_HVM), 0x4000_0004);
 }
+
+#[test]
+fn evtchn_structures() {
+    use evtchn::*;
+    assert_eq!(
+        EvtchnBindInterdomain {
+            remote_dom: 0x7ff0,
+            pad: 0,
+            remote_port: 5,
+            local_port: 6
+        }
+        .to_bytes(),
+        [0xf0, 0x7f, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0]
+    );
+    let mut st = EvtchnStatus::default();
+    st.set_dom(0x0102);
+    st.set_interdomain_port(0x0304_0506);
+    assert_eq!(st.to_bytes()[16..24], [2, 1, 0, 0, 6, 5, 4, 3]);
+    assert_eq!(
+        (st.dom_member(), st.interdomain_port()),
+        (0x0102, 0x0304_0506)
+    );
+    st.set_irq(0x11);
+    assert_eq!(st.u, [0x11, 0, 0, 0, 6, 5, 4, 3]);
+    assert_eq!(st.irq(), 0x11);
+    // The legacy evtchn_op: cmd, then the 24-byte union.
+    assert_eq!(EvtchnOp::SIZE, 4 + EVTCHN_OP_UNION_SIZE);
+    assert_eq!(EVTCHN_OP_UNION_OFFSET, 4);
+    assert_eq!(EvtchnInitControl::SIZE, 24);
+}
+
+#[test]
+fn vcpu_runstate_compat_is_packed() {
+    use vcpu::*;
+    let n = VcpuRunstateInfo {
+        state: RUNSTATE_BLOCKED,
+        pad: 0,
+        state_entry_time: 0x0807_0605_0403_0201 | XEN_RUNSTATE_UPDATE,
+        time: [10, 20, 30, 40],
+    };
+    let b = n.to_bytes();
+    assert_eq!(b[8..16], (0x0807_0605_0403_0201u64 | 1 << 63).to_le_bytes());
+    assert_eq!(b[40..48], 40u64.to_le_bytes());
+    let c = VcpuRunstateInfoCompat::from(n).to_bytes();
+    assert_eq!(c.len(), 44);
+    assert_eq!(c[0..4], 2i32.to_le_bytes());
+    assert_eq!(c[4..12], b[8..16], "state_entry_time right after state");
+    assert_eq!(c[12..44], b[16..48]);
+    assert_eq!(core::mem::align_of::<VcpuRunstateInfoCompat>(), 4);
+    let s = VcpuSetSingleshotTimerCompat {
+        timeout_abs_ns: 1 << 40,
+        flags: VCPU_SSHOTTMR_FUTURE,
+    };
+    assert_eq!(s.to_bytes()[8..12], [1, 0, 0, 0]);
+    assert_eq!(
+        (RUNSTATE_RUNNING, RUNSTATE_RUNNABLE, RUNSTATE_OFFLINE),
+        (0, 1, 3)
+    );
+}
+
+#[test]
+fn memory_reservation_both_widths() {
+    use memory::*;
+    let c = XenMemoryReservationCompat {
+        extent_start: 0x8000_1000,
+        nr_extents: 3,
+        extent_order: 9,
+        mem_flags: XENMEMF_POPULATE_ON_DEMAND | 32,
+        domid: 0x7ff0,
+        pad: 0,
+    };
+    let b = c.to_bytes();
+    assert_eq!(b[16..18], [0xf0, 0x7f]);
+    let n = XenMemoryReservation::from(c);
+    assert_eq!(
+        (n.extent_start, n.nr_extents, n.extent_order, n.domid),
+        (0x8000_1000, 3, 9, 0x7ff0)
+    );
+    assert_eq!(n.to_bytes()[24..26], [0xf0, 0x7f]);
+    assert_eq!(xenmemf_get_address_bits(n.mem_flags), 32);
+    assert_eq!(xenmemf_get_node(0), XENMEMF_NO_NODE);
+    assert_eq!(xenmemf_get_node(xenmemf_node(5) | 12), 5);
+    assert_eq!(xenmemf_node(0), 0x100);
+}
+
+#[test]
+fn callback_via_decoding() {
+    use hvm::*;
+    let cases = [
+        (0u64, HvmCallbackVia::None),
+        (0x28, HvmCallbackVia::Gsi(0x28)),
+        // A GSI is the low 8 bits; 0 there means none.
+        (0x100, HvmCallbackVia::None),
+        (
+            1 << 56 | 0x0002_0003_1800 | 2,
+            HvmCallbackVia::PciIntx {
+                segment: 2,
+                bus: 3,
+                devfn: 0x18,
+                intx: 2,
+            },
+        ),
+        (2 << 56 | 0xf3, HvmCallbackVia::Vector(0xf3)),
+        (2 << 56 | 0x1f3, HvmCallbackVia::Vector(0xf3)),
+        (3 << 56 | 0xf3, HvmCallbackVia::None),
+        (0xff << 56, HvmCallbackVia::None),
+    ];
+    for (raw, via) in cases {
+        assert_eq!(HvmCallbackVia::decode(raw), via, "{raw:#x}");
+        assert_eq!(HvmCallbackVia::decode(via.encode()), via);
+    }
+}
+
+#[test]
+fn vcpu_hvm_context_union() {
+    use hvm::*;
+    let r = VcpuHvmX86_32 {
+        eip: 0x1000,
+        efer: 1 << 11,
+        cs_ar: 0xc9b,
+        tr_ar: 0x8b,
+        ..Default::default()
+    };
+    let b = r.to_bytes();
+    assert_eq!(b[32..36], [0, 0x10, 0, 0]);
+    assert_eq!(b[56..64], (1u64 << 11).to_le_bytes());
+    assert_eq!(b[104..106], [0x9b, 0x0c]);
+    assert_eq!(b[112..114], [0x8b, 0]);
+    let mut ctx = VcpuHvmContext {
+        mode: VCPU_HVM_MODE_32B,
+        pad: 0,
+        cpu_regs: [0; 120],
+    };
+    ctx.cpu_regs.copy_from_slice(&b);
+    assert_eq!(ctx.x86_32(), r);
+    let bytes = ctx.to_bytes();
+    assert_eq!(bytes[8 + 32..8 + 36], [0, 0x10, 0, 0]);
+    let r64 = VcpuHvmX86_64 {
+        rip: 0xffff_ffff_8100_0000,
+        efer: 0xd01,
+        ..Default::default()
+    };
+    ctx.cpu_regs[..112].copy_from_slice(&r64.to_bytes());
+    assert_eq!(ctx.x86_64(), r64);
+    assert_eq!((VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B), (0, 1));
+}

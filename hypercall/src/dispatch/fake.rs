@@ -1,14 +1,38 @@
 //! A fake domain for host tests: a flat guest address space backed by a
-//! `Vec<u8>`, with ranges that fault on any access or on writes, and a
-//! record of every side effect.
+//! `Vec<u8>`, with ranges that fault on any access or on writes, simple
+//! in-memory event channels, timers and grant tables, and a record of every
+//! call the dispatcher makes into the domain (`calls`), so tests can check
+//! both what the guest sees and what the kernel would have been asked.
 
 use core::ops::Range;
 
-use super::{Domain, VersionInfo};
+use super::{
+    Domain, EvtchnState, EvtchnStatusInfo, GnttabCopyOp, GnttabMapped, GnttabSize, GuestWidth,
+    PollResult, VcpuHvmRegs, VersionInfo,
+};
 use crate::abi::Errno;
 use crate::abi::domid::DomId;
+use crate::abi::evtchn::EvtchnPort;
+use crate::abi::grant_table::{
+    GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_OKAY,
+};
 use crate::abi::hvm::HVM_NR_PARAMS;
 use crate::abi::memory::E820Entry;
+use crate::abi::vcpu::VcpuRunstateInfo;
+
+/// Ports in the fake's event-channel table (port 0 is reserved).
+pub const FAKE_PORTS: u32 = 16;
+/// Grant references the fake's other domains offer.
+pub const FAKE_GREFS: u32 = 32;
+
+/// One port of the fake's table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FakePort {
+    pub state: EvtchnState,
+    pub vcpu: u32,
+    pub pending: bool,
+    pub masked: bool,
+}
 
 /// Where the fake address space starts; below it everything faults, so a
 /// NULL pointer is `-EFAULT`.
@@ -41,6 +65,45 @@ pub struct FakeDomain {
     pub build_id: Vec<u8>,
     pub features: [u32; 1],
     pub handle: [u8; 16],
+    /// Every call into the domain beyond plain memory access, formatted.
+    pub calls: Vec<String>,
+    pub vcpu_id: u32,
+    pub max_vcpus: u32,
+    pub now: u64,
+    /// Other domains that exist.
+    pub others: Vec<DomId>,
+    /// The event-channel table, indexed by port.
+    pub ports: Vec<FakePort>,
+    /// Returned by every event-channel method when set.
+    pub evtchn_err: Option<Errno>,
+    /// Whether an upcall is pending for the calling vCPU (for `sched_poll`).
+    pub upcall_pending: bool,
+    pub vcpu_up: Vec<bool>,
+    /// Returned by `vcpu_initialise`, `vcpu_up`, `vcpu_down` when set.
+    pub vcpu_err: Option<Errno>,
+    pub runstate: VcpuRunstateInfo,
+    pub singleshot: Option<u64>,
+    pub periodic: Vec<u64>,
+    /// `register_vcpu_info` answers `-EBUSY` for vCPUs listed here.
+    pub vcpu_info_registered: Vec<u32>,
+    pub tot_pages: u64,
+    pub max_pages: u64,
+    pub max_ram_page: u64,
+    /// `populate_physmap` / `decrease_reservation` fail at this gfn.
+    pub fail_gfn: Option<u64>,
+    /// `(dom, gfn, order)` of each extent populated.
+    pub populated: Vec<(DomId, u64, u32)>,
+    /// `(dom, gfn, order)` of each extent freed.
+    pub decreased: Vec<(DomId, u64, u32)>,
+    /// `(idx, gpfn)` of each grant frame mapped.
+    pub grant_frames: Vec<(u32, u64)>,
+    pub gnt_nr_frames: u32,
+    pub gnt_max_frames: u32,
+    /// Live grant mappings, indexed by handle.
+    pub gnt_maps: Vec<Option<(DomId, u32, u64)>>,
+    /// Every copy the domain was asked to do.
+    pub gnt_copies: Vec<GnttabCopyOp>,
+    pub upcall_vectors: Vec<(u32, u8)>,
 }
 
 impl FakeDomain {
@@ -82,7 +145,76 @@ impl FakeDomain {
             build_id: Vec::new(),
             features: [0x0000_0304],
             handle: [0; 16],
+            calls: Vec::new(),
+            vcpu_id: 0,
+            max_vcpus: 4,
+            now: 1_000_000_000,
+            others: vec![0, 1, 2, 3, 4],
+            ports: vec![
+                FakePort {
+                    state: EvtchnState::Closed,
+                    vcpu: 0,
+                    pending: false,
+                    masked: false,
+                };
+                FAKE_PORTS as usize
+            ],
+            evtchn_err: None,
+            upcall_pending: false,
+            vcpu_up: vec![true, false, false, false],
+            vcpu_err: None,
+            runstate: VcpuRunstateInfo {
+                state: 0,
+                pad: 0,
+                state_entry_time: 0x1122_3344_5566_7788,
+                time: [1, 2, 3, 4],
+            },
+            singleshot: None,
+            periodic: vec![0; 4],
+            vcpu_info_registered: Vec::new(),
+            tot_pages: 0x4_0000,
+            max_pages: 0x8_0000,
+            max_ram_page: 0x12_3456,
+            fail_gfn: None,
+            populated: Vec::new(),
+            decreased: Vec::new(),
+            grant_frames: Vec::new(),
+            gnt_nr_frames: 1,
+            gnt_max_frames: 64,
+            gnt_maps: Vec::new(),
+            gnt_copies: Vec::new(),
+            upcall_vectors: Vec::new(),
         }
+    }
+
+    fn log(&mut self, call: String) {
+        self.calls.push(call);
+    }
+
+    /// A free port (not 0), or `-ENOSPC`.
+    fn free_port(&self) -> Result<u32, Errno> {
+        (1..FAKE_PORTS)
+            .find(|&p| self.ports[p as usize].state == EvtchnState::Closed)
+            .ok_or(Errno::ENOSPC)
+    }
+
+    /// Port `p` if it is valid.
+    fn port(&mut self, p: EvtchnPort) -> Result<&mut FakePort, Errno> {
+        if p == 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.ports.get_mut(p as usize).ok_or(Errno::EINVAL)
+    }
+
+    fn bind(&mut self, state: EvtchnState, vcpu: u32) -> Result<u32, Errno> {
+        let p = self.free_port()?;
+        self.ports[p as usize] = FakePort {
+            state,
+            vcpu,
+            pending: false,
+            masked: false,
+        };
+        Ok(p)
     }
 
     fn accessible(&self, gva: u64, len: usize, write: bool) -> bool {
@@ -164,6 +296,355 @@ impl Domain for FakeDomain {
         self.params[index as usize] = value;
         Ok(())
     }
+    fn vcpu_id(&self) -> u32 {
+        self.vcpu_id
+    }
+    fn max_vcpus(&self) -> u32 {
+        self.max_vcpus
+    }
+    fn now_ns(&self) -> u64 {
+        self.now
+    }
+    fn domain_exists(&self, domid: DomId) -> bool {
+        assert_ne!(domid, self.domid, "the dispatcher asks only about others");
+        self.others.contains(&domid)
+    }
+
+    fn evtchn_alloc_unbound(&mut self, dom: DomId, remote_dom: DomId) -> Result<u32, Errno> {
+        self.log(format!("evtchn_alloc_unbound({dom}, {remote_dom})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        self.bind(EvtchnState::Unbound { remote_dom }, 0)
+    }
+    fn evtchn_bind_interdomain(
+        &mut self,
+        remote_dom: DomId,
+        remote_port: EvtchnPort,
+    ) -> Result<u32, Errno> {
+        self.log(format!(
+            "evtchn_bind_interdomain({remote_dom}, {remote_port})"
+        ));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        // Loopback only: the fake has one table.
+        let me = self.domid;
+        if remote_dom != me {
+            return Err(Errno::EINVAL);
+        }
+        let peer = *self.port(remote_port)?;
+        if peer.state != (EvtchnState::Unbound { remote_dom: me }) {
+            return Err(Errno::EINVAL);
+        }
+        let local = self.bind(
+            EvtchnState::Interdomain {
+                remote_dom: me,
+                remote_port,
+            },
+            0,
+        )?;
+        self.ports[remote_port as usize].state = EvtchnState::Interdomain {
+            remote_dom: me,
+            remote_port: local,
+        };
+        self.ports[local as usize].pending = true;
+        Ok(local)
+    }
+    fn evtchn_bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, Errno> {
+        self.log(format!("evtchn_bind_virq({virq}, {vcpu})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        let bound = EvtchnState::Virq(virq);
+        if self
+            .ports
+            .iter()
+            .any(|p| p.state == bound && p.vcpu == vcpu)
+        {
+            return Err(Errno::EEXIST);
+        }
+        self.bind(bound, vcpu)
+    }
+    fn evtchn_bind_ipi(&mut self, vcpu: u32) -> Result<u32, Errno> {
+        self.log(format!("evtchn_bind_ipi({vcpu})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        self.bind(EvtchnState::Ipi, vcpu)
+    }
+    fn evtchn_bind_vcpu(&mut self, port: EvtchnPort, vcpu: u32) -> Result<(), Errno> {
+        self.log(format!("evtchn_bind_vcpu({port}, {vcpu})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        let p = self.port(port)?;
+        match p.state {
+            EvtchnState::Unbound { .. } | EvtchnState::Interdomain { .. } => {
+                p.vcpu = vcpu;
+                Ok(())
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+    fn evtchn_close(&mut self, port: EvtchnPort) -> Result<(), Errno> {
+        self.log(format!("evtchn_close({port})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        let p = self.port(port)?;
+        if p.state == EvtchnState::Closed {
+            return Err(Errno::EINVAL);
+        }
+        let old = p.state;
+        *p = FakePort {
+            state: EvtchnState::Closed,
+            vcpu: 0,
+            pending: false,
+            masked: false,
+        };
+        if let EvtchnState::Interdomain {
+            remote_dom,
+            remote_port,
+        } = old
+            && let Some(peer) = self.ports.get_mut(remote_port as usize)
+        {
+            peer.state = EvtchnState::Unbound { remote_dom };
+        }
+        Ok(())
+    }
+    fn evtchn_send(&mut self, port: EvtchnPort) -> Result<(), Errno> {
+        self.log(format!("evtchn_send({port})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        let p = *self.port(port)?;
+        match p.state {
+            EvtchnState::Interdomain { remote_port, .. } => {
+                self.ports[remote_port as usize].pending = true;
+                Ok(())
+            }
+            EvtchnState::Ipi => {
+                self.ports[port as usize].pending = true;
+                Ok(())
+            }
+            EvtchnState::Unbound { .. } => Ok(()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+    fn evtchn_status(&self, dom: DomId, port: EvtchnPort) -> Result<EvtchnStatusInfo, Errno> {
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        if dom != self.domid {
+            // Another domain: a fixed answer.
+            return Ok(EvtchnStatusInfo {
+                state: EvtchnState::Pirq(port),
+                vcpu: 3,
+            });
+        }
+        let p = self.ports.get(port as usize).ok_or(Errno::EINVAL)?;
+        Ok(EvtchnStatusInfo {
+            state: p.state,
+            vcpu: p.vcpu,
+        })
+    }
+    fn evtchn_unmask(&mut self, port: EvtchnPort) -> Result<(), Errno> {
+        self.log(format!("evtchn_unmask({port})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        let p = self.port(port)?;
+        p.masked = false;
+        Ok(())
+    }
+    fn evtchn_reset(&mut self, dom: DomId) -> Result<(), Errno> {
+        self.log(format!("evtchn_reset({dom})"));
+        if let Some(e) = self.evtchn_err {
+            return Err(e);
+        }
+        for p in self.ports.iter_mut() {
+            p.state = EvtchnState::Closed;
+        }
+        Ok(())
+    }
+    fn sched_poll(&mut self, ports: &[EvtchnPort]) -> Result<PollResult, Errno> {
+        self.log(format!("sched_poll({ports:?})"));
+        if self.upcall_pending {
+            return Ok(PollResult::Ready);
+        }
+        for &port in ports {
+            let p = self.ports.get(port as usize).ok_or(Errno::EINVAL)?;
+            if p.pending {
+                return Ok(PollResult::Ready);
+            }
+        }
+        Ok(PollResult::Block)
+    }
+
+    fn vcpu_initialise(&mut self, vcpu: u32, regs: &VcpuHvmRegs) -> Result<(), Errno> {
+        let what = match regs {
+            VcpuHvmRegs::Bits32(r) => format!("32 eip={:#x}", r.eip),
+            VcpuHvmRegs::Bits64(r) => format!("64 rip={:#x}", r.rip),
+        };
+        self.log(format!("vcpu_initialise({vcpu}, {what})"));
+        self.vcpu_err.map_or(Ok(()), Err)
+    }
+    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
+        self.log(format!("vcpu_up({vcpu})"));
+        if let Some(e) = self.vcpu_err {
+            return Err(e);
+        }
+        self.vcpu_up[vcpu as usize] = true;
+        Ok(())
+    }
+    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno> {
+        self.log(format!("vcpu_down({vcpu})"));
+        if let Some(e) = self.vcpu_err {
+            return Err(e);
+        }
+        self.vcpu_up[vcpu as usize] = false;
+        Ok(())
+    }
+    fn vcpu_is_up(&self, vcpu: u32) -> bool {
+        self.vcpu_up[vcpu as usize]
+    }
+    fn vcpu_runstate(&self, vcpu: u32) -> VcpuRunstateInfo {
+        VcpuRunstateInfo {
+            state: vcpu as i32,
+            // The fake's own pad is junk the dispatcher must not pass on.
+            pad: 0xdead,
+            ..self.runstate
+        }
+    }
+    fn register_runstate_area(
+        &mut self,
+        vcpu: u32,
+        gva: u64,
+        width: GuestWidth,
+    ) -> Result<(), Errno> {
+        self.log(format!(
+            "register_runstate_area({vcpu}, {gva:#x}, {width:?})"
+        ));
+        Ok(())
+    }
+    fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+        self.log(format!("register_vcpu_info({vcpu}, {gfn:#x}, {offset:#x})"));
+        if self.vcpu_info_registered.contains(&vcpu) {
+            return Err(Errno::EBUSY);
+        }
+        self.vcpu_info_registered.push(vcpu);
+        Ok(())
+    }
+    fn set_periodic_timer(&mut self, vcpu: u32, period_ns: u64) {
+        self.log(format!("set_periodic_timer({vcpu}, {period_ns})"));
+        self.periodic[vcpu as usize] = period_ns;
+    }
+    fn set_singleshot_timer(&mut self, deadline_ns: u64) {
+        self.log(format!("set_singleshot_timer({deadline_ns})"));
+        self.singleshot = Some(deadline_ns);
+    }
+    fn stop_singleshot_timer(&mut self) {
+        self.log("stop_singleshot_timer".to_string());
+        self.singleshot = None;
+    }
+
+    fn maximum_ram_page(&self) -> u64 {
+        self.max_ram_page
+    }
+    fn current_reservation(&self, dom: DomId) -> u64 {
+        self.tot_pages + u64::from(dom)
+    }
+    fn maximum_reservation(&self, dom: DomId) -> u64 {
+        self.max_pages + u64::from(dom)
+    }
+    fn populate_physmap(&mut self, dom: DomId, gfn: u64, order: u32) -> Result<(), Errno> {
+        if self.fail_gfn == Some(gfn) {
+            return Err(Errno::ENOMEM);
+        }
+        self.populated.push((dom, gfn, order));
+        Ok(())
+    }
+    fn decrease_reservation(&mut self, dom: DomId, gfn: u64, order: u32) -> Result<(), Errno> {
+        if self.fail_gfn == Some(gfn) {
+            return Err(Errno::ENOENT);
+        }
+        self.decreased.push((dom, gfn, order));
+        Ok(())
+    }
+    fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+        if idx >= self.gnt_max_frames {
+            return Err(Errno::EINVAL);
+        }
+        self.gnt_nr_frames = self.gnt_nr_frames.max(idx + 1);
+        self.grant_frames.push((idx, gpfn));
+        Ok(())
+    }
+
+    fn set_evtchn_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), Errno> {
+        self.upcall_vectors.push((vcpu, vector));
+        Ok(())
+    }
+
+    fn gnttab_setup_table(&mut self, dom: DomId, nr_frames: u32) -> Result<(), i16> {
+        self.log(format!("gnttab_setup_table({dom}, {nr_frames})"));
+        if nr_frames > self.gnt_max_frames {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        self.gnt_nr_frames = self.gnt_nr_frames.max(nr_frames);
+        Ok(())
+    }
+    fn gnttab_shared_gfn(&self, dom: DomId, idx: u32) -> u64 {
+        assert!(idx < self.gnt_nr_frames, "asked beyond the table");
+        // Frames of domain 4 live above 4 GiB.
+        if dom == 4 {
+            0x1_0000_0000 + u64::from(idx)
+        } else {
+            0xf_0000 + u64::from(idx)
+        }
+    }
+    fn gnttab_query_size(&self, _dom: DomId) -> GnttabSize {
+        GnttabSize {
+            nr_frames: self.gnt_nr_frames,
+            max_nr_frames: self.gnt_max_frames,
+        }
+    }
+    fn gnttab_map_grant_ref(
+        &mut self,
+        dom: DomId,
+        gref: u32,
+        flags: u32,
+        host_addr: u64,
+    ) -> Result<GnttabMapped, i16> {
+        self.log(format!(
+            "gnttab_map_grant_ref({dom}, {gref}, {flags:#x}, {host_addr:#x})"
+        ));
+        if gref >= FAKE_GREFS {
+            return Err(GNTST_BAD_GNTREF);
+        }
+        self.gnt_maps.push(Some((dom, gref, host_addr)));
+        Ok(GnttabMapped {
+            handle: (self.gnt_maps.len() - 1) as u32,
+            dev_bus_addr: 0xabc_0000 + u64::from(gref) * 4096,
+        })
+    }
+    fn gnttab_unmap_grant_ref(&mut self, host_addr: u64, _dev_bus_addr: u64, handle: u32) -> i16 {
+        match self.gnt_maps.get_mut(handle as usize) {
+            Some(m @ Some(_)) if host_addr == 0 || m.is_some_and(|(_, _, a)| a == host_addr) => {
+                *m = None;
+                GNTST_OKAY
+            }
+            _ => GNTST_BAD_HANDLE,
+        }
+    }
+    fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16 {
+        self.gnt_copies.push(*op);
+        match op.source.target {
+            super::GnttabCopyTarget::Gref { gref, .. } if gref >= FAKE_GREFS => GNTST_BAD_GNTREF,
+            _ => GNTST_OKAY,
+        }
+    }
+
     fn version(&self) -> VersionInfo<'_> {
         VersionInfo {
             major: 4,

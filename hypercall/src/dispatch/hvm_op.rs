@@ -25,8 +25,15 @@
 //! a get copies the whole structure back with `value` filled in. A failed
 //! check or a domain error writes nothing.
 //!
-//! Every other `HVMOP_*` (including `set_evtchn_upcall_vector`, which waits
-//! for event channels) is `-ENOSYS`.
+//! `HVMOP_set_evtchn_upcall_vector` (Xen `hvmop_set_evtchn_upcall_vector`):
+//! copy in `xen_hvm_evtchn_upcall_vector` (`-EFAULT`); a vector below 0x10
+//! (exceptions and reserved) is `-EINVAL`; a vCPU the domain does not have
+//! `-ENOENT`; then [`Domain::set_evtchn_upcall_vector`].
+//!
+//! `HVM_PARAM_CALLBACK_IRQ` goes through [`Domain::set_hvm_param`] like any
+//! parameter; the kernel decodes it with `abi::hvm::HvmCallbackVia`.
+//!
+//! Every other `HVMOP_*` is `-ENOSYS`.
 
 use super::{Ctx, Domain, Outcome};
 use crate::abi::Errno;
@@ -36,6 +43,7 @@ pub(super) fn do_hvm_op<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, op: u64, arg: u
     Outcome::from_result(match op {
         o if o == u64::from(HVMOP_SET_PARAM) => set_param(cx, arg),
         o if o == u64::from(HVMOP_GET_PARAM) => get_param(cx, arg),
+        o if o == u64::from(HVMOP_SET_EVTCHN_UPCALL_VECTOR) => set_evtchn_upcall_vector(cx, arg),
         _ => Err(Errno::ENOSYS),
     })
 }
@@ -115,4 +123,20 @@ fn get_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, E
     allow_self_get(a.index)?;
     a.value = cx.d.get_hvm_param(a.index)?;
     cx.write(arg, &a.to_bytes()).map(|()| 0)
+}
+
+/// The lowest vector Xen accepts for event upcalls: 0..0x10 are
+/// exceptions or reserved.
+const MIN_UPCALL_VECTOR: u8 = 0x10;
+
+fn set_evtchn_upcall_vector<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    arg: u64,
+) -> Result<i64, Errno> {
+    let a = XenHvmEvtchnUpcallVector::from_bytes(&cx.read(arg)?);
+    if a.vector < MIN_UPCALL_VECTOR {
+        return Err(Errno::EINVAL);
+    }
+    let vcpu = cx.vcpu(a.vcpu)?;
+    cx.d.set_evtchn_upcall_vector(vcpu, a.vector).map(|()| 0)
 }

@@ -1,0 +1,193 @@
+//! `HYPERVISOR_vcpu_op` (Xen `do_vcpu_op`, `xen/arch/x86/domain.c`;
+//! `common_vcpu_op`, `xen/common/domain.c`; `compat_vcpu_op`,
+//! `xen/arch/x86/x86_64/domain.c`, `xen/common/compat/domain.c`).
+//!
+//! `vcpu_op(int cmd, unsigned int vcpuid, void *extra_args)`: `cmd` and
+//! `vcpuid` are the low 32 bits. A `vcpuid` the domain does not have is
+//! `-ENOENT` before the command is looked at (so even for an unknown one).
+//!
+//! - `initialise`: copies in a `vcpu_hvm_context` (`-EFAULT`); a `mode`
+//!   other than 32B/64B is `-EINVAL` (Xen finds that later, after its
+//!   "already initialised" `-EEXIST`); then [`Domain::vcpu_initialise`].
+//! - `up`, `down`, `is_up` (returns 1 or 0): the domain decides.
+//! - `get_runstate_info`: [`Domain::vcpu_runstate`] copied out in the
+//!   caller's layout (48 bytes native, 44 compat; `-EFAULT`).
+//! - `register_runstate_memory_area`: copies in the address (8 bytes
+//!   native; the 4-byte handle for a 32-bit caller, as Xen); `-EFAULT` if
+//!   a runstate there would leave the address space; then
+//!   [`Domain::register_runstate_area`], and, unless the address is 0, the
+//!   current runstate is written there at once, ignoring faults, as Xen.
+//! - `set_periodic_timer`: copies in the period (`-EFAULT`); below 1 ms or
+//!   above `STIME_DELTA_MAX` (2^62 - 1) is `-EINVAL`;
+//!   `stop_periodic_timer` sets a period of 0. Any vCPU of the domain.
+//! - `set_singleshot_timer` / `stop_singleshot_timer`: only the calling
+//!   vCPU (`-EINVAL` for another: checked before copying in the native
+//!   16-byte structure, after copying in the compat 12-byte one, as Xen's
+//!   two paths do); `flags` is ignored
+//!   as by Xen since 4.18: a timeout in the past fires at once rather than
+//!   failing with `-ETIME`.
+//! - `register_vcpu_info`: `gfn << 12 + offset` must be a valid address
+//!   whose frame is `gfn` (so `offset < 4096`; else `-EINVAL`); the 64-byte
+//!   `vcpu_info` must not cross the page and must be aligned to the
+//!   caller's `xen_ulong_t` (8, or 4 for a 32-bit caller) (`-ENXIO`); then
+//!   [`Domain::register_vcpu_info`]. Xen aligns to the width latched for
+//!   the shared-info page rather than the caller's, and checks "already
+//!   registered" (`-EBUSY`) before the page checks; keel's kernel answers
+//!   that after them.
+//! - `send_nmi`, `get_physid`, the time-area and physical-area
+//!   registrations (13..=15), and unknown commands: `-ENOSYS`.
+
+use super::{Ctx, Domain, GuestWidth, Outcome, VcpuHvmRegs};
+use crate::abi::Errno;
+use crate::abi::hvm::{VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
+use crate::abi::vcpu::*;
+use crate::abi::xen::VcpuInfo;
+
+/// Xen's `MILLISECS(1)`: the shortest periodic timer.
+const MIN_PERIOD_NS: u64 = 1_000_000;
+/// Xen's `STIME_DELTA_MAX`: the longest.
+const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
+
+pub(super) fn do_vcpu_op<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    cmd: u64,
+    vcpuid: u64,
+    arg: u64,
+) -> Outcome {
+    // `int cmd`, `unsigned int vcpuid`: the low 32 bits.
+    Outcome::from_result(
+        cx.vcpu(vcpuid as u32)
+            .and_then(|v| vcpu_op(cx, cmd as u32, v, arg)),
+    )
+}
+
+fn vcpu_op<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    cmd: u32,
+    vcpu: u32,
+    arg: u64,
+) -> Result<i64, Errno> {
+    match cmd {
+        VCPUOP_INITIALISE => {
+            let ctx = VcpuHvmContext::from_bytes(&cx.read(arg)?);
+            let regs = match ctx.mode {
+                VCPU_HVM_MODE_32B => VcpuHvmRegs::Bits32(ctx.x86_32()),
+                VCPU_HVM_MODE_64B => VcpuHvmRegs::Bits64(ctx.x86_64()),
+                _ => return Err(Errno::EINVAL),
+            };
+            cx.d.vcpu_initialise(vcpu, &regs).map(|()| 0)
+        }
+        VCPUOP_UP => cx.d.vcpu_up(vcpu).map(|()| 0),
+        VCPUOP_DOWN => cx.d.vcpu_down(vcpu).map(|()| 0),
+        VCPUOP_IS_UP => Ok(i64::from(cx.d.vcpu_is_up(vcpu))),
+        VCPUOP_GET_RUNSTATE_INFO => {
+            let r = cx.d.vcpu_runstate(vcpu);
+            write_runstate(cx, arg, r).map(|()| 0)
+        }
+        VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
+            let (gva, size) = match cx.width {
+                GuestWidth::Bits64 => (
+                    VcpuRegisterRunstateMemoryArea::from_bytes(&cx.read(arg)?).addr,
+                    VcpuRunstateInfo::SIZE,
+                ),
+                GuestWidth::Bits32 => (
+                    u64::from(
+                        VcpuRegisterRunstateMemoryAreaCompat::from_bytes(&cx.read(arg)?).addr,
+                    ),
+                    VcpuRunstateInfoCompat::SIZE,
+                ),
+            };
+            cx.check_range(gva, size)?;
+            cx.d.register_runstate_area(vcpu, gva, cx.width)?;
+            if gva != 0 {
+                let r = cx.d.vcpu_runstate(vcpu);
+                // Xen ignores a fault here (`__copy_to_guest` unchecked).
+                let _ = write_runstate(cx, gva, r);
+            }
+            Ok(0)
+        }
+        VCPUOP_SET_PERIODIC_TIMER => {
+            let a = VcpuSetPeriodicTimer::from_bytes(&cx.read(arg)?);
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&a.period_ns) {
+                return Err(Errno::EINVAL);
+            }
+            cx.d.set_periodic_timer(vcpu, a.period_ns);
+            Ok(0)
+        }
+        VCPUOP_STOP_PERIODIC_TIMER => {
+            cx.d.set_periodic_timer(vcpu, 0);
+            Ok(0)
+        }
+        VCPUOP_SET_SINGLESHOT_TIMER => {
+            let current = cx.d.vcpu_id();
+            // Xen's compat path copies in before the vCPU check, the native
+            // one after.
+            let timeout = match cx.width {
+                GuestWidth::Bits64 => {
+                    if vcpu != current {
+                        return Err(Errno::EINVAL);
+                    }
+                    VcpuSetSingleshotTimer::from_bytes(&cx.read(arg)?).timeout_abs_ns
+                }
+                GuestWidth::Bits32 => {
+                    let a = VcpuSetSingleshotTimerCompat::from_bytes(&cx.read(arg)?);
+                    if vcpu != current {
+                        return Err(Errno::EINVAL);
+                    }
+                    a.timeout_abs_ns
+                }
+            };
+            cx.d.set_singleshot_timer(timeout);
+            Ok(0)
+        }
+        VCPUOP_STOP_SINGLESHOT_TIMER => {
+            if vcpu != cx.d.vcpu_id() {
+                return Err(Errno::EINVAL);
+            }
+            cx.d.stop_singleshot_timer();
+            Ok(0)
+        }
+        VCPUOP_REGISTER_VCPU_INFO => {
+            let a = VcpuRegisterVcpuInfo::from_bytes(&cx.read(arg)?);
+            check_vcpu_info_area(a.mfn, a.offset, cx.width)?;
+            cx.d.register_vcpu_info(vcpu, a.mfn, a.offset).map(|()| 0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Copies `r` out to `gva` in the caller's layout.
+fn write_runstate<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    gva: u64,
+    r: VcpuRunstateInfo,
+) -> Result<(), Errno> {
+    match cx.width {
+        GuestWidth::Bits64 => cx.write(gva, &VcpuRunstateInfo { pad: 0, ..r }.to_bytes()),
+        GuestWidth::Bits32 => cx.write(gva, &VcpuRunstateInfoCompat::from(r).to_bytes()),
+    }
+}
+
+/// The checks Xen's `VCPUOP_register_vcpu_info` and `map_guest_area` make
+/// on the address alone.
+fn check_vcpu_info_area(gfn: u64, offset: u32, width: GuestWidth) -> Result<(), Errno> {
+    // `gfn_to_gaddr(gfn) + offset`, in 64-bit arithmetic that may wrap, must
+    // not be ~0 and must lie in frame `gfn`.
+    let gaddr = (gfn << 12).wrapping_add(u64::from(offset));
+    if gaddr == u64::MAX || gaddr >> 12 != gfn {
+        return Err(Errno::EINVAL);
+    }
+    // `gaddr >> 12 == gfn < 2^52`, so this cannot overflow.
+    let last = gaddr + (VcpuInfo::SIZE as u64 - 1);
+    if last >> 12 != gfn {
+        return Err(Errno::ENXIO);
+    }
+    let align = match width {
+        GuestWidth::Bits64 => 8,
+        GuestWidth::Bits32 => 4,
+    };
+    if gaddr % align != 0 {
+        return Err(Errno::ENXIO);
+    }
+    Ok(())
+}
