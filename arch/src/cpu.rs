@@ -198,3 +198,59 @@ pub fn halt_forever() -> ! {
 pub fn pause() {
     core::hint::spin_loop();
 }
+
+/// Turns on what FXSAVE/FXRSTOR need to carry the SSE registers: CR4.OSFXSR (bit 9)
+/// and CR4.OSXMMEXCPT (bit 10). keel itself is soft-float; these are for saving and
+/// restoring guests' registers when the scheduler switches vCPUs. Call once at boot,
+/// before any vCPU is created (VMX copies the host CR4 into each VMCS).
+pub fn enable_fxsave() {
+    let cr4 = read_cr4() | (1 << 9) | (1 << 10);
+    // SAFETY: both bits only change how FXSAVE/FXRSTOR and SIMD exceptions behave;
+    // keel executes no SSE code, so nothing of keel's changes meaning.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nomem, nostack, preserves_flags)) };
+}
+
+/// The x87/MMX/SSE register file in FXSAVE's 512-byte layout (SDM Vol. 1 §10.5.1).
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FxState(pub [u8; 512]);
+
+impl FxState {
+    /// The state of a fresh CPU: FCW 0x037F (after FNINIT), all x87 registers empty,
+    /// MXCSR 0x1F80 (its reset value), everything else zero. What a new vCPU starts
+    /// with, so it never sees another guest's registers.
+    pub fn initial() -> FxState {
+        let mut b = [0u8; 512];
+        b[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        b[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        FxState(b)
+    }
+
+    /// Saves this CPU's x87/SSE registers here.
+    pub fn save(&mut self) {
+        // SAFETY: the buffer is 512 bytes, 16-aligned (repr), and exclusively ours.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags)) };
+    }
+
+    /// Loads this CPU's x87/SSE registers from here. The contents come from
+    /// [`FxState::initial`] or a previous [`FxState::save`], so MXCSR has no reserved
+    /// bits set and FXRSTOR cannot fault.
+    pub fn restore(&self) {
+        // SAFETY: as in `save`; the image is valid per the doc above (the field is
+        // public for inspection, but keel writes it only through these functions).
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags, readonly)) };
+    }
+}
+
+impl core::fmt::Debug for FxState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FxState")
+    }
+}
+
+/// Writes CR2 (a guest's page-fault address, restored on a vCPU switch).
+pub fn write_cr2(v: u64) {
+    // SAFETY: CR2 is only read by page-fault handlers, which read it before anything
+    // could change it again; keel's own faults are fatal.
+    unsafe { asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}

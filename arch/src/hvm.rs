@@ -21,7 +21,14 @@
 //! restored by each backend's entry stub; RIP, RSP, RFLAGS, control registers and
 //! segments live in the VMCS/VMCB. keel is built soft-float and never touches x87,
 //! SSE or AVX state, so the guest's FPU state stays in the registers across exits;
-//! switching between vCPUs (the scheduler, issue #4) must `fxsave`/`xsave` it.
+//! the scheduler saves it (and, on VMX, CR2 and the SYSCALL MSRs) with
+//! [`HvmVcpu::save_lazy_state`] when it switches vCPUs.
+//!
+//! Interrupts into the guest: the kernel injects an external interrupt (the Xen
+//! event-channel upcall) with [`HvmVcpu::inject_interrupt`] when
+//! [`HvmVcpu::interrupt_ready`] says the guest can take one, and otherwise asks for
+//! an [`Exit::InterruptWindow`] (VMX interrupt-window exiting; SVM a V_IRQ with the
+//! VINTR intercept).
 
 use core::fmt;
 
@@ -304,6 +311,9 @@ pub enum Exit {
     /// A host interrupt arrived while the guest ran; the host has handled (or will
     /// handle, once it enables interrupts) it. Nothing to do for the guest.
     ExternalInterrupt,
+    /// The guest can now take an external interrupt (asked for with
+    /// [`HvmVcpu::set_interrupt_window_exit`]; the request is cleared).
+    InterruptWindow,
     /// An exception the guest raised that keel intercepts.
     Exception {
         vector: u8,
@@ -366,6 +376,22 @@ pub trait HvmVcpu {
     fn flush_guest_tlb(&mut self);
     /// The instruction that issues a hypercall on this vendor, for the hypercall page.
     fn hypercall_insn(&self) -> HypercallInsnKind;
+    /// Whether the guest would take an external interrupt at the next entry:
+    /// RFLAGS.IF set, no STI/MOV-SS interrupt shadow, and no event already queued.
+    fn interrupt_ready(&self) -> bool;
+    /// Queues external interrupt `vector` for the next entry (the caller checked
+    /// [`HvmVcpu::interrupt_ready`]).
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an
+    /// interrupt (`true`), or withdraws the request.
+    fn set_interrupt_window_exit(&mut self, on: bool);
+    /// Saves the guest registers a VM exit leaves live in the CPU (x87/SSE; on VMX
+    /// also CR2, KERNEL_GS_BASE and the SYSCALL MSRs, which SVM's VMSAVE and VMCB
+    /// already keep) into the vCPU, before another vCPU runs on this CPU.
+    fn save_lazy_state(&mut self);
+    /// Loads what [`HvmVcpu::save_lazy_state`] saved (a new vCPU: the reset state),
+    /// before this vCPU runs after another one did.
+    fn restore_lazy_state(&self);
 }
 
 /// Which instruction a guest uses for hypercalls (Intel VMCALL, AMD VMMCALL).
@@ -473,6 +499,21 @@ impl HvmVcpu for Vcpu {
     }
     fn hypercall_insn(&self) -> HypercallInsnKind {
         delegate!(self, v => v.hypercall_insn())
+    }
+    fn interrupt_ready(&self) -> bool {
+        delegate!(self, v => v.interrupt_ready())
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        delegate!(self, v => v.inject_interrupt(vector))
+    }
+    fn set_interrupt_window_exit(&mut self, on: bool) {
+        delegate!(self, v => v.set_interrupt_window_exit(on))
+    }
+    fn save_lazy_state(&mut self) {
+        delegate!(self, v => v.save_lazy_state())
+    }
+    fn restore_lazy_state(&self) {
+        delegate!(self, v => v.restore_lazy_state())
     }
 }
 

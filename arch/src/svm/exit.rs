@@ -8,6 +8,8 @@ use crate::hvm::{Exit, IoExit};
 
 pub const VMEXIT_EXCP_BASE: u64 = 0x40;
 pub const VMEXIT_INTR: u64 = 0x60;
+/// A virtual interrupt (V_IRQ) can be taken: keel's interrupt window.
+pub const VMEXIT_VINTR: u64 = 0x64;
 pub const VMEXIT_NMI: u64 = 0x61;
 pub const VMEXIT_SMI: u64 = 0x62;
 pub const VMEXIT_INIT: u64 = 0x63;
@@ -79,6 +81,7 @@ pub fn decode(code: u64, info1: u64, info2: u64) -> Exit {
             fetch: info1 & (1 << 4) != 0,
         },
         VMEXIT_INTR | VMEXIT_NMI | VMEXIT_SMI => Exit::ExternalInterrupt,
+        VMEXIT_VINTR => Exit::InterruptWindow,
         c if (VMEXIT_EXCP_BASE..VMEXIT_EXCP_BASE + 32).contains(&c) => {
             let vector = (c - VMEXIT_EXCP_BASE) as u8;
             Exit::Exception {

@@ -127,7 +127,14 @@ pub struct SvmVcpu {
     nrip_save: bool,
     /// Flush the guest's TLB (TLB_CONTROL = 1) at the next VMRUN.
     flush: bool,
+    /// The guest's x87/SSE registers while another vCPU runs.
+    fx: crate::cpu::FxState,
 }
+
+/// VMCB VINTR bits (APM Vol. 2 §15.21.1): V_IRQ, V_INTR_PRIO (19:16), V_IGN_TPR.
+const V_IRQ: u64 = 1 << 8;
+const V_INTR_PRIO_MAX: u64 = 0xF << 16;
+const V_IGN_TPR: u64 = 1 << 20;
 
 impl SvmVcpu {
     /// A VMCB for a PVH guest on nested paging rooted at `ncr3`, with ASID `asid`
@@ -259,6 +266,7 @@ impl SvmVcpu {
             },
             nrip_save: caps.nrip_save,
             flush: true,
+            fx: crate::cpu::FxState::initial(),
         })
     }
 
@@ -382,8 +390,13 @@ impl HvmVcpu for SvmVcpu {
         } else {
             self.vmcb.set(vmcb::EVENTINJ, 0);
         }
+        let code = self.vmcb.get(vmcb::EXITCODE);
+        if code == exit::VMEXIT_VINTR {
+            // The window keel asked for is open: withdraw the dummy V_IRQ.
+            self.set_interrupt_window_exit(false);
+        }
         exit::decode(
-            self.vmcb.get(vmcb::EXITCODE),
+            code,
             self.vmcb.get(vmcb::EXITINFO1),
             self.vmcb.get(vmcb::EXITINFO2),
         )
@@ -538,6 +551,42 @@ impl HvmVcpu for SvmVcpu {
 
     fn hypercall_insn(&self) -> HypercallInsnKind {
         HypercallInsnKind::Vmmcall
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        self.vmcb.get(vmcb::RFLAGS) & RFLAGS_IF != 0
+            && self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.get(vmcb::EVENTINJ) & (1 << 31) == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        // EVENTINJ type 0 = external interrupt (APM Vol. 2 §15.20).
+        self.vmcb.set(vmcb::EVENTINJ, u64::from(vector) | (1 << 31));
+    }
+
+    fn set_interrupt_window_exit(&mut self, on: bool) {
+        // A V_IRQ the guest can take exits through the VINTR intercept before it is
+        // delivered (APM Vol. 2 §15.21.4): the window, without a virtual APIC.
+        let vintr = self.vmcb.get(vmcb::VINTR) & !(V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+        let misc1 = self.vmcb.get(vmcb::INTERCEPT_MISC1);
+        if on {
+            self.vmcb.set(vmcb::VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+            self.vmcb.set(vmcb::INTERCEPT_MISC1, misc1 | intercept1::VINTR);
+        } else {
+            self.vmcb.set(vmcb::VINTR, vintr);
+            self.vmcb.set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
+        }
+    }
+
+    fn save_lazy_state(&mut self) {
+        // CR2 is in the VMCB; VMSAVE keeps KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK
+        // and SYSENTER: only the FPU is left in the registers.
+        self.fx.save();
+    }
+
+    fn restore_lazy_state(&self) {
+        self.fx.restore();
     }
 }
 

@@ -359,6 +359,7 @@ pub fn decode(e: &ExitInfo) -> Action {
     let exit = match e.basic_reason() {
         EXCEPTION_OR_NMI => return decode_exception(e),
         EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
+        INTERRUPT_WINDOW => Exit::InterruptWindow,
         TRIPLE_FAULT => Exit::TripleFault,
         INIT => return failed("INIT signal (not supported)", e, e.qualification),
         SIPI => return failed("start-up IPI (not supported)", e, e.qualification),

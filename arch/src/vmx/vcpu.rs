@@ -94,7 +94,21 @@ pub struct VmxVcpu {
     last: ExitInfo,
     /// The CPU's physical-address width, for PDPTE checks.
     maxphyaddr: u8,
+    /// Guest state VM exits leave in the CPU, kept here while another vCPU runs.
+    lazy: LazyState,
 }
+
+/// The guest registers VMX neither saves nor loads (SDM Vol. 3C §28.3, §28.5): the
+/// x87/SSE file, CR2, and the MSRs keel passes through without VMCS fields.
+#[derive(Debug)]
+struct LazyState {
+    fx: crate::cpu::FxState,
+    cr2: u64,
+    /// KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, in [`LAZY_MSRS`] order.
+    msrs: [u64; 5],
+}
+
+const LAZY_MSRS: [u32; 5] = [0xC000_0102, 0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084];
 
 /// The base of the 16-byte system descriptor `lo`, `hi` (SDM Vol. 3A §7.2.3).
 fn system_descriptor_base(lo: u64, hi: u64) -> u64 {
@@ -207,6 +221,11 @@ impl VmxVcpu {
             ctl,
             last: ExitInfo::default(),
             maxphyaddr: (crate::cpu::cpuid(0x8000_0008, 0).0 & 0xFF) as u8,
+            lazy: LazyState {
+                fx: crate::cpu::FxState::initial(),
+                cr2: 0,
+                msrs: [0; 5],
+            },
         };
         // SAFETY: VMX is on and the new VMCS is current (VMPTRLD above). The control
         // fields name the bitmaps just allocated and the EPT the caller vouches for;
@@ -716,6 +735,10 @@ impl HvmVcpu for VmxVcpu {
                 self.set_pending_event(e);
             }
             match exit::decode(&self.last) {
+                Action::Exit(Exit::InterruptWindow) => {
+                    self.set_interrupt_window_exit(false);
+                    return Exit::InterruptWindow;
+                }
                 Action::Exit(e) => return e,
                 Action::CrAccess(a) => {
                     if let Err(e) = self.emulate_cr(a) {
@@ -895,6 +918,53 @@ impl HvmVcpu for VmxVcpu {
 
     fn hypercall_insn(&self) -> HypercallInsnKind {
         HypercallInsnKind::Vmcall
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        self.rflags() & RFLAGS_IF != 0
+            && self.read(vmcs::GUEST_INTERRUPTIBILITY) & BLOCKING_STI_MOVSS == 0
+            && !self.event_pending()
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        // Type 0 = external interrupt (SDM Vol. 3C §26.2.1.3).
+        self.set_pending_event(Event {
+            info: u32::from(vector) | exit::intr::TYPE_EXTERNAL << 8 | exit::intr::VALID,
+            error_code: 0,
+            insn_len: 0,
+        });
+    }
+
+    fn set_interrupt_window_exit(&mut self, on: bool) {
+        use controls::proc::INTERRUPT_WINDOW_EXITING as W;
+        // Every VMX CPU allows this control to be 1 (SDM Vol. 3D §A.3.2): no
+        // capability check needed.
+        self.ctl.proc = if on { self.ctl.proc | W } else { self.ctl.proc & !W };
+        let proc = self.ctl.proc;
+        self.write(vmcs::PROC_BASED_CONTROLS, proc);
+    }
+
+    fn save_lazy_state(&mut self) {
+        self.lazy.fx.save();
+        self.lazy.cr2 = crate::cpu::read_cr2();
+        for (v, &m) in self.lazy.msrs.iter_mut().zip(&LAZY_MSRS) {
+            // SAFETY: these MSRs exist on every CPU with long mode, which VMX guests
+            // here require; reading them has no side effect.
+            *v = unsafe { crate::msr::rdmsr(m) };
+        }
+    }
+
+    fn restore_lazy_state(&self) {
+        self.lazy.fx.restore();
+        crate::cpu::write_cr2(self.lazy.cr2);
+        for (&v, &m) in self.lazy.msrs.iter().zip(&LAZY_MSRS) {
+            // SAFETY: the values are the guest's own (saved by `save_lazy_state`, or
+            // zero); keel does not use SYSCALL or swapgs, so none of them is state
+            // keel relies on, and the guest can write the same values itself (the
+            // MSRs are passed through). Zero is valid for each.
+            unsafe { crate::msr::wrmsr(m, v) };
+        }
     }
 }
 
