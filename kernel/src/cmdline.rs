@@ -104,6 +104,28 @@ pub struct Options {
     pub debug_crash: Option<CrashKind>,
     /// `dom0_mem=`: dom0's memory size, resolved later by [`dom0_mem_bytes`].
     pub dom0_mem: Dom0Mem,
+    /// `sched=`: the scheduling policy (Xen's option name).
+    pub sched: SchedPolicy,
+}
+
+/// What `sched=` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// `credit2`: weighted fair sharing (Xen's default too).
+    #[default]
+    Credit2,
+    /// `null`: one vCPU per physical CPU, no time slices.
+    Null,
+}
+
+impl SchedPolicy {
+    /// The name `keel_sched::by_name` knows.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedPolicy::Credit2 => "credit2",
+            SchedPolicy::Null => "null",
+        }
+    }
 }
 
 /// What `debug-crash=` asks for.
@@ -214,6 +236,7 @@ impl Default for Options {
             debug_exit: None,
             debug_crash: None,
             dom0_mem: Dom0Mem::default(),
+            sched: SchedPolicy::default(),
         }
     }
 }
@@ -290,6 +313,7 @@ const COM_EXPECTED: &str =
     "<baud>|auto[/<clock>][,<data><parity><stop>[,<io-base>[,<irq>]]], e.g. 115200,8n1";
 const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
+const SCHED_EXPECTED: &str = "credit2 or null";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 
 const DOM0_MEM_EXPECTED: &str = "a list of [min:|max:]<sz>, <sz> being [-]<size>, [-]<n>% or \
@@ -528,6 +552,19 @@ pub fn parse<'a>(
                     });
                 }
             };
+        } else if name_is(name, "sched") {
+            let v = value_of(word, value, SCHED_EXPECTED)?;
+            opts.sched = match v {
+                "credit2" => SchedPolicy::Credit2,
+                "null" => SchedPolicy::Null,
+                _ => {
+                    return Err(CmdlineError::BadValue {
+                        option: word,
+                        value: v,
+                        expected: SCHED_EXPECTED,
+                    });
+                }
+            };
         } else if name_is(name, "debug_crash") {
             let v = value_of(word, value, CRASH_EXPECTED)?;
             opts.debug_crash = Some(match v {
@@ -650,6 +687,8 @@ mod tests {
             ("debug-crash=boom", "debug-crash=boom"),
             ("dom0_mem", "needs a value"),
             ("dom0_mem=lots", "dom0_mem=lots"),
+            ("sched=credit", "credit2 or null"),
+            ("sched", "needs a value"),
             ("=5", "empty name"),
         ] {
             let err = parse(line, |_| {}).expect_err(line);
@@ -817,6 +856,13 @@ mod tests {
                 "{line}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn sched_picks_the_policy() {
+        assert_eq!(parse("", |_| {}).unwrap().sched, SchedPolicy::Credit2);
+        assert_eq!(parse("sched=null", |_| {}).unwrap().sched, SchedPolicy::Null);
+        assert_eq!(parse("sched=credit2", |_| {}).unwrap().sched.name(), "credit2");
     }
 
     #[test]

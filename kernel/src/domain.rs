@@ -13,10 +13,13 @@
 //! the domain. So a guest-supplied address can name nothing but its own memory.
 //!
 //! # Locking
-//! One CPU, one domain for now: the domain is owned by the run loop, not shared.
+//! One CPU: domains are owned by the scheduler's world (`world.rs`), which lends
+//! the running one out by `&mut`; nothing is shared across CPUs yet.
 
+use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::mem::ManuallyDrop;
 
 use keel_arch::hvm::{FrameSource, HvmSupport, PvhStart, Vcpu};
 use keel_arch::paging::DirectMapTables;
@@ -233,24 +236,112 @@ impl ConsoleLine {
     }
 }
 
+/// Where a vCPU's `vcpu_info` lives: shared_info's slot, or where the guest
+/// registered it (`VCPUOP_register_vcpu_info`). `offset` is 8-aligned and the 64
+/// bytes fit in the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuInfoAt {
+    pub mfn: Mfn,
+    pub offset: u16,
+}
+
+/// A vCPU's Xen timers, as deadlines in system time (ns since keel booted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// `set_timer_op` / `VCPUOP_set_singleshot_timer`.
+    pub singleshot: Option<u64>,
+    /// `VCPUOP_set_periodic_timer`: (period, next deadline).
+    pub periodic: Option<(u64, u64)>,
+}
+
+impl Timers {
+    /// The earliest deadline, if any.
+    pub fn next(&self) -> Option<u64> {
+        match (self.singleshot, self.periodic.map(|p| p.1)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What the vCPU waits for, if anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Runnable (or running).
+    #[default]
+    None,
+    /// `SCHEDOP_block` or HLT: until an event is pending for it.
+    Blocked,
+    /// `SCHEDOP_poll`: until one of `ports` (any port if empty) is pending, an
+    /// upcall is, or `deadline` (system time) passes.
+    Polling { ports: Vec<u32>, deadline: Option<u64> },
+}
+
+/// The vCPU's runstate accounting (`vcpu_runstate_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Runstate {
+    /// `RUNSTATE_*`.
+    pub state: i32,
+    pub entry_time: u64,
+    pub time: [u64; 4],
+    /// Where the guest asked keel to keep a copy (guest-virtual), if it did, and
+    /// in which layout (`true`: the 32-bit one).
+    pub area: Option<u64>,
+    pub area_compat: bool,
+}
+
+/// A domU's PV console ring, served by keel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleRing {
+    pub mfn: Mfn,
+    /// keel's end of the console event channel (in the DOMID_XEN table).
+    pub xen_port: u32,
+}
+
 /// One domain.
 pub struct Domain {
     pub id: u16,
+    pub name: String,
     pub privileged: bool,
     pub p2m: HapP2m,
-    pub vcpu: Vcpu,
-    /// RAM size in bytes (gfn 0 .. ram_bytes / 4096).
+    /// Dropped by hand in `Drop`, before its frames are freed.
+    pub vcpu: ManuallyDrop<Vcpu>,
+    /// RAM size at build, in bytes (gfn 0 .. ram_bytes / 4096).
     pub ram_bytes: u64,
+    /// RAM pages the domain holds now, and may hold at most.
+    pub tot_pages: u64,
+    pub max_pages: u64,
     /// The frame shared_info lives in (zeroed at build).
     pub shared_info: Mfn,
     /// Where the guest mapped shared_info, if it did.
     pub shared_info_gfn: Option<Gfn>,
+    /// vCPU 0's `vcpu_info`.
+    pub vcpu_info: VcpuInfoAt,
+    pub vcpu_info_registered: bool,
     pub hvm_params: [u64; HVM_NR_PARAMS as usize],
+    /// The vector events are delivered on (`HVM_PARAM_CALLBACK_IRQ` of type vector,
+    /// or `HVMOP_set_evtchn_upcall_vector`), if the guest chose one.
+    pub upcall_vector: Option<u8>,
     pub console: ConsoleLine,
+    pub console_ring: Option<ConsoleRing>,
     /// The memory map handed to the guest (start_info and XENMEM_memory_map).
     pub memmap: Vec<keel_hypercall::abi::memory::E820Entry>,
     /// Runs of frames this domain owns (first, count), returned when it dies.
     pub owned: Vec<(Mfn, u64)>,
+    /// Frames of the vCPU's VMCB/VMCS and bitmaps, freed after the vCPU.
+    pub vcpu_frames: Vec<(Hpa, u64)>,
+    /// Where the guest mapped its grant-table frames: index -> gfn. (The frames
+    /// are in `owned`; the grant crate lists them.)
+    pub grant_gfns: alloc::collections::BTreeMap<u32, u64>,
+    /// Guest frames that map another domain's frame (grant mappings): never
+    /// grantable, never freed as this domain's.
+    pub foreign: BTreeSet<u64>,
+    pub timers: Timers,
+    pub wait: Wait,
+    pub runstate: Runstate,
+    /// xl.cfg scheduling parameters.
+    pub weight: u32,
+    pub cap: u32,
 }
 
 impl Domain {
@@ -296,23 +387,127 @@ fn write_gpa(p2m: &HapP2m, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
 }
 
 impl Drop for Domain {
-    /// A dead domain's RAM, shared_info and p2m tables go back to the allocator.
-    /// (Its VMCB/VMCS and bitmaps are kept for now: one vCPU per boot.)
+    /// A dead domain's vCPU goes first (VMX: VMCLEAR), then its RAM, shared_info,
+    /// special pages, grant frames, p2m tables and VMCB/VMCS frames go back to the
+    /// allocator.
     fn drop(&mut self) {
+        // SAFETY: `vcpu` is never used again: this is the domain's destructor.
+        unsafe { ManuallyDrop::drop(&mut self.vcpu) };
         let mut tables = Vec::new();
         with_p2m!(&self.p2m, p => p.for_each_table(|t| tables.push(t)));
+        free_all(self.id, &self.owned, &tables, &self.vcpu_frames);
+    }
+}
+
+/// Returns runs of frames, p2m tables and vCPU frames to the allocator.
+fn free_all(id: u16, owned: &[(Mfn, u64)], tables: &[Hpa], vcpu_frames: &[(Hpa, u64)]) {
+    let mut g = FRAMES.lock();
+    let Some(frames) = g.as_mut() else { return };
+    for &(first, count) in owned {
+        if let Err(e) = frames.free_contiguous(first, count) {
+            log::error!("d{id}: freeing {count} frame(s) at {first:?}: {e}");
+        }
+    }
+    for t in tables {
+        if let Err(e) = frames.free(t.mfn()) {
+            log::error!("d{id}: freeing p2m table {t:?}: {e}");
+        }
+    }
+    for &(first, count) in vcpu_frames {
+        if let Err(e) = frames.free_contiguous(first.mfn(), count) {
+            log::error!("d{id}: freeing vCPU frames {first:?}+{count}: {e}");
+        }
+    }
+}
+
+impl Domain {
+    /// Gives one frame back to the allocator (`XENMEM_decrease_reservation`): the
+    /// run holding it in `owned` is split around it.
+    pub fn release_frame(&mut self, mfn: Mfn) -> bool {
+        let m = mfn.as_u64();
+        let Some(i) = self
+            .owned
+            .iter()
+            .position(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&m))
+        else {
+            return false;
+        };
+        let (first, count) = self.owned.swap_remove(i);
+        let f = first.as_u64();
+        if m > f {
+            self.owned.push((first, m - f));
+        }
+        if m + 1 < f + count
+            && let Some(after) = Mfn::new(m + 1)
+        {
+            self.owned.push((after, f + count - m - 1));
+        }
         let mut g = FRAMES.lock();
-        let Some(frames) = g.as_mut() else { return };
-        for &(first, count) in &self.owned {
-            if let Err(e) = frames.free_contiguous(first, count) {
-                log::error!("d{}: freeing {count} frame(s) at {first:?}: {e}", self.id);
-            }
+        if let Some(frames) = g.as_mut()
+            && let Err(e) = frames.free(mfn)
+        {
+            log::error!("d{}: freeing {mfn:?}: {e}", self.id);
         }
-        for t in tables {
-            if let Err(e) = frames.free(t.mfn()) {
-                log::error!("d{}: freeing p2m table {t:?}: {e}", self.id);
-            }
+        true
+    }
+
+    /// Allocates one zeroed frame the domain owns (special pages, grant frames,
+    /// `XENMEM_populate_physmap`).
+    pub fn alloc_owned(&mut self, count: u64) -> Option<Mfn> {
+        let mfn = FRAMES
+            .lock()
+            .as_mut()?
+            .alloc_contiguous(count, count.next_power_of_two())
+            .ok()?;
+        zero_frames(mfn, count);
+        self.owned.push((mfn, count));
+        Some(mfn)
+    }
+
+    /// The guest frames (exclusive bound) the p2m accepts.
+    pub fn p2m_limit(&self) -> u64 {
+        p2m_limit(self.ram_bytes)
+    }
+
+    /// Where vCPU 0's vcpu_info is, as a direct-map address.
+    pub fn vcpu_info_va(&self) -> u64 {
+        directmap_va(self.vcpu_info.mfn.hpa()) + u64::from(self.vcpu_info.offset)
+    }
+
+    /// The shared_info frame, as a direct-map address.
+    pub fn shared_info_va(&self) -> u64 {
+        directmap_va(self.shared_info.hpa())
+    }
+}
+
+/// Frames handed to the vCPU constructors, remembered so they can be freed.
+struct RecordingFrames<'a> {
+    got: &'a mut Vec<(Hpa, u64)>,
+}
+
+impl FrameSource for RecordingFrames<'_> {
+    fn alloc_zeroed(&mut self, count: u64) -> Option<Hpa> {
+        let hpa = KernelFrames.alloc_zeroed(count)?;
+        self.got.push((hpa, count));
+        Some(hpa)
+    }
+}
+
+/// What a half-built domain holds: freed if the build fails.
+struct Partial {
+    id: u16,
+    p2m: Option<HapP2m>,
+    owned: Vec<(Mfn, u64)>,
+    vcpu_frames: Vec<(Hpa, u64)>,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let mut tables = Vec::new();
+        if let Some(p2m) = &self.p2m {
+            with_p2m!(p2m, p => p.for_each_table(|t| tables.push(t)));
         }
+        free_all(self.id, &self.owned, &tables, &self.vcpu_frames);
     }
 }
 
@@ -355,11 +550,37 @@ fn populate(
 /// A PVH kernel and what goes with it.
 pub struct PvhSpec<'a> {
     pub id: u16,
+    pub name: &'a str,
     pub privileged: bool,
     pub kernel: &'a [u8],
     pub cmdline: &'a str,
     pub modules: &'a [pvh::ModuleSpec<'a>],
     pub ram_bytes: u64,
+    /// The most RAM the domain may hold (`maxmem`), at least `ram_bytes`.
+    pub max_bytes: u64,
+    pub weight: u32,
+    pub cap: u32,
+}
+
+/// The highest guest frame (exclusive) a domain's p2m accepts: its RAM or 4 GiB,
+/// whichever is more, plus 1 GiB for grant mappings and ballooning. Tables are
+/// allocated only where something is mapped, so the bound costs nothing.
+fn p2m_limit(ram_bytes: u64) -> u64 {
+    (ram_bytes / 4096).max(1 << 20) + (1 << 18)
+}
+
+/// Turns on VMX or SVM on this CPU (once; later calls do nothing), before any
+/// domain is built.
+pub fn enable_hvm(hvm: &HvmSupport) -> Result<(), String> {
+    match hvm {
+        HvmSupport::Svm(caps) => {
+            keel_arch::svm::enable(&mut KernelFrames, caps).map_err(|e| alloc::format!("{e}"))
+        }
+        HvmSupport::Vmx(caps) => {
+            keel_arch::vmx::enable(&mut KernelFrames, caps).map_err(|e| alloc::format!("{e}"))
+        }
+        HvmSupport::None => Ok(()),
+    }
 }
 
 /// Builds a PVH domain ready to run.
@@ -371,18 +592,25 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     let layout = pvh::plan(&kernel, spec.ram_bytes, spec.cmdline, spec.modules)
         .map_err(BuildError::Kernel)?;
 
-    let limit = Gfn::new(spec.ram_bytes / 4096).ok_or(BuildError::OutOfMemory)?;
-    let mut p2m = HapP2m::new(hvm, limit).map_err(BuildError::P2m)?;
-    let mut owned = Vec::new();
-    populate(&mut p2m, spec.ram_bytes, &mut owned)?;
+    let mut part = Partial {
+        id: spec.id,
+        p2m: None,
+        owned: Vec::new(),
+        vcpu_frames: Vec::new(),
+    };
+    let limit = Gfn::new(p2m_limit(spec.ram_bytes)).ok_or(BuildError::OutOfMemory)?;
+    let p2m = part
+        .p2m
+        .insert(HapP2m::new(hvm, limit).map_err(BuildError::P2m)?);
+    populate(p2m, spec.ram_bytes, &mut part.owned)?;
 
     let shared_info = {
         let mut g = FRAMES.lock();
         let frames = g.as_mut().ok_or(BuildError::OutOfMemory)?;
         frames.alloc().map_err(|_| BuildError::OutOfMemory)?
     };
+    part.owned.push((shared_info, 1));
     zero_frames(shared_info, 1);
-    owned.push((shared_info, 1));
 
     let flags = if spec.privileged {
         keel_hypercall::abi::start_info::SIF_PRIVILEGED
@@ -390,7 +618,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     } else {
         0
     };
-    let mut writer = BuilderWriter { p2m: &p2m };
+    let mut writer = BuilderWriter { p2m };
     pvh::load(
         &kernel,
         &layout,
@@ -405,45 +633,69 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         entry: layout.entry,
         start_info: layout.start_info_gpa as u32,
     };
-    let mut frames = KernelFrames;
+    // ASIDs and VPIDs: one per domain, never 0 (the host's).
+    let tag = u32::from(spec.id) + 1;
+    let root = p2m.root();
+    let mut frames = RecordingFrames {
+        got: &mut part.vcpu_frames,
+    };
     let vcpu = match hvm {
         HvmSupport::Svm(caps) => {
-            keel_arch::svm::enable(&mut frames, caps)
+            keel_arch::svm::enable(&mut KernelFrames, caps)
                 .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            // SAFETY: `p2m` is this domain's NPT, built from frames keel owns and
-            // mapping only the domain's RAM (module invariant); the Domain keeps it
-            // alive for as long as the vCPU can run.
-            let v =
-                unsafe { keel_arch::svm::SvmVcpu::new(&mut frames, caps, p2m.root(), 1, start) }
-                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            // SAFETY: `root` is this domain's NPT, built from frames keel owns and
+            // mapping only the domain's memory (module invariant); the Domain keeps
+            // it alive for as long as the vCPU can run.
+            let v = unsafe { keel_arch::svm::SvmVcpu::new(&mut frames, caps, root, tag, start) }
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
             Vcpu::Svm(v)
         }
         HvmSupport::Vmx(caps) => {
-            keel_arch::vmx::enable(&mut frames, caps)
+            keel_arch::vmx::enable(&mut KernelFrames, caps)
                 .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            // SAFETY: `p2m` is this domain's EPT, built from frames keel owns and
-            // mapping only the domain's RAM (module invariant); the Domain keeps it
-            // alive for as long as the vCPU can run.
-            let v =
-                unsafe { keel_arch::vmx::VmxVcpu::new(&mut frames, caps, p2m.root(), 1, start) }
-                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            // SAFETY: as for SVM: `root` is this domain's EPT.
+            let v = unsafe {
+                keel_arch::vmx::VmxVcpu::new(&mut frames, caps, root, tag as u16, start)
+            }
+            .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
             Vcpu::Vmx(v)
         }
         HvmSupport::None => return Err(BuildError::NoHap),
     };
 
+    let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
+    let owned = core::mem::take(&mut part.owned);
+    let vcpu_frames = core::mem::take(&mut part.vcpu_frames);
     Ok(Domain {
         id: spec.id,
+        name: String::from(spec.name),
         privileged: spec.privileged,
         p2m,
-        vcpu,
+        vcpu: ManuallyDrop::new(vcpu),
         ram_bytes: spec.ram_bytes,
+        tot_pages: spec.ram_bytes / 4096,
+        max_pages: spec.max_bytes.max(spec.ram_bytes) / 4096,
         shared_info,
         shared_info_gfn: None,
+        vcpu_info: VcpuInfoAt {
+            mfn: shared_info,
+            offset: 0,
+        },
+        vcpu_info_registered: false,
         hvm_params: [0; HVM_NR_PARAMS as usize],
+        upcall_vector: None,
         console: ConsoleLine::default(),
+        console_ring: None,
         memmap: pvh::memory_map(spec.ram_bytes),
         owned,
+        vcpu_frames,
+        grant_gfns: alloc::collections::BTreeMap::new(),
+        foreign: BTreeSet::new(),
+        timers: Timers::default(),
+        wait: Wait::None,
+        runstate: Runstate::default(),
+        weight: spec.weight,
+        cap: spec.cap,
     })
 }
 

@@ -9,3 +9,6 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod image;
 pub mod pvh;
+pub mod time;
+pub mod xlcfg;
+pub mod launch;

@@ -15,11 +15,13 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod domain;
 mod hypercalls;
 mod logger;
 mod memory;
 mod vmexit;
+mod world;
 
 use keel_arch::hvm::HvmVcpu as _;
 
@@ -36,11 +38,6 @@ use logger::say;
 
 extern crate alloc;
 
-// The subsystems that later issues fill in; linked now so the dependency direction
-// (kernel -> portable crates, never the reverse) holds from the start.
-use keel_evtchn as _;
-use keel_grant as _;
-use keel_sched as _;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The Xen guest ABI version keel implements and reports (XENVER_version, CPUID
@@ -183,6 +180,7 @@ fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
     cpu::disable_interrupts();
     let elapsed_us = cpu::rdtsc().wrapping_sub(start) * 1_000_000 / cal.tsc_hz.max(1);
     apic::timer_stop();
+    clock::init(cpu::rdtsc(), cal.tsc_hz, cal.lapic_hz, cpu_info.tsc_deadline);
     if TIMER_FIRED.load(Ordering::Acquire) {
         say!("Timer: LAPIC timer interrupt after {elapsed_us} us (asked for {TIMER_CHECK_US} us)");
     } else {
@@ -323,6 +321,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         );
     }
     init_timer(&cpu_info, pm_timer);
+    cpu::enable_fxsave();
 
     // 6. What to run.
     if let Some(kind) = opts.debug_crash {
@@ -339,39 +338,143 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         say!("Error: command line: {e}");
         power::power_off(ExitStatus::Clean, "the command line is malformed");
     }
-    run_dom0(&boot, &hvm, &opts.dom0_mem)
+    launch(&boot, &hvm, &opts)
 }
 
-/// Builds Dom0 from module 0 (a PVH kernel; further modules are its modules, e.g.
-/// an initrd), runs it, and powers the machine off when it ends: cleanly if it
-/// asked to, with a failure status if it crashed.
-fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) -> ! {
-    let Some(m) = boot.modules().first() else {
+/// Decides what to build from the modules (`keel_kernel::launch`), builds Dom0 and
+/// the boot-time domUs, runs them all, and powers the machine off when they have
+/// ended: cleanly if every domain asked to end, with a failure status if one crashed.
+fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
+    use keel_kernel::launch::{self, ModuleInfo};
+    let mods = boot.modules();
+    let infos: alloc::vec::Vec<ModuleInfo<'_>> = mods
+        .iter()
+        .map(|m| ModuleInfo {
+            string: m.string,
+            bytes: memory::module_bytes(m.start, m.len()),
+        })
+        .collect();
+    let plan = match launch::plan(&infos) {
+        Ok(p) => p,
+        Err(launch::LaunchError::NoModules) => {
+            say!("No dom0 kernel given (no multiboot module): nothing to run");
+            power::power_off(ExitStatus::Clean, "nothing to run");
+        }
+        Err(e) => {
+            say!("Error: modules: {e}");
+            power::power_off(ExitStatus::Clean, "nothing to run");
+        }
+    };
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    if plan.dom0.is_none() && plan.domus.is_empty() {
         say!("No dom0 kernel given (no multiboot module): nothing to run");
         power::power_off(ExitStatus::Clean, "nothing to run");
+    }
+    // Per-CPU virtualization state first, so the frame count below covers exactly
+    // what the domains take.
+    if let Err(e) = domain::enable_hvm(hvm) {
+        say!("HVM: cannot enable hardware virtualization: {e}");
+        power::power_off(ExitStatus::Clean, "no hardware virtualization");
+    }
+    let frames_before = memory::free_frames();
+    let sched = keel_sched::by_name(opts.sched.name(), 1).unwrap_or_else(|| {
+        power::power_off(ExitStatus::KeelFailure, "no scheduler")
+    });
+    say!("Scheduler: {}", sched.name());
+    let mut world = world::World::new(sched);
+
+    if let Some(d0) = &plan.dom0 {
+        let m = &mods[d0.kernel];
+        match build_dom0(m, d0, mods, hvm, &opts.dom0_mem) {
+            Ok(d) => {
+                if let Err(e) = world.admit(alloc::boxed::Box::new(d), world::DEFAULT_MAX_EVTCHN, world::DEFAULT_MAX_GRANT_FRAMES) {
+                    say!("dom0: cannot start: {e}");
+                    power::power_off(ExitStatus::Clean, "dom0 cannot be built");
+                }
+            }
+            Err(stop) => power::power_off(ExitStatus::Clean, stop),
+        }
+    }
+    for du in &plan.domus {
+        let du = match du {
+            Ok(du) => du,
+            Err(e) => {
+                say!("domU: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = build_domu(&mut world, du, mods, hvm) {
+            say!("d{} ({}): cannot build: {e}", du.id, du.config.name);
+        }
+    }
+    if world.doms.is_empty() {
+        say!("No domain could be built: nothing to run");
+        power::power_off(ExitStatus::Clean, "nothing to run");
+    }
+
+    world.run();
+
+    let summary: alloc::vec::Vec<alloc::string::String> = world
+        .ended
+        .iter()
+        .map(|e| alloc::format!("d{} {}", e.id, e.how))
+        .collect();
+    say!("All domains have ended: {}", summary.join(", "));
+    let failed = world.ended.iter().any(|e| e.failed);
+    drop(world);
+    say!(
+        "Frames: {} free before the domains were built, {} after they ended",
+        frames_before,
+        memory::free_frames()
+    );
+    let why = match (failed, plan.dom0.is_some()) {
+        (true, _) => "a domain failed",
+        (false, true) => "dom0 has shut down",
+        (false, false) => "every domain has ended",
     };
+    power::power_off(
+        if failed {
+            ExitStatus::DomainFailure
+        } else {
+            ExitStatus::Clean
+        },
+        why,
+    )
+}
+
+/// Builds Dom0 from its kernel module (a PVH ELF) and its own modules (an initrd,
+/// say). On failure, says why and returns what to power off with.
+fn build_dom0(
+    m: &keel_kernel::bootinfo::Module<'_>,
+    plan: &keel_kernel::launch::Dom0Plan,
+    mods: &[keel_kernel::bootinfo::Module<'_>],
+    hvm: &HvmSupport,
+    dom0_mem: &cmdline::Dom0Mem,
+) -> Result<domain::Domain, &'static str> {
     let name = m.name();
     let Some(bytes) = memory::module_bytes(m.start, m.len()) else {
         say!(
-            "dom0: module 0 '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})",
+            "dom0: module {} '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})",
+            plan.kernel,
             m.start,
             m.end
         );
-        power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+        return Err("no loadable dom0 kernel");
     };
     let mut extra = alloc::vec::Vec::new();
-    for (i, md) in boot.modules().iter().enumerate().skip(1) {
+    for &i in &plan.modules {
+        let md = &mods[i];
         match memory::module_bytes(md.start, md.len()) {
             Some(b) => extra.push(keel_kernel::pvh::ModuleSpec {
                 bytes: b,
                 cmdline: md.cmdline(),
             }),
-            None => {
-                say!(
-                    "dom0: module {i} '{}' lies outside memory keel maps: not passed on",
-                    md.name()
-                );
-            }
+            None => say!(
+                "dom0: module {i} '{}' lies outside memory keel maps: not passed on",
+                md.name()
+            ),
         }
     }
     // What is free now, less what the p2m tables, VMCB/VMCS and keel's later needs take.
@@ -380,26 +483,30 @@ fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) 
         Ok(r) => r,
         Err(e) => {
             say!("dom0: dom0_mem: {e}");
-            power::power_off(ExitStatus::Clean, "dom0 cannot be built");
+            return Err("dom0 cannot be built");
         }
     };
     let spec = domain::PvhSpec {
         id: 0,
+        name: "Domain-0",
         privileged: true,
         kernel: bytes,
         cmdline: m.cmdline(),
         modules: &extra,
         ram_bytes: ram,
+        max_bytes: ram,
+        weight: 256,
+        cap: 0,
     };
-    let mut d = match domain::build_pvh(hvm, &spec) {
+    let d = match domain::build_pvh(hvm, &spec) {
         Ok(d) => d,
         Err(e @ domain::BuildError::Kernel(_)) => {
-            say!("dom0: module 0 '{name}': not a loadable kernel: {e}");
-            power::power_off(ExitStatus::Clean, "no loadable dom0 kernel");
+            say!("dom0: module {} '{name}': not a loadable kernel: {e}", plan.kernel);
+            return Err("no loadable dom0 kernel");
         }
         Err(e) => {
-            say!("dom0: module 0 '{name}': cannot build the domain: {e}");
-            power::power_off(ExitStatus::Clean, "dom0 cannot be built");
+            say!("dom0: module {} '{name}': cannot build the domain: {e}", plan.kernel);
+            return Err("dom0 cannot be built");
         }
     };
     say!(
@@ -409,31 +516,71 @@ fn run_dom0(boot: &BootInfo<'_>, hvm: &HvmSupport, dom0_mem: &cmdline::Dom0Mem) 
         d.vcpu.rip(),
         m.cmdline()
     );
-    let end = vmexit::run(&mut d);
-    let status = match &end {
-        vmexit::DomainEnd::Shutdown(r) => {
-            say!("d0 shut down: {r}");
-            match r {
-                keel_hypercall::dispatch::ShutdownReason::Crash => ExitStatus::DomainFailure,
-                _ => ExitStatus::Clean,
-            }
-        }
-        vmexit::DomainEnd::Crashed(why) => {
-            say!("d0 crashed: {why}");
-            ExitStatus::DomainFailure
-        }
+    Ok(d)
+}
+
+/// Builds one boot-time domU from its xl.cfg plan and admits it to the world.
+fn build_domu(
+    world: &mut world::World,
+    du: &keel_kernel::launch::DomUPlan,
+    mods: &[keel_kernel::bootinfo::Module<'_>],
+    hvm: &HvmSupport,
+) -> Result<(), alloc::string::String> {
+    use alloc::format;
+    let c = &du.config;
+    let km = &mods[du.kernel];
+    let kernel = memory::module_bytes(km.start, km.len())
+        .ok_or_else(|| format!("kernel module '{}' lies outside memory keel maps", km.name()))?;
+    let mut extra = alloc::vec::Vec::new();
+    if let Some(r) = du.ramdisk {
+        let rm = &mods[r];
+        let bytes = memory::module_bytes(rm.start, rm.len())
+            .ok_or_else(|| format!("ramdisk module '{}' lies outside memory keel maps", rm.name()))?;
+        extra.push(keel_kernel::pvh::ModuleSpec { bytes, cmdline: "" });
+    }
+    for w in &c.warnings {
+        log::warn!("d{} ({}): {w}", du.id, c.name);
+    }
+    if c.vcpus != 1 {
+        return Err(format!(
+            "vcpus = {}: keel runs one vCPU per domain for now",
+            c.vcpus
+        ));
+    }
+    let ram = c.memory_mib.saturating_mul(1 << 20);
+    let max = c.maxmem_mib.max(c.memory_mib).saturating_mul(1 << 20);
+    // Keep what keel itself needs: the domain's tables and frames are small, but
+    // refuse a domU that would leave less than 4 MiB free.
+    if ram.saturating_add(4 << 20) > memory::free_frames() * 4096 {
+        return Err(format!("memory = {}: not enough free memory", c.memory_mib));
+    }
+    let spec = domain::PvhSpec {
+        id: du.id,
+        name: &c.name,
+        privileged: false,
+        kernel,
+        cmdline: &du.cmdline,
+        modules: &extra,
+        ram_bytes: ram,
+        max_bytes: max,
+        weight: c.sched_params().weight,
+        cap: c.sched_params().cap,
     };
-    let before = memory::free_frames();
-    drop(d);
-    log::debug!(
-        "d0: {} frame(s) returned to the allocator",
-        memory::free_frames() - before
+    let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
+    say!(
+        "d{}: PVH, {} MiB, {} module(s), entry {:#x}, command line '{}' ({})",
+        du.id,
+        ram >> 20,
+        extra.len(),
+        d.vcpu.rip(),
+        du.cmdline,
+        c.name
     );
-    let why = match end {
-        vmexit::DomainEnd::Crashed(_) => "dom0 crashed",
-        vmexit::DomainEnd::Shutdown(_) => "dom0 has shut down",
-    };
-    power::power_off(status, why)
+    world.admit(
+        alloc::boxed::Box::new(d),
+        c.max_event_channels,
+        c.max_grant_frames,
+    )
 }
 
 #[panic_handler]

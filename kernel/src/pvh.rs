@@ -564,22 +564,38 @@ pub struct GuestMemRange {
     pub kind: GuestMemKind,
 }
 
+/// Where keel puts a domain's special pages (the PV console ring; later the
+/// xenstore ring), below 4 GiB as Xen's HVM builder does, and reserved in the
+/// memory map. Guests with RAM reaching this far get no special pages.
+pub const SPECIAL_PAGES_START: u64 = 0xFEFF_0000;
+/// End (exclusive) of the special-page region.
+pub const SPECIAL_PAGES_END: u64 = 0xFF00_0000;
+/// The guest frame of the PV console ring (`HVM_PARAM_CONSOLE_PFN`).
+pub const CONSOLE_RING_GFN: u64 = (SPECIAL_PAGES_END >> 12) - 1;
+
 /// The memory map of a guest with RAM at `0..mem_bytes`: RAM below 640 KiB, the
-/// legacy hole reserved, RAM from 1 MiB (empty ranges left out). The same answer
-/// belongs in `XENMEM_memory_map` for this guest.
+/// legacy hole reserved, RAM from 1 MiB (empty ranges left out), and the special
+/// pages reserved when RAM ends below them. The same answer belongs in
+/// `XENMEM_memory_map` for this guest.
 pub fn guest_memory_map(mem_bytes: u64) -> Vec<GuestMemRange> {
+    let special = if mem_bytes <= SPECIAL_PAGES_START {
+        (SPECIAL_PAGES_START, SPECIAL_PAGES_END)
+    } else {
+        (0, 0)
+    };
     let candidates = [
-        (0, LEGACY_HOLE_START, GuestMemKind::Ram),
-        (LEGACY_HOLE_START, LEGACY_HOLE_END, GuestMemKind::Reserved),
+        (0, LEGACY_HOLE_START.min(mem_bytes), GuestMemKind::Ram),
+        (
+            LEGACY_HOLE_START,
+            LEGACY_HOLE_END.min(mem_bytes),
+            GuestMemKind::Reserved,
+        ),
         (LEGACY_HOLE_END, mem_bytes, GuestMemKind::Ram),
+        (special.0, special.1, GuestMemKind::Reserved),
     ];
     candidates
         .into_iter()
-        .map(|(start, end, kind)| GuestMemRange {
-            start,
-            end: end.min(mem_bytes),
-            kind,
-        })
+        .map(|(start, end, kind)| GuestMemRange { start, end, kind })
         .filter(|r| r.start < r.end)
         .collect()
 }
@@ -1462,14 +1478,18 @@ mod tests {
             [
                 r(0, 0xA_0000, Ram),
                 r(0xA_0000, 0x10_0000, Reserved),
-                r(0x10_0000, 64 * MIB, Ram)
+                r(0x10_0000, 64 * MIB, Ram),
+                r(SPECIAL_PAGES_START, SPECIAL_PAGES_END, Reserved),
             ]
         );
-        assert_eq!(guest_memory_map(0x8_0000), [r(0, 0x8_0000, Ram)]);
+        let special = r(SPECIAL_PAGES_START, SPECIAL_PAGES_END, Reserved);
+        assert_eq!(guest_memory_map(0x8_0000), [r(0, 0x8_0000, Ram), special]);
         assert_eq!(
             guest_memory_map(0x10_0000),
-            [r(0, 0xA_0000, Ram), r(0xA_0000, 0x10_0000, Reserved)]
+            [r(0, 0xA_0000, Ram), r(0xA_0000, 0x10_0000, Reserved), special]
         );
+        // RAM up to the special pages (and beyond): none of them.
+        assert_eq!(guest_memory_map(SPECIAL_PAGES_START + 4096).len(), 3);
     }
 
     #[test]
@@ -1496,8 +1516,8 @@ mod tests {
         assert_eq!(l.entry, 0x10_0000);
         assert_eq!(l.start_info_gpa, 0x10_3000, "first page after the kernel");
         assert_eq!(l.memmap_gpa, l.start_info_gpa + 56);
-        assert_eq!(l.memmap_entries, 3);
-        assert_eq!(l.modlist_gpa, l.memmap_gpa + 3 * 24);
+        assert_eq!(l.memmap_entries, 4);
+        assert_eq!(l.modlist_gpa, l.memmap_gpa + 4 * 24);
         assert_eq!(l.cmdline_gpa, l.modlist_gpa + 2 * 32);
         assert_eq!(l.modlist_gpa % 8, 0);
         let info_end = l.cmdline_gpa + "console=hvc0".len() as u64 + 1;
@@ -1714,7 +1734,7 @@ mod tests {
                 cmdline_paddr: l.cmdline_gpa,
                 rsdp_paddr: 0,
                 memmap_paddr: l.memmap_gpa,
-                memmap_entries: 3,
+                memmap_entries: 4,
                 reserved: 0,
             }
         );
@@ -1725,6 +1745,7 @@ mod tests {
             (0, 0xA_0000, 1),
             (0xA_0000, 0x6_0000, 2),
             (0x10_0000, MEM - 0x10_0000, 1),
+            (SPECIAL_PAGES_START, SPECIAL_PAGES_END - SPECIAL_PAGES_START, 2),
         ];
         for (i, (addr, size, type_)) in want_map.into_iter().enumerate() {
             let at = info.memmap_paddr + 24 * i as u64;
@@ -1765,7 +1786,7 @@ mod tests {
         put(si, &m[si as usize..si as usize + 56]);
         put(
             l.memmap_gpa,
-            &m[l.memmap_gpa as usize..l.memmap_gpa as usize + 72],
+            &m[l.memmap_gpa as usize..l.memmap_gpa as usize + 96],
         );
         put(
             l.modlist_gpa,

@@ -20,7 +20,8 @@ use keel_hypercall::abi::errno::Errno;
 use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
 use keel_mm::guest_walk::{PagingMode, WalkCtx};
 
-use crate::domain::Domain;
+use crate::domain::{Domain, Wait};
+use crate::world::World;
 
 /// How a domain's run ended.
 pub enum DomainEnd {
@@ -28,6 +29,21 @@ pub enum DomainEnd {
     Shutdown(ShutdownReason),
     /// keel stopped it: the reason, for the log.
     Crashed(String),
+}
+
+/// What the run loop does after an exit was handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Enter the guest again.
+    Continue,
+    /// A host interrupt (keel's timer) ended the entry: let it in, then see
+    /// whether the slice is over.
+    Interrupted,
+    /// The guest gave up the CPU (`SCHEDOP_yield`).
+    Yield,
+    /// The guest may be waiting (`SCHEDOP_block`, `SCHEDOP_poll`, HLT): `d.wait`
+    /// says whether it is.
+    Block,
 }
 
 /// What a handler decided.
@@ -55,44 +71,33 @@ pub fn walk_ctx(v: &Vcpu) -> WalkCtx {
     }
 }
 
-/// Runs `d`'s vCPU until the domain ends.
-pub fn run(d: &mut Domain) -> DomainEnd {
-    loop {
-        let exit = d.vcpu.run();
-        if let Err(end) = handle(d, exit) {
-            d.console.flush_if_pending(d.id);
-            return end;
-        }
-    }
-}
-
-fn handle(d: &mut Domain, exit: Exit) -> Handled {
+/// Handles one exit of `d`'s vCPU; `w` is the rest of the machine.
+pub fn handle(w: &mut World, d: &mut Domain, exit: Exit) -> Result<Flow, DomainEnd> {
+    let done = |h: Handled| h.map(|()| Flow::Continue);
     match exit {
-        Exit::Cpuid => cpuid(d),
-        Exit::Hypercall => hypercall(d),
-        Exit::Rdmsr => rdmsr(d),
-        Exit::Wrmsr => wrmsr(d),
-        Exit::Io(io) => port_io(d, io),
-        Exit::NestedPageFault { gpa, write, fetch } => npf(d, gpa, write, fetch),
+        Exit::Cpuid => done(cpuid(d)),
+        Exit::Hypercall => hypercall(w, d),
+        Exit::Rdmsr => done(rdmsr(d)),
+        Exit::Wrmsr => done(wrmsr(d)),
+        Exit::Io(io) => done(port_io(d, io)),
+        Exit::NestedPageFault { gpa, write, fetch } => done(npf(d, gpa, write, fetch)),
         Exit::Hlt => hlt(d),
-        Exit::ExternalInterrupt => {
-            // Let keel's own handler run; the guest resumes after.
-            keel_arch::cpu::interrupt_window();
-            Ok(())
-        }
-        Exit::Exception { vector, error_code } => crash(format!(
+        Exit::ExternalInterrupt => Ok(Flow::Interrupted),
+        // The upcall goes in at the next entry (world::prepare_entry).
+        Exit::InterruptWindow => Ok(Flow::Continue),
+        Exit::Exception { vector, error_code } => done(crash(format!(
             "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
             d.vcpu.rip()
-        )),
-        Exit::TripleFault => crash(format!("triple fault at rip {:#x}", d.vcpu.rip())),
+        ))),
+        Exit::TripleFault => done(crash(format!("triple fault at rip {:#x}", d.vcpu.rip()))),
         Exit::UndefinedInstruction => {
             d.vcpu.inject_exception(6, None);
-            Ok(())
+            Ok(Flow::Continue)
         }
-        Exit::Failed { why, code, info } => crash(format!(
+        Exit::Failed { why, code, info } => done(crash(format!(
             "{why} (exit code {code:#x}, info {info:#x}) at rip {:#x}",
             d.vcpu.rip()
-        )),
+        ))),
     }
 }
 
@@ -354,19 +359,23 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
     Ok(())
 }
 
-fn hlt(d: &mut Domain) -> Handled {
+fn hlt(d: &mut Domain) -> Result<Flow, DomainEnd> {
     const RFLAGS_IF: u64 = 1 << 9;
     if d.vcpu.rflags() & RFLAGS_IF == 0 {
-        return crash(format!(
+        return Err(DomainEnd::Crashed(format!(
             "halted with interrupts disabled at rip {:#x}: nothing can ever wake it",
             d.vcpu.rip()
-        ));
+        )));
     }
-    // No event sources yet (issue #4): HLT returns at once, as after a spurious wakeup.
-    complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")
+    complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")?;
+    // Xen's hvm_hlt: block until an event is pending for the vCPU (its upcall).
+    if !crate::world::SharedWords::of(d).has_upcall() {
+        d.wait = Wait::Blocked;
+    }
+    Ok(Flow::Block)
 }
 
-fn hypercall(d: &mut Domain) -> Handled {
+fn hypercall(w: &mut World, d: &mut Domain) -> Result<Flow, DomainEnd> {
     let mode = d.vcpu.mode();
     let g = *d.vcpu.gprs();
     let call = if mode.is_64bit() {
@@ -397,7 +406,7 @@ fn hypercall(d: &mut Domain) -> Handled {
             action: Action::Continue,
         }
     } else {
-        let mut ctx = crate::hypercalls::Ctx { d };
+        let mut ctx = crate::hypercalls::Ctx { d, w };
         keel_hypercall::dispatch::dispatch(&mut ctx, &call)
     };
     if let Action::Preempted { args } = outcome.action {
@@ -410,7 +419,7 @@ fn hypercall(d: &mut Domain) -> Handled {
         } else {
             [g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp] = args.map(|a| a & 0xFFFF_FFFF);
         }
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let ret = if mode.is_64bit() {
         outcome.ret as u64
@@ -425,7 +434,26 @@ fn hypercall(d: &mut Domain) -> Handled {
     )?;
     match outcome.action {
         Action::Shutdown(r) => Err(DomainEnd::Shutdown(r)),
-        // One vCPU, no scheduler yet (issue #4): yield and block return at once.
-        _ => Ok(()),
+        Action::Yield => Ok(Flow::Yield),
+        Action::Block => {
+            // Xen's vcpu_block_enable_events: unmask, then block unless an event is
+            // already pending.
+            let words = crate::world::SharedWords::of(d);
+            words.unmask_upcalls();
+            if !words.has_upcall() {
+                d.wait = Wait::Blocked;
+            }
+            Ok(Flow::Block)
+        }
+        // sched_poll found nothing pending (hypercalls.rs): wait for the port
+        // (any port if none was named), an upcall, or the timeout.
+        Action::Poll { port, timeout } => {
+            d.wait = Wait::Polling {
+                ports: port.into_iter().collect(),
+                deadline: (timeout != 0).then_some(timeout),
+            };
+            Ok(Flow::Block)
+        }
+        Action::Continue | Action::Preempted { .. } => Ok(Flow::Continue),
     }
 }

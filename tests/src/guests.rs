@@ -19,6 +19,12 @@
 //! prints about dom0's end are the `DOM0_*` constants below (to be added to
 //! `docs/serial-contract.md` with keel's PVH dom0 support).
 //!
+//! The same guests also run as domUs, built by keel at boot from xl.cfg modules
+//! ([`crate::Boot::domu`]); domain `N`'s console lines start `(dN) `. keel's lines
+//! about domUs, as regexes: [`domain_built`], [`domain_shut_down`],
+//! [`domain_crashed`], then, once every domain has ended, [`ALL_DOMAINS_ENDED`] and
+//! [`FRAMES_BALANCE`] ([`assert_frames_balance`]) before it powers off.
+//!
 //! Found through `$KEEL_GUESTS_DIR` (set by `cargo xtask test`), else
 //! `target/keel/guests/`.
 
@@ -88,7 +94,81 @@ pub const MACHINE_REBOOT: &str = r"^\(KEEL\) Rebooting";
 
 /// A guest line: `(d0) ` then exactly `text` (a literal, not a regex).
 pub fn d0_line(text: &str) -> String {
-    format!(r"^\(d0\) {}$", regex::escape(text))
+    domain_line(0, text)
+}
+
+/// A line of domain `id`'s console: `(d<id>) ` then exactly `text` (a literal).
+pub fn domain_line(id: u16, text: &str) -> String {
+    format!(r"^\(d{id}\) {}$", regex::escape(text))
+}
+
+/// keel's line when it has built domain `id` (a domU from a `.cfg` module, e.g.
+/// `(KEEL) d1: PVH, 32 MiB, ...`); groups: the guest type, its memory in MiB.
+pub fn domain_built(id: u16) -> String {
+    format!(r"^\(KEEL\) d{id}: (\w+), (\d+) MiB")
+}
+
+/// keel's line when domain `id` shuts itself down (`SCHEDOP_shutdown`) with
+/// `reason` (a literal: `poweroff`, `reboot`, `crash`, ...).
+pub fn domain_shut_down(id: u16, reason: &str) -> String {
+    format!(r"^\(KEEL\) d{id} shut down: {}", regex::escape(reason))
+}
+
+/// keel's line when it crashes domain `id` itself; group 1 says why.
+pub fn domain_crashed(id: u16) -> String {
+    format!(r"^\(KEEL\) d{id} crashed: (.+)$")
+}
+
+/// keel's line once every domain has ended, before it powers off; group 1 lists
+/// them, e.g. `d1 poweroff, d2 crash` (see [`parse_domains_ended`]).
+pub const ALL_DOMAINS_ENDED: &str = r"^\(KEEL\) All domains have ended: (.*)$";
+
+/// keel's free-frame count before it built the domains and after they all ended;
+/// groups: before, after. Equal when every domain's frames came back.
+pub const FRAMES_BALANCE: &str =
+    r"^\(KEEL\) Frames: (\d+) free before the domains were built, (\d+) after they ended$";
+
+/// The list of [`ALL_DOMAINS_ENDED`] (`d1 poweroff, d2 crash`) as `(domid, how)`
+/// pairs; `None` if it is not in that shape.
+pub fn parse_domains_ended(list: &str) -> Option<Vec<(u16, String)>> {
+    list.split(", ")
+        .map(|entry| {
+            let (dom, how) = entry.trim().split_once(' ')?;
+            let id = dom.strip_prefix('d')?.parse().ok()?;
+            (!how.is_empty() && !how.contains(',')).then(|| (id, how.to_string()))
+        })
+        .collect()
+}
+
+/// How each domain ended, from keel's [`ALL_DOMAINS_ENDED`] line; panics (with the
+/// serial log) if there is no such line or it cannot be read.
+#[track_caller]
+pub fn domains_ended(run: &RunResult) -> Vec<(u16, String)> {
+    let list = run.assert_line(ALL_DOMAINS_ENDED)[1].to_string();
+    parse_domains_ended(&list).unwrap_or_else(|| {
+        panic!(
+            "cannot read keel's list of ended domains {list:?}\n{}",
+            run.report()
+        )
+    })
+}
+
+/// Panics (with the serial log) unless keel printed [`FRAMES_BALANCE`] with the
+/// same count before and after: every frame the domains had came back. Returns
+/// that count.
+#[track_caller]
+pub fn assert_frames_balance(run: &RunResult) -> u64 {
+    let caps = run.assert_line(FRAMES_BALANCE);
+    let (before, after) = (caps[1].parse::<u64>(), caps[2].parse::<u64>());
+    match (before, after) {
+        (Ok(b), Ok(a)) if a == b => a,
+        _ => panic!(
+            "frames leaked: {} free before the domains were built, {} after they ended\n{}",
+            &caps[1],
+            &caps[2],
+            run.report()
+        ),
+    }
 }
 
 /// The line of a passed check (`prefix` is `""`, `"paging off: "` or
@@ -137,7 +217,8 @@ pub fn assert_guest_succeeded(run: &RunResult) {
     run.assert_powered_off_cleanly();
 }
 
-/// keel ended the run as failed because dom0 crashed, not because keel did: no
+/// keel ended the run as failed because a domain crashed (or shut down with
+/// `crash`), not because keel did: no
 /// `(KEEL) FATAL:` line, and [`Outcome::DomainFailed`] (keel's `Powering off after
 /// a domain failure` line, and on QEMU the domain-failure isa-debug-exit status).
 #[track_caller]
@@ -169,6 +250,14 @@ mod tests {
                 "(KEEL) d0 crashed: triple fault at rip 0x100123",
             ),
             (MACHINE_REBOOT, "(KEEL) Rebooting"),
+            (
+                ALL_DOMAINS_ENDED,
+                "(KEEL) All domains have ended: d1 poweroff, d2 crash",
+            ),
+            (
+                FRAMES_BALANCE,
+                "(KEEL) Frames: 120000 free before the domains were built, 120000 after they ended",
+            ),
             (TEST_SUCCESS, "(d0) Test result: SUCCESS"),
             (TEST_FAILURE, "(d0) Test result: FAILURE (2 failed)"),
             (
@@ -189,6 +278,109 @@ mod tests {
         let failed = Regex::new(CHECK_FAILED).expect("compiles");
         assert!(!failed.is_match("(d0) console_io unmapped: ok"));
         assert!(!failed.is_match("(d0) Test result: SUCCESS"));
+    }
+
+    fn matches(re: &str, line: &str) -> bool {
+        Regex::new(re).expect("compiles").is_match(line)
+    }
+
+    #[test]
+    fn domain_line_patterns() {
+        let off = domain_shut_down(1, "poweroff");
+        assert!(matches(&off, "(KEEL) d1 shut down: poweroff"));
+        assert!(!matches(&off, "(KEEL) d10 shut down: poweroff"));
+        assert!(!matches(&off, "(KEEL) d1 shut down: reboot"));
+        assert!(!matches(&off, "(d1) (KEEL) d1 shut down: poweroff"));
+        assert_eq!(domain_shut_down(0, "poweroff"), DOM0_POWEROFF);
+        assert!(matches(
+            &domain_shut_down(2, "crash"),
+            "(KEEL) d2 shut down: crash"
+        ));
+
+        let crashed = Regex::new(&domain_crashed(3)).expect("compiles");
+        let caps = crashed
+            .captures("(KEEL) d3 crashed: triple fault at rip 0x1000")
+            .expect("matches");
+        assert_eq!(&caps[1], "triple fault at rip 0x1000");
+        assert!(!crashed.is_match("(KEEL) d31 crashed: x"));
+        assert_eq!(domain_crashed(0), DOM0_CRASHED);
+
+        let built = Regex::new(&domain_built(1)).expect("compiles");
+        let caps = built
+            .captures("(KEEL) d1: PVH, 32 MiB, kernel pvh64.elf, entry 0x100000")
+            .expect("matches");
+        assert_eq!((&caps[1], &caps[2]), ("PVH", "32"));
+        assert!(!built.is_match("(KEEL) d1 shut down: poweroff"));
+
+        let line = domain_line(2, "Test result: SUCCESS");
+        assert!(matches(&line, "(d2) Test result: SUCCESS"));
+        assert!(!matches(&line, "(d1) Test result: SUCCESS"));
+        assert_eq!(d0_line("x"), r"^\(d0\) x$");
+    }
+
+    #[test]
+    fn all_domains_ended_and_frames_balance() {
+        let re = Regex::new(ALL_DOMAINS_ENDED).expect("compiles");
+        let caps = re
+            .captures("(KEEL) All domains have ended: d1 poweroff, d2 crash")
+            .expect("matches");
+        assert_eq!(
+            parse_domains_ended(&caps[1]),
+            Some(vec![(1, "poweroff".into()), (2, "crash".into())])
+        );
+        assert_eq!(
+            parse_domains_ended("d0 reboot"),
+            Some(vec![(0, "reboot".into())])
+        );
+        for bad in ["", "d1", "x1 poweroff", "d1 poweroff,d2 crash", "dx crash"] {
+            assert_eq!(parse_domains_ended(bad), None, "{bad:?}");
+        }
+
+        let re = Regex::new(FRAMES_BALANCE).expect("compiles");
+        let caps = re
+            .captures("(KEEL) Frames: 123 free before the domains were built, 120 after they ended")
+            .expect("matches");
+        assert_eq!((&caps[1], &caps[2]), ("123", "120"));
+        assert!(!re.is_match("(KEEL) Frames: 1 free before the domains were built, 1 after"));
+    }
+
+    fn run_with(serial: &str) -> RunResult {
+        RunResult {
+            backend: crate::Backend::QemuSvm,
+            loader: crate::Loader::Grub,
+            serial: serial.to_string(),
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            elapsed: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(60),
+            work_dir: PathBuf::from("/nonexistent"),
+            bochs_log: None,
+        }
+    }
+
+    #[test]
+    fn frames_balance_assertion() {
+        let run = run_with(
+            "(KEEL) All domains have ended: d1 poweroff\n\
+             (KEEL) Frames: 500 free before the domains were built, 500 after they ended\n",
+        );
+        assert_eq!(assert_frames_balance(&run), 500);
+        assert_eq!(domains_ended(&run), [(1, "poweroff".to_string())]);
+    }
+
+    #[test]
+    #[should_panic(expected = "frames leaked: 500 free before the domains were built, 499")]
+    fn frames_balance_assertion_catches_a_leak() {
+        assert_frames_balance(&run_with(
+            "(KEEL) Frames: 500 free before the domains were built, 499 after they ended\n",
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "no serial line matches")]
+    fn frames_balance_assertion_needs_the_line() {
+        assert_frames_balance(&run_with("(KEEL) Powering off\n"));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! - [`contract`]: the lines of `docs/serial-contract.md` as regexes, and
 //!   [`fixtures`]: inputs the tests make (garbage modules).
 //! - [`guests`]: the PVH test guests the xtask builds, and the lines they and keel
-//!   print about them.
+//!   print about them, as dom0 or as domUs ([`Boot::domu`]).
 //!
 //! Everything that can fail because of the environment (a missing tool, an I/O
 //! error) returns [`HarnessError`]; only the test-facing helpers (`Boot::run`,

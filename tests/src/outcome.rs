@@ -18,7 +18,8 @@ use crate::Backend;
 pub const KEEL_PREFIX: &str = "(KEEL) ";
 /// keel's last line before ACPI S5.
 pub const POWERING_OFF: &str = "(KEEL) Powering off";
-/// keel's last line when it powers off because Dom0 crashed.
+/// keel's last line when it powers off after a domain crashed (or shut down with
+/// `crash`).
 pub const POWERING_OFF_DOMAIN_FAILURE: &str = "(KEEL) Powering off after a domain failure";
 /// The prefix of keel's panic and exception reports.
 pub const FATAL: &str = "(KEEL) FATAL: ";
@@ -30,8 +31,9 @@ pub enum Outcome {
     PoweredOff,
     /// keel reported a failure (a `FATAL:` line or a debug-exit status).
     KeelFailure(String),
-    /// keel powered off cleanly, with the status that says Dom0 crashed (QEMU exit 5
-    /// through isa-debug-exit; on Bochs, keel's last line). keel itself is fine.
+    /// keel powered off cleanly, with the status that says a domain crashed (QEMU
+    /// exit 5 through isa-debug-exit; on Bochs, keel's last line). keel itself is
+    /// fine.
     DomainFailed(String),
     /// The run hit its time limit and was killed.
     TimedOut,

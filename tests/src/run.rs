@@ -2,8 +2,9 @@
 //!
 //! A boot gets its own work directory (see [`crate::workdir`]) holding everything it
 //! made and everything the emulator wrote: `keel.iso`, `bochsrc`, `serial.log`,
-//! `bochs.log`, `emulator.out` (the emulator's own stdout and stderr) and
-//! `command.txt` (the command line, to rerun it by hand).
+//! `bochs.log`, `emulator.out` (the emulator's own stdout and stderr),
+//! `command.txt` (the command line, to rerun it by hand) and `domu/`, the xl.cfg
+//! files of the domUs given as text ([`Boot::domu`]).
 //!
 //! The emulator runs with its serial port going to a file, which the harness tails
 //! while waiting (to show it live, for `cargo xtask run`) and reads once more after
@@ -62,8 +63,21 @@ pub struct Boot {
     loader: Loader,
     elf: Option<PathBuf>,
     cmdline: String,
-    modules: Vec<Module>,
+    modules: Vec<BootModule>,
     timeout: Duration,
+}
+
+/// A module as the builder was told about it: a file, or a domU config that is
+/// written into the work directory when the boot runs.
+#[derive(Clone, Debug)]
+enum BootModule {
+    File(Module),
+    DomuConfig {
+        /// The module's name, ending in `.cfg`.
+        name: String,
+        /// The xl.cfg text.
+        text: String,
+    },
 }
 
 impl Boot {
@@ -110,15 +124,47 @@ impl Boot {
         self
     }
 
-    /// Adds a multiboot module (module 0 is the first one added).
+    /// Adds a multiboot module (module 0 is the first one added), named after its
+    /// file (see [`iso::layout`]).
     pub fn module(mut self, path: impl Into<PathBuf>, args: &str) -> Boot {
-        self.modules.push(Module::new(path, args));
+        self.modules.push(BootModule::File(Module::new(path, args)));
+        self
+    }
+
+    /// Adds a multiboot module named `name` (what an xl.cfg `kernel = "..."` refers
+    /// to), whatever its file is called; e.g. the same kernel file once as dom0 and
+    /// once, under another name, as a domU's kernel. `name` is checked when the boot
+    /// runs ([`iso::check_module_name`]).
+    pub fn module_as(mut self, path: impl Into<PathBuf>, name: &str, args: &str) -> Boot {
+        self.modules
+            .push(BootModule::File(Module::named(path, name, args)));
         self
     }
 
     /// Adds several modules.
     pub fn modules(mut self, modules: impl IntoIterator<Item = Module>) -> Boot {
-        self.modules.extend(modules);
+        self.modules
+            .extend(modules.into_iter().map(BootModule::File));
+        self
+    }
+
+    /// Adds a domU: `config_text` (xl.cfg(5) syntax) becomes the module
+    /// `<name>.cfg` (`name` may already end in `.cfg`), written to `domu/` in the
+    /// boot's work directory when it runs. Its `kernel`/`ramdisk` name other modules,
+    /// added with [`Boot::module`] (by file name) or [`Boot::module_as`].
+    ///
+    /// keel builds a domU from each `.cfg` module; dom0 is the first module that is
+    /// neither a config nor named by one (none if there is no such module).
+    pub fn domu(mut self, name: &str, config_text: &str) -> Boot {
+        let name = if name.ends_with(".cfg") {
+            name.to_string()
+        } else {
+            format!("{name}.cfg")
+        };
+        self.modules.push(BootModule::DomuConfig {
+            name,
+            text: config_text.to_string(),
+        });
         self
     }
 
@@ -136,6 +182,35 @@ impl Boot {
     /// keel's command line as it will be passed.
     pub fn keel_cmdline(&self) -> &str {
         &self.cmdline
+    }
+
+    /// The modules as files: domU configs are written to `<work>/domu/<name>.cfg`.
+    /// Two configs with one name would overwrite each other and are refused.
+    fn materialize_modules(&self, work: &Path) -> Result<Vec<Module>, HarnessError> {
+        let dir = work.join("domu");
+        let mut written: Vec<&str> = Vec::new();
+        let mut modules = Vec::with_capacity(self.modules.len());
+        for m in &self.modules {
+            match m {
+                BootModule::File(m) => modules.push(m.clone()),
+                BootModule::DomuConfig { name, text } => {
+                    iso::check_module_name(name)?;
+                    if written.contains(&name.as_str()) {
+                        return Err(HarnessError::Unrepresentable {
+                            context: "a second domU config of the same name",
+                            value: name.clone(),
+                        });
+                    }
+                    std::fs::create_dir_all(&dir)
+                        .map_err(HarnessError::io(format!("creating {}", dir.display())))?;
+                    let path = dir.join(name);
+                    write(&path, text)?;
+                    written.push(name);
+                    modules.push(Module::named(path, name.clone(), ""));
+                }
+            }
+        }
+        Ok(modules)
     }
 
     /// Boots, for tests: panics with a clear message if the harness itself fails
@@ -187,49 +262,40 @@ impl Boot {
             return Err(HarnessError::DirectBootUnsupported(self.backend));
         }
         let work = workdir::create(&format!("{}-{}", self.name, self.backend))?;
+        let modules = self.materialize_modules(&work)?;
 
-        let mut cmd =
-            match (self.backend, self.loader) {
-                (Backend::QemuSvm, Loader::Grub) => {
-                    iso::build_iso(&work, &elf, &self.cmdline, &self.modules)?;
-                    let mut cmd = Command::new(QEMU);
-                    cmd.args(qemu::qemu_args(&QemuBoot::Iso(ISO_FILE), SERIAL_FILE)?);
-                    cmd
-                }
-                (Backend::QemuSvm, Loader::QemuDirect) => {
-                    let names = iso::module_names(&self.modules);
-                    for (m, name) in self.modules.iter().zip(&names) {
-                        std::fs::copy(&m.path, work.join(name)).map_err(HarnessError::io(
-                            format!("copying module {} to {}", m.path.display(), work.display()),
-                        ))?;
-                    }
-                    let pairs: Vec<(String, String)> = names
-                        .into_iter()
-                        .zip(self.modules.iter().map(|m| m.args.clone()))
-                        .collect();
-                    let boot = QemuBoot::Direct {
-                        elf: &elf,
-                        cmdline: &self.cmdline,
-                        modules: &pairs,
-                    };
-                    let mut cmd = Command::new(QEMU);
-                    cmd.args(qemu::qemu_args(&boot, SERIAL_FILE)?);
-                    cmd
-                }
-                (Backend::BochsVmx | Backend::BochsSvm, _) => {
-                    iso::build_iso(&work, &elf, &self.cmdline, &self.modules)?;
-                    // Every Bochs backend names its CPU model; the fallback is never used.
-                    let model = self.backend.bochs_cpu_model().unwrap_or("corei7_skylake_x");
-                    write(
-                        &work.join("bochsrc"),
-                        &bochs::bochsrc(model, ISO_FILE, SERIAL_FILE, BOCHS_LOG),
-                    )?;
-                    write(&work.join("bochs.rc"), bochs::BOCHS_RC)?;
-                    let mut cmd = Command::new(BOCHS);
-                    cmd.args(["-q", "-f", "bochsrc", "-rc", "bochs.rc"]);
-                    cmd
-                }
-            };
+        let mut cmd = match (self.backend, self.loader) {
+            (Backend::QemuSvm, Loader::Grub) => {
+                iso::build_iso(&work, &elf, &self.cmdline, &modules)?;
+                let mut cmd = Command::new(QEMU);
+                cmd.args(qemu::qemu_args(&QemuBoot::Iso(ISO_FILE), SERIAL_FILE)?);
+                cmd
+            }
+            (Backend::QemuSvm, Loader::QemuDirect) => {
+                let pairs = copy_direct_modules(&work, &modules)?;
+                let boot = QemuBoot::Direct {
+                    elf: &elf,
+                    cmdline: &self.cmdline,
+                    modules: &pairs,
+                };
+                let mut cmd = Command::new(QEMU);
+                cmd.args(qemu::qemu_args(&boot, SERIAL_FILE)?);
+                cmd
+            }
+            (Backend::BochsVmx | Backend::BochsSvm, _) => {
+                iso::build_iso(&work, &elf, &self.cmdline, &modules)?;
+                // Every Bochs backend names its CPU model; the fallback is never used.
+                let model = self.backend.bochs_cpu_model().unwrap_or("corei7_skylake_x");
+                write(
+                    &work.join("bochsrc"),
+                    &bochs::bochsrc(model, ISO_FILE, SERIAL_FILE, BOCHS_LOG),
+                )?;
+                write(&work.join("bochs.rc"), bochs::BOCHS_RC)?;
+                let mut cmd = Command::new(BOCHS);
+                cmd.args(["-q", "-f", "bochsrc", "-rc", "bochs.rc"]);
+                cmd
+            }
+        };
         write(
             &work.join("command.txt"),
             &format!("cd {} && {:?}\n", work.display(), cmd),
@@ -273,6 +339,44 @@ impl Boot {
             bochs_log: self.backend.is_bochs().then(|| work.join(BOCHS_LOG)),
         })
     }
+}
+
+/// For QEMU's `-kernel`: copies each module to `<work>/<its name>` (QEMU's module
+/// string starts with the path it was given, so the file must carry the module's
+/// name) and returns `(name, args)` per module. Modules sharing a name share the
+/// copy; two different files under one name cannot be represented.
+fn copy_direct_modules(
+    work: &Path,
+    modules: &[Module],
+) -> Result<Vec<(String, String)>, HarnessError> {
+    let names = iso::module_names(modules)?;
+    let mut copied: Vec<(&str, PathBuf)> = Vec::new();
+    for (m, name) in modules.iter().zip(&names) {
+        let key = std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone());
+        match copied.iter().find(|(n, _)| n == name) {
+            Some((_, k)) if *k == key => continue,
+            Some(_) => {
+                return Err(HarnessError::Unrepresentable {
+                    context: "QEMU's -initrd list (two different files under one module name)",
+                    value: name.clone(),
+                });
+            }
+            None => {}
+        }
+        let dest = work.join(name);
+        if dest != key {
+            std::fs::copy(&m.path, &dest).map_err(HarnessError::io(format!(
+                "copying module {} to {}",
+                m.path.display(),
+                work.display()
+            )))?;
+        }
+        copied.push((name, key));
+    }
+    Ok(names
+        .into_iter()
+        .zip(modules.iter().map(|m| m.args.clone()))
+        .collect())
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
@@ -613,6 +717,91 @@ mod tests {
         assert!(timed_out && code.is_none(), "{code:?} {timed_out}");
         assert!(start.elapsed() < Duration::from_secs(10));
         assert_eq!(raw, b"(KEEL) stuck\n");
+    }
+
+    /// A scratch directory of this test process (removed by the caller).
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keel-run-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn domu_configs_become_named_modules_in_order() {
+        let work = scratch("domu");
+        let boot = Boot::new("domu", Backend::QemuSvm)
+            .module("/k/pvh64.elf", "mode=probe")
+            .domu("d1", "kernel = \"pvh64.elf\"\n")
+            .module_as("/k/pvh64.elf", "d2-kernel.elf", "")
+            .domu("d2.cfg", "kernel = \"d2-kernel.elf\"\n");
+        let modules = boot.materialize_modules(&work).expect("written");
+        let d1 = work.join("domu").join("d1.cfg");
+        let d2 = work.join("domu").join("d2.cfg");
+        assert_eq!(
+            modules,
+            [
+                Module::new("/k/pvh64.elf", "mode=probe"),
+                Module::named(&d1, "d1.cfg", ""),
+                Module::named("/k/pvh64.elf", "d2-kernel.elf", ""),
+                Module::named(&d2, "d2.cfg", ""),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&d1).expect("d1.cfg"),
+            "kernel = \"pvh64.elf\"\n"
+        );
+        assert_eq!(
+            iso::module_names(&modules).expect("valid"),
+            ["pvh64.elf", "d1.cfg", "d2-kernel.elf", "d2.cfg"]
+        );
+        let twice = Boot::new("twice", Backend::QemuSvm)
+            .domu("d1", "")
+            .domu("d1.cfg", "");
+        assert!(twice.materialize_modules(&work).is_err());
+        let bad = Boot::new("bad", Backend::QemuSvm).domu("a b", "");
+        assert!(bad.materialize_modules(&work).is_err());
+        std::fs::remove_dir_all(&work).expect("clean up");
+    }
+
+    #[test]
+    fn direct_modules_are_copied_once_per_name() {
+        let dir = scratch("direct");
+        let src = dir.join("src");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&src).expect("src");
+        std::fs::create_dir_all(&work).expect("work");
+        let kernel = src.join("pvh64.elf");
+        let cfg = src.join("d1.cfg");
+        std::fs::write(&kernel, b"kernel").expect("kernel");
+        std::fs::write(&cfg, b"kernel = \"k.elf\"\n").expect("cfg");
+        let mods = [
+            Module::new(&kernel, "mode=probe"),
+            Module::new(&cfg, ""),
+            Module::named(&kernel, "k.elf", ""),
+            Module::new(&kernel, ""),
+        ];
+        let pairs = copy_direct_modules(&work, &mods).expect("copied");
+        assert_eq!(
+            pairs,
+            [
+                ("pvh64.elf".to_string(), "mode=probe".to_string()),
+                ("d1.cfg".to_string(), String::new()),
+                ("k.elf".to_string(), String::new()),
+                ("pvh64.elf".to_string(), String::new()),
+            ]
+        );
+        for name in ["pvh64.elf", "d1.cfg", "k.elf"] {
+            assert!(work.join(name).is_file(), "{name}");
+        }
+        let other = src.join("other.elf");
+        std::fs::write(&other, b"other").expect("other");
+        let clash = [
+            Module::named(&kernel, "k.elf", ""),
+            Module::named(&other, "k.elf", ""),
+        ];
+        assert!(copy_direct_modules(&work, &clash).is_err());
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (`--backend bochs-vmx`, `--backend=bochs-vmx`).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_tests::{Backend, Module};
@@ -19,13 +20,18 @@ commands:
       and the PVH test guests into target/keel/guests/.
   run [--debug] [--backend qemu-svm|bochs-vmx|bochs-svm] [--xen-cmdline \"...\"]
       [--dom0 KERNEL [--dom0-cmdline \"...\"]] [--module FILE[=cmdline]]...
-      [--timeout SECS] [--direct]
+      [--domu CONFIG]... [--timeout SECS] [--direct]
       Build, make a GRUB ISO, boot it with serial on this terminal, and say how it ended.
       --dom0 boots KERNEL (a PVH ELF) as Dom0 with --dom0-cmdline as its command line;
       it becomes the first module, and --module files follow it (e.g. an initrd).
       Without --dom0 the first --module is Dom0.
+      --domu adds a domU that keel builds at boot from CONFIG, an xl.cfg(5) file: the
+      config and the files its kernel and ramdisk name (relative to its directory)
+      become modules after Dom0's. With --domu but no --dom0 or --module, there is no
+      Dom0. With none of the three, the test guest pvh64 boots as Dom0.
       --direct boots with QEMU's -kernel (multiboot v1) instead of GRUB.
-      Exit status: 0 clean power-off, 1 keel failure, 2 Dom0 crashed, 124 timeout.
+      Exit status: 0 clean power-off, 1 keel failure, 2 a domain crashed (keel powered
+      off with the domain-failure status), 124 timeout.
   test
       Install what is missing, build, run host unit tests, then the emulator tests.
   help
@@ -61,8 +67,10 @@ pub struct RunOpts {
     pub backend: Backend,
     /// Added to keel's default command line.
     pub xen_cmdline: String,
-    /// Multiboot modules, in order.
+    /// Multiboot modules, in order: Dom0's kernel first, then the rest of Dom0's.
     pub modules: Vec<Module>,
+    /// xl.cfg files of domUs, in order.
+    pub domus: Vec<PathBuf>,
     /// Time limit; `None` means the backend's default.
     pub timeout: Option<Duration>,
     /// QEMU `-kernel` instead of the GRUB ISO.
@@ -123,6 +131,7 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                 backend: Backend::QemuSvm,
                 xen_cmdline: String::new(),
                 modules: Vec::new(),
+                domus: Vec::new(),
                 timeout: None,
                 direct: false,
             };
@@ -143,6 +152,7 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                         let v = value(name, inline, &mut rest)?;
                         opts.modules.push(Module::parse_spec(&v));
                     }
+                    "--domu" => opts.domus.push(value(name, inline, &mut rest)?.into()),
                     "--dom0" => dom0 = Some(value(name, inline, &mut rest)?),
                     "--dom0-cmdline" => dom0_cmdline = Some(value(name, inline, &mut rest)?),
                     "--timeout" => {
@@ -209,7 +219,8 @@ mod tests {
         };
         assert_eq!(o.backend, Backend::QemuSvm);
         assert_eq!(o.xen_cmdline, "");
-        assert!(o.modules.is_empty() && o.timeout.is_none() && !o.direct && !o.build.debug);
+        assert!(o.modules.is_empty() && o.domus.is_empty());
+        assert!(o.timeout.is_none() && !o.direct && !o.build.debug);
     }
 
     #[test]
@@ -262,6 +273,37 @@ mod tests {
             ]
         );
         assert!(p(&["run", "--dom0-cmdline", "x"]).is_err());
+    }
+
+    #[test]
+    fn domus_repeat_in_order_beside_dom0() {
+        let Ok(Command::Run(o)) = p(&[
+            "run",
+            "--domu",
+            "guests/a.cfg",
+            "--dom0=vmlinux",
+            "--domu=b",
+        ]) else {
+            panic!("run parses")
+        };
+        assert_eq!(o.domus, [PathBuf::from("guests/a.cfg"), PathBuf::from("b")]);
+        assert_eq!(o.modules, [Module::new("vmlinux", "")]);
+
+        let Ok(Command::Run(o)) = p(&["run", "--domu", "a.cfg"]) else {
+            panic!("run parses")
+        };
+        assert!(o.modules.is_empty(), "no Dom0 unless asked for");
+        assert_eq!(o.domus, [PathBuf::from("a.cfg")]);
+        assert_eq!(
+            p(&["run", "--domu"]),
+            Err(ArgError("--domu needs a value".into()))
+        );
+    }
+
+    #[test]
+    fn usage_describes_domus_and_exit_statuses() {
+        assert!(USAGE.contains("[--domu CONFIG]..."));
+        assert!(USAGE.contains("2 a domain crashed"));
     }
 
     #[test]

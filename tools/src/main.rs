@@ -10,7 +10,7 @@
 //!   that both boot loaders will accept it ([`image`]); build the PVH test guests
 //!   into `target/keel/guests/` ([`guests`]).
 //! - `run`: build, boot it in an emulator with serial on the terminal, and say how
-//!   it ended ([`run_cmd`]).
+//!   it ended ([`run_cmd`]); `--domu` configs become modules ([`domu`]).
 //! - `test`: everything CI runs: install, build, host unit tests, emulator tests
 //!   ([`test_cmd`]).
 //!
@@ -19,6 +19,7 @@
 
 mod args;
 mod deps;
+mod domu;
 mod elfcheck;
 mod guests;
 mod image;

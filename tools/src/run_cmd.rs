@@ -3,13 +3,19 @@
 //! Serial lines go to stdout as they arrive (GRUB's screen-control sequences
 //! removed); the xtask's own messages go to stderr, ending with how the machine
 //! stopped. The exit status says the same: 0 clean power-off, 1 keel failure or
-//! unexplained stop, 124 timeout (like `timeout(1)`).
+//! unexplained stop, 2 a domain crashed (keel powered off with the domain-failure
+//! status), 124 timeout (like `timeout(1)`).
+//!
+//! Modules: Dom0's (`--dom0`, `--module`) first, then per `--domu` the config and the
+//! kernel and ramdisk it names (see [`crate::domu`]); with none of these, the test
+//! guest pvh64 as Dom0.
 
 use std::io::Write;
 
 use keel_tests::{Boot, Loader, Outcome, workdir};
 
 use crate::args::RunOpts;
+use crate::domu::{self, Item};
 use crate::{Error, deps, guests, image};
 
 /// Work-directory name of `run`'s boots; older ones are removed on each run.
@@ -43,7 +49,7 @@ pub fn run(opts: &RunOpts) -> Result<u8, Error> {
     };
     let mut modules = opts.modules.clone();
     let mut xen_cmdline = opts.xen_cmdline.clone();
-    if modules.is_empty() {
+    if modules.is_empty() && opts.domus.is_empty() {
         // The default run: keel with its own PVH test guest as Dom0, probing the ABI.
         let dir = guests_dir.ok_or_else(|| {
             Error("no --dom0 given and the default guest could not be built".into())
@@ -63,12 +69,27 @@ pub fn run(opts: &RunOpts) -> Result<u8, Error> {
             return Err(Error(format!("module {} does not exist", m.path.display())));
         }
     }
+    if modules.is_empty() {
+        eprintln!("xtask: no --dom0 or --module given: keel boots the domUs without a Dom0");
+    }
+    let items = domu::plan(&modules, &opts.domus)?;
     remove_old_runs();
 
     let mut boot = Boot::new(RUN_NAME, opts.backend)
         .elf(&elf)
-        .extra_cmdline(&xen_cmdline)
-        .modules(modules);
+        .extra_cmdline(&xen_cmdline);
+    for item in items {
+        boot = match item {
+            Item::File(m) => boot.modules([m]),
+            Item::Config { name, text } => {
+                eprintln!(
+                    "xtask: {name}: booting a copy (in the run's domu/ directory) whose \
+                     kernel/ramdisk name their modules"
+                );
+                boot.domu(&name, &text)
+            }
+        };
+    }
     if opts.direct {
         boot = boot.loader(Loader::QemuDirect);
     }
@@ -107,7 +128,7 @@ pub fn run(opts: &RunOpts) -> Result<u8, Error> {
             1
         }
         Outcome::DomainFailed(why) => {
-            eprintln!("xtask: dom0 crashed after {secs:.1} s (keel powered off): {why}");
+            eprintln!("xtask: a domain crashed; keel powered off after {secs:.1} s: {why}");
             2
         }
         Outcome::TimedOut => {

@@ -1,0 +1,78 @@
+//! keel's clock and its one timer: system time (ns since boot, the time guests see
+//! through pvclock) from the TSC, and the LAPIC timer armed for the next thing keel
+//! must do (a slice ending, a guest timer, a poll timeout).
+//!
+//! The LAPIC interrupt only forces an exit from the guest (or ends an idle HLT); its
+//! handler acknowledges it and nothing else. The scheduler loop reads the clock and
+//! acts; so a spurious or early interrupt costs one trip round the loop, never a
+//! wrong decision.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use keel_arch::{apic, cpu, traps};
+use keel_kernel::time::TscScale;
+
+static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
+static MUL: AtomicU64 = AtomicU64::new(0);
+static DEADLINE_MODE: AtomicBool = AtomicBool::new(false);
+
+fn tick(_frame: &mut traps::TrapFrame) {
+    apic::eoi();
+}
+
+/// Starts the clock at the calibrated frequencies (TSC-deadline mode when the CPU
+/// has it) and installs the timer handler. Called once, after calibration.
+pub fn init(boot_tsc: u64, tsc_hz: u64, lapic_hz: u64, tsc_deadline: bool) {
+    BOOT_TSC.store(boot_tsc, Ordering::Relaxed);
+    TSC_HZ.store(tsc_hz, Ordering::Relaxed);
+    LAPIC_HZ.store(lapic_hz, Ordering::Relaxed);
+    let s = TscScale::for_hz(tsc_hz);
+    MUL.store(
+        u64::from(s.mul) | (u64::from(s.shift as u8) << 32),
+        Ordering::Relaxed,
+    );
+    DEADLINE_MODE.store(tsc_deadline, Ordering::Relaxed);
+    traps::register_irq(traps::TIMER_VECTOR, tick);
+}
+
+/// The TSC-to-ns scale guests get in `vcpu_time_info`.
+pub fn scale() -> TscScale {
+    let m = MUL.load(Ordering::Relaxed);
+    TscScale {
+        mul: m as u32,
+        shift: (m >> 32) as u8 as i8,
+    }
+}
+
+/// The TSC value at system time 0.
+pub fn boot_tsc() -> u64 {
+    BOOT_TSC.load(Ordering::Relaxed)
+}
+
+/// System time: nanoseconds since keel's clock started.
+pub fn now() -> u64 {
+    scale().ns(cpu::rdtsc().wrapping_sub(boot_tsc()))
+}
+
+/// Arms the timer to interrupt at system time `deadline` (at once if it has
+/// passed). Replaces any earlier arming.
+pub fn arm(deadline: u64) {
+    let now = now();
+    let delta_ns = deadline.saturating_sub(now).max(1_000);
+    let tsc_hz = TSC_HZ.load(Ordering::Relaxed);
+    if DEADLINE_MODE.load(Ordering::Relaxed) {
+        let ticks = scale().ticks(delta_ns, tsc_hz);
+        apic::timer_deadline(cpu::rdtsc().saturating_add(ticks));
+    } else {
+        let hz = LAPIC_HZ.load(Ordering::Relaxed).max(1);
+        let ticks = (u128::from(delta_ns) * u128::from(hz)).div_ceil(1_000_000_000);
+        apic::timer_oneshot(ticks.clamp(1, u128::from(u32::MAX)) as u32);
+    }
+}
+
+/// Stops the timer.
+pub fn disarm() {
+    apic::timer_stop();
+}
