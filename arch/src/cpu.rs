@@ -229,7 +229,9 @@ impl FxState {
     /// Saves this CPU's x87/SSE registers here.
     pub fn save(&mut self) {
         // SAFETY: the buffer is 512 bytes, 16-aligned (repr), and exclusively ours.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags)) };
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
+        };
     }
 
     /// Loads this CPU's x87/SSE registers from here. The contents come from
@@ -238,7 +240,9 @@ impl FxState {
     pub fn restore(&self) {
         // SAFETY: as in `save`; the image is valid per the doc above (the field is
         // public for inspection, but keel writes it only through these functions).
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags, readonly)) };
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags, readonly))
+        };
     }
 }
 

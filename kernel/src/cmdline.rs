@@ -861,8 +861,14 @@ mod tests {
     #[test]
     fn sched_picks_the_policy() {
         assert_eq!(parse("", |_| {}).unwrap().sched, SchedPolicy::Credit2);
-        assert_eq!(parse("sched=null", |_| {}).unwrap().sched, SchedPolicy::Null);
-        assert_eq!(parse("sched=credit2", |_| {}).unwrap().sched.name(), "credit2");
+        assert_eq!(
+            parse("sched=null", |_| {}).unwrap().sched,
+            SchedPolicy::Null
+        );
+        assert_eq!(
+            parse("sched=credit2", |_| {}).unwrap().sched.name(),
+            "credit2"
+        );
     }
 
     #[test]

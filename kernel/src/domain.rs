@@ -274,7 +274,10 @@ pub enum Wait {
     Blocked,
     /// `SCHEDOP_poll`: until one of `ports` (any port if empty) is pending, an
     /// upcall is, or `deadline` (system time) passes.
-    Polling { ports: Vec<u32>, deadline: Option<u64> },
+    Polling {
+        ports: Vec<u32>,
+        deadline: Option<u64>,
+    },
 }
 
 /// The vCPU's runstate accounting (`vcpu_runstate_info`).
@@ -654,10 +657,9 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
             keel_arch::vmx::enable(&mut KernelFrames, caps)
                 .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
             // SAFETY: as for SVM: `root` is this domain's EPT.
-            let v = unsafe {
-                keel_arch::vmx::VmxVcpu::new(&mut frames, caps, root, tag as u16, start)
-            }
-            .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            let v =
+                unsafe { keel_arch::vmx::VmxVcpu::new(&mut frames, caps, root, tag as u16, start) }
+                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
             Vcpu::Vmx(v)
         }
         HvmSupport::None => return Err(BuildError::NoHap),

@@ -2,16 +2,17 @@
 //! domain. Guest pointers become memory only through the domain's checked copies
 //! (its page tables, then its p2m); any failure is -EFAULT to the guest.
 
+use keel_arch::hvm::HvmVcpu as _;
 use keel_hypercall::abi::Errno;
 use keel_hypercall::abi::hvm::HVM_NR_PARAMS;
 use keel_hypercall::abi::memory::E820Entry;
 use keel_hypercall::dispatch::{Domain as HcDomain, VersionInfo};
 use keel_mm::addr::Gfn;
 use keel_mm::p2m::Access;
-use keel_arch::hvm::HvmVcpu as _;
 
 use crate::domain::Domain;
 use crate::world::{SharedWords, World};
+use keel_evtchn::two_level;
 use keel_hypercall::abi::evtchn::EvtchnPort;
 use keel_hypercall::abi::vcpu::VcpuRunstateInfo;
 use keel_hypercall::dispatch::{
@@ -19,7 +20,6 @@ use keel_hypercall::dispatch::{
     GuestWidth, PollResult, VcpuHvmRegs,
 };
 use keel_mm::addr::Mfn;
-use keel_evtchn::two_level;
 
 /// The capabilities keel reports (XENVER_capabilities): HVM-style guests, 32 and
 /// 64-bit, which is what PVH guests look for.
@@ -65,8 +65,7 @@ fn is_special(d: &Domain, w: &World, mfn: Mfn) -> bool {
     mfn == d.shared_info
         || d.console_ring.is_some_and(|r| r.mfn == mfn)
         || (d.vcpu_info_registered && d.vcpu_info.mfn == mfn)
-        || w
-            .grants
+        || w.grants
             .table_frames(d.id)
             .is_some_and(|f| f.contains(&mfn.as_u64()))
 }
@@ -173,7 +172,10 @@ impl HcDomain for Ctx<'_> {
                 other => {
                     // GSI and PCI INTx need an emulated interrupt controller, which
                     // PVH domains do not have: events then go nowhere.
-                    log::warn!("d{}: callback via {other:?} not supported; use a vector", self.d.id);
+                    log::warn!(
+                        "d{}: callback via {other:?} not supported; use a vector",
+                        self.d.id
+                    );
                     self.d.upcall_vector = None;
                 }
             }
@@ -374,7 +376,7 @@ impl HcDomain for Ctx<'_> {
             return Err(Errno::EINVAL);
         }
         let offset = u16::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        if offset % 8 != 0 || u64::from(offset) + 64 > 4096 {
+        if !offset.is_multiple_of(8) || u64::from(offset) + 64 > 4096 {
             return Err(Errno::EINVAL);
         }
         let old = self.d.vcpu_info_va();
@@ -394,8 +396,8 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn set_periodic_timer(&mut self, _vcpu: u32, period_ns: u64) {
-        self.d.timers.periodic = (period_ns != 0)
-            .then(|| (period_ns, crate::clock::now().saturating_add(period_ns)));
+        self.d.timers.periodic =
+            (period_ns != 0).then(|| (period_ns, crate::clock::now().saturating_add(period_ns)));
     }
 
     fn set_singleshot_timer(&mut self, deadline_ns: u64) {
@@ -426,7 +428,7 @@ impl HcDomain for Ctx<'_> {
         if d.tot_pages.saturating_add(count) > d.max_pages {
             return Err(Errno::ENOMEM);
         }
-        if gfn % count != 0 || gfn.saturating_add(count) > d.p2m_limit() {
+        if !gfn.is_multiple_of(count) || gfn.saturating_add(count) > d.p2m_limit() {
             return Err(Errno::EINVAL);
         }
         for g in gfn..gfn + count {
@@ -460,7 +462,12 @@ impl HcDomain for Ctx<'_> {
                 w.doms.get(&dom).map(|b| &**b).ok_or(Errno::ESRCH)?
             };
             let (mfn, _) = own_frame(d, g).ok_or(Errno::ENOENT)?;
-            if is_special(d, w, mfn) || !d.owned.iter().any(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&mfn.as_u64())) {
+            if is_special(d, w, mfn)
+                || !d
+                    .owned
+                    .iter()
+                    .any(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&mfn.as_u64()))
+            {
                 return Err(Errno::ENOENT);
             }
             // A frame another domain has mapped stays until it is unmapped.
@@ -520,7 +527,10 @@ impl HcDomain for Ctx<'_> {
         let d: &mut Domain = if dom == self.d.id {
             &mut *self.d
         } else {
-            w.doms.get_mut(&dom).map(|b| &mut **b).ok_or(GNTST_BAD_DOMAIN)?
+            w.doms
+                .get_mut(&dom)
+                .map(|b| &mut **b)
+                .ok_or(GNTST_BAD_DOMAIN)?
         };
         w.grants
             .setup_table(dom, nr_frames, || d.alloc_owned(1).map(|m| m.as_u64()))
@@ -559,7 +569,9 @@ impl HcDomain for Ctx<'_> {
         if host_gfn >= self.d.p2m_limit() || self.d.foreign.contains(&host_gfn) {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
-        if let Some((m, _)) = self.d.p2m.translate(host) && is_special(self.d, self.w, m) {
+        if let Some((m, _)) = self.d.p2m.translate(host)
+            && is_special(self.d, self.w, m)
+        {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
         if self.dom(dom).is_none() {
@@ -571,10 +583,14 @@ impl HcDomain for Ctx<'_> {
             .map(me, dom, gref, readonly, host_gfn, &mut GrantFrames)
             .map_err(|e| e.code())?;
         let undo = |w: &mut World| {
-            let _ = w.grants.unmap(me, mapped.handle, host_gfn, &mut GrantFrames);
+            let _ = w
+                .grants
+                .unmap(me, mapped.handle, host_gfn, &mut GrantFrames);
         };
         // The granted frame must be the granter's own RAM.
-        let frame = self.dom(dom).and_then(|g| own_frame(g, mapped.frame).map(|f| (f, g)));
+        let frame = self
+            .dom(dom)
+            .and_then(|g| own_frame(g, mapped.frame).map(|f| (f, g)));
         let mfn = match frame {
             Some(((mfn, _), g)) if !is_special(g, self.w, mfn) => mfn,
             _ => {
@@ -629,10 +645,17 @@ impl HcDomain for Ctx<'_> {
         let mut held: [Option<(u16, u32, bool)>; 2] = [None, None];
         let mut ends = [(0u16, 0u64); 2];
         let mut status = GNTST_OKAY;
-        for (i, (end, write)) in [(op.source, false), (op.dest, true)].into_iter().enumerate() {
+        for (i, (end, write)) in [(op.source, false), (op.dest, true)]
+            .into_iter()
+            .enumerate()
+        {
             match end.target {
                 GnttabCopyTarget::Gref { domid, gref } => {
-                    match self.w.grants.acquire(me, domid, gref, write, &mut GrantFrames) {
+                    match self
+                        .w
+                        .grants
+                        .acquire(me, domid, gref, write, &mut GrantFrames)
+                    {
                         Ok(frame) => {
                             held[i] = Some((domid, gref, write));
                             ends[i] = (domid, frame);
@@ -660,7 +683,10 @@ impl HcDomain for Ctx<'_> {
             }
         }
         for (dom, gref, write) in held.into_iter().flatten() {
-            let _ = self.w.grants.release(me, dom, gref, write, &mut GrantFrames);
+            let _ = self
+                .w
+                .grants
+                .release(me, dom, gref, write, &mut GrantFrames);
         }
         status
     }
@@ -686,7 +712,8 @@ impl HcDomain for Ctx<'_> {
 
 /// XENVER_get_features submap 0 for PVH guests (Xen's HVM set, minus what keel
 /// does not do yet): an auto-translated physmap, supervisor mode kernel,
-/// HVM callback vector, and XENFEAT_dom0 for the hardware domain.
+/// HVM callback vector, a pvclock safe to use (keel's TSC is invariant and the
+/// parameters never change), and XENFEAT_dom0 for the hardware domain.
 fn features(privileged: bool) -> u32 {
     use keel_hypercall::abi::features::*;
     (u32::from(privileged) << XENFEAT_DOM0)
@@ -695,6 +722,7 @@ fn features(privileged: bool) -> u32 {
         | (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP)
         | (1 << XENFEAT_SUPERVISOR_MODE_KERNEL)
         | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
+        | (1 << XENFEAT_HVM_SAFE_PVCLOCK)
 }
 
 /// Grant-table frames, reached through the direct map: the frame handles the grant
@@ -722,7 +750,12 @@ impl keel_grant::FrameWords for GrantFrames {
         let a = unsafe {
             core::sync::atomic::AtomicU32::from_ptr(Self::va(frame, offset & !3) as *mut u32)
         };
-        match a.compare_exchange(old, new, core::sync::atomic::Ordering::AcqRel, core::sync::atomic::Ordering::Acquire) {
+        match a.compare_exchange(
+            old,
+            new,
+            core::sync::atomic::Ordering::AcqRel,
+            core::sync::atomic::Ordering::Acquire,
+        ) {
             Ok(v) | Err(v) => v,
         }
     }

@@ -8,7 +8,7 @@
 pub mod bootinfo;
 pub mod cmdline;
 pub mod image;
+pub mod launch;
 pub mod pvh;
 pub mod time;
 pub mod xlcfg;
-pub mod launch;

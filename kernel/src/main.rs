@@ -38,7 +38,6 @@ use logger::say;
 
 extern crate alloc;
 
-
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The Xen guest ABI version keel implements and reports (XENVER_version, CPUID
 /// 0x40000001): Xen 4.17's public headers.
@@ -180,7 +179,12 @@ fn init_timer(cpu_info: &CpuInfo, pm: Option<time::PmTimer>) {
     cpu::disable_interrupts();
     let elapsed_us = cpu::rdtsc().wrapping_sub(start) * 1_000_000 / cal.tsc_hz.max(1);
     apic::timer_stop();
-    clock::init(cpu::rdtsc(), cal.tsc_hz, cal.lapic_hz, cpu_info.tsc_deadline);
+    clock::init(
+        cpu::rdtsc(),
+        cal.tsc_hz,
+        cal.lapic_hz,
+        cpu_info.tsc_deadline,
+    );
     if TIMER_FIRED.load(Ordering::Acquire) {
         say!("Timer: LAPIC timer interrupt after {elapsed_us} us (asked for {TIMER_CHECK_US} us)");
     } else {
@@ -379,9 +383,8 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
         power::power_off(ExitStatus::Clean, "no hardware virtualization");
     }
     let frames_before = memory::free_frames();
-    let sched = keel_sched::by_name(opts.sched.name(), 1).unwrap_or_else(|| {
-        power::power_off(ExitStatus::KeelFailure, "no scheduler")
-    });
+    let sched = keel_sched::by_name(opts.sched.name(), 1)
+        .unwrap_or_else(|| power::power_off(ExitStatus::KeelFailure, "no scheduler"));
     say!("Scheduler: {}", sched.name());
     let mut world = world::World::new(sched);
 
@@ -389,7 +392,11 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
         let m = &mods[d0.kernel];
         match build_dom0(m, d0, mods, hvm, &opts.dom0_mem) {
             Ok(d) => {
-                if let Err(e) = world.admit(alloc::boxed::Box::new(d), world::DEFAULT_MAX_EVTCHN, world::DEFAULT_MAX_GRANT_FRAMES) {
+                if let Err(e) = world.admit(
+                    alloc::boxed::Box::new(d),
+                    world::DEFAULT_MAX_EVTCHN,
+                    world::DEFAULT_MAX_GRANT_FRAMES,
+                ) {
                     say!("dom0: cannot start: {e}");
                     power::power_off(ExitStatus::Clean, "dom0 cannot be built");
                 }
@@ -501,11 +508,17 @@ fn build_dom0(
     let d = match domain::build_pvh(hvm, &spec) {
         Ok(d) => d,
         Err(e @ domain::BuildError::Kernel(_)) => {
-            say!("dom0: module {} '{name}': not a loadable kernel: {e}", plan.kernel);
+            say!(
+                "dom0: module {} '{name}': not a loadable kernel: {e}",
+                plan.kernel
+            );
             return Err("no loadable dom0 kernel");
         }
         Err(e) => {
-            say!("dom0: module {} '{name}': cannot build the domain: {e}", plan.kernel);
+            say!(
+                "dom0: module {} '{name}': cannot build the domain: {e}",
+                plan.kernel
+            );
             return Err("dom0 cannot be built");
         }
     };
@@ -529,13 +542,21 @@ fn build_domu(
     use alloc::format;
     let c = &du.config;
     let km = &mods[du.kernel];
-    let kernel = memory::module_bytes(km.start, km.len())
-        .ok_or_else(|| format!("kernel module '{}' lies outside memory keel maps", km.name()))?;
+    let kernel = memory::module_bytes(km.start, km.len()).ok_or_else(|| {
+        format!(
+            "kernel module '{}' lies outside memory keel maps",
+            km.name()
+        )
+    })?;
     let mut extra = alloc::vec::Vec::new();
     if let Some(r) = du.ramdisk {
         let rm = &mods[r];
-        let bytes = memory::module_bytes(rm.start, rm.len())
-            .ok_or_else(|| format!("ramdisk module '{}' lies outside memory keel maps", rm.name()))?;
+        let bytes = memory::module_bytes(rm.start, rm.len()).ok_or_else(|| {
+            format!(
+                "ramdisk module '{}' lies outside memory keel maps",
+                rm.name()
+            )
+        })?;
         extra.push(keel_kernel::pvh::ModuleSpec { bytes, cmdline: "" });
     }
     for w in &c.warnings {

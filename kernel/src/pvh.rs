@@ -1486,7 +1486,11 @@ mod tests {
         assert_eq!(guest_memory_map(0x8_0000), [r(0, 0x8_0000, Ram), special]);
         assert_eq!(
             guest_memory_map(0x10_0000),
-            [r(0, 0xA_0000, Ram), r(0xA_0000, 0x10_0000, Reserved), special]
+            [
+                r(0, 0xA_0000, Ram),
+                r(0xA_0000, 0x10_0000, Reserved),
+                special
+            ]
         );
         // RAM up to the special pages (and beyond): none of them.
         assert_eq!(guest_memory_map(SPECIAL_PAGES_START + 4096).len(), 3);
@@ -1745,7 +1749,11 @@ mod tests {
             (0, 0xA_0000, 1),
             (0xA_0000, 0x6_0000, 2),
             (0x10_0000, MEM - 0x10_0000, 1),
-            (SPECIAL_PAGES_START, SPECIAL_PAGES_END - SPECIAL_PAGES_START, 2),
+            (
+                SPECIAL_PAGES_START,
+                SPECIAL_PAGES_END - SPECIAL_PAGES_START,
+                2,
+            ),
         ];
         for (i, (addr, size, type_)) in want_map.into_iter().enumerate() {
             let at = info.memmap_paddr + 24 * i as u64;

@@ -78,7 +78,13 @@ mod tests {
 
     #[test]
     fn common_frequencies() {
-        for hz in [2_000_000_000u64, 3_000_000_000, 2_793_437_000, 100_000_000, 4_500_000_000] {
+        for hz in [
+            2_000_000_000u64,
+            3_000_000_000,
+            2_793_437_000,
+            100_000_000,
+            4_500_000_000,
+        ] {
             let s = TscScale::for_hz(hz);
             assert!(s.mul >= 1 << 31, "{hz}: {s:?}");
             // One second of ticks is one second, within 1 ppm.

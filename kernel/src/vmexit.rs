@@ -29,6 +29,8 @@ pub enum DomainEnd {
     Shutdown(ShutdownReason),
     /// keel stopped it: the reason, for the log.
     Crashed(String),
+    /// keel ended it through no fault of its own (Dom0 ended the machine).
+    Destroyed(String),
 }
 
 /// What the run loop does after an exit was handled.

@@ -41,8 +41,8 @@ use keel_mm::layout::directmap_va;
 use keel_sched::{Params, Policy, VcpuId};
 
 use crate::clock;
-use crate::logger::say;
 use crate::domain::{Domain, Wait};
+use crate::logger::say;
 use crate::vmexit::{self, DomainEnd, Flow};
 
 /// Event channels a domain may use unless its configuration says otherwise (xl's
@@ -221,7 +221,7 @@ impl AtomicU32Ptr {
 
 /// Marks `port` pending for domain `d` and wakes it if that makes an upcall
 /// pending, or if it polls the port.
-pub fn raise(d: &mut Domain, port: u32, sched: &mut dyn Policy, now: u64) {
+pub fn raise(d: &mut Domain, port: u32, sched: &mut dyn Policy) {
     let mut w = SharedWords::of(d);
     let kick = two_level::set_pending(&mut w, port, 0);
     let wake = match &d.wait {
@@ -232,15 +232,36 @@ pub fn raise(d: &mut Domain, port: u32, sched: &mut dyn Policy, now: u64) {
         }
     };
     if wake {
-        wake_vcpu(d, sched, now);
+        wake_vcpu(d, sched);
     }
 }
 
+/// keel's own time between slices (switching, scheduling), which the scheduler's
+/// clock leaves out: a vCPU is charged for the time it ran (and exits handled in
+/// its slice), not for keel's switch to or from it. Under emulation a switch can
+/// cost as much as a short slice, and charging it would skew shares against
+/// vCPUs with short slices.
+static OVERHEAD: AtomicU64 = AtomicU64::new(0);
+
+/// The scheduler's clock: system time less keel's switching overhead.
+fn sched_clock() -> u64 {
+    clock::now().saturating_sub(OVERHEAD.load(Ordering::Relaxed))
+}
+
+/// Set when the policy wants the running vCPU preempted (a woken vCPU deserves
+/// the CPU now); the slice loop checks it after every exit.
+static PREEMPT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Makes a blocked or polling vCPU runnable.
-pub fn wake_vcpu(d: &mut Domain, sched: &mut dyn Policy, now: u64) {
+pub fn wake_vcpu(d: &mut Domain, sched: &mut dyn Policy) {
     if d.wait != Wait::None {
         d.wait = Wait::None;
-        sched.wake(VcpuId { dom: d.id, vcpu: 0 }, now);
+        if sched
+            .wake(VcpuId { dom: d.id, vcpu: 0 }, sched_clock())
+            .is_some()
+        {
+            PREEMPT.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -280,12 +301,19 @@ impl World {
         max_grant_frames: u32,
     ) -> Result<(), String> {
         let id = d.id;
+        // xl's max_event_channels is the highest port; the table holds one more.
         self.evtchn
-            .add_domain(id, max_evtchn, 1)
+            .add_domain(id, max_evtchn.saturating_add(1), 1)
             .map_err(|e| format!("event channels: {e}"))?;
         self.grants
             .add_domain(id, max_grant_frames, DEFAULT_MAX_MAPTRACK)
             .map_err(|e| format!("grant table: {e:?}"))?;
+        // Xen starts every table with its first frame.
+        self.grants
+            .setup_table(id, keel_grant::INITIAL_NR_GRANT_FRAMES, || {
+                d.alloc_owned(1).map(|m| m.as_u64())
+            })
+            .map_err(|e| format!("grant table: {e}"))?;
         if !d.privileged {
             self.attach_console(&mut d)?;
         }
@@ -300,7 +328,7 @@ impl World {
                 },
             )
             .map_err(|e| format!("scheduler: {e}"))?;
-        self.sched.wake(v, clock::now());
+        self.sched.wake(v, sched_clock());
         self.doms.insert(id, d);
         Ok(())
     }
@@ -338,7 +366,6 @@ impl World {
 
     /// Delivers a notification. `cur` is the running domain (out of the map).
     pub fn deliver(&mut self, cur: &mut Domain, n: Notify) {
-        let now = clock::now();
         if n.dom == DOMID_XEN {
             let Some(&id) = self.console_ports.get(&n.port) else {
                 return;
@@ -352,9 +379,9 @@ impl World {
             return;
         }
         if n.dom == cur.id {
-            raise(cur, n.port, self.sched.as_mut(), now);
+            raise(cur, n.port, self.sched.as_mut());
         } else if let Some(d) = self.doms.get_mut(&n.dom) {
-            raise(d, n.port, self.sched.as_mut(), now);
+            raise(d, n.port, self.sched.as_mut());
         }
     }
 
@@ -370,7 +397,12 @@ impl World {
         const OUT_PROD: u64 = 3072 + 12;
         // SAFETY: the ring is a frame the domain owns, mapped by the direct map;
         // both indices are 4-aligned inside it.
-        let (cons_a, prod_a) = unsafe { (AtomicU32Ptr::at(base + OUT_CONS), AtomicU32Ptr::at(base + OUT_PROD)) };
+        let (cons_a, prod_a) = unsafe {
+            (
+                AtomicU32Ptr::at(base + OUT_CONS),
+                AtomicU32Ptr::at(base + OUT_PROD),
+            )
+        };
         let mut cons = cons_a.load(Ordering::Acquire);
         let prod = prod_a.load(Ordering::Acquire);
         // A guest may publish any index: take at most one ring's worth.
@@ -387,8 +419,7 @@ impl World {
         if avail > 0
             && let Ok(Some(n)) = self.evtchn.send(DOMID_XEN, ring.xen_port)
         {
-            let now = clock::now();
-            raise(d, n.port, self.sched.as_mut(), now);
+            raise(d, n.port, self.sched.as_mut());
         }
     }
 
@@ -430,34 +461,43 @@ impl World {
             fire = true;
         }
         if fire && let Some(n) = self.evtchn.virq(d.id, 0, VIRQ_TIMER) {
-            raise(d, n.port, self.sched.as_mut(), now);
+            raise(d, n.port, self.sched.as_mut());
         }
         if let Wait::Polling {
             deadline: Some(t), ..
         } = d.wait
             && t <= now
         {
-            wake_vcpu(d, self.sched.as_mut(), now);
+            wake_vcpu(d, self.sched.as_mut());
         }
     }
 
     /// Runs every domain until none is left, or Dom0 has ended.
     pub fn run(&mut self) {
+        // When the last slice (or idle period) ended: what follows until the next
+        // guest entry is keel's overhead, left out of the scheduler's clock.
+        let mut t_exit = clock::now();
         loop {
             if self.doms.is_empty() {
                 clock::disarm();
                 return;
             }
             let now = clock::now();
+            OVERHEAD.fetch_add(now.saturating_sub(t_exit), Ordering::Relaxed);
             self.fire_due(now);
-            let decision = self.sched.pick(0, now);
+            PREEMPT.store(false, Ordering::Relaxed);
+            let decision = self.sched.pick(0, sched_clock());
             let Some(v) = decision.next else {
-                self.idle(now, decision.slice_ns);
+                let t = clock::now();
+                OVERHEAD.fetch_add(t.saturating_sub(now), Ordering::Relaxed);
+                self.idle(t, decision.slice_ns);
+                t_exit = clock::now();
                 continue;
             };
             let Some(mut d) = self.doms.remove(&v.dom) else {
                 log::error!("scheduler picked d{} which does not exist", v.dom);
-                self.sched.remove(v, now);
+                self.sched.remove(v, sched_clock());
+                t_exit = clock::now();
                 continue;
             };
             if self.loaded != Some(v.dom) {
@@ -465,26 +505,29 @@ impl World {
                 self.loaded = Some(v.dom);
             }
             set_runstate(&mut d, RUNSTATE_RUNNING, now);
-            let end = now.saturating_add(decision.slice_ns);
+            let t_enter = clock::now();
+            OVERHEAD.fetch_add(t_enter.saturating_sub(now), Ordering::Relaxed);
+            let end = t_enter.saturating_add(decision.slice_ns);
             let how = self.run_slice(&mut d, end);
             let now = clock::now();
+            t_exit = now;
             d.vcpu.save_lazy_state();
             match how {
                 SliceEnd::Preempted => set_runstate(&mut d, RUNSTATE_RUNNABLE, now),
                 SliceEnd::Yield => {
                     set_runstate(&mut d, RUNSTATE_RUNNABLE, now);
-                    self.sched.yield_now(v, now);
+                    self.sched.yield_now(v, sched_clock());
                 }
                 SliceEnd::Blocked => {
                     set_runstate(&mut d, RUNSTATE_BLOCKED, now);
-                    self.sched.block(v, now);
+                    self.sched.block(v, sched_clock());
                 }
                 SliceEnd::Ended(e) => {
                     self.loaded = None;
                     let was_dom0 = d.privileged && d.id == 0;
                     self.destroy(d, e);
                     if was_dom0 {
-                        self.end_all("dom0 has ended");
+                        self.end_all("dom0 has ended", false);
                         return;
                     }
                     continue;
@@ -506,7 +549,7 @@ impl World {
             // Every domain waits for an event nobody can send: nothing will ever
             // run again. End them rather than hang the machine.
             say!("Every domain is blocked with no timer or event that could wake it");
-            self.end_all("blocked forever");
+            self.end_all("blocked forever", true);
             return;
         };
         clock::arm(until);
@@ -527,7 +570,11 @@ impl World {
             clock::arm(stop);
             let exit = d.vcpu.run();
             match vmexit::handle(self, d, exit) {
-                Ok(Flow::Continue) => {}
+                Ok(Flow::Continue) => {
+                    if PREEMPT.swap(false, Ordering::Relaxed) {
+                        return SliceEnd::Preempted;
+                    }
+                }
                 Ok(Flow::Yield) => return SliceEnd::Yield,
                 Ok(Flow::Block) => {
                     if d.wait != Wait::None {
@@ -562,16 +609,23 @@ impl World {
                 say!("d{} crashed: {why}", d.id);
                 (String::from("crashed"), true)
             }
+            DomainEnd::Destroyed(why) => {
+                say!("d{} destroyed: {why}", d.id);
+                (String::from("destroyed"), false)
+            }
         };
         let id = d.id;
-        let now = clock::now();
-        self.sched.remove(VcpuId { dom: id, vcpu: 0 }, now);
+        self.sched
+            .remove(VcpuId { dom: id, vcpu: 0 }, sched_clock());
         if let Some(ring) = d.console_ring {
             self.console_ports.remove(&ring.xen_port);
             let _ = self.evtchn.close(DOMID_XEN, ring.xen_port);
         }
         self.evtchn.remove_domain(id);
-        let revoked = match self.grants.remove_domain(id, &mut crate::hypercalls::GrantFrames) {
+        let revoked = match self
+            .grants
+            .remove_domain(id, &mut crate::hypercalls::GrantFrames)
+        {
             Ok(r) => r.revoked,
             Err(e) => {
                 log::error!("d{id}: grant table: {e:?}");
@@ -585,7 +639,11 @@ impl World {
                 let _ = m.p2m.set_entry(gfn, None);
                 m.foreign.remove(&r.host_gfn);
                 m.vcpu.flush_guest_tlb();
-                log::debug!("d{}: grant mapping at gfn {:#x} revoked (d{id} ended)", m.id, r.host_gfn);
+                log::debug!(
+                    "d{}: grant mapping at gfn {:#x} revoked (d{id} ended)",
+                    m.id,
+                    r.host_gfn
+                );
             }
         }
         log::debug!("d{id} ({}): destroyed", d.name);
@@ -593,10 +651,17 @@ impl World {
         drop(d);
     }
 
-    /// Destroys every remaining domain (Dom0 has ended, or nothing can run).
-    fn end_all(&mut self, why: &str) {
+    /// Destroys every remaining domain: Dom0 has ended (`failed` false), or
+    /// nothing can ever run again (`failed` true: they are stuck).
+    fn end_all(&mut self, why: &str, failed: bool) {
         while let Some((_, d)) = self.doms.pop_first() {
-            self.destroy(d, DomainEnd::Crashed(String::from(why)));
+            let why = String::from(why);
+            let end = if failed {
+                DomainEnd::Crashed(why)
+            } else {
+                DomainEnd::Destroyed(why)
+            };
+            self.destroy(d, end);
         }
     }
 }

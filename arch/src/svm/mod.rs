@@ -571,11 +571,14 @@ impl HvmVcpu for SvmVcpu {
         let vintr = self.vmcb.get(vmcb::VINTR) & !(V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
         let misc1 = self.vmcb.get(vmcb::INTERCEPT_MISC1);
         if on {
-            self.vmcb.set(vmcb::VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
-            self.vmcb.set(vmcb::INTERCEPT_MISC1, misc1 | intercept1::VINTR);
+            self.vmcb
+                .set(vmcb::VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+            self.vmcb
+                .set(vmcb::INTERCEPT_MISC1, misc1 | intercept1::VINTR);
         } else {
             self.vmcb.set(vmcb::VINTR, vintr);
-            self.vmcb.set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
+            self.vmcb
+                .set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
         }
     }
 

@@ -108,7 +108,13 @@ struct LazyState {
     msrs: [u64; 5],
 }
 
-const LAZY_MSRS: [u32; 5] = [0xC000_0102, 0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084];
+const LAZY_MSRS: [u32; 5] = [
+    0xC000_0102,
+    0xC000_0081,
+    0xC000_0082,
+    0xC000_0083,
+    0xC000_0084,
+];
 
 /// The base of the 16-byte system descriptor `lo`, `hi` (SDM Vol. 3A §7.2.3).
 fn system_descriptor_base(lo: u64, hi: u64) -> u64 {
@@ -940,7 +946,11 @@ impl HvmVcpu for VmxVcpu {
         use controls::proc::INTERRUPT_WINDOW_EXITING as W;
         // Every VMX CPU allows this control to be 1 (SDM Vol. 3D §A.3.2): no
         // capability check needed.
-        self.ctl.proc = if on { self.ctl.proc | W } else { self.ctl.proc & !W };
+        self.ctl.proc = if on {
+            self.ctl.proc | W
+        } else {
+            self.ctl.proc & !W
+        };
         let proc = self.ctl.proc;
         self.write(vmcs::PROC_BASED_CONTROLS, proc);
     }

@@ -43,7 +43,10 @@ fn add_domain_checks() {
     assert_eq!(h.add_domain(1, 64, 1), Err(EEXIST));
     assert_eq!(h.add_domain(DOMID_FIRST_RESERVED, 64, 1), Err(EINVAL));
     // keel's own endpoints live in DOMID_XEN's table.
-    assert_eq!(h.add_domain(keel_hypercall::abi::domid::DOMID_XEN, 64, 1), Ok(()));
+    assert_eq!(
+        h.add_domain(keel_hypercall::abi::domid::DOMID_XEN, 64, 1),
+        Ok(())
+    );
     assert_eq!(h.add_domain(DOMID_SELF, 64, 1), Err(EINVAL));
     assert_eq!(h.add_domain(7, 64, 0), Err(EINVAL));
     assert!(h.has_domain(1) && !h.has_domain(7));
