@@ -3,8 +3,8 @@
 //! The tests steer the guest through it (keel passes dom0 the module's string less
 //! its first word, as Xen does):
 //!
-//! - `mode=probe|hello|crash|reboot|triple-fault` (default `probe`), see
-//!   [`crate::modes`];
+//! - `mode=probe|hello|crash|reboot|triple-fault` (default `probe`) or one of the
+//!   domU modes with their own `key=value` words, see [`crate::modes`];
 //! - `domu`: the guest is not the initial domain, so `SIF_INITDOMAIN` must be clear
 //!   and privileged-only results change;
 //! - `modules=N`: `hvm_start_info` must list exactly N modules;

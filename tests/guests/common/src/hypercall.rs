@@ -119,3 +119,53 @@ pub fn hvm_op(op: u32, arg: usize) -> i64 {
 pub fn sched_op(cmd: u32, arg: usize) -> i64 {
     call(nr::SCHED_OP, [cmd as usize, arg, 0, 0, 0])
 }
+
+/// `HYPERVISOR_event_channel_op(cmd, arg)`.
+pub fn event_channel_op(cmd: u32, arg: usize) -> i64 {
+    call(nr::EVENT_CHANNEL_OP, [cmd as usize, arg, 0, 0, 0])
+}
+
+/// `HYPERVISOR_grant_table_op(cmd, args, count)`.
+pub fn grant_table_op(cmd: u32, args: usize, count: u32) -> i64 {
+    call(
+        nr::GRANT_TABLE_OP,
+        [cmd as usize, args, count as usize, 0, 0],
+    )
+}
+
+/// `HYPERVISOR_vcpu_op(cmd, vcpuid, extra_args)`.
+pub fn vcpu_op(cmd: u32, vcpu: u32, arg: usize) -> i64 {
+    call(nr::VCPU_OP, [cmd as usize, vcpu as usize, arg, 0, 0])
+}
+
+/// `HYPERVISOR_set_timer_op(timeout)`: one 64-bit argument in long mode, two
+/// 32-bit halves (low first) in 32-bit mode (`xen-x86_32.h`).
+pub fn set_timer_op(timeout_abs_ns: u64) -> i64 {
+    #[cfg(target_arch = "x86_64")]
+    let args = [timeout_abs_ns as usize, 0, 0, 0, 0];
+    #[cfg(target_arch = "x86")]
+    let args = [
+        timeout_abs_ns as u32 as usize,
+        (timeout_abs_ns >> 32) as usize,
+        0,
+        0,
+        0,
+    ];
+    call(nr::SET_TIMER_OP, args)
+}
+
+/// Runs `f` with the address of a copy of `bytes` (a hypercall argument on the
+/// stack) and returns its result and the bytes as the hypervisor left them.
+///
+/// The stack is identity-mapped RAM like the rest of the image; the buffer's
+/// address reaches the hypervisor only through the hypercall asm, which the
+/// compiler must assume reads and writes it.
+pub fn with_arg<const N: usize>(bytes: [u8; N], f: impl FnOnce(usize) -> i64) -> (i64, [u8; N]) {
+    let mut buf = bytes;
+    let rc = f(buf.as_mut_ptr() as usize);
+    // Re-read through a volatile load: the hypervisor wrote it behind the
+    // compiler's back.
+    // SAFETY: `buf` is a live local array of N bytes.
+    let out = unsafe { core::ptr::read_volatile(&raw const buf) };
+    (rc, out)
+}

@@ -30,21 +30,28 @@
 //!    guest was booted by plain `qemu -kernel`) the guest says so on COM1, runs the
 //!    checks that need no hypervisor, and powers the machine off through ACPI
 //!    ([`fallback`]). With them it installs the hypercall page through the MSR Xen
-//!    names and from then on prints through `HYPERVISOR_console_io`.
+//!    names and from then on prints through `HYPERVISOR_console_io`, or, when
+//!    `hvm_start_info` says the guest is not the initial domain, through the PV
+//!    console ring ([`console`]).
 //! 4. The command line's `mode=` picks what to do ([`modes`]): `probe` (default) runs
 //!    [`probe`], the full list of checks; `hello`, `crash`, `reboot` and
-//!    `triple-fault` exercise keel's handling of a domain's end.
+//!    `triple-fault` exercise keel's handling of a domain's end; the domU modes
+//!    (pvh64 only, `domu`) test event channels, grant tables, timers and
+//!    scheduling between domains.
 //!
 //! # Invariants and hazards
 //!
-//! - Single vCPU, no interrupts (`cli` throughout): the statics here are touched by
-//!   one thread of execution only, plus the exception handler ([`trap`]), which runs
-//!   on the same CPU between instructions. That is why plain atomics with relaxed
-//!   ordering suffice.
+//! - Single vCPU, interrupts off except for the duration of the hypercalls that
+//!   wait for events (the domU modes' `SCHEDOP_block`/`SCHEDOP_poll`): the statics
+//!   here are touched by one thread of execution only, plus the exception and
+//!   event-upcall handlers ([`trap`]), which run on the same CPU between
+//!   instructions and touch nothing but atomics. That is why plain atomics suffice.
 //! - The guest's own image (linked at 1 MiB) and everything the checks pass to the
-//!   hypervisor live in the identity-mapped low 2 MiB, or in the "window" of 4 KiB
-//!   mappings [`paging`] sets up for the probes that need non-identity, not-present,
-//!   uncached or beyond-RAM mappings.
+//!   hypervisor live in the identity-mapped low 2 MiB (the stack included: small
+//!   hypercall arguments are built there), or in the "window" of 4 KiB mappings
+//!   [`paging`] sets up for the probes that need non-identity, not-present,
+//!   uncached or beyond-RAM mappings. The domU modes map other domains' grants at
+//!   gfns just above their RAM, reached through pvh64's 4 GiB identity map.
 //! - Hostile probes pass bad pointers and bad numbers *on purpose*. A hypervisor
 //!   that handles them wrongly may crash the guest; the guest then stops printing,
 //!   and the test that lists the missing `<check>: ok` line fails.
@@ -55,12 +62,22 @@ pub mod arch;
 pub mod checks;
 pub mod cmdline;
 pub mod console;
+#[cfg(target_arch = "x86_64")]
+pub mod domu;
+#[cfg(target_arch = "x86_64")]
+pub mod events;
 pub mod fallback;
+#[cfg(target_arch = "x86_64")]
+pub mod grants;
 pub mod hypercall;
 pub mod modes;
 pub mod paging;
 pub mod probe;
+#[cfg(target_arch = "x86_64")]
+pub mod shared;
 pub mod start_info;
+#[cfg(target_arch = "x86_64")]
+pub mod time;
 pub mod trap;
 pub mod uart;
 
@@ -97,6 +114,11 @@ pub fn main(start_info_pa: u64) -> ! {
     };
     hypercall::install_page(&xen);
     console::use_xen_console();
+    if boot.raw.flags & abi::start_info::SIF_INITDOMAIN == 0 {
+        // Not the initial domain: console_io is dom0's (-EPERM here); use the
+        // PV console if there is one.
+        console::use_ring_if_offered();
+    }
     modes::run(&xen, &boot)
 }
 

@@ -9,6 +9,9 @@
 //! - `triple-fault`: load an empty IDT and execute `ud2`: #UD cannot be delivered,
 //!   nor the #GP nor the #DF that follow, so the vCPU triple-faults; the hypervisor
 //!   must crash the domain (Xen: "Triple fault - invoking HVM shutdown action").
+//! - the domU modes ([`DOMU_MODES`], pvh64 only; `crate::domu`): `pingpong`,
+//!   `timers`, `spin`, `block`, `hostile-evtchn`, `hostile-grant`, `granter`,
+//!   `die-holding`; they end like `probe`. pvh32 answers them as unknown modes.
 //!
 //! If `SCHEDOP_shutdown` returns (it must not), the guest says so and halts with
 //! interrupts off.
@@ -55,16 +58,42 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
             trap::remove();
             arch::ud2()
         }
+        #[cfg(target_arch = "x86_64")]
+        m if DOMU_MODES.contains(&m) => {
+            crate::domu::run(m, xen, boot);
+            finish()
+        }
         other => {
-            out!("unknown mode={}", Escaped(other));
+            if DOMU_MODES.contains(&other) {
+                out!(
+                    "unknown mode={} in {} (the domU modes are pvh64-only)",
+                    Escaped(other),
+                    GUEST_NAME
+                );
+            } else {
+                out!("unknown mode={}", Escaped(other));
+            }
             out!("Test result: FAILURE (unknown mode)");
             shutdown(SHUTDOWN_CRASH)
         }
     }
 }
 
+/// The domU modes ([`crate::domu`], pvh64 only): event channels, grant tables,
+/// timers, scheduling, run as ordinary domains.
+pub const DOMU_MODES: &[&[u8]] = &[
+    b"pingpong",
+    b"timers",
+    b"spin",
+    b"block",
+    b"hostile-evtchn",
+    b"hostile-grant",
+    b"granter",
+    b"die-holding",
+];
+
 /// Prints the verdict and shuts down accordingly.
-fn finish() -> ! {
+pub fn finish() -> ! {
     let (passed, failed) = (checks::passed(), checks::failed());
     out!("{} checks passed, {} failed", passed, failed);
     if failed == 0 {
@@ -81,6 +110,8 @@ static SHUTDOWN_ARG: Page = Page::new();
 
 /// `SCHEDOP_shutdown(reason)`; halts if it returns.
 pub fn shutdown(reason: u32) -> ! {
+    // The PV console's backend must have the last lines before the domain goes.
+    console::flush();
     SHUTDOWN_ARG.write(0, &SchedShutdown { reason }.to_bytes());
     let rc = hypercall::sched_op(SCHEDOP_SHUTDOWN, SHUTDOWN_ARG.addr());
     out!(

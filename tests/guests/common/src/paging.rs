@@ -12,8 +12,9 @@
 //! - **The window** ([`WINDOW_VA`], one page table of 4 KiB pages, see
 //!   [`WindowPage`]): a not-present page; a page mapping guest-physical
 //!   0xF000_0000 (beyond RAM); a page mapping unbacked MMIO uncached (PCD|PWT); a
-//!   page mapping `ALIAS_VIEW`'s real frame; and a mapped page followed by a
-//!   not-present one, to bound the "huge length" console write.
+//!   page mapping `ALIAS_VIEW`'s real frame; a mapped page followed by a
+//!   not-present one, to bound the "huge length" console write; and the PV console
+//!   ring, if the guest prints through one.
 //!
 //! pvh64's entry stub already runs on 4-level tables identity-mapping 4 GiB with
 //! 2 MiB pages; [`setup`] splices the low page table and the window (at 4 GiB) into
@@ -190,6 +191,9 @@ pub enum WindowPage {
     HugeTail = 4,
     /// Not present (ends the huge-length write).
     UnmappedAfterTail = 5,
+    /// Maps the PV console ring, if the guest uses one (pvh32's PAE phase reaches
+    /// it here when it lies above the 1 GiB identity map; see [`crate::console`]).
+    ConsoleRing = 6,
 }
 
 impl WindowPage {
@@ -258,6 +262,8 @@ fn fill_tables() -> Result<(), SetupError> {
         HUGE_TAIL.addr() as u64 | PRESENT | WRITABLE,
     );
     PT_WINDOW.set(WindowPage::UnmappedAfterTail as usize, 0);
+    let ring = crate::console::ring_gfn().map_or(0, |gfn| (gfn << 12) | PRESENT | WRITABLE);
+    PT_WINDOW.set(WindowPage::ConsoleRing as usize, ring);
     Ok(())
 }
 
@@ -306,6 +312,9 @@ pub fn setup() -> Result<(), SetupError> {
     // SAFETY: the tables identity-map the first GiB, which holds the whole image
     // (code, stack, data), so execution continues across the switch.
     unsafe { arch::enable_pae_paging(PAE_PDPT.addr()) };
+    if crate::console::ring_gfn().is_some_and(|gfn| gfn >= 1 << 18) {
+        crate::console::move_ring(WindowPage::ConsoleRing.va());
+    }
     SET_UP.store(true, core::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

@@ -9,17 +9,31 @@
 //! marker and crashes the domain, so a broken hypervisor shows up as a readable line
 //! rather than as a triple fault.
 //!
-//! All 32 exception vectors have gates; nothing else is delivered (interrupts stay
-//! off). [`remove`] loads an empty IDT for the triple-fault mode.
+//! All 32 exception vectors have gates, and so has [`UPCALL_VECTOR`], the one
+//! interrupt a guest ever takes: the hypervisor's event-channel upcall. Its handler
+//! is whatever [`set_upcall_handler`] installed (the domU modes' event code);
+//! interrupts are enabled only around the hypercalls that wait for events
+//! ([`crate::arch`]'s `hypercall_sti_cli`), so the handler runs between two
+//! instructions of a wait and must touch nothing but atomics. The other 223
+//! vectors have not-present gates: one delivered by mistake becomes a #NP, which
+//! is reported like any other unexpected exception. [`remove`] loads an empty IDT
+//! for the triple-fault mode.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
 use crate::arch::{self, Frame};
 use crate::out;
 
-/// Exception vectors with gates.
-const VECTORS: usize = 32;
+/// Exception vectors (all have gates).
+const EXCEPTIONS: usize = 32;
+
+/// IDT entries: every vector, so the upcall vector can be anywhere above 31.
+const VECTORS: usize = 256;
+
+/// The vector event upcalls arrive on: Linux's `HYPERVISOR_CALLBACK_VECTOR`
+/// (0xf3). Xen requires at least 0x10 (`HVMOP_set_evtchn_upcall_vector`).
+pub const UPCALL_VECTOR: u8 = 0xF3;
 
 /// The IDT itself.
 #[repr(C, align(16))]
@@ -34,17 +48,39 @@ static IDT: Idt = Idt(UnsafeCell::new([[0; arch::GATE_SIZE]; VECTORS]));
 pub fn install() {
     let cs = arch::read_cs();
     let base = IDT.0.get() as usize;
-    for v in 0..VECTORS {
-        let gate = arch::gate(arch::trap_stub(v), cs);
+    let set_gate = |v: usize, gate: [u8; arch::GATE_SIZE]| {
         for (i, &b) in gate.iter().enumerate() {
             // SAFETY: within the IDT; nothing reads it concurrently (the CPU only
-            // reads it on an exception, and none can happen while filling it).
+            // reads it on an exception or interrupt, and none can happen while
+            // filling it: interrupts are off).
             unsafe { core::ptr::write_volatile((base + v * arch::GATE_SIZE + i) as *mut u8, b) };
         }
+    };
+    for v in 0..EXCEPTIONS {
+        set_gate(v, arch::gate(arch::trap_stub(v), cs));
     }
-    // SAFETY: every one of the 32 vectors now has a gate to a stub that saves the
-    // state and calls `dispatch`.
+    set_gate(
+        usize::from(UPCALL_VECTOR),
+        arch::gate(arch::upcall_stub(), cs),
+    );
+    // SAFETY: every exception vector and the upcall vector now have gates to stubs
+    // that save the state and call `dispatch`; the rest are not present (zero).
     unsafe { arch::lidt(base, (VECTORS * arch::GATE_SIZE - 1) as u16) };
+}
+
+/// The upcall handler, as a `fn()` address (0: none).
+static UPCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// Upcalls taken with no handler installed.
+static STRAY_UPCALLS: AtomicU32 = AtomicU32::new(0);
+
+/// Installs `handler` to run on every [`UPCALL_VECTOR`] interrupt.
+pub fn set_upcall_handler(handler: fn()) {
+    UPCALL_HANDLER.store(handler as usize, Ordering::Relaxed);
+}
+
+/// Upcalls that arrived before a handler was installed (counted and ignored).
+pub fn stray_upcalls() -> u32 {
+    STRAY_UPCALLS.load(Ordering::Relaxed)
 }
 
 /// Loads an empty IDT (limit 0): the next exception cannot be delivered, nor the
@@ -119,6 +155,18 @@ pub fn mnemonic(vector: u32) -> &'static str {
 /// frame's (possibly adjusted) instruction pointer.
 pub extern "C" fn dispatch(frame: &mut Frame) {
     let vector = frame.vector();
+    if vector == u32::from(UPCALL_VECTOR) {
+        let handler = UPCALL_HANDLER.load(Ordering::Relaxed);
+        if handler == 0 {
+            STRAY_UPCALLS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // SAFETY: the only values stored are `fn()` addresses
+            // (`set_upcall_handler`).
+            let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
+            handler();
+        }
+        return;
+    }
     if ARMED_VECTOR.load(Ordering::Relaxed) == vector {
         // One fault per arming: a second one is unexpected.
         ARMED_VECTOR.store(NOT_ARMED, Ordering::Relaxed);

@@ -193,6 +193,23 @@ pub unsafe fn mmio_write32(addr: usize, value: u32) {
     }
 }
 
+/// The time-stamp counter (`rdtsc`; `edx:eax` in both widths).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear: the guest runs at
+    // CPL 0 anyway).
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// A spin-wait hint (`pause`).
+pub fn pause() {
+    // SAFETY: `pause` has no architectural effect.
+    unsafe { asm!("pause", options(nomem, nostack, preserves_flags)) };
+}
+
 /// CR2 (the faulting address of the last page fault).
 pub fn read_cr2() -> usize {
     let v: usize;

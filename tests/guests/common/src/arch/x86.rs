@@ -287,14 +287,22 @@ impl Frame {
 }
 
 unsafe extern "C" {
-    /// The 32 per-vector stubs' addresses (`global_asm!` below).
-    static pvh_trap_table: [u32; 32];
+    /// The 32 exception stubs' addresses, then the event upcall's (`global_asm!`
+    /// below).
+    static pvh_trap_table: [u32; 33];
 }
 
-/// The address of vector `v`'s entry stub.
+/// The address of vector `v`'s entry stub (`v` < 32).
 pub fn trap_stub(v: usize) -> usize {
+    assert!(v < 32);
     // SAFETY: a read-only table the assembler filled in at link time.
     (unsafe { pvh_trap_table[v] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::UPCALL_VECTOR`].
+pub fn upcall_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 32 is the upcall vector's stub.
+    (unsafe { pvh_trap_table[32] }) as usize
 }
 
 // Per-vector stubs: vectors 8, 10-14, 17, 21, 29 and 30 come with an error code.
@@ -347,6 +355,7 @@ pvh_trap_\v:
     pvh_trap_err 29
     pvh_trap_err 30
     pvh_trap_noerr 31
+    pvh_trap_noerr {upcall}
 
 pvh_trap_common:
     pushad
@@ -368,7 +377,9 @@ pvh_trap_table:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .long pvh_trap_\v
     .endr
+    .long pvh_trap_{upcall}
     .popsection
 "#,
     dispatch = sym crate::trap::dispatch,
+    upcall = const crate::trap::UPCALL_VECTOR,
 );

@@ -100,6 +100,73 @@ pub unsafe fn hypercall_direct(vendor: super::Vendor, nr: u64, args: [usize; 5])
     ret as isize
 }
 
+/// `sti; vmcall; cli` (or `vmmcall`): a hypercall made with interrupts enabled for
+/// exactly its duration, for `SCHEDOP_block` and `SCHEDOP_poll`.
+///
+/// The `sti` shadow covers the hypercall instruction, so no interrupt is taken
+/// between enabling and trapping: an event that became pending before is seen by
+/// the hypervisor (which returns at once, `local_events_need_delivery` in Xen) and
+/// its upcall is delivered at the `cli`, after the hypercall returns. That closes
+/// the lost-wakeup window a separate `sti` before the call would open.
+///
+/// # Safety
+///
+/// As [`hypercall_direct`]; and the upcall vector's gate must be installed (see
+/// [`crate::trap`]), since an interrupt will be taken.
+pub unsafe fn hypercall_sti_cli(vendor: super::Vendor, nr: u64, args: [usize; 5]) -> isize {
+    let ret: usize;
+    match vendor {
+        // SAFETY: a hypercall; the hypervisor changes at most these registers, and
+        // the interrupt handler saves and restores everything it touches.
+        super::Vendor::Intel => unsafe {
+            asm!(
+                "sti",
+                "vmcall",
+                "cli",
+                inlateout("rax") nr as usize => ret,
+                inlateout("rdi") args[0] => _,
+                inlateout("rsi") args[1] => _,
+                inlateout("rdx") args[2] => _,
+                inlateout("r10") args[3] => _,
+                inlateout("r8") args[4] => _,
+                lateout("rcx") _,
+                lateout("r9") _,
+                lateout("r11") _,
+            );
+        },
+        // SAFETY: as above.
+        super::Vendor::Amd => unsafe {
+            asm!(
+                "sti",
+                "vmmcall",
+                "cli",
+                inlateout("rax") nr as usize => ret,
+                inlateout("rdi") args[0] => _,
+                inlateout("rsi") args[1] => _,
+                inlateout("rdx") args[2] => _,
+                inlateout("r10") args[3] => _,
+                inlateout("r8") args[4] => _,
+                lateout("rcx") _,
+                lateout("r9") _,
+                lateout("r11") _,
+            );
+        },
+    }
+    ret as isize
+}
+
+/// One `mov` store of 8 bytes to `addr`.
+///
+/// # Safety
+///
+/// As [`mmio_read`]; the store must not overwrite memory Rust uses.
+pub unsafe fn mmio_write64(addr: usize, value: u64) {
+    // SAFETY: per the contract.
+    unsafe {
+        asm!("mov qword ptr [{a}], {v}", a = in(reg) addr, v = in(reg) value, options(nostack, preserves_flags));
+    }
+}
+
 /// One `mov` load of 1, 2, 4 or 8 bytes from `addr`, zero-extended.
 ///
 /// # Safety
@@ -249,14 +316,22 @@ impl Frame {
 }
 
 unsafe extern "C" {
-    /// The 32 per-vector stubs' addresses (`global_asm!` below).
-    static pvh_trap_table: [u64; 32];
+    /// The 32 exception stubs' addresses, then the event upcall's (`global_asm!`
+    /// below).
+    static pvh_trap_table: [u64; 33];
 }
 
-/// The address of vector `v`'s entry stub.
+/// The address of vector `v`'s entry stub (`v` < 32).
 pub fn trap_stub(v: usize) -> usize {
+    assert!(v < 32);
     // SAFETY: a read-only table the assembler filled in at link time.
     (unsafe { pvh_trap_table[v] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::UPCALL_VECTOR`].
+pub fn upcall_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 32 is the upcall vector's stub.
+    (unsafe { pvh_trap_table[32] }) as usize
 }
 
 // Per-vector stubs: vectors 8, 10-14, 17, 21, 29 and 30 come with an error code.
@@ -309,6 +384,7 @@ pvh_trap_\v:
     pvh_trap_err 29
     pvh_trap_err 30
     pvh_trap_noerr 31
+    pvh_trap_noerr {upcall}
 
 pvh_trap_common:
     push rax
@@ -357,7 +433,9 @@ pvh_trap_table:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad pvh_trap_\v
     .endr
+    .quad pvh_trap_{upcall}
     .popsection
 "#,
     dispatch = sym crate::trap::dispatch,
+    upcall = const crate::trap::UPCALL_VECTOR,
 );

@@ -1,0 +1,706 @@
+//! keel runs domUs and implements Xen's event channels, grant tables, timers and
+//! scheduling as Xen does, checked from inside the domains.
+//!
+//! Each test boots keel with no dom0 and one or two domUs described by xl.cfg
+//! modules ([`Boot::domu`]), all running the pvh64 test guest
+//! (`tests/guests/common/src/domu/`) in one of its domU modes; keel numbers the
+//! domUs 1, 2, ... in config order. A domU prints through the PV console ring, so
+//! its lines are `(d1) ...`, `(d2) ...`:
+//!
+//! - `pingpong`: a server and a client exchange N requests and replies over a
+//!   grant mapping, a grant copy and an event channel; both verify every message
+//!   (N = 1000 on every backend: about 10 s on Bochs).
+//! - `timers`: single-shot, periodic and `set_timer_op` timers against the
+//!   pvclock (deadlines met within 10 ms, 50 ± 3 ticks of a 10 ms periodic timer
+//!   in 500 ms, cancellation).
+//! - `sched`: two CPU-bound spinners with `cpu_weight` 512 and 256 get CPU time
+//!   in a 2:1 ratio (±10%); a spinner beside a domain blocked on a timer gets over
+//!   90% of the time.
+//! - `hostile_evtchn`, `hostile_grant`: bad event-channel and grant-table calls
+//!   against a `granter` peer, each answered with Xen's exact errno or `GNTST_*`.
+//! - `die_holding`: a domain crashes while its peer has its grant mapped and an
+//!   event channel bound to it; the peer survives and cleans up.
+//!
+//! Every test lists each check line it expects per domain, so a check that does
+//! not run fails the test as surely as one that fails. Around the guests' own
+//! verdicts, keel must report each domain's end (`d<N> shut down: ...`), then
+//! `All domains have ended: ...`, give back every frame
+//! ([`guests::assert_frames_balance`]) and never print `FATAL`.
+
+use keel_tests::contract::FATAL;
+use keel_tests::guests::{self, PVH64, domain_line, domain_shut_down};
+use keel_tests::{Backend, Boot, Outcome, RunResult};
+
+/// Each domU's memory (MiB): the guest image is ~1.3 MiB.
+const MEMORY_MIB: u32 = 8;
+
+/// One domU: its name, the guest's command line, extra xl.cfg lines.
+struct Dom<'a> {
+    name: &'a str,
+    cmdline: String,
+    extra: &'a str,
+}
+
+fn dom<'a>(name: &'a str, cmdline: impl Into<String>, extra: &'a str) -> Dom<'a> {
+    Dom {
+        name,
+        cmdline: cmdline.into(),
+        extra,
+    }
+}
+
+/// The xl.cfg text of `d`.
+fn config(d: &Dom<'_>) -> String {
+    format!(
+        "name = \"{}\"\ntype = \"pvh\"\nkernel = \"{PVH64}\"\ncmdline = \"{}\"\nmemory = {MEMORY_MIB}\nvcpus = 1\n{}",
+        d.name, d.cmdline, d.extra
+    )
+}
+
+/// Boots keel with no dom0 and `doms` as d1, d2, ... (the pvh64 guest is a module
+/// the configs name, so it is not dom0).
+fn boot(test: &str, backend: Backend, doms: &[Dom<'_>]) -> RunResult {
+    let mut boot = Boot::new(test, backend).module(guests::guest(PVH64), "");
+    for d in doms {
+        boot = boot.domu(d.name, &config(d));
+    }
+    boot.run()
+}
+
+/// `(d<id>) <check>: ok`.
+fn ok(id: u16, check: &str) -> String {
+    domain_line(id, &format!("{check}: ok"))
+}
+
+/// Asserts domain `id` printed every check in `checks` as passed, no failed
+/// check and no unexpected exception, its `Test result: SUCCESS`, and that keel
+/// saw it power off.
+#[track_caller]
+fn assert_domain_passed(run: &RunResult, id: u16, checks: &[&str]) {
+    let mut lines: Vec<String> = checks.iter().map(|c| ok(id, c)).collect();
+    lines.push(format!(
+        r"^\(d{id}\) pvh64 \(long mode\): hvm_start_info at 0x[0-9a-f]+, command line "
+    ));
+    lines.push(domain_line(id, "Test result: SUCCESS"));
+    lines.push(domain_shut_down(id, "poweroff"));
+    guests::assert_lines(run, &lines);
+    run.assert_no_line(&format!(r"^\(d{id}\) .*: FAIL( |$)"));
+    run.assert_no_line(&format!(r"^\(d{id}\) unexpected exception "));
+    run.assert_no_line(&format!(r"^\(d{id}\) PANIC "));
+}
+
+/// Asserts keel ended every domain as `ends` says (`(id, "poweroff")`...), gave
+/// back every frame, never printed `FATAL`, and powered off: cleanly, or (`crash`
+/// among the ends) possibly reporting the domain failure.
+#[track_caller]
+fn assert_all_ended(run: &RunResult, ends: &[(u16, &str)]) {
+    run.assert_no_line(FATAL);
+    let mut got = guests::domains_ended(run);
+    got.sort();
+    let want: Vec<(u16, String)> = ends.iter().map(|&(d, h)| (d, h.to_string())).collect();
+    assert_eq!(got, want, "how the domains ended\n{}", run.report());
+    guests::assert_frames_balance(run);
+    let crashed = ends.iter().any(|&(_, how)| how != "poweroff");
+    let outcome = run.outcome();
+    let fine = match outcome {
+        Outcome::PoweredOff => true,
+        Outcome::DomainFailed(_) => crashed,
+        _ => false,
+    };
+    assert!(
+        fine,
+        "expected keel to power off{}, got: {outcome}\n{}",
+        if crashed {
+            " (cleanly or reporting the crashed domain)"
+        } else {
+            " cleanly"
+        },
+        run.report()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// pingpong
+
+/// The server's checks (the count is in one of them).
+fn pingpong_server_checks(count: u32) -> Vec<String> {
+    [
+        "shared_info mapped",
+        "grant table mapped",
+        "grant to peer",
+        "alloc_unbound for peer",
+        "peer done",
+        "end grant",
+        "close port",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("messages verified {count}")])
+    .collect()
+}
+
+/// The client's checks.
+fn pingpong_client_checks(count: u32) -> Vec<String> {
+    [
+        "shared_info mapped",
+        "grant table mapped",
+        "grant to peer",
+        "upcall registered",
+        "bind VIRQ_TIMER",
+        "bind_interdomain to peer",
+        "status of bound port",
+        "map peer grant",
+        "watchdog timer",
+        "unmap peer grant",
+        "gfn empty after unmap",
+        "send bye",
+        "close port",
+        "end grant",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("messages verified {count}")])
+    .collect()
+}
+
+fn pingpong(test: &str, backend: Backend, count: u32) {
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom(
+                "ping-server",
+                format!("mode=pingpong role=server peer=2 count={count}"),
+                "",
+            ),
+            dom(
+                "ping-client",
+                format!("mode=pingpong role=client peer=1 count={count}"),
+                "",
+            ),
+        ],
+    );
+    let server = pingpong_server_checks(count);
+    let client = pingpong_client_checks(count);
+    assert_domain_passed(
+        &run,
+        1,
+        &server.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_domain_passed(
+        &run,
+        2,
+        &client.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    run.assert_line(r"^\(d1\) info: \d+ round trips in [0-9.]+ ms: \d+ per second$");
+    run.assert_line(r"^\(d2\) info: \d+ round trips in [0-9.]+ ms: \d+ per second$");
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+#[test]
+fn pingpong_on_qemu_svm() {
+    pingpong("domu_pingpong", Backend::QemuSvm, 1000);
+}
+
+#[test]
+fn pingpong_on_bochs_vmx() {
+    pingpong("domu_pingpong", Backend::BochsVmx, 1000);
+}
+
+#[test]
+fn pingpong_on_bochs_svm() {
+    pingpong("domu_pingpong", Backend::BochsSvm, 1000);
+}
+
+// ---------------------------------------------------------------------------
+// timers
+
+const TIMER_CHECKS: &[&str] = &[
+    "shared_info mapped",
+    "upcall registered",
+    "bind VIRQ_TIMER",
+    "stop periodic timer at start",
+    "pvclock TSC stable",
+    "pvclock monotonic",
+    "singleshot +1 ms",
+    "singleshot +5 ms",
+    "singleshot +20 ms",
+    "singleshot in the past fires at once",
+    "singleshot future flag in the past",
+    "periodic below 1 ms refused",
+    "periodic 10 ms",
+    "stop periodic",
+    "set_timer_op fires",
+    "set_timer_op(0) cancels",
+    "stop singleshot cancels",
+    "close VIRQ_TIMER port",
+];
+
+/// `upcall` picks how the guest asks for its upcall (the per-vCPU vector, or
+/// the `HVM_PARAM_CALLBACK_IRQ` vector callback).
+fn timers(test: &str, backend: Backend, upcall: &str) {
+    let run = boot(
+        test,
+        backend,
+        &[dom(
+            "timers",
+            format!("mode=timers upcall={upcall} slack-ms=10"),
+            "",
+        )],
+    );
+    assert_domain_passed(&run, 1, TIMER_CHECKS);
+    run.assert_line(r"^\(d1\) info: periodic 10 ms: \d+ events in 500 ms$");
+    assert_all_ended(&run, &[(1, "poweroff")]);
+}
+
+#[test]
+fn timers_on_qemu_svm() {
+    timers("domu_timers", Backend::QemuSvm, "vector");
+}
+
+#[test]
+fn timers_with_callback_via_on_qemu_svm() {
+    timers("domu_timers_callback", Backend::QemuSvm, "callback");
+}
+
+#[test]
+fn timers_on_bochs_vmx() {
+    timers("domu_timers", Backend::BochsVmx, "vector");
+}
+
+#[test]
+fn timers_on_bochs_svm() {
+    timers("domu_timers", Backend::BochsSvm, "callback");
+}
+
+// ---------------------------------------------------------------------------
+// scheduling
+
+const SPIN_CHECKS: &[&str] = &["shared_info mapped", "spin"];
+const BLOCK_CHECKS: &[&str] = &[
+    "shared_info mapped",
+    "upcall registered",
+    "bind VIRQ_TIMER",
+    "singleshot armed",
+    "woke by the timer",
+    "close VIRQ_TIMER port",
+];
+
+/// Domain `id`'s `info: cpu_ns=<ran> wall_ns=<elapsed>`.
+#[track_caller]
+fn cpu_and_wall(run: &RunResult, id: u16) -> (u64, u64) {
+    let caps = run.assert_line(&format!(r"^\(d{id}\) info: cpu_ns=(\d+) wall_ns=(\d+)$"));
+    let parse = |s: &str| {
+        s.parse::<u64>()
+            .unwrap_or_else(|e| panic!("d{id}: bad number {s:?}: {e}\n{}", run.report()))
+    };
+    (parse(&caps[1]), parse(&caps[2]))
+}
+
+/// When the spinners measure from: system time 3 s, well after keel has booted
+/// and built both domains on every backend, so both measure the same window.
+const SPIN_FROM: &str = "start-ms=3000";
+
+/// Domain `id`'s measurement window start, as printed.
+#[track_caller]
+fn window_start(run: &RunResult, id: u16) -> String {
+    run.assert_line(&format!(
+        r"^\(d{id}\) info: measured from system time ([0-9.]+ ms) \(started at [0-9.]+ ms\)$"
+    ))[1]
+        .to_string()
+}
+
+/// Two spinners weighted 512 and 256 share the CPU 2:1 (within 10%).
+fn sched_weights(test: &str, backend: Backend) {
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom(
+                "heavy",
+                format!("mode=spin seconds=2 {SPIN_FROM}"),
+                "cpu_weight = 512\n",
+            ),
+            dom(
+                "light",
+                format!("mode=spin seconds=2 {SPIN_FROM}"),
+                "cpu_weight = 256\n",
+            ),
+        ],
+    );
+    assert_domain_passed(&run, 1, SPIN_CHECKS);
+    assert_domain_passed(&run, 2, SPIN_CHECKS);
+    let (from1, from2) = (window_start(&run, 1), window_start(&run, 2));
+    assert_eq!(
+        from1,
+        from2,
+        "the spinners measured different windows: one started after {SPIN_FROM}, i.e. \
+         keel did not run it while the other spun (no preemption?)\n{}",
+        run.report()
+    );
+    let (heavy, _) = cpu_and_wall(&run, 1);
+    let (light, _) = cpu_and_wall(&run, 2);
+    let ratio = heavy as f64 / light.max(1) as f64;
+    assert!(
+        (1.8..=2.2).contains(&ratio),
+        "cpu_weight 512 vs 256: cpu_ns {heavy} vs {light}, ratio {ratio:.3}, expected 2 +- 10%\n{}",
+        run.report()
+    );
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+/// A spinner beside a domain blocked on a timer gets over 90% of the CPU. The
+/// spinner measures from system time 1 s to 3 s; the sleeper arms a 1 s timer as
+/// soon as it runs, which must be while the spinner spins (keel preempts it), so
+/// it wakes inside the spinner's window.
+fn sched_spin_and_block(test: &str, backend: Backend) {
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom("spinner", "mode=spin seconds=2 start-ms=1000", ""),
+            dom("sleeper", "mode=block seconds=1", ""),
+        ],
+    );
+    assert_domain_passed(&run, 1, SPIN_CHECKS);
+    assert_domain_passed(&run, 2, BLOCK_CHECKS);
+    let armed = run.assert_line(r"^\(d2\) info: armed at system time ([0-9]+)\.([0-9]{3}) ms$");
+    let armed_ms: u64 = armed[1].parse().unwrap_or(u64::MAX);
+    let woke = run.assert_line(r"^\(d2\) info: woke after (\d+)$");
+    let woke_ns: u64 = woke[1].parse().unwrap_or(u64::MAX);
+    let (cpu, wall) = cpu_and_wall(&run, 1);
+    let woke_at_ms = armed_ms.saturating_add(woke_ns / 1_000_000);
+    assert!(
+        woke_at_ms < 3000,
+        "the sleeper armed its timer at {armed_ms} ms and woke at {woke_at_ms} ms, after the \
+         spinner's window (1000..3000 ms): it did not run while the spinner spun (no \
+         preemption?)\n{}",
+        run.report()
+    );
+    assert!(
+        cpu * 10 > wall * 9,
+        "the spinner beside a blocked domain ran {cpu} ns of {wall} ns (expected > 90%)\n{}",
+        run.report()
+    );
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+#[test]
+fn sched_weights_on_qemu_svm() {
+    sched_weights("domu_sched_weights", Backend::QemuSvm);
+}
+
+#[test]
+fn sched_weights_on_bochs_vmx() {
+    sched_weights("domu_sched_weights", Backend::BochsVmx);
+}
+
+#[test]
+fn sched_weights_on_bochs_svm() {
+    sched_weights("domu_sched_weights", Backend::BochsSvm);
+}
+
+#[test]
+fn sched_spin_and_block_on_qemu_svm() {
+    sched_spin_and_block("domu_sched_block", Backend::QemuSvm);
+}
+
+#[test]
+fn sched_spin_and_block_on_bochs_vmx() {
+    sched_spin_and_block("domu_sched_block", Backend::BochsVmx);
+}
+
+#[test]
+fn sched_spin_and_block_on_bochs_svm() {
+    sched_spin_and_block("domu_sched_block", Backend::BochsSvm);
+}
+
+// ---------------------------------------------------------------------------
+// hostile event channels and grants, against a granter
+
+/// The granter's checks; `expect_write` when its peer writes through the
+/// writable grant (`hostile-grant`).
+fn granter_checks(expect_write: bool) -> Vec<&'static str> {
+    let mut v = vec![
+        "shared_info mapped",
+        "grant table mapped",
+        "grants made",
+        "decoy ports",
+        "alloc_unbound for peer",
+        "peer done",
+        "peer released grants",
+        "end grants",
+        "close ports",
+    ];
+    if expect_write {
+        v.push("peer wrote through writable grant");
+    }
+    v
+}
+
+/// `max_event_channels` of the hostile-evtchn domain (xl's default is 1023;
+/// lower keeps the `-ENOSPC` loop short).
+const MAX_EVTCHN: u32 = 64;
+
+/// Every check `hostile-evtchn` makes.
+fn hostile_evtchn_checks() -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for label in ["port 0", "unallocated port", "port 4096"] {
+        for op in ["send", "close", "bind_vcpu", "unmask"] {
+            v.push(format!("{op} {label}"));
+        }
+    }
+    v.extend(
+        [
+            "shared_info mapped",
+            "status port 4096",
+            "alloc_unbound for self",
+            "bind_vcpu to missing vcpu",
+            "send on unbound port",
+            "close unbound port",
+            "status of closed port",
+            "close closed port",
+            "send on closed port",
+            "bind_interdomain to missing domain",
+            "bind_interdomain to peer",
+            "bind_interdomain twice",
+            "bind_interdomain to port unbound for another domain",
+            "send on port only the peer allocated",
+            "bind_vcpu interdomain port",
+            "unmask interdomain port",
+            "bind_virq VIRQ_TIMER",
+            "bind_virq twice",
+            "bind_virq out of range",
+            "bind_virq on missing vcpu",
+            "bind_vcpu VIRQ_TIMER port",
+            "alloc_unbound until ENOSPC",
+            "port limit",
+            "status of unbound port",
+            "close all allocated ports",
+            "alloc_unbound after closing",
+            "close it again",
+            "close VIRQ_TIMER port",
+            "send done to peer",
+            "close interdomain port",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    v
+}
+
+fn hostile_evtchn(test: &str, backend: Backend) {
+    let max = format!("max_event_channels = {MAX_EVTCHN}\n");
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom("granter", "mode=granter peer=2", ""),
+            dom(
+                "hostile-evtchn",
+                format!("mode=hostile-evtchn peer=1 max-evtchn={MAX_EVTCHN}"),
+                &max,
+            ),
+        ],
+    );
+    assert_domain_passed(&run, 1, &granter_checks(false));
+    let checks = hostile_evtchn_checks();
+    assert_domain_passed(
+        &run,
+        2,
+        &checks.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    run.assert_line(
+        r"^\(d2\) info: alloc_unbound succeeded \d+ times, then returned -28 \(ENOSPC\)$",
+    );
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+#[test]
+fn hostile_evtchn_on_qemu_svm() {
+    hostile_evtchn("domu_hostile_evtchn", Backend::QemuSvm);
+}
+
+#[test]
+fn hostile_evtchn_on_bochs_vmx() {
+    hostile_evtchn("domu_hostile_evtchn", Backend::BochsVmx);
+}
+
+#[test]
+fn hostile_evtchn_on_bochs_svm() {
+    hostile_evtchn("domu_hostile_evtchn", Backend::BochsSvm);
+}
+
+const HOSTILE_GRANT_CHECKS: &[&str] = &[
+    "shared_info mapped",
+    "query_size",
+    "setup_table",
+    "get_version",
+    "set_version 1",
+    "set_version 2 refused",
+    "set_version 3",
+    "still version 1",
+    "bind_interdomain to peer",
+    "map readonly grant",
+    "read through readonly map",
+    "writable map of readonly grant",
+    "map ref beyond table",
+    "map ref granted to another domain",
+    "map ref never granted",
+    "map from missing domain",
+    "map writable grant",
+    "copy beyond page",
+    "copy from bad gref",
+    "copy from readonly grant",
+    "copy to readonly grant",
+    "unmap bad handle",
+    "unmap readonly map",
+    "double unmap",
+    "gfn empty after unmap",
+    "unmap writable map",
+    "send done to peer",
+    "close port",
+];
+
+fn hostile_grant(test: &str, backend: Backend) {
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom("granter", "mode=granter peer=2 expect-write", ""),
+            dom("hostile-grant", "mode=hostile-grant peer=1", ""),
+        ],
+    );
+    assert_domain_passed(&run, 1, &granter_checks(true));
+    assert_domain_passed(&run, 2, HOSTILE_GRANT_CHECKS);
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+#[test]
+fn hostile_grant_on_qemu_svm() {
+    hostile_grant("domu_hostile_grant", Backend::QemuSvm);
+}
+
+#[test]
+fn hostile_grant_on_bochs_vmx() {
+    hostile_grant("domu_hostile_grant", Backend::BochsVmx);
+}
+
+#[test]
+fn hostile_grant_on_bochs_svm() {
+    hostile_grant("domu_hostile_grant", Backend::BochsSvm);
+}
+
+// ---------------------------------------------------------------------------
+// a domain dies holding a grant mapping and a channel
+
+const VICTIM_CHECKS: &[&str] = &[
+    "shared_info mapped",
+    "grant table mapped",
+    "grant to peer",
+    "alloc_unbound for peer",
+    "peer mapped the grant",
+];
+
+const HOLDER_CHECKS: &[&str] = &[
+    "shared_info mapped",
+    "bind_interdomain to peer",
+    "map peer grant",
+    "read through map",
+    "send mapped to peer",
+    "port unbound after peer died",
+    "send after peer died",
+    "mapping after peer died",
+    "unmap after peer died",
+    "gfn empty after unmap",
+    "close port",
+];
+
+fn die_holding(test: &str, backend: Backend) {
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom("victim", "mode=die-holding role=victim peer=2", ""),
+            dom("holder", "mode=die-holding role=holder peer=1", ""),
+        ],
+    );
+    let mut lines: Vec<String> = VICTIM_CHECKS.iter().map(|c| ok(1, c)).collect();
+    lines.push(
+        r"^\(d1\) \d+ checks passed; crashing on purpose while d2 holds the grant$".to_string(),
+    );
+    lines.push(domain_shut_down(1, "crash"));
+    guests::assert_lines(&run, &lines);
+    run.assert_no_line(r"^\(d1\) .*: FAIL( |$)");
+    assert_domain_passed(&run, 2, HOLDER_CHECKS);
+    run.assert_line(r"^\(d2\) info: after the peer died the mapping ");
+    assert_all_ended(&run, &[(1, "crash"), (2, "poweroff")]);
+}
+
+#[test]
+fn die_holding_on_qemu_svm() {
+    die_holding("domu_die_holding", Backend::QemuSvm);
+}
+
+#[test]
+fn die_holding_on_bochs_vmx() {
+    die_holding("domu_die_holding", Backend::BochsVmx);
+}
+
+#[test]
+fn die_holding_on_bochs_svm() {
+    die_holding("domu_die_holding", Backend::BochsSvm);
+}
+
+// ---------------------------------------------------------------------------
+// the 32-bit guest as a domU
+
+/// pvh32 prints through the PV console ring too (the compat ABI: 32-bit
+/// hypercall registers, the same `xencons_interface`), and answers the domU
+/// modes, which are pvh64-only, as unknown: a clean failure, not a hang.
+#[test]
+fn pvh32_domu_console_and_unknown_mode_on_qemu_svm() {
+    let run = Boot::new("domu_pvh32", Backend::QemuSvm)
+        .module(guests::guest(guests::PVH32), "")
+        .domu(
+            "d32",
+            "name = \"d32\"\ntype = \"pvh\"\nkernel = \"pvh32.elf\"\ncmdline = \"mode=timers\"\nmemory = 8\nvcpus = 1\n",
+        )
+        .run();
+    guests::assert_lines(
+        &run,
+        &[
+            r#"^\(d1\) pvh32 \(protected mode\): hvm_start_info at 0x[0-9a-f]+, command line "mode=timers"$"#
+                .to_string(),
+            domain_line(
+                1,
+                "unknown mode=timers in pvh32 (the domU modes are pvh64-only)",
+            ),
+            domain_line(1, "Test result: FAILURE (unknown mode)"),
+        ],
+    );
+    assert_all_ended(&run, &[(1, "crash")]);
+}
+
+// ---------------------------------------------------------------------------
+// the tests' own plumbing (no emulator)
+
+#[test]
+fn configs_name_the_guest_module_and_the_settings() {
+    let text = config(&dom("d", "mode=spin seconds=2", "cpu_weight = 512\n"));
+    assert_eq!(
+        text,
+        "name = \"d\"\ntype = \"pvh\"\nkernel = \"pvh64.elf\"\ncmdline = \"mode=spin seconds=2\"\nmemory = 8\nvcpus = 1\ncpu_weight = 512\n"
+    );
+    let checks = hostile_evtchn_checks();
+    assert!(checks.iter().any(|c| c == "unmask port 0"));
+    assert!(
+        checks.iter().all(|c| !c.contains(':')),
+        "check names never hold a colon"
+    );
+    assert!(
+        pingpong_client_checks(7)
+            .iter()
+            .any(|c| c == "messages verified 7")
+    );
+}
