@@ -257,11 +257,13 @@ pub struct Timers {
 impl Timers {
     /// The earliest deadline, if any.
     pub fn next(&self) -> Option<u64> {
-        match (self.singleshot, self.periodic.map(|p| p.1)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.singleshot, self.periodic.map(|p| p.1))
     }
+}
+
+/// The earlier of two optional deadlines.
+pub fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    a.into_iter().chain(b).min()
 }
 
 /// What the vCPU waits for, if anything.
@@ -428,11 +430,7 @@ impl Domain {
     /// run holding it in `owned` is split around it.
     pub fn release_frame(&mut self, mfn: Mfn) -> bool {
         let m = mfn.as_u64();
-        let Some(i) = self
-            .owned
-            .iter()
-            .position(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&m))
-        else {
+        let Some(i) = self.owned_run(mfn) else {
             return false;
         };
         let (first, count) = self.owned.swap_remove(i);
@@ -452,6 +450,14 @@ impl Domain {
             log::error!("d{}: freeing {mfn:?}: {e}", self.id);
         }
         true
+    }
+
+    /// Which run of `owned` holds `mfn`, if the domain owns it.
+    pub fn owned_run(&self, mfn: Mfn) -> Option<usize> {
+        let m = mfn.as_u64();
+        self.owned
+            .iter()
+            .position(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&m))
     }
 
     /// Allocates one zeroed frame the domain owns (special pages, grant frames,

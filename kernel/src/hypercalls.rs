@@ -462,12 +462,7 @@ impl HcDomain for Ctx<'_> {
                 w.doms.get(&dom).map(|b| &**b).ok_or(Errno::ESRCH)?
             };
             let (mfn, _) = own_frame(d, g).ok_or(Errno::ENOENT)?;
-            if is_special(d, w, mfn)
-                || !d
-                    .owned
-                    .iter()
-                    .any(|&(f, c)| (f.as_u64()..f.as_u64() + c).contains(&mfn.as_u64()))
-            {
+            if is_special(d, w, mfn) || d.owned_run(mfn).is_none() {
                 return Err(Errno::ENOENT);
             }
             // A frame another domain has mapped stays until it is unmapped.

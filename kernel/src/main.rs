@@ -575,6 +575,7 @@ fn build_domu(
     if ram.saturating_add(4 << 20) > memory::free_frames() * 4096 {
         return Err(format!("memory = {}: not enough free memory", c.memory_mib));
     }
+    let sched = c.sched_params();
     let spec = domain::PvhSpec {
         id: du.id,
         name: &c.name,
@@ -584,8 +585,8 @@ fn build_domu(
         modules: &extra,
         ram_bytes: ram,
         max_bytes: max,
-        weight: c.sched_params().weight,
-        cap: c.sched_params().cap,
+        weight: sched.weight,
+        cap: sched.cap,
     };
     let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
     say!(

@@ -41,7 +41,7 @@ use keel_mm::layout::directmap_va;
 use keel_sched::{Params, Policy, VcpuId};
 
 use crate::clock;
-use crate::domain::{Domain, Wait};
+use crate::domain::{Domain, Wait, earliest};
 use crate::logger::say;
 use crate::vmexit::{self, DomainEnd, Flow};
 
@@ -435,40 +435,8 @@ impl World {
 
     /// Fires every due timer and poll timeout of the domains in the map.
     fn fire_due(&mut self, now: u64) {
-        let ids: Vec<u16> = self.doms.keys().copied().collect();
-        for id in ids {
-            let Some(mut d) = self.doms.remove(&id) else {
-                continue;
-            };
-            self.fire_due_in(&mut d, now);
-            self.doms.insert(id, d);
-        }
-    }
-
-    fn fire_due_in(&mut self, d: &mut Domain, now: u64) {
-        let mut fire = false;
-        if d.timers.singleshot.is_some_and(|t| t <= now) {
-            d.timers.singleshot = None;
-            fire = true;
-        }
-        if let Some((period, next)) = d.timers.periodic
-            && next <= now
-        {
-            // The next tick one period on; ticks missed while keel was busy are
-            // dropped, not bunched (Xen does the same).
-            let missed = (now - next) / period;
-            d.timers.periodic = Some((period, next + (missed + 1) * period));
-            fire = true;
-        }
-        if fire && let Some(n) = self.evtchn.virq(d.id, 0, VIRQ_TIMER) {
-            raise(d, n.port, self.sched.as_mut());
-        }
-        if let Wait::Polling {
-            deadline: Some(t), ..
-        } = d.wait
-            && t <= now
-        {
-            wake_vcpu(d, self.sched.as_mut());
+        for d in self.doms.values_mut() {
+            fire_due_in(&self.evtchn, self.sched.as_mut(), d, now);
         }
     }
 
@@ -541,11 +509,7 @@ impl World {
     fn idle(&mut self, now: u64, slice_ns: u64) {
         let next = self.next_deadline(None);
         let policy = (slice_ns != u64::MAX).then(|| now.saturating_add(slice_ns));
-        let until = match (next, policy) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let Some(until) = until else {
+        let Some(until) = earliest(next, policy) else {
             // Every domain waits for an event nobody can send: nothing will ever
             // run again. End them rather than hang the machine.
             say!("Every domain is blocked with no timer or event that could wake it");
@@ -587,7 +551,7 @@ impl World {
                     if now >= stop {
                         // The current domain's own timers fire here; others' in
                         // the main loop.
-                        self.fire_due_in(d, now);
+                        fire_due_in(&self.evtchn, self.sched.as_mut(), d, now);
                         return SliceEnd::Preempted;
                     }
                 }
@@ -666,16 +630,41 @@ impl World {
     }
 }
 
+/// Fires `d`'s due timers (raising VIRQ_TIMER) and its expired poll timeout.
+fn fire_due_in(evtchn: &Hub, sched: &mut dyn Policy, d: &mut Domain, now: u64) {
+    let mut fire = false;
+    if d.timers.singleshot.is_some_and(|t| t <= now) {
+        d.timers.singleshot = None;
+        fire = true;
+    }
+    if let Some((period, next)) = d.timers.periodic
+        && next <= now
+    {
+        // The next tick one period on; ticks missed while keel was busy are
+        // dropped, not bunched (Xen does the same).
+        let missed = (now - next) / period;
+        d.timers.periodic = Some((period, next + (missed + 1) * period));
+        fire = true;
+    }
+    if fire && let Some(n) = evtchn.virq(d.id, 0, VIRQ_TIMER) {
+        raise(d, n.port, sched);
+    }
+    if let Wait::Polling {
+        deadline: Some(t), ..
+    } = d.wait
+        && t <= now
+    {
+        wake_vcpu(d, sched);
+    }
+}
+
 /// A domain's next deadline: a timer or a poll timeout.
 fn deadline_of(d: &Domain) -> Option<u64> {
     let poll = match &d.wait {
         Wait::Polling { deadline, .. } => *deadline,
         _ => None,
     };
-    match (d.timers.next(), poll) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    earliest(d.timers.next(), poll)
 }
 
 /// Before an entry: if an event upcall is pending and the guest chose a vector,
