@@ -610,7 +610,7 @@ impl World {
                 );
             }
         }
-        log::debug!("d{id} ({}): destroyed", d.name);
+        log::debug!("d{id} ({}): resources freed", d.name);
         self.ended.push(Ended { id, how, failed });
         drop(d);
     }
