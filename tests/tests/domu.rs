@@ -733,3 +733,21 @@ fn bad_configs_are_refused_and_the_rest_run_on_qemu_svm() {
     run.assert_line(&domain_shut_down(4, "poweroff"));
     assert_all_ended(&run, &[(4, "poweroff")]);
 }
+
+/// With a Dom0, Dom0's end ends the machine: a domU still running is destroyed
+/// (not counted as a failure), its frames come back, and keel powers off cleanly.
+#[test]
+fn dom0_end_destroys_running_domus_on_qemu_svm() {
+    let spinner = dom("spinner", "mode=spin seconds=600", "");
+    let run = Boot::new("domu_dom0_ends", Backend::QemuSvm)
+        .extra_cmdline("dom0_mem=32M")
+        .module_as(guests::guest(PVH64), "dom0.elf", "mode=hello")
+        .module_as(guests::guest(PVH64), PVH64, "")
+        .domu("spinner", &config(&spinner))
+        .run();
+    run.assert_line(r"^\(d0\) hello from ");
+    run.assert_line(&domain_shut_down(0, "poweroff"));
+    run.assert_line(r"^\(KEEL\) d1 destroyed: dom0 has ended$");
+    assert_all_ended(&run, &[(0, "poweroff"), (1, "destroyed")]);
+    run.assert_powered_off_cleanly();
+}
