@@ -10,6 +10,7 @@
 pub mod cpuid_policy;
 pub mod hypercall_page;
 pub mod insn;
+pub mod vlapic;
 
 #[cfg(test)]
 mod insn_proptests;
