@@ -20,6 +20,7 @@ pub mod msr;
 pub mod paging;
 pub mod pic;
 pub mod power;
+pub mod rtc;
 pub mod selftest;
 pub mod svm;
 #[cfg(test)]
