@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod bootinfo;
+pub mod bzimage;
 pub mod cmdline;
 pub mod image;
 pub mod launch;
