@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+pub mod acpi_tables;
 pub mod bootinfo;
 pub mod bzimage;
 pub mod cmdline;
