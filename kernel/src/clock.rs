@@ -17,6 +17,9 @@ static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
 static MUL: AtomicU64 = AtomicU64::new(0);
 static DEADLINE_MODE: AtomicBool = AtomicBool::new(false);
+/// Wall-clock time at system time 0: seconds since the Unix epoch, and ns.
+static WALL_SECS: AtomicU64 = AtomicU64::new(0);
+static WALL_NSEC: AtomicU64 = AtomicU64::new(0);
 
 fn tick(_frame: &mut traps::TrapFrame) {
     apic::eoi();
@@ -35,6 +38,46 @@ pub fn init(boot_tsc: u64, tsc_hz: u64, lapic_hz: u64, tsc_deadline: bool) {
     );
     DEADLINE_MODE.store(tsc_deadline, Ordering::Relaxed);
     traps::register_irq(traps::TIMER_VECTOR, tick);
+    read_wallclock();
+}
+
+/// Reads the CMOS RTC (taken as UTC) and remembers the wall-clock time at system
+/// time 0, which guests find in shared_info. Without a readable RTC it stays 0.
+fn read_wallclock() {
+    let t = match keel_arch::rtc::read() {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("Wall clock: cannot read the RTC ({e:?}): guests see 1970");
+            return;
+        }
+    };
+    let now = now();
+    let Some(secs) =
+        keel_kernel::time::unix_seconds(t.year, t.month, t.day, t.hour, t.minute, t.second)
+    else {
+        log::warn!("Wall clock: the RTC reads an impossible date {t:?}: guests see 1970");
+        return;
+    };
+    let (s, ns) = keel_kernel::time::wallclock_at_zero(secs, now);
+    WALL_SECS.store(s, Ordering::Relaxed);
+    WALL_NSEC.store(u64::from(ns), Ordering::Relaxed);
+    log::info!(
+        "Wall clock: {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC (RTC)",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second
+    );
+}
+
+/// The wall-clock time at system time 0: (seconds since the epoch, nanoseconds).
+pub fn wallclock() -> (u64, u32) {
+    (
+        WALL_SECS.load(Ordering::Relaxed),
+        WALL_NSEC.load(Ordering::Relaxed) as u32,
+    )
 }
 
 /// The TSC-to-ns scale guests get in `vcpu_time_info`.

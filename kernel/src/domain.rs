@@ -342,6 +342,9 @@ pub struct Domain {
     /// grantable, never freed as this domain's.
     pub foreign: BTreeSet<u64>,
     pub timers: Timers,
+    /// The emulated local APIC (Xen gives PVH domains one too): its page at
+    /// 0xFEE00000 is unbacked in the p2m, so accesses exit and `vmexit` forwards them.
+    pub lapic: keel_arch::x86::vlapic::Vlapic,
     pub wait: Wait,
     pub runstate: Runstate,
     /// xl.cfg scheduling parameters.
@@ -628,12 +631,24 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         0
     };
     let mut writer = BuilderWriter { p2m };
+    // The ACPI tables Xen gives a PVH domain: its vCPUs and local APIC (MADT) on
+    // a hardware-reduced platform. Linux takes its Xen timer path only with them.
+    let (tables, rsdp) = keel_kernel::acpi_tables::build(
+        &keel_kernel::acpi_tables::PvhAcpi {
+            vcpus: 1,
+            lapic_base: keel_kernel::acpi_tables::LAPIC_BASE,
+        },
+        pvh::ACPI_TABLES_GPA,
+    )
+    .map_err(|e| BuildError::Vcpu(alloc::format!("ACPI tables: {e}")))?;
+    write_gpa(p2m, pvh::ACPI_TABLES_GPA, &tables).map_err(|_| BuildError::OutOfMemory)?;
     pvh::load(
         &kernel,
         &layout,
         spec.cmdline,
         spec.modules,
         flags,
+        rsdp,
         &mut writer,
     )
     .map_err(BuildError::Kernel)?;
@@ -700,6 +715,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         grant_gfns: alloc::collections::BTreeMap::new(),
         foreign: BTreeSet::new(),
         timers: Timers::default(),
+        lapic: keel_arch::x86::vlapic::Vlapic::new(0, true),
         wait: Wait::None,
         runstate: Runstate::default(),
         weight: spec.weight,

@@ -451,6 +451,54 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
     )
 }
 
+/// A kernel ready for the PVH builder: the module's own bytes (an ELF, or
+/// anything that is not a bzImage, which the builder then refuses with its own
+/// message), or a bzImage's payload decompressed into frames that go back to the
+/// allocator once the domain is built.
+enum KernelImage {
+    Module(&'static [u8]),
+    Unpacked(memory::ScratchBuffer),
+}
+
+impl KernelImage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            KernelImage::Module(b) => b,
+            KernelImage::Unpacked(buf) => buf.as_slice(),
+        }
+    }
+}
+
+/// Turns a kernel module into the ELF the PVH builder loads: a bzImage (what
+/// `/boot/vmlinuz-*` is) is decompressed, anything else is passed on as it is.
+fn unpack_kernel(bytes: &'static [u8]) -> Result<KernelImage, alloc::string::String> {
+    use alloc::format;
+    use keel_kernel::bzimage::{self, KernelFormat};
+    let Ok(KernelFormat::BzImage { compression }) = bzimage::identify(bytes) else {
+        return Ok(KernelImage::Module(bytes));
+    };
+    // The image may take at most half of what is free: the domain needs the rest.
+    let limit = (memory::free_frames() * 4096 / 2) as usize;
+    let (c, payload, size) =
+        bzimage::payload(bytes, limit).map_err(|e| format!("bzImage ({compression}): {e}"))?;
+    let mut buf = memory::ScratchBuffer::new(size).ok_or_else(|| {
+        format!(
+            "bzImage ({c}): no room to decompress {} MiB of kernel",
+            size.div_ceil(1 << 20)
+        )
+    })?;
+    let t0 = clock::now();
+    bzimage::decompress(c, payload, buf.as_mut_slice())
+        .map_err(|e| format!("bzImage ({c}): {e}"))?;
+    log::info!(
+        "bzImage: {} KiB of {c} decompressed to {} KiB in {} ms",
+        payload.len() / 1024,
+        size / 1024,
+        (clock::now() - t0) / 1_000_000
+    );
+    Ok(KernelImage::Unpacked(buf))
+}
+
 /// Builds Dom0 from its kernel module (a PVH ELF) and its own modules (an initrd,
 /// say). On failure, says why and returns what to power off with.
 fn build_dom0(
@@ -469,6 +517,16 @@ fn build_dom0(
             m.end
         );
         return Err("no loadable dom0 kernel");
+    };
+    let image = match unpack_kernel(bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            say!(
+                "dom0: module {} '{name}': not a loadable kernel: {e}",
+                plan.kernel
+            );
+            return Err("no loadable dom0 kernel");
+        }
     };
     let mut extra = alloc::vec::Vec::new();
     for &i in &plan.modules {
@@ -497,7 +555,7 @@ fn build_dom0(
         id: 0,
         name: "Domain-0",
         privileged: true,
-        kernel: bytes,
+        kernel: image.bytes(),
         cmdline: m.cmdline(),
         modules: &extra,
         ram_bytes: ram,
@@ -548,6 +606,7 @@ fn build_domu(
             km.name()
         )
     })?;
+    let image = unpack_kernel(kernel).map_err(|e| format!("kernel module '{}': {e}", km.name()))?;
     let mut extra = alloc::vec::Vec::new();
     if let Some(r) = du.ramdisk {
         let rm = &mods[r];
@@ -580,7 +639,7 @@ fn build_domu(
         id: du.id,
         name: &c.name,
         privileged: false,
-        kernel,
+        kernel: image.bytes(),
         cmdline: &du.cmdline,
         modules: &extra,
         ram_bytes: ram,

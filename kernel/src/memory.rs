@@ -236,3 +236,61 @@ pub fn module_bytes(start: u64, len: u64) -> Option<&'static [u8]> {
     // has `len` bytes, and the range was checked to be inside the direct map.
     Some(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
 }
+
+/// A zeroed buffer of whole frames from the frame allocator, for a large transient
+/// job (a decompressed kernel image) that the 8 MiB heap cannot hold. The frames go
+/// back to the allocator when it drops.
+pub struct ScratchBuffer {
+    first: Mfn,
+    frames: u64,
+    len: usize,
+}
+
+impl ScratchBuffer {
+    /// `len` bytes (rounded up to whole frames), physically contiguous; `None` if
+    /// the allocator has no such run.
+    pub fn new(len: usize) -> Option<ScratchBuffer> {
+        let frames = (len as u64).div_ceil(4096).max(1);
+        let first = FRAMES.lock().as_mut()?.alloc_contiguous(frames, 1).ok()?;
+        // SAFETY: the frames were just allocated for this buffer alone, and the
+        // direct map covers all RAM.
+        unsafe {
+            core::ptr::write_bytes(
+                directmap_va(first.hpa()) as *mut u8,
+                0,
+                (frames * 4096) as usize,
+            )
+        };
+        Some(ScratchBuffer { first, frames, len })
+    }
+
+    /// The buffer's bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the frames belong to this buffer alone until it drops (type
+        // invariant), are mapped by the direct map, and hold at least `len` bytes;
+        // the borrow of `self` keeps the slice from outliving them.
+        unsafe {
+            core::slice::from_raw_parts_mut(directmap_va(self.first.hpa()) as *mut u8, self.len)
+        }
+    }
+
+    /// The buffer's bytes, read-only.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: as for `as_mut_slice`.
+        unsafe {
+            core::slice::from_raw_parts(directmap_va(self.first.hpa()) as *const u8, self.len)
+        }
+    }
+}
+
+impl Drop for ScratchBuffer {
+    fn drop(&mut self) {
+        if let Some(f) = FRAMES.lock().as_mut() {
+            for i in 0..self.frames {
+                if let Some(m) = Mfn::new(self.first.as_u64() + i) {
+                    let _ = f.free(m);
+                }
+            }
+        }
+    }
+}

@@ -570,6 +570,10 @@ pub struct GuestMemRange {
 pub const SPECIAL_PAGES_START: u64 = 0xFEFF_0000;
 /// End (exclusive) of the special-page region.
 pub const SPECIAL_PAGES_END: u64 = 0xFF00_0000;
+/// Where keel puts a PVH domain's ACPI tables (`hvm_start_info.rsdp_paddr`): in
+/// the reserved legacy hole, where the RSDP also sits in the range a kernel that
+/// ignores `rsdp_paddr` scans (0xE0000..0x100000).
+pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
 /// The guest frame of the PV console ring (`HVM_PARAM_CONSOLE_PFN`).
 pub const CONSOLE_RING_GFN: u64 = (SPECIAL_PAGES_END >> 12) - 1;
 
@@ -776,8 +780,8 @@ fn write_cmdline(mem: &mut impl GuestMemWriter, gpa: u64, s: &str) -> Result<(),
 
 /// Writes the kernel segments (file bytes, then zeroes up to memsz), the modules, the
 /// command lines (NUL-terminated), the module list, the memory map and, last, the
-/// `hvm_start_info` (version 1, `flags` as given: [`DOM0_FLAGS`] for dom0, no RSDP
-/// yet) into guest memory through `mem`, as `layout` (from [`plan`] with the same
+/// `hvm_start_info` (version 1, `flags` as given: [`DOM0_FLAGS`] for dom0;
+/// `rsdp_paddr` where the caller put the ACPI tables, 0 for none) into guest memory through `mem`, as `layout` (from [`plan`] with the same
 /// arguments) says.
 pub fn load(
     kernel: &PvhKernel,
@@ -785,6 +789,7 @@ pub fn load(
     cmdline: &str,
     modules: &[ModuleSpec],
     flags: u32,
+    rsdp_paddr: u64,
     mem: &mut impl GuestMemWriter,
 ) -> Result<(), PvhError> {
     if plan(kernel, layout.mem_bytes, cmdline, modules)? != *layout {
@@ -840,7 +845,7 @@ pub fn load(
         nr_modules: layout.modules.len() as u32,
         modlist_paddr: layout.modlist_gpa,
         cmdline_paddr: layout.cmdline_gpa,
-        rsdp_paddr: 0,
+        rsdp_paddr,
         memmap_paddr: layout.memmap_gpa,
         memmap_entries: layout.memmap_entries,
         reserved: 0,
@@ -1721,7 +1726,7 @@ mod tests {
         let cmdline = "root=/dev/ram0 console=hvc0";
         let l = plan(&k, MEM, cmdline, &modules).expect("plans");
         let mut mem = VecMem::new(MEM, 0);
-        load(&k, &l, cmdline, &modules, DOM0_FLAGS, &mut mem).expect("loads");
+        load(&k, &l, cmdline, &modules, DOM0_FLAGS, 0xE0000, &mut mem).expect("loads");
         let m = &mem.ram;
 
         // start_info decodes back.
@@ -1736,7 +1741,7 @@ mod tests {
                 nr_modules: 2,
                 modlist_paddr: l.modlist_gpa,
                 cmdline_paddr: l.cmdline_gpa,
-                rsdp_paddr: 0,
+                rsdp_paddr: 0xE0000,
                 memmap_paddr: l.memmap_gpa,
                 memmap_entries: 4,
                 reserved: 0,
@@ -1818,7 +1823,7 @@ mod tests {
         let k = parse(&bytes).expect("parses");
         let l = plan(&k, 2 * MIB, "", &[]).expect("plans");
         let mut mem = VecMem::new(2 * MIB, 0xAA);
-        load(&k, &l, "", &[], 0, &mut mem).expect("loads");
+        load(&k, &l, "", &[], 0, 0, &mut mem).expect("loads");
         let seg = &mem.ram[CODE_AT as usize..CODE_AT as usize + 0x2000];
         assert_eq!(&seg[..0x100], &code()[..]);
         assert!(seg[0x100..].iter().all(|&b| b == 0));
@@ -1848,7 +1853,7 @@ mod tests {
             cmdline: "",
         }];
         assert_eq!(
-            load(&k, &l, "a", &m, 0, &mut mem),
+            load(&k, &l, "a", &m, 0, 0, &mut mem),
             Err(PvhError::LayoutMismatch)
         );
         let moved = PvhLayout {
@@ -1856,7 +1861,7 @@ mod tests {
             ..l.clone()
         };
         assert_eq!(
-            load(&k, &moved, "a", &[], 0, &mut mem),
+            load(&k, &moved, "a", &[], 0, 0, &mut mem),
             Err(PvhError::LayoutMismatch)
         );
         let grown = PvhLayout {
@@ -1864,17 +1869,17 @@ mod tests {
             ..l.clone()
         };
         assert_eq!(
-            load(&k, &grown, "a", &[], 0, &mut mem),
+            load(&k, &grown, "a", &[], 0, 0, &mut mem),
             Err(PvhError::LayoutMismatch)
         );
         assert!(mem.writes.is_empty(), "nothing written on mismatch");
         // A command line of another length but the same layout is fine.
-        assert_eq!(load(&k, &l, "ab", &[], 0, &mut mem), Ok(()));
+        assert_eq!(load(&k, &l, "ab", &[], 0, 0, &mut mem), Ok(()));
         // Guest memory smaller than the layout says: the first write that does not
         // fit (the segment's zero tail, from the end of its file bytes) fails.
         let mut small = VecMem::new(CODE_AT + 0x1000, 0);
         assert_eq!(
-            load(&k, &l, "a", &[], 0, &mut small),
+            load(&k, &l, "a", &[], 0, 0, &mut small),
             Err(PvhError::GuestWrite {
                 gpa: CODE_AT + 0x100,
                 len: 0x1000
@@ -1938,7 +1943,7 @@ mod tests {
                 prop_assert!(k.segments.iter().any(|s| s.paddr <= e && e < s.paddr + s.filesz));
                 if let Ok(l) = plan(&k, 8 * MIB, "x", &[]) {
                     let mut mem = VecMem::new(8 * MIB, 0);
-                    prop_assert_eq!(load(&k, &l, "x", &[], 0, &mut mem), Ok(()));
+                    prop_assert_eq!(load(&k, &l, "x", &[], 0, 0, &mut mem), Ok(()));
                 }
             }
         }

@@ -213,8 +213,12 @@ fn rdmsr(d: &mut Domain) -> Handled {
         0x2FF => Some((1 << 11) | 6),
         // PLATFORM_ID, BIOS_SIGN_ID (microcode revision), MCG_CAP, MCG_STATUS.
         0x17 | 0x8B | 0x179 | 0x17A => Some(0),
+        // AMD's interrupt-pending message register: no C1E (Linux reads it on
+        // family 0xF parts to decide whether the APIC timer stops in C1E).
+        0xC001_0055 => Some(0),
         // MISC_ENABLE: fast strings (bit 0), as hardware reports after reset.
         0x1A0 => Some(1),
+        keel_arch::x86::vlapic::MSR_APIC_BASE => Some(d.lapic.apic_base_msr()),
         _ => d.vcpu.read_held_msr(msr),
     };
     let Some(v) = value else {
@@ -249,6 +253,12 @@ fn wrmsr(d: &mut Domain) -> Handled {
             d.vcpu.set_efer(value);
         }
         0x277 if !pat_valid(value) => return gp(d),
+        keel_arch::x86::vlapic::MSR_APIC_BASE => {
+            if let Err(e) = d.lapic.set_apic_base_msr(value) {
+                log::debug!("d{}: APIC base {value:#x} refused: {e}", d.id);
+                return gp(d);
+            }
+        }
         // Microcode update trigger, MTRRdefType, MISC_ENABLE, MCG_STATUS: accepted and
         // ignored (there is nothing to update or re-type under a p2m keel owns).
         0x79 | 0x8B | 0x2FF | 0x1A0 | 0x17A => {}
@@ -312,7 +322,90 @@ fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(),
     }
 }
 
+/// An access to the local APIC page: decoded and forwarded to the domain's
+/// [`keel_arch::x86::vlapic::Vlapic`].
+fn lapic_mmio(d: &mut Domain, gpa: u64) -> Handled {
+    use keel_arch::x86::vlapic::{DeliveryMode, Trigger, WriteEffect};
+    let offset = (gpa - APIC_PAGE) as u32;
+    let i = match fetch_insn(d) {
+        Ok(i) => i,
+        Err(e) => return crash(format!("local APIC access at {gpa:#x}: {e}")),
+    };
+    let now = crate::clock::now();
+    match i.kind {
+        InsnKind::Load {
+            dst,
+            dst_size,
+            extend,
+            size,
+        } => {
+            let raw = match d.lapic.read_mmio(offset, usize::from(size), now) {
+                Ok(v) => v,
+                Err(e) => return crash(format!("local APIC read at {gpa:#x}: {e}")),
+            };
+            let v = match extend {
+                insn::Extend::Sign if size < 8 => {
+                    let shift = 64 - u32::from(size) * 8;
+                    (((raw << shift) as i64) >> shift) as u64
+                }
+                _ => raw,
+            };
+            if let Err(e) = write_reg(d, dst, dst_size, v) {
+                return crash(format!("local APIC read at {gpa:#x}: {e}"));
+            }
+        }
+        InsnKind::Store { size, src } => {
+            let value = match src {
+                insn::Operand::Imm(v) => v,
+                insn::Operand::Reg(r, rsize) => read_reg(d, r, rsize),
+            };
+            match d.lapic.write_mmio(offset, usize::from(size), value, now) {
+                Ok(WriteEffect::Ipi(ipi)) => {
+                    // One vCPU per domain: a fixed IPI can only be for this one
+                    // (irq_work's self-IPI); anything else has no target.
+                    let fixed = matches!(
+                        ipi.delivery,
+                        DeliveryMode::Fixed | DeliveryMode::LowestPriority
+                    );
+                    if fixed && d.lapic.targets_me(&ipi) {
+                        d.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
+                    } else {
+                        log::debug!("d{}: IPI {ipi:?} has no target", d.id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return crash(format!("local APIC write at {gpa:#x}: {e}")),
+            }
+        }
+        other => {
+            return crash(format!(
+                "local APIC access at {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
+                d.vcpu.rip()
+            ));
+        }
+    }
+    d.vcpu.advance_rip(u64::from(i.len));
+    Ok(())
+}
+
+/// The local APIC's page (its base cannot move: `Vlapic` refuses that).
+const APIC_PAGE: u64 = keel_arch::x86::vlapic::APIC_BASE_ADDR;
+
+/// Reads `size` bytes of register `reg` (RSP lives in the VMCS/VMCB).
+fn read_reg(d: &Domain, reg: insn::Reg, size: u8) -> u64 {
+    let n = reg.index();
+    let full = if n == 4 {
+        d.vcpu.rsp()
+    } else {
+        d.vcpu.gprs().by_encoding(n).unwrap_or(0)
+    };
+    reg.read(full, size)
+}
+
 fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
+    if !fetch && (APIC_PAGE..APIC_PAGE + 4096).contains(&gpa) {
+        return lapic_mmio(d, gpa);
+    }
     let gfn = keel_mm::addr::Gfn::new(gpa >> 12);
     if gfn.and_then(|g| d.p2m.translate(g)).is_some() {
         return crash(format!(
@@ -364,14 +457,21 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
 fn hlt(d: &mut Domain) -> Result<Flow, DomainEnd> {
     const RFLAGS_IF: u64 = 1 << 9;
     if d.vcpu.rflags() & RFLAGS_IF == 0 {
-        return Err(DomainEnd::Crashed(format!(
-            "halted with interrupts disabled at rip {:#x}: nothing can ever wake it",
+        // Xen's hvm_hlt: a vCPU that halts with interrupts off goes down, and a
+        // domain whose vCPUs are all down is powered off. This is how a guest with
+        // no ACPI power-off ends (Linux's `poweroff` falls back to halting with
+        // interrupts disabled). Every domain has one vCPU, so this is the last.
+        log::info!(
+            "d{}: vCPU 0 halted with interrupts disabled at rip {:#x}: all vCPUs down, powering off",
+            d.id,
             d.vcpu.rip()
-        )));
+        );
+        return Err(DomainEnd::Shutdown(ShutdownReason::Poweroff));
     }
     complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")?;
-    // Xen's hvm_hlt: block until an event is pending for the vCPU (its upcall).
-    if !crate::world::SharedWords::of(d).has_upcall() {
+    // Xen's hvm_hlt: block until an event is pending for the vCPU (its upcall or
+    // a local APIC interrupt).
+    if !crate::world::SharedWords::of(d).has_upcall() && d.lapic.pending().is_none() {
         d.wait = Wait::Blocked;
     }
     Ok(Flow::Block)

@@ -206,6 +206,23 @@ pub fn publish_time(d: &Domain) {
     version.store((v.wrapping_add(2)) & !1, Ordering::Release);
 }
 
+/// Writes the wall-clock time at system time 0 into a domain's shared_info
+/// (`wc_*`, under `wc_version`: odd while writing).
+pub fn publish_wallclock(d: &Domain) {
+    let (secs, nsec) = clock::wallclock();
+    let base = keel_mm::layout::directmap_va(d.shared_info.hpa());
+    // SAFETY: shared_info is a whole frame the domain owns, mapped by the direct
+    // map; wc_version..wc_sec_hi are four u32 at 3072..3088 (Xen's x86 layout).
+    let word = |off: u64| unsafe { AtomicU32Ptr::at(base + off) };
+    let version = word(3072);
+    let v = version.load(Ordering::Acquire);
+    version.store(v.wrapping_add(1) | 1, Ordering::Release);
+    word(3076).store(secs as u32, Ordering::Relaxed);
+    word(3080).store(nsec, Ordering::Relaxed);
+    word(3084).store((secs >> 32) as u32, Ordering::Relaxed);
+    version.store(v.wrapping_add(2) & !1, Ordering::Release);
+}
+
 /// An `AtomicU32` at a direct-map address.
 struct AtomicU32Ptr;
 
@@ -318,6 +335,7 @@ impl World {
             self.attach_console(&mut d)?;
         }
         publish_time(&d);
+        publish_wallclock(&d);
         let v = VcpuId { dom: id, vcpu: 0 };
         self.sched
             .add(
@@ -656,6 +674,15 @@ fn fire_due_in(evtchn: &Hub, sched: &mut dyn Policy, d: &mut Domain, now: u64) {
     {
         wake_vcpu(d, sched);
     }
+    // The local APIC timer: its interrupt wakes a halted vCPU (a poll waits for
+    // event channels only).
+    if d.lapic.timer_deadline().is_some_and(|t| t <= now)
+        && d.lapic.timer_fire(now)
+        && d.wait == Wait::Blocked
+        && d.lapic.pending().is_some()
+    {
+        wake_vcpu(d, sched);
+    }
 }
 
 /// A domain's next deadline: a timer or a poll timeout.
@@ -664,23 +691,32 @@ fn deadline_of(d: &Domain) -> Option<u64> {
         Wait::Polling { deadline, .. } => *deadline,
         _ => None,
     };
-    earliest(d.timers.next(), poll)
+    earliest(earliest(d.timers.next(), poll), d.lapic.timer_deadline())
 }
 
 /// Before an entry: if an event upcall is pending and the guest chose a vector,
 /// inject it, or ask to be told when the guest can take it.
+/// A local APIC interrupt competes with the upcall by vector, as the two would on
+/// hardware: the higher goes first, the other waits for the next entry.
 fn prepare_entry(d: &mut Domain) {
-    let Some(vector) = d.upcall_vector else {
+    let upcall = d.upcall_vector.filter(|_| SharedWords::of(d).has_upcall());
+    let lapic = d.lapic.pending();
+    let Some(vector) = higher_vector(upcall, lapic) else {
         return;
     };
-    if !SharedWords::of(d).has_upcall() {
-        return;
-    }
     if d.vcpu.interrupt_ready() {
+        if lapic == Some(vector) && upcall != Some(vector) {
+            d.lapic.ack(vector);
+        }
         d.vcpu.inject_interrupt(vector);
     } else {
         d.vcpu.set_interrupt_window_exit(true);
     }
+}
+
+/// The larger of two optional vectors.
+fn higher_vector(a: Option<u8>, b: Option<u8>) -> Option<u8> {
+    a.into_iter().chain(b).max()
 }
 
 pub const RUNSTATE_RUNNING: i32 = 0;
