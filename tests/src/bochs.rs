@@ -30,7 +30,7 @@ pub fn bochsrc(cpu_model: &str, iso: &str, serial_file: &str, log_file: &str) ->
     format!(
         "\
 cpu: model={cpu_model}, count=1, ips=100000000, reset_on_triple_fault=0, ignore_bad_msrs=0
-memory: guest=256, host=256
+memory: guest=1024, host=1024
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 display_library: rfb, options=\"timeout=0\"

@@ -21,6 +21,9 @@
 //!   [`fixtures`]: inputs the tests make (garbage modules).
 //! - [`guests`]: the PVH test guests the xtask builds, and the lines they and keel
 //!   print about them, as dom0 or as domUs ([`Boot::domu`]).
+//! - [`debian`]: Debian's kernels and busybox, fetched with `apt-get download` into
+//!   `target/keel/cache/debian/` (never installed), and [`initramfs`]: the newc
+//!   initramfs the real-Linux tests boot.
 //!
 //! Everything that can fail because of the environment (a missing tool, an I/O
 //! error) returns [`HarnessError`]; only the test-facing helpers (`Boot::run`,
@@ -29,9 +32,11 @@
 pub mod backend;
 pub mod bochs;
 pub mod contract;
+pub mod debian;
 pub mod error;
 pub mod fixtures;
 pub mod guests;
+pub mod initramfs;
 pub mod iso;
 pub mod outcome;
 pub mod qemu;

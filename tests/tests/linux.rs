@@ -1,0 +1,291 @@
+//! Debian's own Linux boots as a PVH domU on keel, to userspace.
+//!
+//! Tier 4 of the test plan: no test guest, but the kernels Debian 12 ships,
+//! unmodified. [`keel_tests::debian`] fetches the current `linux-image-amd64`
+//! (generic) and `linux-image-cloud-amd64` kernels and `busybox-static` into
+//! `target/keel/cache/debian/` (network only the first time), and
+//! [`keel_tests::initramfs`] packs busybox with an `/init` that prints
+//! [`initramfs::MARKER`], `uname -a`, `hypervisor type: <...>`, the first lines of
+//! `/proc/cpuinfo` and the Xen lines of `dmesg`, then runs `poweroff -f`.
+//!
+//! keel boots with no dom0 and one domU, `d1`, from an xl.cfg naming the kernel
+//! and the initramfs as modules `vmlinuz` and `initrd`, command line
+//! `console=hvc0`, so the kernel's log and init's output arrive through the PV
+//! console as `(d1) ...` lines. Each test asserts, from the serial log:
+//!
+//! - the kernel took the Xen PVH boot path (`Booting kernel on Xen PVH`), switched
+//!   to the Xen clocksource (`clocksource: Switched to clocksource xen`) and
+//!   enabled the event-channel upcall (`xen:events: Xen HVM callback vector for
+//!   event delivery is enabled`): the exact strings Debian's 6.1 images print
+//!   (checked against their `vmlinux` and a boot log), as console lines or as
+//!   init's reprint of `dmesg`;
+//! - userspace ran: the marker, a `uname -a` naming the package's kernel release
+//!   and Debian version, `hypervisor type: xen`, and the backend's CPU vendor;
+//! - `poweroff -f` ended the domain cleanly (`d1 shut down: poweroff`), keel
+//!   reported every domain ended, got every frame back, never printed `FATAL`,
+//!   and powered the machine off cleanly.
+//!
+//! Each test prints (stderr; `--nocapture` shows it) how long after the emulator
+//! started the marker arrived: the harness timestamps serial lines as it tails
+//! the serial file (every 20 ms), and [`keel_tests::RunResult::elapsed`] dates the
+//! emulator's start.
+//!
+//! These pass only once keel boots a bzImage (the generic kernel is XZ-compressed,
+//! the cloud kernel LZ4) with an initrd; until then they fail with the serial log.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::contract::FATAL;
+use keel_tests::debian::{self, Flavour, Kernel};
+use keel_tests::guests::{self, domain_built, domain_line, domain_shut_down};
+use keel_tests::{Backend, Boot, RunResult, initramfs};
+use regex::Regex;
+
+/// The domU's command line.
+const CMDLINE: &str = "console=hvc0";
+
+/// Time limit on QEMU. Plain TCG boots these kernels to the marker in about 4 s;
+/// under keel (measured with the `vmlinux` inside each image, before keel took
+/// bzImages) the cloud kernel took 33 s, the generic one 79 s beside a Bochs run.
+const QEMU_LINUX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time limit on Bochs: the cloud kernel reached the marker after 252 s there
+/// (measured as above); the generic one has more to initialise.
+const BOCHS_LINUX_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The domU's memory (MiB), as in the issue. Both emulated machines have more
+/// (QEMU 512 MiB, Bochs 1024 MiB: see `tests/src/qemu.rs`, `tests/src/bochs.rs`).
+const MEMORY_MIB: u32 = 256;
+
+/// The xl.cfg of the Linux domU.
+fn config(memory: u32) -> String {
+    format!(
+        "name = \"linux\"\ntype = \"pvh\"\nkernel = \"vmlinuz\"\nramdisk = \"initrd\"\n\
+         cmdline = \"{CMDLINE}\"\nmemory = {memory}\nvcpus = 1\n"
+    )
+}
+
+/// Fetches (or finds cached) the kernel of `flavour` and the initramfs; panics
+/// with the harness's message if that fails (no network, apt broken).
+fn guest(flavour: Flavour) -> (Kernel, std::path::PathBuf) {
+    let kernel = debian::kernel_package(flavour)
+        .unwrap_or_else(|e| panic!("cannot get Debian's {} kernel: {e}", flavour.name()));
+    let busybox =
+        debian::busybox().unwrap_or_else(|e| panic!("cannot get Debian's busybox-static: {e}"));
+    let initrd =
+        initramfs::cached(&busybox).unwrap_or_else(|e| panic!("cannot build the initramfs: {e}"));
+    (kernel, initrd)
+}
+
+/// A line of the kernel's log on d1's console, or `init`'s reprint of it from
+/// `dmesg`: optional prefix, the printk timestamp, then exactly `message`.
+fn kernel_log(message: &str) -> String {
+    format!(
+        r"^\(d1\) (?:{})?\[ *\d+\.\d+\] {}",
+        regex::escape(initramfs::DMESG_PREFIX),
+        regex::escape(message)
+    )
+}
+
+/// Boots `kernel` with the initramfs as d1 on `backend`; returns the run and,
+/// if the marker came, how long after the emulator started it did.
+fn boot(
+    test: &str,
+    backend: Backend,
+    kernel: &Kernel,
+    initrd: &std::path::Path,
+) -> (RunResult, Option<Duration>) {
+    let timeout = if backend.is_qemu() {
+        QEMU_LINUX_TIMEOUT
+    } else {
+        BOCHS_LINUX_TIMEOUT
+    };
+    let boot = Boot::new(test, backend)
+        .module_as(&kernel.vmlinuz, "vmlinuz", "")
+        .module_as(initrd, "initrd", "")
+        .domu("linux", &config(MEMORY_MIB))
+        .timeout(timeout);
+    let marker = Regex::new(&domain_line(1, initramfs::MARKER)).expect("a literal line");
+    let mut marker_seen: Option<Instant> = None;
+    let mut on_serial = |line: &str| {
+        if marker_seen.is_none() && marker.is_match(line) {
+            marker_seen = Some(Instant::now());
+        }
+    };
+    let run = boot
+        .try_run(Some(&mut on_serial))
+        .unwrap_or_else(|e| panic!("cannot boot keel ({test} on {backend}): {e}"));
+    let returned = Instant::now();
+    // The emulator started `elapsed` before the run returned (to within the
+    // harness's bookkeeping after the emulator exits: milliseconds).
+    let after_start = marker_seen.map(|t| {
+        run.elapsed
+            .saturating_sub(returned.saturating_duration_since(t))
+    });
+    (run, after_start)
+}
+
+fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour) {
+    let (kernel, initrd) = guest(flavour);
+    let (run, marker_after) = boot(test, backend, &kernel, &initrd);
+    match marker_after {
+        Some(t) => eprintln!(
+            "linux: {} kernel ({} {}) on {backend}: userspace marker {:.2} s after the \
+             emulator started (serial polled every 20 ms); whole run {:.1} s",
+            flavour.name(),
+            kernel.package,
+            kernel.version,
+            t.as_secs_f64(),
+            run.elapsed.as_secs_f64()
+        ),
+        None => eprintln!(
+            "linux: {} kernel ({} {}) on {backend}: no userspace marker; whole run {:.1} s",
+            flavour.name(),
+            kernel.package,
+            kernel.version,
+            run.elapsed.as_secs_f64()
+        ),
+    }
+    eprintln!("linux: work directory {}", run.work_dir.display());
+
+    run.assert_no_line(FATAL);
+    let memory = MEMORY_MIB.to_string();
+    let built = run.assert_line(&domain_built(1));
+    assert_eq!(
+        (&built[1], &built[2]),
+        ("PVH", memory.as_str()),
+        "d1's type and memory\n{}",
+        run.report()
+    );
+
+    // The kernel: PVH entry, Xen clocksource, event-channel upcall.
+    guests::assert_lines(
+        &run,
+        &[
+            kernel_log("Booting kernel on Xen PVH"),
+            kernel_log("clocksource: Switched to clocksource xen"),
+            kernel_log("xen:events: Xen HVM callback vector for event delivery is enabled"),
+        ],
+    );
+    run.assert_no_line(r"^\(d1\) .*Kernel panic - not syncing");
+    run.assert_no_line(r"^\(d1\) .*Xen doesn't support pvclock on HVM");
+
+    // Userspace.
+    guests::assert_lines(
+        &run,
+        &[
+            domain_line(1, initramfs::MARKER),
+            format!(
+                r"^\(d1\) Linux \S+ {} #\d+ .*Debian {} .*x86_64",
+                regex::escape(&kernel.release),
+                regex::escape(&kernel.version)
+            ),
+            domain_line(1, &format!("{}xen", initramfs::HYPERVISOR_TYPE_PREFIX)),
+            format!(
+                r"^\(d1\) vendor_id\s*: {}$",
+                regex::escape(backend.cpu_vendor())
+            ),
+        ],
+    );
+    run.assert_no_line(r"^\(d1\) keel-init: poweroff -f returned");
+
+    // The end: a clean poweroff of the domain, then of the machine.
+    run.assert_line(&domain_shut_down(1, "poweroff"));
+    assert_eq!(
+        guests::domains_ended(&run),
+        [(1, "poweroff".to_string())],
+        "how the domain ended\n{}",
+        run.report()
+    );
+    guests::assert_frames_balance(&run);
+    run.assert_powered_off_cleanly();
+}
+
+#[test]
+fn cloud_kernel_boots_to_userspace_on_qemu_svm() {
+    linux_boots_to_userspace("linux_cloud", Backend::QemuSvm, Flavour::Cloud);
+}
+
+#[test]
+fn generic_kernel_boots_to_userspace_on_qemu_svm() {
+    linux_boots_to_userspace("linux_generic", Backend::QemuSvm, Flavour::Generic);
+}
+
+#[test]
+fn cloud_kernel_boots_to_userspace_on_bochs_vmx() {
+    linux_boots_to_userspace("linux_cloud", Backend::BochsVmx, Flavour::Cloud);
+}
+
+#[test]
+fn generic_kernel_boots_to_userspace_on_bochs_vmx() {
+    linux_boots_to_userspace("linux_generic", Backend::BochsVmx, Flavour::Generic);
+}
+
+/// The inputs themselves, without keel: both kernels are bzImages whose release
+/// matches their package, busybox is an ELF, and the initramfs is a newc archive
+/// holding it. Prints sizes and how long getting them took.
+#[test]
+fn debian_kernels_and_initramfs_are_prepared() {
+    for flavour in Flavour::ALL {
+        let started = Instant::now();
+        let kernel = debian::kernel_package(flavour)
+            .unwrap_or_else(|e| panic!("cannot get Debian's {} kernel: {e}", flavour.name()));
+        let image = std::fs::read(&kernel.vmlinuz)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", kernel.vmlinuz.display()));
+        eprintln!(
+            "linux: {} {} ({} kernel, release {}): {} bytes, ready in {:.1} s",
+            kernel.package,
+            kernel.version,
+            flavour.name(),
+            kernel.release,
+            image.len(),
+            started.elapsed().as_secs_f64()
+        );
+        // The boot protocol's "HdrS" signature at 0x202 (Linux
+        // Documentation/arch/x86/boot.rst).
+        assert_eq!(
+            image.get(0x202..0x206),
+            Some(&b"HdrS"[..]),
+            "{} is not a bzImage",
+            kernel.vmlinuz.display()
+        );
+        assert!(
+            kernel.package.ends_with(&kernel.release),
+            "{} vs {}",
+            kernel.package,
+            kernel.release
+        );
+        if flavour == Flavour::Cloud {
+            assert!(
+                kernel.release.ends_with("-cloud-amd64"),
+                "{}",
+                kernel.release
+            );
+        }
+    }
+    let started = Instant::now();
+    let busybox = debian::busybox_package().unwrap_or_else(|e| panic!("busybox-static: {e}"));
+    let busybox_path = busybox.root.join("bin").join("busybox");
+    let bb = std::fs::read(&busybox_path).expect("busybox readable");
+    assert_eq!(bb.get(..4), Some(&b"\x7fELF"[..]));
+    eprintln!(
+        "linux: busybox-static {}: {} bytes, ready in {:.1} s",
+        busybox.version,
+        bb.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let initrd = initramfs::cached(&busybox_path).unwrap_or_else(|e| panic!("initramfs: {e}"));
+    let archive = std::fs::read(&initrd).expect("initramfs readable");
+    eprintln!(
+        "linux: initramfs {}: {} bytes, ready in {:.3} s",
+        initrd.display(),
+        archive.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(&archive[..6], initramfs::NEWC_MAGIC);
+    assert!(archive.len() > bb.len());
+    let trailer = archive
+        .windows(initramfs::TRAILER.len())
+        .rposition(|w| w == initramfs::TRAILER.as_bytes());
+    assert!(trailer.is_some(), "no trailer");
+}
