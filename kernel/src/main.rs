@@ -473,14 +473,17 @@ impl KernelImage {
 /// `/boot/vmlinuz-*` is) is decompressed, anything else is passed on as it is.
 fn unpack_kernel(bytes: &'static [u8]) -> Result<KernelImage, alloc::string::String> {
     use alloc::format;
-    use keel_kernel::bzimage::{self, KernelFormat};
-    let Ok(KernelFormat::BzImage { compression }) = bzimage::identify(bytes) else {
-        return Ok(KernelImage::Module(bytes));
-    };
+    use keel_kernel::bzimage::{self, BzError, KernelFormat};
+    match bzimage::identify(bytes) {
+        Ok(KernelFormat::BzImage { .. }) => {}
+        // "HdrS" but a broken header: say so, rather than "no ELF magic".
+        Err(e) if e != BzError::NotAKernel => return Err(format!("{e}")),
+        _ => return Ok(KernelImage::Module(bytes)),
+    }
     // The image may take at most half of what is free: the domain needs the rest.
     let limit = (memory::free_frames() * 4096 / 2) as usize;
-    let (c, payload, size) =
-        bzimage::payload(bytes, limit).map_err(|e| format!("bzImage ({compression}): {e}"))?;
+    // The errors name the bzImage themselves ("bzImage payload is truncated ...").
+    let (c, payload, size) = bzimage::payload(bytes, limit).map_err(|e| format!("{e}"))?;
     let mut buf = memory::ScratchBuffer::new(size).ok_or_else(|| {
         format!(
             "bzImage ({c}): no room to decompress {} MiB of kernel",
@@ -489,7 +492,7 @@ fn unpack_kernel(bytes: &'static [u8]) -> Result<KernelImage, alloc::string::Str
     })?;
     let t0 = clock::now();
     bzimage::decompress(c, payload, buf.as_mut_slice())
-        .map_err(|e| format!("bzImage ({c}): {e}"))?;
+        .map_err(|e| format!("bzImage payload: {e}"))?;
     log::info!(
         "bzImage: {} KiB of {c} decompressed to {} KiB in {} ms",
         payload.len() / 1024,

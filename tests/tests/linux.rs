@@ -289,3 +289,59 @@ fn debian_kernels_and_initramfs_are_prepared() {
         .rposition(|w| w == initramfs::TRAILER.as_bytes());
     assert!(trailer.is_some(), "no trailer");
 }
+
+/// A broken bzImage is refused by name, with what is wrong with it, and the
+/// domain beside it runs on: d1's kernel is Debian's generic (XZ) bzImage cut to
+/// 60% (the setup header says the payload runs past the end of the file), d2's
+/// the same image with 64 bytes flipped in mid-payload (the XZ decoder or its
+/// check catches it), d3 the pvh64 test guest saying hello.
+#[test]
+fn broken_bzimages_are_refused_and_the_rest_run_on_qemu_svm() {
+    let (kernel, _) = guest(Flavour::Generic);
+    let image = std::fs::read(&kernel.vmlinuz)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", kernel.vmlinuz.display()));
+    let dir = keel_tests::workdir::create("linux_broken_bzimages-input")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let truncated = dir.join("truncated");
+    std::fs::write(&truncated, &image[..image.len() * 6 / 10]).expect("write truncated");
+    let mut flipped = image.clone();
+    let mid = flipped.len() / 2;
+    for b in &mut flipped[mid..mid + 64] {
+        *b ^= 0x5A;
+    }
+    let corrupt = dir.join("corrupt");
+    std::fs::write(&corrupt, &flipped).expect("write corrupt");
+
+    let cfg = |name: &str, kernel: &str| {
+        format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nkernel = \"{kernel}\"\ncmdline = \"console=hvc0\"\nmemory = 64\nvcpus = 1\n"
+        )
+    };
+    let run = Boot::new("linux_broken_bzimages", Backend::QemuSvm)
+        .module_as(&truncated, "truncated", "")
+        .module_as(&corrupt, "corrupt", "")
+        .module(guests::guest(guests::PVH64), "")
+        .domu("truncated", &cfg("truncated", "truncated"))
+        .domu("corrupt", &cfg("corrupt", "corrupt"))
+        .domu(
+            "hello",
+            &cfg("hello", guests::PVH64).replace("console=hvc0", "mode=hello"),
+        )
+        .run();
+    run.assert_line(
+        r"^\(KEEL\) d1 \(truncated\): cannot build: kernel module 'truncated': bzImage payload is truncated \(claims \d+ bytes at offset 0x[0-9a-f]+, file has 0x[0-9a-f]+\)$",
+    );
+    run.assert_line(
+        r"^\(KEEL\) d2 \(corrupt\): cannot build: kernel module 'corrupt': bzImage payload: xz: \S",
+    );
+    run.assert_line(r"^\(d3\) hello from ");
+    run.assert_line(&domain_shut_down(3, "poweroff"));
+    assert_eq!(
+        guests::domains_ended(&run),
+        [(3, "poweroff".to_string())],
+        "how the domains ended\n{}",
+        run.report()
+    );
+    guests::assert_frames_balance(&run);
+    run.assert_no_line(FATAL);
+}
