@@ -1,6 +1,6 @@
 //! Debian's own Linux boots as a PVH domU on keel, to userspace.
 //!
-//! Tier 4 of the test plan: no test guest, but the kernels Debian 12 ships,
+//! No test guest here, but the kernels Debian 12 ships,
 //! unmodified. [`keel_tests::debian`] fetches the current `linux-image-amd64`
 //! (generic) and `linux-image-cloud-amd64` kernels and `busybox-static` into
 //! `target/keel/cache/debian/` (network only the first time), and
