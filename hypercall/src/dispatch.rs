@@ -85,6 +85,7 @@ pub use console_io::CONSOLE_WRITE_BUDGET;
 pub use grant_table_op::GNTTAB_OP_BUDGET;
 pub use memory_op::MEMOP_PAGE_BUDGET;
 pub use sched_op::SCHED_POLL_MAX_PORTS;
+pub use vcpu_op::update_secondary_system_time;
 
 use crate::abi::Errno;
 use crate::abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF, DomId};
@@ -96,6 +97,7 @@ use crate::abi::memory::E820Entry;
 use crate::abi::sched;
 use crate::abi::vcpu::VcpuRunstateInfo;
 use crate::abi::version::XenDomainHandle;
+use crate::abi::xen::VcpuTimeInfo;
 
 /// Width of the calling vCPU's code, which selects the argument registers
 /// and the structure layouts.
@@ -474,6 +476,20 @@ pub trait Domain {
         gva: u64,
         width: GuestWidth,
     ) -> Result<(), Errno>;
+
+    /// `VCPUOP_register_vcpu_time_memory_area`: from now on, whenever
+    /// `vcpu`'s `vcpu_time_info` in its `vcpu_info` is rewritten, also copy
+    /// it to guest-virtual `gva` with
+    /// [`update_secondary_system_time`] (the primary's odd version during
+    /// the write), ignoring faults; 0 stops the copies. Replaces any earlier
+    /// area. The 32 bytes are checked to lie in the caller's address space;
+    /// the dispatcher writes [`Domain::vcpu_time_info`] there itself once
+    /// this returns `Ok`.
+    fn register_vcpu_time_area(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno>;
+
+    /// `vcpu`'s `vcpu_time_info` as its `vcpu_info` holds it now (a settled,
+    /// even `version`): what a secondary time area is given at registration.
+    fn vcpu_time_info(&self, vcpu: u32) -> VcpuTimeInfo;
 
     /// `VCPUOP_register_vcpu_info`: move `vcpu`'s `vcpu_info` (64 bytes,
     /// the native layout) to byte `offset` of guest frame `gfn`: copy the

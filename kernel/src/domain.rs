@@ -347,6 +347,9 @@ pub struct Domain {
     pub lapic: keel_arch::x86::vlapic::Vlapic,
     pub wait: Wait,
     pub runstate: Runstate,
+    /// Where the guest asked keel to keep a copy of vCPU 0's `vcpu_time_info`
+    /// (guest-virtual; `VCPUOP_register_vcpu_time_memory_area`), if it did.
+    pub time_area: Option<u64>,
     /// xl.cfg scheduling parameters.
     pub weight: u32,
     pub cap: u32,
@@ -718,6 +721,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         lapic: keel_arch::x86::vlapic::Vlapic::new(0, true),
         wait: Wait::None,
         runstate: Runstate::default(),
+        time_area: None,
         weight: spec.weight,
         cap: spec.cap,
     })

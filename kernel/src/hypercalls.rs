@@ -15,6 +15,7 @@ use crate::world::{SharedWords, World};
 use keel_evtchn::two_level;
 use keel_hypercall::abi::evtchn::EvtchnPort;
 use keel_hypercall::abi::vcpu::VcpuRunstateInfo;
+use keel_hypercall::abi::xen::VcpuTimeInfo;
 use keel_hypercall::dispatch::{
     EvtchnState, EvtchnStatusInfo, GnttabCopyOp, GnttabCopyTarget, GnttabMapped, GnttabSize,
     GuestWidth, PollResult, VcpuHvmRegs,
@@ -362,6 +363,15 @@ impl HcDomain for Ctx<'_> {
         self.d.runstate.area = (gva != 0).then_some(gva);
         self.d.runstate.area_compat = width == GuestWidth::Bits32;
         Ok(())
+    }
+
+    fn register_vcpu_time_area(&mut self, _vcpu: u32, gva: u64) -> Result<(), Errno> {
+        self.d.time_area = (gva != 0).then_some(gva);
+        Ok(())
+    }
+
+    fn vcpu_time_info(&self, _vcpu: u32) -> VcpuTimeInfo {
+        crate::world::current_time(self.d)
     }
 
     fn register_vcpu_info(&mut self, _vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {

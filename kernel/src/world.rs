@@ -36,7 +36,7 @@ use keel_grant::Grants;
 use keel_hypercall::abi::domid::DOMID_XEN;
 use keel_hypercall::abi::evtchn::VIRQ_TIMER;
 use keel_hypercall::abi::xen::{VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
-use keel_hypercall::dispatch::ShutdownReason;
+use keel_hypercall::dispatch::{ShutdownReason, update_secondary_system_time};
 use keel_mm::layout::directmap_va;
 use keel_sched::{Params, Policy, VcpuId};
 
@@ -176,12 +176,12 @@ impl EventWords for SharedWords {
     }
 }
 
-/// Writes the pvclock parameters into a domain's vcpu_info (Xen's version protocol:
-/// odd while writing). keel's TSC is invariant and never rescaled, so one write
-/// stays valid: `system_time` 0 at the TSC value keel's clock started at.
-pub fn publish_time(d: &Domain) {
+/// The pvclock parameters keel gives every vCPU, `version` left 0. keel's TSC is
+/// invariant and never rescaled, so they never change: `system_time` 0 at the TSC
+/// value keel's clock started at.
+fn time_params() -> VcpuTimeInfo {
     let s = clock::scale();
-    let t = VcpuTimeInfo {
+    VcpuTimeInfo {
         version: 0,
         pad0: 0,
         tsc_timestamp: clock::boot_tsc(),
@@ -190,20 +190,50 @@ pub fn publish_time(d: &Domain) {
         tsc_shift: s.shift,
         flags: XEN_PVCLOCK_TSC_STABLE_BIT,
         pad1: [0; 2],
-    };
-    let base = d.vcpu_info_va() + 32;
+    }
+}
+
+/// The `version` word of vCPU 0's `vcpu_time_info` (offset 32 of its vcpu_info).
+fn time_version(d: &Domain) -> &core::sync::atomic::AtomicU32 {
     // SAFETY: the 32-byte vcpu_time_info lies inside the domain's vcpu_info frame
-    // (offset 32..64 of a 64-byte, in-frame vcpu_info); the frame is the domain's
-    // and mapped by the direct map.
-    let version = unsafe { AtomicU32Ptr::at(base) };
-    let v = version.load(Ordering::Acquire);
-    version.store(v.wrapping_add(1) | 1, Ordering::Release);
+    // (offset 32..64 of a 64-byte, 8-aligned, in-frame vcpu_info); the frame is the
+    // domain's, mapped by the direct map, and lives as long as the domain.
+    unsafe { AtomicU32Ptr::at(d.vcpu_info_va() + 32) }
+}
+
+/// vCPU 0's `vcpu_time_info` as its vcpu_info holds it now (the guest could have
+/// scribbled on the version there; only the version is read back).
+pub fn current_time(d: &Domain) -> VcpuTimeInfo {
+    VcpuTimeInfo {
+        version: time_version(d).load(Ordering::Acquire),
+        ..time_params()
+    }
+}
+
+/// Writes the pvclock parameters into a domain's vcpu_info (Xen's version protocol:
+/// odd while writing, `version_update_begin`/`_end`), then, as Xen's
+/// `update_secondary_system_time`, the same data under the same odd version into
+/// the secondary area the guest registered (`VCPUOP_register_vcpu_time_memory_area`),
+/// if any, through the guest's page tables, ignoring faults.
+pub fn publish_time(d: &mut Domain) {
+    let t = time_params();
+    let base = d.vcpu_info_va() + 32;
+    let version = time_version(d);
+    let begin = version.load(Ordering::Acquire).wrapping_add(1) | 1;
+    version.store(begin, Ordering::Release);
     let bytes = t.to_bytes();
     for (i, b) in bytes.iter().enumerate().skip(4) {
-        // SAFETY: as above: base + 4..base + 32 lie inside the frame.
+        // SAFETY: as in `time_version`: base + 4..base + 32 lie inside the frame.
         unsafe { core::ptr::write_volatile((base + i as u64) as *mut u8, *b) };
     }
-    version.store((v.wrapping_add(2)) & !1, Ordering::Release);
+    version.store(begin.wrapping_add(1), Ordering::Release);
+    if let Some(gva) = d.time_area {
+        let t = VcpuTimeInfo {
+            version: begin,
+            ..t
+        };
+        update_secondary_system_time(gva, &t, |a, b| d.copy_to_guest(a, b));
+    }
 }
 
 /// Writes the wall-clock time at system time 0 into a domain's shared_info
@@ -334,7 +364,7 @@ impl World {
         if !d.privileged {
             self.attach_console(&mut d)?;
         }
-        publish_time(&d);
+        publish_time(&mut d);
         publish_wallclock(&d);
         let v = VcpuId { dom: id, vcpu: 0 };
         self.sched

@@ -19,6 +19,7 @@ use crate::abi::grant_table::{
 use crate::abi::hvm::HVM_NR_PARAMS;
 use crate::abi::memory::E820Entry;
 use crate::abi::vcpu::VcpuRunstateInfo;
+use crate::abi::xen::{VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
 
 /// Ports in the fake's event-channel table (port 0 is reserved).
 pub const FAKE_PORTS: u32 = 16;
@@ -82,6 +83,10 @@ pub struct FakeDomain {
     /// Returned by `vcpu_initialise`, `vcpu_up`, `vcpu_down` when set.
     pub vcpu_err: Option<Errno>,
     pub runstate: VcpuRunstateInfo,
+    /// What `vcpu_time_info` answers (for every vCPU).
+    pub time_info: VcpuTimeInfo,
+    /// Each vCPU's registered secondary time area (0: none).
+    pub time_areas: Vec<u64>,
     pub singleshot: Option<u64>,
     pub periodic: Vec<u64>,
     /// `register_vcpu_info` answers `-EBUSY` for vCPUs listed here.
@@ -169,6 +174,18 @@ impl FakeDomain {
                 state_entry_time: 0x1122_3344_5566_7788,
                 time: [1, 2, 3, 4],
             },
+            time_info: VcpuTimeInfo {
+                version: 6,
+                // Junk the dispatcher must pass on as it is.
+                pad0: 0x1234_5678,
+                tsc_timestamp: 0x0102_0304_0506_0708,
+                system_time: 0x1111_2222_3333,
+                tsc_to_system_mul: 0x8000_0000,
+                tsc_shift: -1,
+                flags: XEN_PVCLOCK_TSC_STABLE_BIT,
+                pad1: [0x5a; 2],
+            },
+            time_areas: vec![0; 4],
             singleshot: None,
             periodic: vec![0; 4],
             vcpu_info_registered: Vec::new(),
@@ -527,6 +544,14 @@ impl Domain for FakeDomain {
             "register_runstate_area({vcpu}, {gva:#x}, {width:?})"
         ));
         Ok(())
+    }
+    fn register_vcpu_time_area(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno> {
+        self.log(format!("register_vcpu_time_area({vcpu}, {gva:#x})"));
+        self.time_areas[vcpu as usize] = gva;
+        Ok(())
+    }
+    fn vcpu_time_info(&self, _vcpu: u32) -> VcpuTimeInfo {
+        self.time_info
     }
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
         self.log(format!("register_vcpu_info({vcpu}, {gfn:#x}, {offset:#x})"));

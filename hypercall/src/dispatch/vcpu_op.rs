@@ -34,14 +34,35 @@
 //!   the shared-info page rather than the caller's, and checks "already
 //!   registered" (`-EBUSY`) before the page checks; keel's kernel answers
 //!   that after them.
-//! - `send_nmi`, `get_physid`, the time-area and physical-area
-//!   registrations (13..=15), and unknown commands: `-ENOSYS`.
+//! - `register_vcpu_time_memory_area`: copies in the address as for the
+//!   runstate area (8 bytes native, the 4-byte handle for a 32-bit caller,
+//!   as Xen's `compat_vcpu_op`); `-EFAULT` if the 32-byte
+//!   `vcpu_time_info` there would leave the address space (Xen skips that
+//!   check for a translated guest); then
+//!   [`Domain::register_vcpu_time_area`] (0 stops the copies: Xen's null
+//!   handle), and, unless the address is 0, [`Domain::vcpu_time_info`] is
+//!   written there at once with [`update_secondary_system_time`], ignoring
+//!   faults. Xen instead forces a rewrite of the primary copy too
+//!   (`force_update_vcpu_system_time`), which bumps its version; keel's
+//!   never changes, so it is left alone. Any vCPU of the domain, as Xen.
+//! - `send_nmi`, `get_physid`, the physical-area registrations (14, 15),
+//!   and unknown commands: `-ENOSYS`.
+//!
+//! # The secondary time area
+//!
+//! Xen keeps each registered area a copy of the vCPU's `vcpu_time_info`
+//! (`update_secondary_system_time`, `xen/arch/x86/time.c`): every time it
+//! rewrites the primary one in `vcpu_info`, it copies the same data, under
+//! the same odd version, to the guest-virtual address, then makes the
+//! version even. Guests read it where they cannot read `vcpu_info` (Linux
+//! maps it into its vDSO for `clock_gettime`). The kernel writes it with
+//! [`update_secondary_system_time`] too, so the protocol lives here once.
 
 use super::{Ctx, Domain, GuestWidth, Outcome, VcpuHvmRegs};
 use crate::abi::Errno;
 use crate::abi::hvm::{VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
 use crate::abi::vcpu::*;
-use crate::abi::xen::VcpuInfo;
+use crate::abi::xen::{VcpuInfo, VcpuTimeInfo};
 
 /// Xen's `MILLISECS(1)`: the shortest periodic timer.
 const MIN_PERIOD_NS: u64 = 1_000_000;
@@ -106,6 +127,27 @@ fn vcpu_op<D: Domain + ?Sized>(
             }
             Ok(0)
         }
+        VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA => {
+            // `vcpu_register_time_memory_area` has the runstate area's layout:
+            // a union of a handle, a pointer and a `uint64_t`, of which Xen
+            // reads the handle (4 bytes for a 32-bit caller).
+            let gva = match cx.width {
+                GuestWidth::Bits64 => {
+                    VcpuRegisterRunstateMemoryArea::from_bytes(&cx.read(arg)?).addr
+                }
+                GuestWidth::Bits32 => {
+                    u64::from(VcpuRegisterRunstateMemoryAreaCompat::from_bytes(&cx.read(arg)?).addr)
+                }
+            };
+            cx.check_range(gva, VcpuTimeInfo::SIZE)?;
+            cx.d.register_vcpu_time_area(vcpu, gva)?;
+            if gva != 0 {
+                let t = cx.d.vcpu_time_info(vcpu);
+                // Faults are ignored, as Xen's unchecked `__copy_to_guest`s.
+                update_secondary_system_time(gva, &t, |a, b| cx.write(a, b));
+            }
+            Ok(0)
+        }
         VCPUOP_SET_PERIODIC_TIMER => {
             let a = VcpuSetPeriodicTimer::from_bytes(&cx.read(arg)?);
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&a.period_ns) {
@@ -154,6 +196,38 @@ fn vcpu_op<D: Domain + ?Sized>(
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Xen's `update_secondary_system_time`: copies the `vcpu_time_info` `t`
+/// to guest-virtual `gva` with `copy_to_guest`, under the version protocol
+/// its readers rely on (a reader retries while the version is odd or
+/// changed under it):
+///
+/// 1. the version alone, `t.version | 1` (odd: an update is under way);
+/// 2. the whole structure, with that odd version;
+/// 3. the version again, one more (even: settled).
+///
+/// Pass the odd version the primary copy carries while it is rewritten, and
+/// the secondary ends with the primary's version, as in Xen; pass a settled
+/// (even) version `v` and it gets `v + 1`, then `v + 2`, the next update.
+/// The same bytes suit both guest widths (`vcpu_time_info` has no compat
+/// layout). Faults are the guest's problem and ignored; but if the first
+/// write faults nothing more is written, as in Xen.
+pub fn update_secondary_system_time<E>(
+    gva: u64,
+    t: &VcpuTimeInfo,
+    mut copy_to_guest: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) {
+    let begin = t.version | 1;
+    if copy_to_guest(gva, &begin.to_le_bytes()).is_err() {
+        return;
+    }
+    let body = VcpuTimeInfo {
+        version: begin,
+        ..*t
+    };
+    let _ = copy_to_guest(gva, &body.to_bytes());
+    let _ = copy_to_guest(gva, &begin.wrapping_add(1).to_le_bytes());
 }
 
 /// Copies `r` out to `gva` in the caller's layout.

@@ -5,13 +5,14 @@ use crate::abi::hvm::{
     VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext, VcpuHvmX86_32, VcpuHvmX86_64,
 };
 use crate::abi::vcpu::*;
+use crate::abi::xen::VcpuTimeInfo;
 
 const OP: u32 = nr::VCPU_OP;
 
 #[test]
 fn vcpu_ids_are_checked_first() {
     let mut d = domu();
-    for cmd in [0u64, 1, 3, 4, 10, 11, 12, 99] {
+    for cmd in [0u64, 1, 3, 4, 10, 11, 12, 13, 99] {
         for vcpu in [4u64, 0xffff_ffff] {
             assert_eq!(
                 run64(&mut d, OP, &[cmd, vcpu, 0]),
@@ -194,6 +195,159 @@ fn register_runstate_area_compat() {
     assert_eq!(run32(&mut d, OP, &[5, 3, ARG]), ok());
 }
 
+const TIME_AREA: u32 = VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA;
+
+/// The fake's `vcpu_time_info` as a registered area must hold it after
+/// one update: the same fields, the version one update on (6 -> 8).
+fn settled_time(d: &FakeDomain) -> VcpuTimeInfo {
+    VcpuTimeInfo {
+        version: d.time_info.version + 2,
+        ..d.time_info
+    }
+}
+
+fn time_at(d: &FakeDomain, gva: u64) -> VcpuTimeInfo {
+    VcpuTimeInfo::from_bytes(d.peek(gva, 32).try_into().unwrap())
+}
+
+#[test]
+fn register_time_area_native() {
+    let mut d = domu();
+    d.poke(
+        ARG,
+        &VcpuRegisterRunstateMemoryArea { addr: BUF }.to_bytes(),
+    );
+    // Any vCPU of the domain, not only the caller (vCPU 0).
+    assert_eq!(run64(&mut d, OP, &[TIME_AREA.into(), 2, ARG]), ok());
+    assert_eq!(d.calls, [format!("register_vcpu_time_area(2, {BUF:#x})")]);
+    assert_eq!(d.time_areas[2], BUF);
+    // Written at once, 32 bytes, version even at the end.
+    assert_eq!(time_at(&d, BUF), settled_time(&d));
+    assert_eq!(d.peek(BUF + 32, 1), [0xAA]);
+    assert_eq!(d.peek(BUF - 1, 1), [0xAA]);
+
+    // Re-registration moves it: the new area is written, the old one left.
+    d.poke(BUF, &[0xAA; 32]);
+    let new = BUF + 0x200;
+    d.poke(
+        ARG,
+        &VcpuRegisterRunstateMemoryArea { addr: new }.to_bytes(),
+    );
+    assert_eq!(run64(&mut d, OP, &[TIME_AREA.into(), 2, ARG]), ok());
+    assert_eq!(d.time_areas[2], new);
+    assert_eq!(time_at(&d, new), settled_time(&d));
+    assert_eq!(d.peek(BUF, 32), [0xAA; 32]);
+
+    // 0 unregisters (Xen's null handle) and nothing is written.
+    d.poke(ARG, &VcpuRegisterRunstateMemoryArea { addr: 0 }.to_bytes());
+    assert_eq!(run64(&mut d, OP, &[TIME_AREA.into(), 2, ARG]), ok());
+    assert_eq!(d.calls[2], "register_vcpu_time_area(2, 0x0)");
+    assert_eq!(d.time_areas[2], 0);
+}
+
+#[test]
+fn register_time_area_compat() {
+    let mut d = domu();
+    d.poke(ARG, &(BUF as u32).to_le_bytes());
+    // Only the 4-byte handle is read.
+    d.faults.push(ARG + 4..ARG + 8);
+    assert_eq!(run32(&mut d, OP, &[TIME_AREA.into(), 1, ARG]), ok());
+    assert_eq!(d.calls, [format!("register_vcpu_time_area(1, {BUF:#x})")]);
+    // The same layout as for a 64-bit caller.
+    assert_eq!(time_at(&d, BUF), settled_time(&d));
+    assert_eq!(d.peek(BUF + 32, 1), [0xAA]);
+    // 32 bytes from 0xffff_ffe0 end exactly at 4 GiB (not in the fake's
+    // memory: the write faults, which is ignored); from 0xffff_ffe1 they do
+    // not fit.
+    d.poke(ARG, &0xffff_ffe1u32.to_le_bytes());
+    assert_eq!(
+        run32(&mut d, OP, &[TIME_AREA.into(), 1, ARG]),
+        err(Errno::EFAULT)
+    );
+    d.poke(ARG, &0xffff_ffe0u32.to_le_bytes());
+    assert_eq!(run32(&mut d, OP, &[TIME_AREA.into(), 1, ARG]), ok());
+    assert_eq!(d.time_areas[1], 0xffff_ffe0);
+}
+
+#[test]
+fn register_time_area_faults() {
+    for width in WIDTHS {
+        let mut d = domu();
+        // The argument is unreadable.
+        for p in [0, END - 2, u64::MAX] {
+            assert_eq!(
+                run(&mut d, width, OP, &[TIME_AREA.into(), 0, p]),
+                err(Errno::EFAULT),
+                "{p:#x} {width:?}"
+            );
+        }
+        // A fault writing the area is ignored, as in Xen; it stays registered.
+        d.read_only.push(BUF..BUF + 32);
+        d.poke(ARG, &BUF.to_le_bytes());
+        assert_eq!(run(&mut d, width, OP, &[TIME_AREA.into(), 0, ARG]), ok());
+        assert_eq!(d.time_areas[0], BUF);
+        assert_eq!(d.peek(BUF, 32), [0xAA; 32]);
+        assert_eq!(d.calls.len(), 1);
+    }
+    // Beyond the 64-bit address space.
+    let mut d = domu();
+    d.poke(ARG, &(u64::MAX - 30).to_le_bytes());
+    assert_eq!(
+        run64(&mut d, OP, &[TIME_AREA.into(), 0, ARG]),
+        err(Errno::EFAULT)
+    );
+    d.poke(ARG, &(u64::MAX - 31).to_le_bytes());
+    assert_eq!(run64(&mut d, OP, &[TIME_AREA.into(), 0, ARG]), ok());
+    assert_eq!(d.calls.len(), 1);
+}
+
+/// Records each `copy_to_guest` of [`update_secondary_system_time`], and
+/// fails the ones numbered in `fail`.
+fn secondary_writes(t: &VcpuTimeInfo, fail: &[usize]) -> Vec<(u64, Vec<u8>)> {
+    let mut writes = Vec::new();
+    update_secondary_system_time(0x5000, t, |gva, b| {
+        writes.push((gva, b.to_vec()));
+        if fail.contains(&(writes.len() - 1)) {
+            Err(Errno::EFAULT)
+        } else {
+            Ok(())
+        }
+    });
+    writes
+}
+
+#[test]
+fn secondary_time_version_protocol() {
+    let t = domu().time_info;
+    for (version, begin, end) in [
+        // A settled primary: the next update.
+        (6u32, 7u32, 8u32),
+        // The primary's odd version while it is rewritten: the same.
+        (9, 9, 10),
+        (u32::MAX, u32::MAX, 0),
+        (0, 1, 2),
+    ] {
+        let w = secondary_writes(&VcpuTimeInfo { version, ..t }, &[]);
+        let body = VcpuTimeInfo {
+            version: begin,
+            ..t
+        };
+        assert_eq!(
+            w,
+            [
+                (0x5000, begin.to_le_bytes().to_vec()),
+                (0x5000, body.to_bytes().to_vec()),
+                (0x5000, end.to_le_bytes().to_vec()),
+            ],
+            "{version}"
+        );
+    }
+    // A fault on the first write stops there; later ones are ignored.
+    assert_eq!(secondary_writes(&t, &[0]).len(), 1);
+    assert_eq!(secondary_writes(&t, &[1]).len(), 3);
+    assert_eq!(secondary_writes(&t, &[1, 2]).len(), 3);
+}
+
 #[test]
 fn periodic_timer_limits() {
     let mut d = domu();
@@ -333,7 +487,6 @@ fn unimplemented_vcpu_ops() {
     for cmd in [
         VCPUOP_SEND_NMI,
         VCPUOP_GET_PHYSID,
-        VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA,
         VCPUOP_REGISTER_RUNSTATE_PHYS_AREA,
         VCPUOP_REGISTER_VCPU_TIME_PHYS_AREA,
         16,
