@@ -34,7 +34,7 @@ use keel_mm::layout::directmap_va;
 use keel_mm::p2m::{Access, P2m, P2mError};
 use keel_mm::paging::PageSize;
 
-use crate::memory::FRAMES;
+use crate::memory::{FRAMES, zero_frames};
 
 /// Allocates one zeroed page-table frame for a p2m (from anywhere in RAM: the direct
 /// map covers all of it once keel runs on its own tables).
@@ -149,19 +149,6 @@ impl FrameSource for KernelFrames {
         zero_frames(first, count);
         Some(first.hpa())
     }
-}
-
-/// Zeroes `count` frames from `first`.
-fn zero_frames(first: Mfn, count: u64) {
-    // SAFETY: the frames were just allocated by the caller (nobody else holds them)
-    // and the direct map covers all RAM.
-    unsafe {
-        core::ptr::write_bytes(
-            directmap_va(first.hpa()) as *mut u8,
-            0,
-            (count * 4096) as usize,
-        )
-    };
 }
 
 /// Why a domain could not be built. The doc comment is the message.

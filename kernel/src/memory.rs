@@ -237,6 +237,19 @@ pub fn module_bytes(start: u64, len: u64) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
 }
 
+/// Zeroes `count` frames from `first`, which the caller has just allocated.
+pub fn zero_frames(first: Mfn, count: u64) {
+    // SAFETY: the frames were just allocated by the caller (nobody else holds them)
+    // and the direct map covers all RAM.
+    unsafe {
+        core::ptr::write_bytes(
+            directmap_va(first.hpa()) as *mut u8,
+            0,
+            (count * 4096) as usize,
+        )
+    };
+}
+
 /// A zeroed buffer of whole frames from the frame allocator, for a large transient
 /// job (a decompressed kernel image) that the 8 MiB heap cannot hold. The frames go
 /// back to the allocator when it drops.
@@ -252,15 +265,7 @@ impl ScratchBuffer {
     pub fn new(len: usize) -> Option<ScratchBuffer> {
         let frames = (len as u64).div_ceil(4096).max(1);
         let first = FRAMES.lock().as_mut()?.alloc_contiguous(frames, 1).ok()?;
-        // SAFETY: the frames were just allocated for this buffer alone, and the
-        // direct map covers all RAM.
-        unsafe {
-            core::ptr::write_bytes(
-                directmap_va(first.hpa()) as *mut u8,
-                0,
-                (frames * 4096) as usize,
-            )
-        };
+        zero_frames(first, frames);
         Some(ScratchBuffer { first, frames, len })
     }
 
@@ -285,12 +290,10 @@ impl ScratchBuffer {
 
 impl Drop for ScratchBuffer {
     fn drop(&mut self) {
-        if let Some(f) = FRAMES.lock().as_mut() {
-            for i in 0..self.frames {
-                if let Some(m) = Mfn::new(self.first.as_u64() + i) {
-                    let _ = f.free(m);
-                }
-            }
+        if let Some(f) = FRAMES.lock().as_mut()
+            && let Err(e) = f.free_contiguous(self.first, self.frames)
+        {
+            log::error!("scratch buffer at {:?}: {e:?}", self.first);
         }
     }
 }

@@ -322,16 +322,21 @@ fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(),
     }
 }
 
-/// An access to the local APIC page: decoded and forwarded to the domain's
-/// [`keel_arch::x86::vlapic::Vlapic`].
-fn lapic_mmio(d: &mut Domain, gpa: u64) -> Handled {
-    use keel_arch::x86::vlapic::{DeliveryMode, Trigger, WriteEffect};
-    let offset = (gpa - APIC_PAGE) as u32;
+/// Emulates the MOV at RIP that touched MMIO at `gpa`; `what` names the target
+/// in crash reasons. A load gets `read(d, size)`'s bytes, extended as the
+/// instruction says; a store hands `write(d, size, value)` the value stored.
+/// Any other instruction, or an error from either, crashes the domain.
+fn emulate_mmio(
+    d: &mut Domain,
+    gpa: u64,
+    what: &str,
+    read: impl FnOnce(&mut Domain, u8) -> Result<u64, String>,
+    write: impl FnOnce(&mut Domain, u8, u64) -> Result<(), String>,
+) -> Handled {
     let i = match fetch_insn(d) {
         Ok(i) => i,
-        Err(e) => return crash(format!("local APIC access at {gpa:#x}: {e}")),
+        Err(e) => return crash(format!("MMIO to {what} {gpa:#x}: {e}")),
     };
-    let now = crate::clock::now();
     match i.kind {
         InsnKind::Load {
             dst,
@@ -339,19 +344,10 @@ fn lapic_mmio(d: &mut Domain, gpa: u64) -> Handled {
             extend,
             size,
         } => {
-            let raw = match d.lapic.read_mmio(offset, usize::from(size), now) {
-                Ok(v) => v,
-                Err(e) => return crash(format!("local APIC read at {gpa:#x}: {e}")),
-            };
-            let v = match extend {
-                insn::Extend::Sign if size < 8 => {
-                    let shift = 64 - u32::from(size) * 8;
-                    (((raw << shift) as i64) >> shift) as u64
-                }
-                _ => raw,
-            };
-            if let Err(e) = write_reg(d, dst, dst_size, v) {
-                return crash(format!("local APIC read at {gpa:#x}: {e}"));
+            let loaded = read(d, size)
+                .and_then(|raw| write_reg(d, dst, dst_size, extend_load(raw, size, extend)));
+            if let Err(e) = loaded {
+                return crash(format!("MMIO read from {what} {gpa:#x}: {e}"));
             }
         }
         InsnKind::Store { size, src } => {
@@ -359,27 +355,13 @@ fn lapic_mmio(d: &mut Domain, gpa: u64) -> Handled {
                 insn::Operand::Imm(v) => v,
                 insn::Operand::Reg(r, rsize) => read_reg(d, r, rsize),
             };
-            match d.lapic.write_mmio(offset, usize::from(size), value, now) {
-                Ok(WriteEffect::Ipi(ipi)) => {
-                    // One vCPU per domain: a fixed IPI can only be for this one
-                    // (irq_work's self-IPI); anything else has no target.
-                    let fixed = matches!(
-                        ipi.delivery,
-                        DeliveryMode::Fixed | DeliveryMode::LowestPriority
-                    );
-                    if fixed && d.lapic.targets_me(&ipi) {
-                        d.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
-                    } else {
-                        log::debug!("d{}: IPI {ipi:?} has no target", d.id);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return crash(format!("local APIC write at {gpa:#x}: {e}")),
+            if let Err(e) = write(d, size, value) {
+                return crash(format!("MMIO write to {what} {gpa:#x}: {e}"));
             }
         }
         other => {
             return crash(format!(
-                "local APIC access at {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
+                "MMIO to {what} {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
                 d.vcpu.rip()
             ));
         }
@@ -388,8 +370,17 @@ fn lapic_mmio(d: &mut Domain, gpa: u64) -> Handled {
     Ok(())
 }
 
-/// The local APIC's page (its base cannot move: `Vlapic` refuses that).
-const APIC_PAGE: u64 = keel_arch::x86::vlapic::APIC_BASE_ADDR;
+/// The `size`-byte value `raw` as a MOVSX sign-extends it; other loads take it as
+/// it is ([`Reg::write`](insn::Reg::write) truncates or zero-extends).
+fn extend_load(raw: u64, size: u8, extend: insn::Extend) -> u64 {
+    match extend {
+        insn::Extend::Sign if size < 8 => {
+            let shift = 64 - u32::from(size) * 8;
+            (((raw << shift) as i64) >> shift) as u64
+        }
+        _ => raw,
+    }
+}
 
 /// Reads `size` bytes of register `reg` (RSP lives in the VMCS/VMCB).
 fn read_reg(d: &Domain, reg: insn::Reg, size: u8) -> u64 {
@@ -402,9 +393,47 @@ fn read_reg(d: &Domain, reg: insn::Reg, size: u8) -> u64 {
     reg.read(full, size)
 }
 
+/// The local APIC's page (its base cannot move: `Vlapic` refuses that).
+const APIC_PAGE: u64 = keel_arch::x86::vlapic::APIC_BASE_ADDR;
+
+/// A write to the local APIC page, and what it sets off.
+fn lapic_write(d: &mut Domain, offset: u32, size: u8, value: u64) -> Result<(), String> {
+    use keel_arch::x86::vlapic::{DeliveryMode, Trigger, WriteEffect};
+    let effect = d
+        .lapic
+        .write_mmio(offset, usize::from(size), value, crate::clock::now())
+        .map_err(|e| format!("{e}"))?;
+    if let WriteEffect::Ipi(ipi) = effect {
+        // One vCPU per domain: a fixed IPI can only be for this one (irq_work's
+        // self-IPI); anything else has no target.
+        let fixed = matches!(
+            ipi.delivery,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority
+        );
+        if fixed && d.lapic.targets_me(&ipi) {
+            d.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
+        } else {
+            log::debug!("d{}: IPI {ipi:?} has no target", d.id);
+        }
+    }
+    Ok(())
+}
+
 fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
     if !fetch && (APIC_PAGE..APIC_PAGE + 4096).contains(&gpa) {
-        return lapic_mmio(d, gpa);
+        // The domain's emulated local APIC.
+        let offset = (gpa - APIC_PAGE) as u32;
+        return emulate_mmio(
+            d,
+            gpa,
+            "the local APIC page at",
+            |d, size| {
+                d.lapic
+                    .read_mmio(offset, usize::from(size), crate::clock::now())
+                    .map_err(|e| format!("{e}"))
+            },
+            |d, size, value| lapic_write(d, offset, size, value),
+        );
     }
     let gfn = keel_mm::addr::Gfn::new(gpa >> 12);
     if gfn.and_then(|g| d.p2m.translate(g)).is_some() {
@@ -417,41 +446,20 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
             "instruction fetch from unbacked guest-physical {gpa:#x}"
         ));
     }
-    let i = match fetch_insn(d) {
-        Ok(i) => i,
-        Err(e) => return crash(format!("MMIO to unbacked {gpa:#x}: {e}")),
-    };
-    match i.kind {
-        // Writes to nothing are dropped.
-        InsnKind::Store { .. } => {}
-        InsnKind::Load {
-            dst,
-            dst_size,
-            extend,
-            size,
-        } => {
-            let ones: u64 = if size >= 8 {
+    // Nothing backs it: reads float high, writes are dropped.
+    emulate_mmio(
+        d,
+        gpa,
+        "unbacked",
+        |_, size| {
+            Ok(if size >= 8 {
                 u64::MAX
             } else {
                 (1u64 << (size * 8)) - 1
-            };
-            let v = match extend {
-                insn::Extend::Sign => u64::MAX,
-                _ => ones,
-            };
-            if let Err(e) = write_reg(d, dst, dst_size, v) {
-                return crash(format!("MMIO read from unbacked {gpa:#x}: {e}"));
-            }
-        }
-        other => {
-            return crash(format!(
-                "MMIO to unbacked guest-physical {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
-                d.vcpu.rip()
-            ));
-        }
-    }
-    d.vcpu.advance_rip(u64::from(i.len));
-    Ok(())
+            })
+        },
+        |_, _, _| Ok(()),
+    )
 }
 
 fn hlt(d: &mut Domain) -> Result<Flow, DomainEnd> {

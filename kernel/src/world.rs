@@ -706,11 +706,7 @@ fn fire_due_in(evtchn: &Hub, sched: &mut dyn Policy, d: &mut Domain, now: u64) {
     }
     // The local APIC timer: its interrupt wakes a halted vCPU (a poll waits for
     // event channels only).
-    if d.lapic.timer_deadline().is_some_and(|t| t <= now)
-        && d.lapic.timer_fire(now)
-        && d.wait == Wait::Blocked
-        && d.lapic.pending().is_some()
-    {
+    if d.lapic.timer_fire(now) && d.wait == Wait::Blocked && d.lapic.pending().is_some() {
         wake_vcpu(d, sched);
     }
 }
