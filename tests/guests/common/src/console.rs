@@ -42,7 +42,7 @@ use keel_hypercall::abi::hvm::{
 };
 use keel_hypercall::abi::sched::SCHEDOP_YIELD;
 
-use crate::{hypercall, uart};
+use crate::{arch, hypercall, uart};
 
 /// Bytes per console write.
 pub const LINE_MAX: usize = 200;
@@ -282,6 +282,20 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
     line.flush();
+    // The first line's end is a benchmark point (`crate::bench`); later lines
+    // leave it alone.
+    let _ = FIRST_LINE_TSC.compare_exchange(0, arch::rdtsc(), Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// The TSC just after the first line was written (0: none yet).
+static FIRST_LINE_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// The TSC read just after the first console line was written, if there was one.
+pub fn first_line_tsc() -> Option<u64> {
+    match FIRST_LINE_TSC.load(Ordering::Relaxed) {
+        0 => None,
+        t => Some(t),
+    }
 }
 
 /// Prints one line: `out!("x = {}", x)`.

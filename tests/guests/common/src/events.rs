@@ -41,9 +41,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use keel_hypercall::abi::domid::DOMID_SELF;
 use keel_hypercall::abi::evtchn::{
-    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ,
-    EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS, EVTCHNOP_UNMASK, EvtchnAllocUnbound,
-    EvtchnBindInterdomain, EvtchnBindVcpu, EvtchnBindVirq, EvtchnPortArg, EvtchnStatus,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU,
+    EVTCHNOP_BIND_VIRQ, EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS, EVTCHNOP_UNMASK,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnPortArg, EvtchnStatus,
 };
 use keel_hypercall::abi::hvm::{
     HVM_PARAM_CALLBACK_IRQ, HVMOP_SET_EVTCHN_UPCALL_VECTOR, HVMOP_SET_PARAM, HvmCallbackVia,
@@ -65,6 +66,14 @@ static COUNTS: [AtomicU32; TRACKED] = [const { AtomicU32::new(0) }; TRACKED];
 static LAST_NS: [AtomicU64; TIMED] = [const { AtomicU64::new(0) }; TIMED];
 static UPCALLS: AtomicU32 = AtomicU32::new(0);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
+static STAMP: AtomicBool = AtomicBool::new(true);
+
+/// Whether the upcall notes the system time of events on ports below [`TIMED`]
+/// (on by default). Reading the pvclock reads the TSC, which a hypervisor may
+/// trap; `mode=bench` turns it off to keep the handler free of exits.
+pub fn stamp_events(on: bool) {
+    STAMP.store(on, Ordering::Relaxed);
+}
 
 /// How the guest asks for its upcall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +190,7 @@ fn record(port: u32) {
     if p < TRACKED {
         COUNTS[p].fetch_add(1, Ordering::SeqCst);
     }
-    if p < TIMED {
+    if p < TIMED && STAMP.load(Ordering::Relaxed) {
         LAST_NS[p].store(time::now(), Ordering::SeqCst);
     }
 }
@@ -254,6 +263,15 @@ pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, i64> {
     };
     match op(EVTCHNOP_BIND_VIRQ, arg.to_bytes()) {
         (0, out) => Ok(EvtchnBindVirq::from_bytes(&out).port),
+        (rc, _) => Err(rc),
+    }
+}
+
+/// `EVTCHNOP_bind_ipi(vcpu)`: a port whose sends notify `vcpu` of this domain.
+pub fn bind_ipi(vcpu: u32) -> Result<u32, i64> {
+    let arg = EvtchnBindIpi { vcpu, port: 0 };
+    match op(EVTCHNOP_BIND_IPI, arg.to_bytes()) {
+        (0, out) => Ok(EvtchnBindIpi::from_bytes(&out).port),
         (rc, _) => Err(rc),
     }
 }

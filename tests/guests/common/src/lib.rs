@@ -59,6 +59,8 @@
 #![no_std]
 
 pub mod arch;
+#[cfg(target_arch = "x86_64")]
+pub mod bench;
 pub mod checks;
 pub mod cmdline;
 pub mod console;

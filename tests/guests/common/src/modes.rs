@@ -9,6 +9,8 @@
 //! - `triple-fault`: load an empty IDT and execute `ud2`: #UD cannot be delivered,
 //!   nor the #GP nor the #DF that follow, so the vCPU triple-faults; the hypervisor
 //!   must crash the domain (Xen: "Triple fault - invoking HVM shutdown action").
+//! - `bench` (pvh64 only; [`crate::bench`]): hot-path costs as `BENCH` lines, for
+//!   `cargo xtask bench`.
 //! - the domU modes ([`DOMU_MODES`], pvh64 only; `crate::domu`): `pingpong`,
 //!   `timers`, `spin`, `block`, `hostile-evtchn`, `hostile-grant`, `granter`,
 //!   `die-holding`; they end like `probe`. pvh32 answers them as unknown modes.
@@ -58,6 +60,8 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
             trap::remove();
             arch::ud2()
         }
+        #[cfg(target_arch = "x86_64")]
+        b"bench" => crate::bench::run(xen, boot),
         #[cfg(target_arch = "x86_64")]
         m if DOMU_MODES.contains(&m) => {
             crate::domu::run(m, xen, boot);

@@ -9,6 +9,10 @@
 //! (SDM Vol. 3A §9.8.5), load a GDT with a 64-bit code segment, far-jump into long
 //! mode and call [`pvh_common::main`]. Everything else is in `pvh-common`.
 //!
+//! The very first instruction reads the TSC into `pvh_entry_tsc` (in `.data`,
+//! which is loaded, not zeroed): `mode=bench` measures from there to its first
+//! console line.
+//!
 //! The image is an ELF64 for x86-64; `cargo xtask build` also converts it to ELF32
 //! with machine x86-64 (`pvh64-elf32.elf`, as Xen's XTF does), which PVH loaders
 //! must accept the same way.
@@ -45,6 +49,9 @@ global_asm!(
     .code32
     .globl pvh_start32
 pvh_start32:
+    rdtsc                       /* the benchmark's time zero (pvh_entry_tsc) */
+    mov %eax, pvh_entry_tsc
+    mov %edx, pvh_entry_tsc+4
     cli
     cld
     mov %ebx, %esi              /* hvm_start_info, kept in esi */
@@ -120,6 +127,10 @@ pvh_gdt_end:
 pvh_gdt_ptr:
     .word pvh_gdt_end - pvh_gdt - 1
     .long pvh_gdt
+    .balign 8
+    .globl pvh_entry_tsc
+pvh_entry_tsc:                  /* in .data: .bss is zeroed after the read */
+    .quad 0
     .popsection
 
     .pushsection .bss.pvh_boot, "aw", @nobits

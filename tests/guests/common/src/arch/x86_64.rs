@@ -23,6 +23,18 @@ pub const BARE_PREFIX: &str = "pvh64: ";
 /// What the mode is called in check names and messages.
 pub const MODE_NAME: &str = "long mode";
 
+unsafe extern "C" {
+    /// The TSC the entry stub read as its very first instruction (pvh64's
+    /// `pvh_start32`, in `.data`).
+    static pvh_entry_tsc: u64;
+}
+
+/// The TSC at the guest's first instruction.
+pub fn entry_tsc() -> u64 {
+    // SAFETY: a static u64 the entry stub wrote once, before any Rust code ran.
+    unsafe { core::ptr::read_volatile(&raw const pvh_entry_tsc) }
+}
+
 /// Calls the hypercall-page stub at `entry` with five arguments; returns `rax`.
 ///
 /// # Safety
