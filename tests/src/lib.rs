@@ -30,6 +30,7 @@
 //! `RunResult::assert_*`) panic, with the whole serial log in the message.
 
 pub mod backend;
+pub mod bench;
 pub mod bochs;
 pub mod contract;
 pub mod debian;

@@ -34,6 +34,18 @@ commands:
       off with the domain-failure status), 124 timeout.
   test
       Install what is missing, build, run host unit tests, then the emulator tests.
+  bench [--runs N] [--no-build] [--guest-cmdline \"...\"]
+      Benchmark keel against Xen 4.17 (Debian's xen-hypervisor-4.17-amd64, fetched
+      into target/keel/cache/xen/, never installed): boot the test guest pvh64 with
+      mode=bench as Dom0 on each under the same QEMU options with
+      -icount shift=0,sleep=off, alternately N times (default 3), then print a
+      Markdown table (per metric the median instruction counts on keel and Xen and
+      their ratio; image sizes; wall time to the guest's first line) and write JSON
+      to target/bench/bench-<unix time>.json and target/bench/latest.json.
+      --no-build uses the keel.elf and guests already in target/keel/.
+      --guest-cmdline replaces the guest's mode=bench (to debug the harness).
+      Exit status: 0 with results (a spread above 1% across runs is reported, not
+      fatal), 1 if a run failed.
   help
       Show this text.
 ";
@@ -47,6 +59,8 @@ pub enum Command {
     Run(RunOpts),
     /// `test`.
     Test,
+    /// `bench`.
+    Bench(BenchOpts),
     /// `help`.
     Help,
 }
@@ -76,6 +90,30 @@ pub struct RunOpts {
     /// QEMU `-kernel` instead of the GRUB ISO.
     pub direct: bool,
 }
+
+/// Options of `bench`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOpts {
+    /// Boots per hypervisor.
+    pub runs: u32,
+    /// Build keel and the guests first (release); `--no-build` uses what is there.
+    pub build: bool,
+    /// The guest's command line (`mode=bench`).
+    pub guest_cmdline: String,
+}
+
+impl Default for BenchOpts {
+    fn default() -> BenchOpts {
+        BenchOpts {
+            runs: 3,
+            build: true,
+            guest_cmdline: keel_tests::bench::GUEST_CMDLINE.to_string(),
+        }
+    }
+}
+
+/// Most runs `bench --runs` accepts (each run is two boots of about 10 s).
+pub const MAX_BENCH_RUNS: u32 = 100;
 
 /// A command-line mistake; the message says which.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +219,33 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                 )));
             }
             Ok(Command::Run(opts))
+        }
+        "bench" => {
+            let mut opts = BenchOpts::default();
+            while let Some(arg) = rest.next() {
+                let (name, inline) = split_option(arg);
+                match name {
+                    "--no-build" if inline.is_none() => opts.build = false,
+                    "--runs" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.runs = v
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=MAX_BENCH_RUNS).contains(n))
+                            .ok_or_else(|| {
+                                ArgError(format!(
+                                    "bench: --runs wants a whole number from 1 to \
+                                     {MAX_BENCH_RUNS}, not '{v}'"
+                                ))
+                            })?;
+                    }
+                    "--guest-cmdline" => opts.guest_cmdline = value(name, inline, &mut rest)?,
+                    other => {
+                        return Err(ArgError(format!("bench: unexpected argument '{other}'")));
+                    }
+                }
+            }
+            Ok(Command::Bench(opts))
         }
         "test" => match rest.next() {
             None => Ok(Command::Test),
@@ -332,6 +397,46 @@ mod tests {
                 .contains("GRUB")
         );
         assert!(p(&["run", "extra"]).is_err());
+    }
+
+    #[test]
+    fn bench_options() {
+        assert_eq!(p(&["bench"]), Ok(Command::Bench(BenchOpts::default())));
+        assert_eq!(BenchOpts::default().runs, 3);
+        assert_eq!(BenchOpts::default().guest_cmdline, "mode=bench");
+        assert_eq!(
+            p(&[
+                "bench",
+                "--runs",
+                "5",
+                "--no-build",
+                "--guest-cmdline=mode=hello"
+            ]),
+            Ok(Command::Bench(BenchOpts {
+                runs: 5,
+                build: false,
+                guest_cmdline: "mode=hello".into()
+            }))
+        );
+        assert_eq!(
+            p(&["bench", "--runs=1"]),
+            Ok(Command::Bench(BenchOpts {
+                runs: 1,
+                ..BenchOpts::default()
+            }))
+        );
+        for bad in ["0", "-1", "x", "101"] {
+            let err = p(&["bench", "--runs", bad]).unwrap_err().0;
+            assert!(err.contains("--runs wants"), "{bad}: {err}");
+        }
+        assert_eq!(
+            p(&["bench", "--runs"]),
+            Err(ArgError("--runs needs a value".into()))
+        );
+        assert!(p(&["bench", "--no-build=yes"]).is_err());
+        assert!(p(&["bench", "--debug"]).is_err());
+        assert!(USAGE.contains("bench [--runs N]"));
+        assert!(USAGE.contains("target/bench/latest.json"));
     }
 
     #[test]

@@ -13,11 +13,14 @@
 //!   it ended ([`run_cmd`]); `--domu` configs become modules ([`domu`]).
 //! - `test`: everything CI runs: install, build, host unit tests, emulator tests
 //!   ([`test_cmd`]).
+//! - `bench`: the bench guest on keel and on Xen 4.17 under QEMU icount, side by
+//!   side ([`bench_cmd`]); not part of `test`.
 //!
 //! The emulator and ISO code is not here but in the `keel-tests` library, which the
 //! integration tests use too: `run` and the tests boot keel the same way.
 
 mod args;
+mod bench_cmd;
 mod deps;
 mod domu;
 mod elfcheck;
@@ -45,6 +48,12 @@ impl std::error::Error for Error {}
 
 impl From<keel_tests::HarnessError> for Error {
     fn from(e: keel_tests::HarnessError) -> Error {
+        Error(e.to_string())
+    }
+}
+
+impl From<keel_tests::bench::BenchError> for Error {
+    fn from(e: keel_tests::bench::BenchError) -> Error {
         Error(e.to_string())
     }
 }
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
             }),
         Cmd::Run(opts) => run_cmd::run(&opts),
         Cmd::Test => test_cmd::test(),
+        Cmd::Bench(opts) => bench_cmd::bench(&opts),
     };
     match result {
         Ok(code) => ExitCode::from(code),
