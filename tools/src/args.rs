@@ -5,6 +5,7 @@
 //! (`--backend bochs-vmx`, `--backend=bochs-vmx`).
 
 use std::fmt;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,6 +47,21 @@ commands:
       --guest-cmdline replaces the guest's mode=bench (to debug the harness).
       Exit status: 0 with results (a spread above 1% across runs is reported, not
       fatal), 1 if a run failed.
+  profile [--hypervisor keel|xen] [--guest-cmdline \"...\"] [--top N] [--functions N]
+      [--guest-range LO-HI] [--no-build]
+      Where each VM exit's instructions go: boot the bench guest as Dom0 on keel (or
+      on Xen 4.17) under bench's QEMU options plus -d in_asm,exec,nochain, stream
+      QEMU's log of every translation block through a FIFO (never to disk), and after
+      the guest's first instruction split the hypervisor's execution into exits, keyed
+      by the guest pc before each. Prints per key (most instructions first, --top N
+      keys, default 10) the exits, the hypervisor instructions and, per exit, the
+      --functions N (default 25) functions they ran most (from keel.elf's symbols;
+      Xen's image is stripped: `?`), then the guest's BENCH lines. Stops at the
+      guest's `Test result:`; about 2 minutes for keel.
+      --guest-cmdline defaults to \"mode=bench iterations=20\".
+      --guest-range is where the guest's code runs (default 0x100000-0x200000).
+      --no-build uses the keel.elf and guests already in target/keel/.
+      Exit status: 0 with a profile of a guest that passed, 1 otherwise.
   help
       Show this text.
 ";
@@ -61,6 +77,8 @@ pub enum Command {
     Test,
     /// `bench`.
     Bench(BenchOpts),
+    /// `profile`.
+    Profile(ProfileOpts),
     /// `help`.
     Help,
 }
@@ -110,6 +128,51 @@ impl Default for BenchOpts {
             guest_cmdline: keel_tests::bench::GUEST_CMDLINE.to_string(),
         }
     }
+}
+
+/// Options of `profile`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileOpts {
+    /// Which hypervisor to profile.
+    pub hypervisor: keel_tests::bench::Hypervisor,
+    /// The guest's command line.
+    pub guest_cmdline: String,
+    /// Exit keys shown.
+    pub top: usize,
+    /// Functions shown per key.
+    pub functions: usize,
+    /// Guest pcs (TBs elsewhere are the hypervisor's).
+    pub guest_range: Range<u64>,
+    /// Build keel and the guests first (release); `--no-build` uses what is there.
+    pub build: bool,
+}
+
+/// The guest command line of `profile`: the bench with fewer rounds, as the log of
+/// every TB slows QEMU down a hundredfold.
+pub const PROFILE_GUEST_CMDLINE: &str = "mode=bench iterations=20";
+
+impl Default for ProfileOpts {
+    fn default() -> ProfileOpts {
+        ProfileOpts {
+            hypervisor: keel_tests::bench::Hypervisor::Keel,
+            guest_cmdline: PROFILE_GUEST_CMDLINE.to_string(),
+            top: 10,
+            functions: 25,
+            guest_range: crate::profile::DEFAULT_GUEST_RANGE,
+            build: true,
+        }
+    }
+}
+
+/// Parses `0x100000-0x200000` (hexadecimal, `0x` optional; LO < HI).
+fn parse_range(v: &str) -> Option<Range<u64>> {
+    let (lo, hi) = v.split_once('-')?;
+    let num = |s: &str| {
+        let s = s.trim();
+        u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+    };
+    let (lo, hi) = (num(lo)?, num(hi)?);
+    (lo < hi).then_some(lo..hi)
 }
 
 /// Most runs `bench --runs` accepts (each run is two boots of about 10 s).
@@ -246,6 +309,50 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                 }
             }
             Ok(Command::Bench(opts))
+        }
+        "profile" => {
+            let mut opts = ProfileOpts::default();
+            let count = |name: &str, v: &str| {
+                v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    ArgError(format!("profile: {name} wants a number > 0, not '{v}'"))
+                })
+            };
+            while let Some(arg) = rest.next() {
+                let (name, inline) = split_option(arg);
+                match name {
+                    "--no-build" if inline.is_none() => opts.build = false,
+                    "--hypervisor" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.hypervisor = match v.as_str() {
+                            "keel" => keel_tests::bench::Hypervisor::Keel,
+                            "xen" => keel_tests::bench::Hypervisor::Xen,
+                            _ => {
+                                return Err(ArgError(format!(
+                                    "profile: --hypervisor wants keel or xen, not '{v}'"
+                                )));
+                            }
+                        };
+                    }
+                    "--guest-cmdline" => opts.guest_cmdline = value(name, inline, &mut rest)?,
+                    "--top" => opts.top = count(name, &value(name, inline, &mut rest)?)?,
+                    "--functions" => {
+                        opts.functions = count(name, &value(name, inline, &mut rest)?)?;
+                    }
+                    "--guest-range" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.guest_range = parse_range(&v).ok_or_else(|| {
+                            ArgError(format!(
+                                "profile: --guest-range wants LO-HI in hexadecimal with LO < HI \
+                                 (0x100000-0x200000), not '{v}'"
+                            ))
+                        })?;
+                    }
+                    other => {
+                        return Err(ArgError(format!("profile: unexpected argument '{other}'")));
+                    }
+                }
+            }
+            Ok(Command::Profile(opts))
         }
         "test" => match rest.next() {
             None => Ok(Command::Test),
@@ -437,6 +544,59 @@ mod tests {
         assert!(p(&["bench", "--debug"]).is_err());
         assert!(USAGE.contains("bench [--runs N]"));
         assert!(USAGE.contains("target/bench/latest.json"));
+    }
+
+    #[test]
+    fn profile_options() {
+        use keel_tests::bench::Hypervisor;
+        assert_eq!(
+            p(&["profile"]),
+            Ok(Command::Profile(ProfileOpts::default()))
+        );
+        let d = ProfileOpts::default();
+        assert_eq!(d.hypervisor, Hypervisor::Keel);
+        assert_eq!(d.guest_cmdline, "mode=bench iterations=20");
+        assert_eq!((d.top, d.functions, d.build), (10, 25, true));
+        assert_eq!(d.guest_range, 0x10_0000..0x20_0000);
+        assert_eq!(
+            p(&[
+                "profile",
+                "--hypervisor=xen",
+                "--guest-cmdline",
+                "mode=bench iterations=5",
+                "--top",
+                "3",
+                "--functions=7",
+                "--guest-range",
+                "100000-0x180000",
+                "--no-build",
+            ]),
+            Ok(Command::Profile(ProfileOpts {
+                hypervisor: Hypervisor::Xen,
+                guest_cmdline: "mode=bench iterations=5".into(),
+                top: 3,
+                functions: 7,
+                guest_range: 0x10_0000..0x18_0000,
+                build: false,
+            }))
+        );
+        for bad in [
+            &["profile", "--hypervisor", "kvm"][..],
+            &["profile", "--top", "0"],
+            &["profile", "--functions=x"],
+            &["profile", "--guest-range", "0x200000-0x100000"],
+            &["profile", "--guest-range=0x100000"],
+            &["profile", "--runs", "3"],
+            &["profile", "--no-build=1"],
+        ] {
+            let err = p(bad).unwrap_err().0;
+            assert!(err.starts_with("profile: "), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            p(&["profile", "--top"]),
+            Err(ArgError("--top needs a value".into()))
+        );
+        assert!(USAGE.contains("profile [--hypervisor keel|xen]"));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   ([`test_cmd`]).
 //! - `bench`: the bench guest on keel and on Xen 4.17 under QEMU icount, side by
 //!   side ([`bench_cmd`]); not part of `test`.
+//! - `profile`: where a bench boot's VM exits spend their instructions, from QEMU's
+//!   log of every translation block ([`profile_cmd`] runs it, [`profile`] reads it).
 //!
 //! The emulator and ISO code is not here but in the `keel-tests` library, which the
 //! integration tests use too: `run` and the tests boot keel the same way.
@@ -26,6 +28,8 @@ mod domu;
 mod elfcheck;
 mod guests;
 mod image;
+mod profile;
+mod profile_cmd;
 mod run_cmd;
 mod test_cmd;
 
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::Run(opts) => run_cmd::run(&opts),
         Cmd::Test => test_cmd::test(),
         Cmd::Bench(opts) => bench_cmd::bench(&opts),
+        Cmd::Profile(opts) => profile_cmd::profile(&opts),
     };
     match result {
         Ok(code) => ExitCode::from(code),
