@@ -36,13 +36,16 @@ macro_rules! phys_addr {
 
         impl $addr {
             /// `None` if `a` is at or above 2^52.
+            #[inline]
             pub const fn new(a: u64) -> Option<$addr> {
                 if a < PHYS_ADDR_LIMIT { Some($addr(a)) } else { None }
             }
+            #[inline]
             pub const fn as_u64(self) -> u64 {
                 self.0
             }
             /// The frame containing this address (rounds down).
+            #[inline]
             pub const fn $frame_fn(self) -> $frame {
                 $frame(self.0 >> PAGE_SHIFT)
             }
@@ -50,6 +53,7 @@ macro_rules! phys_addr {
                 self.0 % PAGE_SIZE == 0
             }
             /// `None` if the sum leaves the physical address space.
+            #[inline]
             pub fn checked_add(self, n: u64) -> Option<$addr> {
                 $addr::new(self.0.checked_add(n)?)
             }
@@ -73,13 +77,16 @@ macro_rules! phys_addr {
 
         impl $frame {
             /// `None` if `n` is at or above 2^40.
+            #[inline]
             pub const fn new(n: u64) -> Option<$frame> {
                 if n < FRAME_LIMIT { Some($frame(n)) } else { None }
             }
+            #[inline]
             pub const fn as_u64(self) -> u64 {
                 self.0
             }
             /// The address of the first byte of this frame.
+            #[inline]
             pub const fn $addr_fn(self) -> $addr {
                 $addr(self.0 << PAGE_SHIFT)
             }
@@ -122,13 +129,16 @@ impl Hpa {
 pub struct Gva(u64);
 
 impl Gva {
+    #[inline]
     pub const fn new(a: u64) -> Gva {
         Gva(a)
     }
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
     /// Bits 63..47 all equal (4-level paging, SDM Vol. 1 §3.3.7.1).
+    #[inline]
     pub const fn is_canonical(self) -> bool {
         is_canonical(self.0)
     }
@@ -147,6 +157,7 @@ macro_rules! hex_display {
 hex_display!(Hpa, Mfn, Gpa, Gfn, Gva);
 
 /// Whether `va` is canonical for 48-bit virtual addresses.
+#[inline]
 pub const fn is_canonical(va: u64) -> bool {
     (((va << 16) as i64) >> 16) as u64 == va
 }

@@ -33,7 +33,8 @@
 //! copy runs; the domain's p2m lock (held for reading) provides that on the target.
 //!
 //! Hazards:
-//! - `copy_to_guest` walks the guest's tables twice (check, then copy). Between the two,
+//! - `copy_to_guest` walks the guest's tables twice (check, then copy) when the copy
+//!   spans pages (within one page a single walk serves both). Between the two,
 //!   another vCPU may change them, or the copy itself may, if the guest pointed the
 //!   buffer at its own page tables. The second walk is still fully checked, so the
 //!   worst case is a copy that fails part-way, or lands somewhere else, inside this
@@ -53,6 +54,13 @@ use crate::paging::TableMemory;
 pub trait FrameAccess {
     fn read(&self, hpa: Hpa, buf: &mut [u8]);
     fn write(&mut self, hpa: Hpa, data: &[u8]);
+    /// The little-endian u64 at 8-aligned `hpa` (a page-table entry): `read` of 8
+    /// bytes, which an implementation may do in one load.
+    fn read_u64(&self, hpa: Hpa) -> u64 {
+        let mut b = [0; 8];
+        self.read(hpa, &mut b);
+        u64::from_le_bytes(b)
+    }
 }
 
 /// Why a copy to or from a guest failed; the hypercall layer turns all of them into
@@ -131,6 +139,13 @@ impl<'a, M: TableMemory, F: SlptFormat, A: FrameAccess> GuestPhys<'a, M, F, A> {
 
     /// Reads `buf.len()` bytes at `gpa`; every page must be mapped readable.
     pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), CopyError> {
+        let at = gpa.as_u64();
+        if !buf.is_empty() && at % PAGE_SIZE + buf.len() as u64 <= PAGE_SIZE {
+            // One page (every page-table entry the walker reads): no splitting.
+            let hpa = self.backing(at, false)?;
+            self.frames.read(hpa, buf);
+            return Ok(());
+        }
         check_wrap(gpa.as_u64(), buf.len())?;
         for (at, off, n) in pages(gpa.as_u64(), buf.len()) {
             let hpa = self.backing(at, false)?;
@@ -173,6 +188,13 @@ impl<'a, M: TableMemory, F: SlptFormat, A: FrameAccess> GuestPhys<'a, M, F, A> {
 /// The walker reads guest page tables as ordinary guest RAM.
 impl<M: TableMemory, F: SlptFormat, A: FrameAccess> GuestPhysRead for GuestPhys<'_, M, F, A> {
     fn read_u64(&self, gpa: Gpa) -> Option<u64> {
+        if gpa.as_u64().is_multiple_of(8) {
+            // Naturally aligned, so inside one page: what `read` would do, in one go.
+            return Some(
+                self.frames
+                    .read_u64(self.backing(gpa.as_u64(), false).ok()?),
+            );
+        }
         let mut b = [0; 8];
         self.read(gpa, &mut b).ok()?;
         Some(u64::from_le_bytes(b))
@@ -219,6 +241,12 @@ pub fn copy_to_guest<M: TableMemory, F: SlptFormat, A: FrameAccess>(
     data: &[u8],
 ) -> Result<(), CopyError> {
     check_wrap(gva.as_u64(), data.len())?;
+    let va = gva.as_u64();
+    if !data.is_empty() && va % PAGE_SIZE + data.len() as u64 <= PAGE_SIZE {
+        // One page: one walk serves the check and the copy (`write` checks first).
+        let gpa = walk(mem, ctx, va, AccessKind::Write)?;
+        return mem.write(gpa, data);
+    }
     for (va, _, _) in pages(gva.as_u64(), data.len()) {
         let gpa = walk(mem, ctx, va, AccessKind::Write)?;
         mem.backing(gpa.as_u64(), true)?;

@@ -50,6 +50,7 @@ const _: () = {
 };
 
 /// Direct-map address of `hpa`, or `None` if the direct map does not reach it.
+#[inline]
 pub const fn try_directmap_va(hpa: Hpa) -> Option<u64> {
     if hpa.as_u64() < DIRECTMAP_SIZE {
         Some(DIRECTMAP_BASE + hpa.as_u64())
@@ -63,6 +64,7 @@ pub const fn try_directmap_va(hpa: Hpa) -> Option<u64> {
 /// # Panics
 /// If `hpa >= DIRECTMAP_SIZE`. Boot never maps RAM there, so such an address is a
 /// bug, and returning a wrapped address instead would alias unrelated memory.
+#[inline]
 pub const fn directmap_va(hpa: Hpa) -> u64 {
     match try_directmap_va(hpa) {
         Some(va) => va,

@@ -13,7 +13,17 @@
 //!
 //! There is no separate software copy of the map: the tables *are* the p2m, and
 //! [`P2m::translate`] reads them back. That keeps a single source of truth, at the cost
-//! of a 4-level walk per lookup.
+//! of a 4-level walk per lookup; a handful of recently used leaves are remembered
+//! (the leaf cache, below) so the lookups of every exit's guest walk and copies
+//! rarely pay it.
+//!
+//! The leaf cache: [`LEAF_CACHE`] entries, each one leaf as `lookup` found it (its
+//! first gfn, size, machine frame and permissions) and the [`P2m::generation`] it was
+//! found in. Every write to a table goes through one helper that bumps the
+//! generation, and an entry of an older generation is never used, so any change
+//! at all (a hole filled, a leaf replaced, removed or split, a failed map undone)
+//! forgets everything cached before it. It lives in `Cell`s, which keeps `lookup`
+//! `&self` and makes a `P2m` `!Sync`: another CPU cannot share one without a lock.
 //!
 //! Invariants:
 //! - Every gfn with an entry is below [`P2m::limit`], and the limit is at most
@@ -44,7 +54,11 @@
 //! - `TableMemory::write_entry` must be a single 64-bit store on a live table.
 //! - `TableMemory::alloc_table` must return zeroed tables, and every format must read
 //!   0 as not present.
+//! - The leaf cache is only sound because this module is the only writer of the
+//!   tables (`memory()` lends them shared): nothing may write a p2m table behind
+//!   its `P2m`'s back.
 
+use core::cell::Cell;
 use core::marker::PhantomData;
 
 use crate::addr::{FRAME_LIMIT, Gfn, Hpa, Mfn};
@@ -55,6 +69,32 @@ use crate::paging::{PageSize, TableMemory};
 pub const P2M_FRAME_LIMIT: u64 = 1 << 36;
 
 const ENTRIES: usize = 512;
+
+/// How many leaves the leaf cache remembers (a domain's RAM is mostly 2 MiB or 1 GiB
+/// leaves, so a few cover its kernel text, stacks and page tables).
+pub const LEAF_CACHE: usize = 8;
+
+/// A leaf as [`P2m::lookup`] found it: gfns `gfn .. gfn + frames` map to machine
+/// frames `mfn ..` with `access`, as of p2m generation `generation`. `frames` is 0
+/// in an empty slot, which no gfn matches.
+#[derive(Clone, Copy)]
+struct CachedLeaf {
+    generation: u64,
+    gfn: u64,
+    frames: u64,
+    mfn: u64,
+    access: Access,
+}
+
+impl CachedLeaf {
+    const EMPTY: CachedLeaf = CachedLeaf {
+        generation: 0,
+        gfn: 0,
+        frames: 0,
+        mfn: 0,
+        access: Access::R,
+    };
+}
 
 /// Permissions of a guest-physical mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,6 +204,12 @@ pub struct P2m<M: TableMemory, F: SlptFormat> {
     /// Highest level a leaf may sit at (1..=3), from the `max_page` given to `new`.
     max_level: u8,
     limit: Gfn,
+    /// Bumped by every table write ([`write_entry`](Self::write_entry)).
+    generation: u64,
+    /// Recently used leaves; an entry is valid only if its generation is current.
+    cache: [Cell<CachedLeaf>; LEAF_CACHE],
+    /// The cache slot the next miss fills (round robin).
+    victim: Cell<usize>,
     format: PhantomData<fn() -> F>,
 }
 
@@ -184,8 +230,24 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
             mem,
             max_level: level_of(max_page),
             limit,
+            generation: 0,
+            cache: [const { Cell::new(CachedLeaf::EMPTY) }; LEAF_CACHE],
+            victim: Cell::new(0),
             format: PhantomData,
         })
+    }
+
+    /// Changes each time any entry of the tree is written: two equal generations
+    /// mean nothing was written in between.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Writes one entry: the only way this module changes a table, so that every
+    /// change moves the generation on (and so empties the leaf cache).
+    fn write_entry(&mut self, table: Hpa, index: usize, value: u64) {
+        self.generation = self.generation.wrapping_add(1);
+        self.mem.write_entry(table, index, value);
     }
 
     /// The root (PML4) table: the base of the EPTP (VMX) or nCR3 (SVM).
@@ -279,11 +341,11 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
                 };
                 if level == 1 {
                     let leaf = F::leaf_entry(mfn, PageSize::Size4K, access);
-                    self.mem.write_entry(table, idx, leaf);
+                    self.write_entry(table, idx, leaf);
                     return Ok(None);
                 }
                 let next = self.alloc_table()?;
-                self.mem.write_entry(table, idx, F::table_entry(next));
+                self.write_entry(table, idx, F::table_entry(next));
                 table = next;
             } else if level == 1 {
                 let old = F::entry_addr(e).mfn();
@@ -291,11 +353,11 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
                     Some((mfn, access)) => F::leaf_entry(mfn, PageSize::Size4K, access),
                     None => 0,
                 };
-                self.mem.write_entry(table, idx, value);
+                self.write_entry(table, idx, value);
                 return Ok(Some(old));
             } else if self.is_leaf(e, level) {
                 let next = self.split(e, level)?;
-                self.mem.write_entry(table, idx, F::table_entry(next));
+                self.write_entry(table, idx, F::table_entry(next));
                 table = next;
             } else {
                 table = F::entry_addr(e);
@@ -315,6 +377,37 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
         if g >= self.limit.as_u64() {
             return None;
         }
+        for slot in &self.cache {
+            let c = slot.get();
+            let offset = g.wrapping_sub(c.gfn);
+            if offset < c.frames && c.generation == self.generation {
+                let size = match c.frames {
+                    1 => PageSize::Size4K,
+                    f if f == span(2) => PageSize::Size2M,
+                    _ => PageSize::Size1G,
+                };
+                return Some((Mfn::new(c.mfn + offset)?, c.access, size));
+            }
+        }
+        let found = self.walk(g);
+        if let Some((mfn, access, size)) = found {
+            let frames = size.bytes() >> 12;
+            let offset = g & (frames - 1);
+            let victim = self.victim.get() % LEAF_CACHE;
+            self.cache[victim].set(CachedLeaf {
+                generation: self.generation,
+                gfn: g - offset,
+                frames,
+                mfn: mfn.as_u64() - offset,
+                access,
+            });
+            self.victim.set(victim + 1);
+        }
+        found
+    }
+
+    /// [`lookup`](Self::lookup) through the tables, without the cache.
+    fn walk(&self, g: u64) -> Option<(Mfn, Access, PageSize)> {
         let mut table = self.root;
         for level in (1..=4).rev() {
             let e = self.mem.read_entry(table, index(g, level));
@@ -408,11 +501,11 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
                 {
                     let mfn = Mfn::new(m).ok_or(P2mError::MfnOutOfRange { mfn: m })?;
                     let leaf = F::leaf_entry(mfn, size_at(level), access);
-                    self.mem.write_entry(table, idx, leaf);
+                    self.write_entry(table, idx, leaf);
                     return Ok(frames);
                 }
                 let next = self.alloc_table()?;
-                self.mem.write_entry(table, idx, F::table_entry(next));
+                self.write_entry(table, idx, F::table_entry(next));
                 table = next;
             } else if self.is_leaf(e, level) {
                 // Unreachable after `first_mapped`; refuse rather than overwrite.
@@ -436,7 +529,7 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
                 let idx = index(g, level);
                 let e = self.mem.read_entry(table, idx);
                 if F::is_present(e) && self.is_leaf(e, level) {
-                    self.mem.write_entry(table, idx, 0);
+                    self.write_entry(table, idx, 0);
                 }
                 if !F::is_present(e) || self.is_leaf(e, level) {
                     // Next gfn not covered by this entry.
@@ -460,8 +553,7 @@ impl<M: TableMemory, F: SlptFormat> P2m<M, F> {
         for idx in 0..ENTRIES {
             let m = base + idx as u64 * child_frames;
             let mfn = Mfn::new(m).ok_or(P2mError::MfnOutOfRange { mfn: m })?;
-            self.mem
-                .write_entry(next, idx, F::leaf_entry(mfn, child_size, access));
+            self.write_entry(next, idx, F::leaf_entry(mfn, child_size, access));
         }
         Ok(next)
     }
@@ -489,6 +581,8 @@ pub(crate) mod fake {
     pub(crate) struct FakeTables {
         pub(crate) tables: Vec<[u64; ENTRIES]>,
         pub(crate) limit: usize,
+        /// Entries read so far (to tell a leaf-cache hit from a walk).
+        pub(crate) reads: core::cell::Cell<usize>,
     }
 
     impl FakeTables {
@@ -496,6 +590,7 @@ pub(crate) mod fake {
             FakeTables {
                 tables: Vec::new(),
                 limit,
+                reads: core::cell::Cell::new(0),
             }
         }
         fn slot(table: Hpa) -> usize {
@@ -512,6 +607,7 @@ pub(crate) mod fake {
             Ok(Hpa::masked(BASE + (self.tables.len() as u64 - 1) * 4096))
         }
         fn read_entry(&self, table: Hpa, index: usize) -> u64 {
+            self.reads.set(self.reads.get() + 1);
             self.tables[Self::slot(table)][index]
         }
         fn write_entry(&mut self, table: Hpa, index: usize, value: u64) {
@@ -889,6 +985,150 @@ mod tests {
         );
     }
 
+    /// Table entries `f` read.
+    fn reads_by(p: &FakeP2m, f: impl FnOnce(&FakeP2m)) -> usize {
+        let before = p.memory().reads.get();
+        f(p);
+        p.memory().reads.get() - before
+    }
+
+    #[test]
+    fn leaf_cache_hits_and_misses() {
+        let mut p = p2m(16, Size2M, 4 * G1);
+        p.map(gfn(0), mfn(8 * M2), 2 * M2, Access::RWX).unwrap();
+        p.set_entry(gfn(2 * M2), Some((mfn(77), Access::R)))
+            .unwrap();
+        // A miss walks (PML4, PDPT, PD); then the whole 2M leaf is a hit.
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.translate(gfn(5)),
+                Some((mfn(8 * M2 + 5), Access::RWX))
+            )),
+            3
+        );
+        for g in [0, 5, M2 - 1] {
+            assert_eq!(
+                reads_by(&p, |p| assert_eq!(
+                    p.translate(gfn(g)),
+                    Some((mfn(8 * M2 + g), Access::RWX))
+                )),
+                0
+            );
+        }
+        // The next 2M leaf is another leaf: a miss, then a hit.
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.lookup(gfn(M2 + 1)),
+                Some((mfn(9 * M2 + 1), Access::RWX, Size2M))
+            )),
+            3
+        );
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.lookup(gfn(2 * M2 - 1)),
+                Some((mfn(10 * M2 - 1), Access::RWX, Size2M))
+            )),
+            0
+        );
+        // A 4K leaf covers its own frame only.
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.translate(gfn(2 * M2)),
+                Some((mfn(77), Access::R))
+            )),
+            4
+        );
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.translate(gfn(2 * M2)),
+                Some((mfn(77), Access::R))
+            )),
+            0
+        );
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(p.translate(gfn(2 * M2 + 1)), None)),
+            4
+        );
+        // Holes and gfns past the limit are never cached.
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(p.translate(gfn(2 * M2 + 1)), None)),
+            4
+        );
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(p.translate(gfn(4 * G1)), None)),
+            0
+        );
+        // More leaves than slots: every answer is still right.
+        let leaves = (0..2)
+            .map(|i| i * M2)
+            .chain([2 * M2])
+            .cycle()
+            .take(5 * LEAF_CACHE);
+        for g in leaves {
+            let want = if g == 2 * M2 {
+                (mfn(77), Access::R)
+            } else {
+                (mfn(8 * M2 + g), Access::RWX)
+            };
+            assert_eq!(p.translate(gfn(g)), Some(want));
+        }
+    }
+
+    #[test]
+    fn every_change_empties_the_leaf_cache() {
+        let mut p = p2m(16, Size2M, 4 * G1);
+        let g0 = p.generation();
+        p.map(gfn(0), mfn(8 * M2), M2, Access::RWX).unwrap();
+        assert_ne!(p.generation(), g0);
+        assert_eq!(p.translate(gfn(3)), Some((mfn(8 * M2 + 3), Access::RWX)));
+
+        // Replacing one frame splits the cached 2M leaf.
+        let g1 = p.generation();
+        p.set_entry(gfn(3), Some((mfn(5), Access::R))).unwrap();
+        assert_ne!(p.generation(), g1);
+        assert_eq!(p.translate(gfn(3)), Some((mfn(5), Access::R)));
+        assert_eq!(p.translate(gfn(4)), Some((mfn(8 * M2 + 4), Access::RWX)));
+
+        // Removing it.
+        p.set_entry(gfn(3), None).unwrap();
+        assert_eq!(p.translate(gfn(3)), None);
+        assert_eq!(p.translate(gfn(4)), Some((mfn(8 * M2 + 4), Access::RWX)));
+
+        // Filling the hole again, then changing only the permissions.
+        p.map(gfn(3), mfn(9), 1, Access::RW).unwrap();
+        assert_eq!(p.translate(gfn(3)), Some((mfn(9), Access::RW)));
+        p.set_entry(gfn(3), Some((mfn(9), Access::R))).unwrap();
+        assert_eq!(p.translate(gfn(3)), Some((mfn(9), Access::R)));
+
+        // A no-op set writes nothing and keeps the generation (and the cache).
+        let g2 = p.generation();
+        p.set_entry(gfn(3), Some((mfn(9), Access::R))).unwrap();
+        assert_eq!(p.generation(), g2);
+        assert_eq!(
+            reads_by(&p, |p| assert_eq!(
+                p.translate(gfn(3)),
+                Some((mfn(9), Access::R))
+            )),
+            0
+        );
+
+        // A refused map changes nothing, a failed one is undone: both still answer right.
+        assert_eq!(
+            p.map(gfn(3), mfn(1), 1, Access::RWX),
+            Err(AlreadyMapped { gfn: gfn(3) })
+        );
+        assert_eq!(p.translate(gfn(3)), Some((mfn(9), Access::R)));
+        let mut q = p2m(4, Size4K, 4 * G1);
+        q.map(gfn(0), mfn(100), 1, Access::RWX).unwrap();
+        assert_eq!(q.translate(gfn(0)), Some((mfn(100), Access::RWX)));
+        assert_eq!(
+            q.map(gfn(1), mfn(101), M2 + 1, Access::RWX),
+            Err(OutOfMemory)
+        );
+        assert_eq!(q.translate(gfn(1)), None);
+        assert_eq!(q.translate(gfn(0)), Some((mfn(100), Access::RWX)));
+    }
+
     // Property tests: random operations against a BTreeMap gfn -> (mfn, access).
 
     const SPACE: u64 = 8 * M2;
@@ -971,6 +1211,50 @@ mod tests {
             let mut seen = 0;
             p.for_each_table(|_| seen += 1);
             prop_assert_eq!(seen, tables(&p));
+        }
+
+        /// The leaf cache never answers with a translation an operation changed:
+        /// the same random operations, each followed by lookups (which fill the
+        /// cache) of frames near the ones it touched and of random ones.
+        #[test]
+        fn leaf_cache_matches_model(
+            ops in prop::collection::vec(op(), 1..24),
+            probes in prop::collection::vec(0..SPACE, 8),
+        ) {
+            let mut p = p2m(1024, Size2M, SPACE);
+            let mut model: BTreeMap<u64, (u64, Access)> = BTreeMap::new();
+            let check = |p: &FakeP2m, model: &BTreeMap<u64, (u64, Access)>, g: u64| {
+                let want = model.get(&g).map(|&(m, a)| (mfn(m), a));
+                prop_assert_eq!(p.translate(gfn(g)), want, "gfn {:#x}", g);
+                Ok(())
+            };
+            for op in &ops {
+                let g = match *op {
+                    Op::Map(g, m, count, access) => {
+                        if p.map(gfn(g), mfn(m), count, access).is_ok() {
+                            for i in 0..count {
+                                model.insert(g + i, (m + i, access));
+                            }
+                        }
+                        g
+                    }
+                    Op::Set(g, new) => {
+                        if p.set_entry(gfn(g), new.map(|(m, a)| (mfn(m), a))).is_ok() {
+                            match new {
+                                Some(n) => model.insert(g, n),
+                                None => model.remove(&g),
+                            };
+                        }
+                        g
+                    }
+                };
+                let near = [g.saturating_sub(1), g, g + 1, g ^ 1, g & !(M2 - 1)];
+                for &probe in near.iter().chain(&probes) {
+                    if probe < SPACE {
+                        check(&p, &model, probe)?;
+                    }
+                }
+            }
         }
 
         #[test]

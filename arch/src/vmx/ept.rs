@@ -44,6 +44,7 @@ const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 pub struct EptFormat;
 
 impl SlptFormat for EptFormat {
+    #[inline]
     fn table_entry(table: Hpa) -> u64 {
         (table.as_u64() & ADDR_MASK) | READ | WRITE | EXEC
     }
@@ -58,10 +59,12 @@ impl SlptFormat for EptFormat {
             | large
     }
 
+    #[inline]
     fn is_present(entry: u64) -> bool {
         entry & (READ | WRITE | EXEC) != 0
     }
 
+    #[inline]
     fn is_leaf(entry: u64, level: u8) -> bool {
         match level {
             1 => true,
@@ -70,11 +73,13 @@ impl SlptFormat for EptFormat {
         }
     }
 
+    #[inline]
     fn entry_addr(entry: u64) -> Hpa {
         // Cannot fail: the mask keeps bits 51:12, below 2^52.
         Hpa::new(entry & ADDR_MASK).expect("52-bit address field")
     }
 
+    #[inline]
     fn leaf_access(entry: u64) -> Access {
         Access {
             read: entry & READ != 0,

@@ -779,6 +779,36 @@ fn skip_memory_operand(c: &mut Cursor<'_>, modrm: u8, addr_size: u8) -> Result<(
     c.take(disp).map(|_| ())
 }
 
+/// The plain encodings (no prefix at all) of the instructions most exits complete,
+/// with their ModRM byte if they have one. For these bytes [`decode`] answers the same
+/// in every mode (tested), so [`decode_plain`] may answer for it.
+const PLAIN: [(&[u8], InsnKind, Option<u8>); 6] = [
+    (&[0x0F, 0x01, 0xD9], InsnKind::Vmmcall, Some(0xD9)),
+    (&[0x0F, 0x01, 0xC1], InsnKind::Vmcall, Some(0xC1)),
+    (&[0x0F, 0xA2], InsnKind::Cpuid, None),
+    (&[0x0F, 0x32], InsnKind::Rdmsr, None),
+    (&[0x0F, 0x30], InsnKind::Wrmsr, None),
+    (&[0xF4], InsnKind::Hlt, None),
+];
+
+/// The fast path of [`decode`] for an exit whose instruction keel expects: if `bytes`
+/// begin with the plain encoding of VMMCALL, VMCALL, CPUID, RDMSR, WRMSR or HLT,
+/// exactly what `decode(bytes, mode)` returns, for any `mode`; `None` for anything
+/// else (prefixes included), and the caller decodes in full. Xen's
+/// `__get_instruction_length_from_list` takes the same shortcut.
+pub fn decode_plain(bytes: &[u8]) -> Option<Insn> {
+    PLAIN
+        .iter()
+        .find(|(enc, _, _)| bytes.starts_with(enc))
+        .map(|&(enc, kind, modrm)| Insn {
+            // At most 3: the table's encodings.
+            len: enc.len() as u8,
+            kind,
+            prefixes: Prefixes::default(),
+            modrm,
+        })
+}
+
 /// Decodes one instruction from the start of `bytes`, which should hold 15 bytes or
 /// everything readable before an unmapped page. See the module documentation for what
 /// is supported and the guarantees on the result.
@@ -1050,6 +1080,41 @@ fn classify(d: &Decoded) -> Result<InsnKind, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decode_plain_is_decode() {
+        use super::*;
+        let modes = [
+            CodeMode::Real16,
+            CodeMode::Prot16,
+            CodeMode::Prot32,
+            CodeMode::Long64,
+        ];
+        for (enc, kind, _) in PLAIN {
+            for tail in [&[][..], &[0x90], &[0x66, 0x0F, 0x01, 0xD9], &[0xFF; 15]] {
+                let bytes: Vec<u8> = enc.iter().chain(tail).copied().collect();
+                let plain = decode_plain(&bytes).expect("a plain encoding");
+                assert_eq!(plain.kind, kind);
+                for mode in modes {
+                    assert_eq!(decode(&bytes, mode), Ok(plain), "{bytes:02x?} in {mode:?}");
+                }
+            }
+        }
+        // Anything else is left to `decode`: prefixes, other opcodes, truncation.
+        for bytes in [
+            &[0x66, 0x0F, 0x01, 0xD9][..],
+            &[0xF3, 0x0F, 0x01, 0xD9],
+            &[0x48, 0x0F, 0xA2],
+            &[0x2E, 0xF4],
+            &[0x0F, 0x01, 0xD8],
+            &[0x0F, 0x01],
+            &[0x0F],
+            &[],
+            &[0x0F, 0x31],
+        ] {
+            assert_eq!(decode_plain(bytes), None, "{bytes:02x?}");
+        }
+    }
+
     use super::CodeMode::{Long64, Prot16, Prot32, Real16};
     use super::*;
 

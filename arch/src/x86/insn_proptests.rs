@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::insn::{CodeMode, DecodeError, InsnKind, MAX_INSN_LEN, decode};
+use super::insn::{CodeMode, DecodeError, InsnKind, MAX_INSN_LEN, decode, decode_plain};
 
 fn mode() -> impl Strategy<Value = CodeMode> {
     prop_oneof![
@@ -50,6 +50,22 @@ const LEGACY_PREFIXES: &[u8] = &[
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The fast path answers only where it agrees with the decoder, in every mode.
+    #[test]
+    fn decode_plain_agrees_with_decode(
+        head in prop::sample::select(vec![
+            &[][..], &[0x0F, 0x01], &[0x0F], &[0x0F, 0x01, 0xD9], &[0x0F, 0x01, 0xC1],
+            &[0x0F, 0xA2], &[0x0F, 0x32], &[0x0F, 0x30], &[0xF4],
+        ]),
+        tail in code(0..16),
+        mode in mode(),
+    ) {
+        let bytes: Vec<u8> = head.iter().chain(&tail).copied().collect();
+        if let Some(insn) = decode_plain(&bytes) {
+            prop_assert_eq!(decode(&bytes, mode), Ok(insn));
+        }
+    }
 
     /// Total and bounded on arbitrary input.
     #[test]
