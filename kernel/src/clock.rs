@@ -6,6 +6,11 @@
 //! handler acknowledges it and nothing else. The scheduler loop reads the clock and
 //! acts; so a spurious or early interrupt costs one trip round the loop, never a
 //! wrong decision.
+//!
+//! Arming for the deadline the timer is already armed for, and has not yet fired
+//! for, does nothing (the run loop re-arms before every entry, mostly for the same
+//! slice end). [`ARMED`] remembers that deadline; the interrupt handler and
+//! [`disarm`] forget it, so a timer that fired is always armed again.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -20,8 +25,13 @@ static DEADLINE_MODE: AtomicBool = AtomicBool::new(false);
 /// Wall-clock time at system time 0: seconds since the Unix epoch, and ns.
 static WALL_SECS: AtomicU64 = AtomicU64::new(0);
 static WALL_NSEC: AtomicU64 = AtomicU64::new(0);
+/// The deadline the timer is armed for and has not fired for yet ([`NOT_ARMED`]:
+/// none, or unknown).
+static ARMED: AtomicU64 = AtomicU64::new(NOT_ARMED);
+const NOT_ARMED: u64 = u64::MAX;
 
 fn tick(_frame: &mut traps::TrapFrame) {
+    ARMED.store(NOT_ARMED, Ordering::Relaxed);
     apic::eoi();
 }
 
@@ -102,6 +112,14 @@ pub fn now() -> u64 {
 /// Arms the timer to interrupt at system time `deadline` (at once if it has
 /// passed). Replaces any earlier arming.
 pub fn arm(deadline: u64) {
+    if deadline == ARMED.load(Ordering::Relaxed) {
+        // Still pending at the same deadline: the timer fires when it would anyway.
+        return;
+    }
+    // Before the timer is programmed: should it fire at once, the handler's
+    // forgetting comes after this. (A oneshot count clamped to 32 bits fires early,
+    // and the handler forgets then too.)
+    ARMED.store(deadline, Ordering::Relaxed);
     let now = now();
     let delta_ns = deadline.saturating_sub(now).max(1_000);
     let tsc_hz = TSC_HZ.load(Ordering::Relaxed);
@@ -117,5 +135,6 @@ pub fn arm(deadline: u64) {
 
 /// Stops the timer.
 pub fn disarm() {
+    ARMED.store(NOT_ARMED, Ordering::Relaxed);
     apic::timer_stop();
 }

@@ -133,6 +133,13 @@ impl FrameAccess for DirectMapFrames {
             core::ptr::copy_nonoverlapping(data.as_ptr(), directmap_va(hpa) as *mut u8, data.len())
         };
     }
+
+    fn read_u64(&self, hpa: Hpa) -> u64 {
+        assert!(hpa.as_u64().is_multiple_of(8), "misaligned frame read");
+        // SAFETY: as in `read`; 8-aligned, so the 8 bytes stay inside the frame. The
+        // guest may change them meanwhile: a volatile load reads them once.
+        unsafe { (directmap_va(hpa) as *const u64).read_volatile() }
+    }
 }
 
 /// Frames for VMCB/VMCS and bitmaps, from keel's allocator.

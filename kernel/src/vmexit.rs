@@ -106,8 +106,9 @@ pub fn handle(w: &mut World, d: &mut Domain, exit: Exit) -> Result<Flow, DomainE
 /// Fetches and decodes the instruction at the guest's RIP.
 fn fetch_insn(d: &Domain) -> Result<Insn, String> {
     let v = &d.vcpu;
+    let mode = v.mode();
     let mut la = v.cs_base().wrapping_add(v.rip());
-    if !v.mode().is_64bit() {
+    if !mode.is_64bit() {
         la &= 0xFFFF_FFFF;
     }
     let mut bytes = [0u8; 15];
@@ -123,7 +124,12 @@ fn fetch_insn(d: &Domain) -> Result<Insn, String> {
     {
         have = 15;
     }
-    insn::decode(&bytes[..have], CodeMode::from(v.mode())).map_err(|e| {
+    // The instructions exits name most often, without the general decoder (it
+    // would answer the same).
+    if let Some(i) = insn::decode_plain(&bytes[..have]) {
+        return Ok(i);
+    }
+    insn::decode(&bytes[..have], CodeMode::from(mode)).map_err(|e| {
         format!(
             "cannot decode the instruction at {la:#x} ({:02x?}): {e:?}",
             &bytes[..have]
