@@ -99,7 +99,7 @@ fn image_size(path: &Path) -> Result<ImageSize, Error> {
 }
 
 /// Copies `from` into `dir` as `name`; returns the copy.
-fn snapshot(dir: &Path, from: &Path, name: &str) -> Result<PathBuf, Error> {
+pub(crate) fn snapshot(dir: &Path, from: &Path, name: &str) -> Result<PathBuf, Error> {
     let to = dir.join(name);
     std::fs::copy(from, &to).map_err(|e| {
         Error(format!(

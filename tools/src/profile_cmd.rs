@@ -141,19 +141,6 @@ fn watch(mut child: Child, serial: PathBuf, fifo: PathBuf, opened: Arc<AtomicBoo
     }
 }
 
-/// Copies `from` into `dir` as `name`.
-fn copy_into(dir: &Path, from: &Path, name: &str) -> Result<PathBuf, Error> {
-    let to = dir.join(name);
-    std::fs::copy(from, &to).map_err(|e| {
-        Error(format!(
-            "copying {} to {}: {e}",
-            from.display(),
-            to.display()
-        ))
-    })?;
-    Ok(to)
-}
-
 /// The symbols of the ELF at `path`; none (with a warning) if it cannot be read.
 fn symbols_of(path: &Path, what: &str) -> ElfSymbols {
     let parsed = std::fs::read(path)
@@ -233,8 +220,8 @@ pub fn profile(opts: &ProfileOpts) -> Result<u8, Error> {
     };
 
     let work = workdir::create(&format!("profile-{}", hv.key()))?;
-    let kernel = copy_into(&work, &kernel, hv.kernel_file())?;
-    let guest = copy_into(&work, &guest, bench::GUEST_FILE)?;
+    let kernel = crate::bench_cmd::snapshot(&work, &kernel, hv.kernel_file())?;
+    let guest = crate::bench_cmd::snapshot(&work, &guest, bench::GUEST_FILE)?;
     let hv_symbols = Symbols::new(&symbols_of(&kernel, hv.name()));
     let guest_names = GuestNames::new(&symbols_of(&guest, "the guest"));
     if hv_symbols.is_empty() {
