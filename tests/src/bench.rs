@@ -57,7 +57,8 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use crate::qemu::{self, QEMU};
-use crate::serial::{self, LineSplitter};
+use crate::run::{self, Supervision};
+use crate::serial;
 use crate::{HarnessError, debian, workdir};
 
 /// The bench guest's command line.
@@ -132,7 +133,6 @@ pub const SERIAL_FILE: &str = "serial.log";
 /// The guest's file name in a boot's work directory (also its module name).
 pub const GUEST_FILE: &str = "pvh64.elf";
 
-const POLL: Duration = Duration::from_millis(20);
 const TAIL_LINES: usize = 20;
 
 /// A pattern of this module; all are constants, checked by the unit tests.
@@ -673,10 +673,11 @@ impl BenchRun {
     }
 }
 
-fn copy_into(work: &Path, from: &Path, name: &str) -> Result<(), HarnessError> {
+/// Copies `from` into the directory `work` as `name`; returns the copy's path.
+pub fn copy_into(work: &Path, from: &Path, name: &str) -> Result<PathBuf, HarnessError> {
     let to = work.join(name);
     std::fs::copy(from, &to)
-        .map(drop)
+        .map(|_| to.clone())
         .map_err(HarnessError::io(format!(
             "copying {} to {}",
             from.display(),
@@ -752,68 +753,42 @@ struct Watched {
     timed_out: bool,
 }
 
-/// Tails `serial_path` every [`POLL`] while `child` runs, until [`Watch`] says the
-/// run is over, the child exits, or `timeout`; kills and reaps the child.
+/// [`Watch`] as [`run::supervise`] drives it, each line timed from `start`.
+struct Timed {
+    start: Instant,
+    watch: Watch,
+}
+
+impl Supervision for Timed {
+    fn line(&mut self, line: &str) {
+        self.watch.line(line, self.start.elapsed());
+    }
+
+    fn over(&mut self) -> bool {
+        self.watch.should_stop(self.start.elapsed())
+    }
+}
+
+/// Supervises `child` (started at `start`) until [`Watch`] says the run is over,
+/// the child exits, or `timeout`; it is killed if still running, and reaped.
 fn watch(
-    mut child: Child,
+    child: Child,
     serial_path: &Path,
     start: Instant,
     timeout: Duration,
 ) -> Result<Watched, HarnessError> {
-    let mut watch = Watch::default();
-    let mut raw = Vec::new();
-    let mut file: Option<File> = None;
-    let mut splitter = LineSplitter::default();
-    let mut timed_out = false;
-    let result = (|| loop {
-        // QEMU creates the file after it starts; until then there is nothing to read.
-        if file.is_none() {
-            file = File::open(serial_path).ok();
-        }
-        if let Some(f) = file.as_mut() {
-            let before = raw.len();
-            // A read error mid-run is retried at the next poll; the final read reports it.
-            let _ = f.read_to_end(&mut raw);
-            let now = start.elapsed();
-            splitter.push(&raw[before..], &mut |line| watch.line(line, now));
-        }
-        let now = start.elapsed();
-        if let Some(status) = child
-            .try_wait()
-            .map_err(HarnessError::io("waiting for QEMU"))?
-        {
-            return Ok(Some(status));
-        }
-        if watch.should_stop(now) {
-            return Ok(None);
-        }
-        if now >= timeout {
-            timed_out = true;
-            return Ok(None);
-        }
-        std::thread::sleep(POLL);
-    })();
-    let elapsed = start.elapsed();
-    // Every way out reaps QEMU: kill() fails only if it already exited, and wait()
-    // collects it either way.
-    let (status, killed) = match result {
-        Ok(Some(status)) => (status, false),
-        Ok(None) | Err(_) => {
-            let _ = child.kill();
-            let status = child.wait().map_err(HarnessError::io("waiting for QEMU"))?;
-            (status, true)
-        }
+    let mut timed = Timed {
+        start,
+        watch: Watch::default(),
     };
-    result?;
-    // Whatever QEMU wrote after the last poll.
-    let raw = std::fs::read(serial_path).unwrap_or(raw);
+    let s = run::supervise(child, serial_path, timeout, &mut timed)?;
     Ok(Watched {
-        raw,
-        watch,
-        elapsed,
-        status,
-        killed,
-        timed_out,
+        raw: s.raw,
+        watch: timed.watch,
+        elapsed: start.elapsed(),
+        status: s.status,
+        killed: s.stopped || s.timed_out,
+        timed_out: s.timed_out,
     })
 }
 

@@ -324,8 +324,17 @@ impl Boot {
             package,
             source,
         })?;
-        let (status, timed_out, raw) =
-            supervise(child, &work.join(SERIAL_FILE), self.timeout, on_serial)?;
+        let Supervised {
+            status,
+            timed_out,
+            raw,
+            ..
+        } = supervise(
+            child,
+            &work.join(SERIAL_FILE),
+            self.timeout,
+            &mut Lines(on_serial),
+        )?;
         Ok(RunResult {
             backend: self.backend,
             loader: self.loader,
@@ -383,66 +392,103 @@ fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
     std::fs::write(path, contents).map_err(HarnessError::io(format!("writing {}", path.display())))
 }
 
-/// Waits for `child` (killing it after `timeout`) while tailing `serial_path`.
-/// Returns its exit status, whether it timed out, and all serial bytes.
-fn supervise<'f>(
+/// What [`supervise`] reports while an emulator runs, and asks it.
+pub trait Supervision {
+    /// One complete serial line, as it arrives (`\r` kept; see [`LineSplitter`]).
+    fn line(&mut self, line: &str);
+    /// Asked at every poll: whether the run is over although the emulator still
+    /// runs (e.g. a hypervisor that halts instead of powering off). It is then
+    /// killed, and [`Supervised::stopped`] says so.
+    fn over(&mut self) -> bool {
+        false
+    }
+}
+
+/// A [`Supervision`] that only passes lines on, if anyone wants them.
+struct Lines<'a, 'f>(Option<&'a mut (dyn FnMut(&str) + 'f)>);
+
+impl Supervision for Lines<'_, '_> {
+    fn line(&mut self, line: &str) {
+        if let Some(sink) = self.0.as_deref_mut() {
+            sink(line);
+        }
+    }
+}
+
+/// How a supervised emulator ended.
+#[derive(Debug)]
+pub struct Supervised {
+    /// Its exit status (after our kill, if we killed it).
+    pub status: ExitStatus,
+    /// Killed at the time limit.
+    pub timed_out: bool,
+    /// Killed because the [`Supervision`] said the run was over.
+    pub stopped: bool,
+    /// Every serial byte.
+    pub raw: Vec<u8>,
+}
+
+/// Waits for `child` while tailing `serial_path` every [`POLL`], feeding lines to
+/// `watch`; kills it after `timeout` or once `watch` says the run is over. Every
+/// way out, errors included, kills (if still running) and reaps the child.
+pub fn supervise(
     mut child: Child,
     serial_path: &Path,
     timeout: Duration,
-    mut on_serial: Option<&mut (dyn FnMut(&str) + 'f)>,
-) -> Result<(ExitStatus, bool, Vec<u8>), HarnessError> {
+    watch: &mut dyn Supervision,
+) -> Result<Supervised, HarnessError> {
     let start = Instant::now();
     let mut raw = Vec::new();
     let mut serial_file: Option<File> = None;
     let mut splitter = LineSplitter::default();
-    let mut timed_out = false;
+    let (mut timed_out, mut stopped) = (false, false);
 
-    let mut pump = |raw: &mut Vec<u8>,
-                    serial_file: &mut Option<File>,
-                    on_serial: &mut Option<&mut (dyn FnMut(&str) + 'f)>| {
+    let mut pump = |raw: &mut Vec<u8>, watch: &mut dyn Supervision| {
         if serial_file.is_none() {
             // The emulator creates the file when it starts; until then there is nothing.
-            *serial_file = File::open(serial_path).ok();
+            serial_file = File::open(serial_path).ok();
         }
-        if let Some(f) = serial_file {
+        if let Some(f) = serial_file.as_mut() {
             let before = raw.len();
             // A read error mid-run is retried on the next poll; the final read reports it.
             let _ = f.read_to_end(raw);
-            if let Some(sink) = on_serial.as_deref_mut() {
-                splitter.push(&raw[before..], sink);
-            }
+            splitter.push(&raw[before..], &mut |l| watch.line(l));
         }
     };
 
-    let status = loop {
-        pump(&mut raw, &mut serial_file, &mut on_serial);
-        match child
-            .try_wait()
-            .map_err(HarnessError::io("waiting for the emulator"))?
-        {
-            Some(status) => break status,
-            None if start.elapsed() >= timeout => {
-                timed_out = true;
-                // kill() fails only if the process already exited; wait() reaps it either way.
-                let _ = child.kill();
-                break child
-                    .wait()
-                    .map_err(HarnessError::io("waiting for the killed emulator"))?;
+    let waited = loop {
+        pump(&mut raw, watch);
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Err(e) => break Err(HarnessError::io("waiting for the emulator")(e)),
+            Ok(None) if watch.over() => stopped = true,
+            Ok(None) if start.elapsed() >= timeout => timed_out = true,
+            Ok(None) => {
+                std::thread::sleep(POLL);
+                continue;
             }
-            None => std::thread::sleep(POLL),
         }
+        // kill() fails only if the process already exited; wait() reaps it either way.
+        let _ = child.kill();
+        break child
+            .wait()
+            .map_err(HarnessError::io("waiting for the killed emulator"));
     };
-    pump(&mut raw, &mut serial_file, &mut on_serial);
-    if let Some(sink) = on_serial {
-        splitter.finish(sink);
-    }
+    let status = waited?;
+    pump(&mut raw, watch);
+    splitter.finish(&mut |l| watch.line(l));
     if serial_file.is_none() && serial_path.exists() {
         raw = std::fs::read(serial_path).map_err(HarnessError::io(format!(
             "reading {}",
             serial_path.display()
         )))?;
     }
-    Ok((status, timed_out, raw))
+    Ok(Supervised {
+        status,
+        timed_out,
+        stopped,
+        raw,
+    })
 }
 
 /// What one boot produced.
@@ -690,10 +736,15 @@ mod tests {
             .expect("sh runs");
         let mut lines = Vec::new();
         let mut sink = |l: &str| lines.push(l.to_string());
-        let (code, timed_out, raw) =
-            supervise(child, &dir.join(SERIAL_FILE), timeout, Some(&mut sink)).expect("supervise");
+        let s = supervise(
+            child,
+            &dir.join(SERIAL_FILE),
+            timeout,
+            &mut Lines(Some(&mut sink)),
+        )
+        .expect("supervise");
         std::fs::remove_dir_all(&dir).expect("clean up");
-        (code.code(), timed_out, raw, lines)
+        (s.status.code(), s.timed_out, s.raw, lines)
     }
 
     #[test]

@@ -98,25 +98,13 @@ fn image_size(path: &Path) -> Result<ImageSize, Error> {
     })
 }
 
-/// Copies `from` into `dir` as `name`; returns the copy.
-pub(crate) fn snapshot(dir: &Path, from: &Path, name: &str) -> Result<PathBuf, Error> {
-    let to = dir.join(name);
-    std::fs::copy(from, &to).map_err(|e| {
-        Error(format!(
-            "copying {} to {}: {e}",
-            from.display(),
-            to.display()
-        ))
-    })?;
-    Ok(to)
-}
-
-/// Runs `cargo xtask bench`; returns the process exit status.
-pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
+/// Installs what is missing and, with `build`, builds keel and the test guests
+/// (release), saying so as `who`; returns keel's ELF and the bench guest's.
+pub(crate) fn keel_and_guest(build: bool, who: &str) -> Result<(PathBuf, PathBuf), Error> {
     deps::ensure_installed()?;
-    let (keel_elf, guests_dir) = if opts.build {
+    let (keel_elf, guests_dir) = if build {
         let release = BuildOpts { debug: false };
-        eprintln!("bench: building keel and the test guests (release)");
+        eprintln!("{who}: building keel and the test guests (release)");
         (image::build(&release)?, guests::build(&release)?)
     } else {
         (
@@ -131,6 +119,12 @@ pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
             guest.display()
         )));
     }
+    Ok((keel_elf, guest))
+}
+
+/// Runs `cargo xtask bench`; returns the process exit status.
+pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
+    let (keel_elf, guest) = keel_and_guest(opts.build, "bench")?;
 
     eprintln!("bench: fetching Xen ({})", bench::XEN_PACKAGE);
     let xen = bench::fetch_xen()?;
@@ -151,9 +145,9 @@ pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
     let sources = [(Hypervisor::Keel, &keel_elf), (Hypervisor::Xen, &xen.image)];
     let mut kernels = Vec::new();
     for (hv, source) in sources {
-        kernels.push((hv, snapshot(&snap, source, hv.kernel_file())?));
+        kernels.push((hv, bench::copy_into(&snap, source, hv.kernel_file())?));
     }
-    let guest = snapshot(&snap, &guest, bench::GUEST_FILE)?;
+    let guest = bench::copy_into(&snap, &guest, bench::GUEST_FILE)?;
     eprintln!("bench: images snapshotted in {}", snap.display());
 
     let mut hypervisors = Vec::new();

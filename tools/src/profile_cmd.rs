@@ -33,7 +33,7 @@
 //! `join`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -42,22 +42,21 @@ use std::time::{Duration, Instant};
 
 use keel_tests::bench::{self, Hypervisor};
 use keel_tests::qemu::QEMU;
+use keel_tests::run::{self, Supervision};
 use keel_tests::workdir;
 
-use crate::args::{BuildOpts, ProfileOpts};
+use crate::Error;
+use crate::args::ProfileOpts;
 use crate::profile::{ElfSymbols, GuestNames, Profiler, Symbols};
-use crate::{Error, deps, guests, image};
 
 /// QEMU's log, in the work directory.
 const FIFO: &str = "trace.fifo";
 /// What QEMU logs: translations, executions, no chaining (so every run is logged).
 const LOG_ITEMS: &str = "in_asm,exec,nochain";
 /// The guest's last line in every mode; the profile ends there.
-const TEST_RESULT: &[u8] = b"Test result:";
+const TEST_RESULT: &str = "Test result:";
 /// Longest profile run (keel takes about 2 minutes, Xen several).
 const TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often the watcher looks at serial.log and QEMU.
-const POLL: Duration = Duration::from_millis(50);
 /// A progress line every this many TBs.
 const PROGRESS_EVERY: u64 = 10_000_000;
 /// The FIFO read buffer.
@@ -65,7 +64,7 @@ const READ_BUFFER: usize = 4 << 20;
 
 /// How the watched QEMU ended.
 struct Watched {
-    status: std::io::Result<ExitStatus>,
+    status: Result<ExitStatus, keel_tests::HarnessError>,
     /// Killed by us (the guest was done, or the timeout).
     killed: bool,
     timed_out: bool,
@@ -82,51 +81,32 @@ fn unblock_reader(fifo: &Path) {
     let _ = OpenOptions::new().read(true).write(true).open(fifo);
 }
 
-/// Whether `raw`, from `from` on (less a needle's length for a line split across
-/// reads), holds `Test result:`.
-fn has_test_result(raw: &[u8], from: usize) -> bool {
-    raw[from.saturating_sub(TEST_RESULT.len())..]
-        .windows(TEST_RESULT.len())
-        .any(|w| w == TEST_RESULT)
+/// Watches the guest's serial lines for `Test result:`, its last word in every mode.
+#[derive(Default)]
+struct TestResult(bool);
+
+impl Supervision for TestResult {
+    fn line(&mut self, line: &str) {
+        self.0 |= line.contains(TEST_RESULT);
+    }
+
+    fn over(&mut self) -> bool {
+        self.0
+    }
 }
 
-/// Owns QEMU: polls `serial` until the guest prints `Test result:`, QEMU exits, or
-/// [`TIMEOUT`]; kills and reaps QEMU; then unblocks the FIFO's reader until it says
-/// it has opened the FIFO.
-fn watch(mut child: Child, serial: PathBuf, fifo: PathBuf, opened: Arc<AtomicBool>) -> Watched {
+/// Owns QEMU: supervises it until the guest prints `Test result:`, QEMU exits, or
+/// [`TIMEOUT`] (it is killed if still running, and reaped); then unblocks the
+/// FIFO's reader until it says it has opened the FIFO.
+fn watch(child: Child, serial: PathBuf, fifo: PathBuf, opened: Arc<AtomicBool>) -> Watched {
     let start = Instant::now();
-    let mut raw = Vec::new();
-    let mut file: Option<File> = None;
-    let (mut killed, mut timed_out, mut test_result) = (false, false, false);
-    let status = loop {
-        if file.is_none() {
-            file = File::open(&serial).ok();
-        }
-        if let Some(f) = file.as_mut() {
-            let before = raw.len();
-            // A read error is retried at the next poll.
-            let _ = f.read_to_end(&mut raw);
-            test_result |= has_test_result(&raw, before);
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
-        timed_out = start.elapsed() >= TIMEOUT;
-        if test_result || timed_out {
-            killed = true;
-            break Ok(ExitStatus::default());
-        }
-        std::thread::sleep(POLL);
+    let mut seen = TestResult::default();
+    let supervised = run::supervise(child, &serial, TIMEOUT, &mut seen);
+    let (status, killed, timed_out) = match supervised {
+        Ok(s) => (Ok(s.status), s.stopped || s.timed_out, s.timed_out),
+        Err(e) => (Err(e), false, false),
     };
-    // Every way out reaps QEMU: kill() fails only if it has exited, wait() collects it.
-    let status = if killed || status.is_err() {
-        let _ = child.kill();
-        child.wait()
-    } else {
-        status
-    };
+    let test_result = seen.0;
     let elapsed = start.elapsed();
     while !opened.load(Ordering::Acquire) {
         unblock_reader(&fifo);
@@ -192,25 +172,8 @@ fn parse_log(fifo: &Path, opened: &AtomicBool, profiler: &mut Profiler) -> Resul
 
 /// Runs `cargo xtask profile`; returns the process exit status.
 pub fn profile(opts: &ProfileOpts) -> Result<u8, Error> {
-    deps::ensure_installed()?;
     let hv = opts.hypervisor;
-    let (keel_elf, guests_dir) = if opts.build {
-        let release = BuildOpts { debug: false };
-        eprintln!("profile: building keel and the test guests (release)");
-        (image::build(&release)?, guests::build(&release)?)
-    } else {
-        (
-            keel_tests::try_keel_elf()?,
-            keel_tests::guests::guests_dir(),
-        )
-    };
-    let guest = guests_dir.join(keel_tests::guests::PVH64);
-    if !guest.is_file() {
-        return Err(Error(format!(
-            "no bench guest at {} (build it: cargo xtask build)",
-            guest.display()
-        )));
-    }
+    let (keel_elf, guest) = crate::bench_cmd::keel_and_guest(opts.build, "profile")?;
     let kernel = match hv {
         Hypervisor::Keel => keel_elf,
         Hypervisor::Xen => {
@@ -220,8 +183,8 @@ pub fn profile(opts: &ProfileOpts) -> Result<u8, Error> {
     };
 
     let work = workdir::create(&format!("profile-{}", hv.key()))?;
-    let kernel = crate::bench_cmd::snapshot(&work, &kernel, hv.kernel_file())?;
-    let guest = crate::bench_cmd::snapshot(&work, &guest, bench::GUEST_FILE)?;
+    let kernel = bench::copy_into(&work, &kernel, hv.kernel_file())?;
+    let guest = bench::copy_into(&work, &guest, bench::GUEST_FILE)?;
     let hv_symbols = Symbols::new(&symbols_of(&kernel, hv.name()));
     let guest_names = GuestNames::new(&symbols_of(&guest, "the guest"));
     if hv_symbols.is_empty() {
@@ -362,17 +325,6 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_result_across_reads() {
-        assert!(has_test_result(b"(d0) Test result: SUCCESS\n", 0));
-        let raw = b"xx Test res" as &[u8];
-        assert!(!has_test_result(raw, 0));
-        let mut more = raw.to_vec();
-        more.extend_from_slice(b"ult: SUCCESS");
-        assert!(has_test_result(&more, raw.len()));
-        assert!(!has_test_result(b"", 0));
-    }
 
     #[test]
     fn a_reader_blocked_on_a_dead_writer_gets_eof() {
