@@ -53,8 +53,6 @@
 
 use keel_hypercall::abi::console::CONSOLEIO_WRITE;
 use keel_hypercall::abi::domid::DOMID_SELF;
-use keel_hypercall::abi::evtchn::{EVTCHNOP_SEND, EvtchnPortArg};
-use keel_hypercall::abi::hypercall as nr;
 use keel_hypercall::abi::sched::SCHEDOP_YIELD;
 use keel_hypercall::abi::start_info::SIF_INITDOMAIN;
 use keel_hypercall::abi::version::XENVER_VERSION;
@@ -230,17 +228,7 @@ fn setup_events() -> Result<u32, Failed> {
 /// One send on `port` with interrupts on for the call; the upcall must have
 /// counted exactly that event by the time it returns.
 fn send_and_take(xen: &Xen, port: u32) -> Result<(), Failed> {
-    let (rc, _) = hypercall::with_arg(EvtchnPortArg { port }.to_bytes(), |a| {
-        // SAFETY: `a` is a live local the hypervisor only reads; the upcall gate
-        // is installed (crate::trap) and its handler only touches atomics.
-        unsafe {
-            arch::hypercall_sti_cli(
-                xen.vendor,
-                u64::from(nr::EVENT_CHANNEL_OP),
-                [EVTCHNOP_SEND as usize, a, 0, 0, 0],
-            ) as i64
-        }
-    });
+    let rc = events::send_irq(xen, port);
     expect("EVTCHNOP_send", rc, |rc| rc == 0)?;
     match events::take(port) {
         1 => Ok(()),

@@ -286,6 +286,20 @@ pub fn send(port: u32) -> i64 {
     op(EVTCHNOP_SEND, EvtchnPortArg { port }.to_bytes()).0
 }
 
+/// `EVTCHNOP_send(port)` with interrupts enabled for the call: an upcall it
+/// causes (a port of this vCPU's) has run by the time it returns.
+pub fn send_irq(xen: &Xen, port: u32) -> i64 {
+    hypercall::with_arg(EvtchnPortArg { port }.to_bytes(), |a| {
+        // `a` is a live local the hypervisor only reads.
+        call_irq(
+            xen,
+            nr::EVENT_CHANNEL_OP,
+            [EVTCHNOP_SEND as usize, a, 0, 0, 0],
+        )
+    })
+    .0
+}
+
 /// `EVTCHNOP_unmask(port)`.
 pub fn unmask(port: u32) -> i64 {
     op(EVTCHNOP_UNMASK, EvtchnPortArg { port }.to_bytes()).0
@@ -312,18 +326,20 @@ pub fn status(dom: u16, port: u32) -> Result<EvtchnStatus, i64> {
     }
 }
 
+/// Hypercall `nr` made with interrupts enabled for exactly its duration
+/// (`arch::hypercall_sti_cli`): an upcall pending when it returns runs before the
+/// caller's next instruction. `args` are passed as given; any pointer among them
+/// must be to memory the hypervisor may use (a live local or a `Page`).
+fn call_irq(xen: &Xen, nr: u32, args: [usize; 5]) -> i64 {
+    // SAFETY: as `hypercall::call`; the upcall gate is installed from the guest's
+    // start (crate::trap) and its handler only touches atomics.
+    unsafe { arch::hypercall_sti_cli(xen.vendor, u64::from(nr), args) as i64 }
+}
+
 /// `SCHEDOP_block` with interrupts enabled for the call: returns once an event
 /// is pending (its upcall has run by then).
 pub fn block(xen: &Xen) -> i64 {
-    // SAFETY: a hypercall without memory arguments; the upcall gate is installed
-    // (crate::trap) and its handler only touches atomics.
-    unsafe {
-        arch::hypercall_sti_cli(
-            xen.vendor,
-            u64::from(nr::SCHED_OP),
-            [SCHEDOP_BLOCK as usize, 0, 0, 0, 0],
-        ) as i64
-    }
+    call_irq(xen, nr::SCHED_OP, [SCHEDOP_BLOCK as usize, 0, 0, 0, 0])
 }
 
 /// `SCHEDOP_poll` on `ports` until `timeout` (absolute system time, 0 for none);
@@ -340,16 +356,8 @@ pub fn poll(xen: &Xen, ports: &[u32], timeout: u64, irq: bool) -> i64 {
     };
     let (rc, _) = hypercall::with_arg(arg.to_bytes(), |a| {
         if irq {
-            // SAFETY: `a` and the port list are live locals the hypervisor only
-            // reads; the upcall gate is installed and its handler only touches
-            // atomics.
-            unsafe {
-                arch::hypercall_sti_cli(
-                    xen.vendor,
-                    u64::from(nr::SCHED_OP),
-                    [SCHEDOP_POLL as usize, a, 0, 0, 0],
-                ) as i64
-            }
+            // `a` and the port list are live locals the hypervisor only reads.
+            call_irq(xen, nr::SCHED_OP, [SCHEDOP_POLL as usize, a, 0, 0, 0])
         } else {
             hypercall::sched_op(SCHEDOP_POLL, a)
         }
