@@ -141,7 +141,8 @@ impl<'a, M: TableMemory, F: SlptFormat, A: FrameAccess> GuestPhys<'a, M, F, A> {
     pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), CopyError> {
         let at = gpa.as_u64();
         if !buf.is_empty() && at % PAGE_SIZE + buf.len() as u64 <= PAGE_SIZE {
-            // One page (every page-table entry the walker reads): no splitting.
+            // Within one page (most hypercall arguments, instruction fetches): no
+            // splitting. Page-table entries take `read_u64`'s own path.
             let hpa = self.backing(at, false)?;
             self.frames.read(hpa, buf);
             return Ok(());

@@ -794,8 +794,9 @@ const PLAIN: [(&[u8], InsnKind, Option<u8>); 6] = [
 /// The fast path of [`decode`] for an exit whose instruction keel expects: if `bytes`
 /// begin with the plain encoding of VMMCALL, VMCALL, CPUID, RDMSR, WRMSR or HLT,
 /// exactly what `decode(bytes, mode)` returns, for any `mode`; `None` for anything
-/// else (prefixes included), and the caller decodes in full. Xen's
-/// `__get_instruction_length_from_list` takes the same shortcut.
+/// else (prefixes included), and the caller decodes in full. (Xen 4.17's
+/// `svm_get_insn_len` runs its full decoder on every such exit instead; see
+/// docs/performance.md.)
 pub fn decode_plain(bytes: &[u8]) -> Option<Insn> {
     PLAIN
         .iter()
@@ -1080,41 +1081,6 @@ fn classify(d: &Decoded) -> Result<InsnKind, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn decode_plain_is_decode() {
-        use super::*;
-        let modes = [
-            CodeMode::Real16,
-            CodeMode::Prot16,
-            CodeMode::Prot32,
-            CodeMode::Long64,
-        ];
-        for (enc, kind, _) in PLAIN {
-            for tail in [&[][..], &[0x90], &[0x66, 0x0F, 0x01, 0xD9], &[0xFF; 15]] {
-                let bytes: Vec<u8> = enc.iter().chain(tail).copied().collect();
-                let plain = decode_plain(&bytes).expect("a plain encoding");
-                assert_eq!(plain.kind, kind);
-                for mode in modes {
-                    assert_eq!(decode(&bytes, mode), Ok(plain), "{bytes:02x?} in {mode:?}");
-                }
-            }
-        }
-        // Anything else is left to `decode`: prefixes, other opcodes, truncation.
-        for bytes in [
-            &[0x66, 0x0F, 0x01, 0xD9][..],
-            &[0xF3, 0x0F, 0x01, 0xD9],
-            &[0x48, 0x0F, 0xA2],
-            &[0x2E, 0xF4],
-            &[0x0F, 0x01, 0xD8],
-            &[0x0F, 0x01],
-            &[0x0F],
-            &[],
-            &[0x0F, 0x31],
-        ] {
-            assert_eq!(decode_plain(bytes), None, "{bytes:02x?}");
-        }
-    }
-
     use super::CodeMode::{Long64, Prot16, Prot32, Real16};
     use super::*;
 
@@ -2022,5 +1988,34 @@ mod tests {
             DecodeError::TooLong.to_string(),
             "the instruction is longer than 15 bytes"
         );
+    }
+
+    #[test]
+    fn decode_plain_is_decode() {
+        let modes = [Real16, Prot16, Prot32, Long64];
+        for (enc, kind, _) in PLAIN {
+            for tail in [&[][..], &[0x90], &[0x66, 0x0F, 0x01, 0xD9], &[0xFF; 15]] {
+                let bytes: Vec<u8> = enc.iter().chain(tail).copied().collect();
+                let plain = decode_plain(&bytes).expect("a plain encoding");
+                assert_eq!(plain.kind, kind);
+                for mode in modes {
+                    assert_eq!(decode(&bytes, mode), Ok(plain), "{bytes:02x?} in {mode:?}");
+                }
+            }
+        }
+        // Anything else is left to `decode`: prefixes, other opcodes, truncation.
+        for bytes in [
+            &[0x66, 0x0F, 0x01, 0xD9][..],
+            &[0xF3, 0x0F, 0x01, 0xD9],
+            &[0x48, 0x0F, 0xA2],
+            &[0x2E, 0xF4],
+            &[0x0F, 0x01, 0xD8],
+            &[0x0F, 0x01],
+            &[0x0F],
+            &[],
+            &[0x0F, 0x31],
+        ] {
+            assert_eq!(decode_plain(bytes), None, "{bytes:02x?}");
+        }
     }
 }
