@@ -67,3 +67,8 @@ fn bench_guest_runs_on_qemu_svm() {
 fn bench_guest_runs_on_bochs_vmx() {
     smoke("bench_guest_bochs_vmx", Backend::BochsVmx);
 }
+
+#[test]
+fn bench_guest_runs_on_bochs_svm() {
+    smoke("bench_guest_bochs_svm", Backend::BochsSvm);
+}
