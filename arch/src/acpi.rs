@@ -48,6 +48,11 @@ pub struct Platform {
     pub rsdp: u64,
     /// Enabled (or hot-pluggable) processors in the MADT, the BSP included.
     pub cpus: usize,
+    /// The boot processor's APIC id, as the MADT lists it.
+    pub bsp_apic_id: u32,
+    /// The application processors' APIC ids (x2APIC ids where the MADT gives
+    /// them), in the order the MADT lists them, which is the order to start them in.
+    pub ap_apic_ids: alloc::vec::Vec<u32>,
     pub lapic_addr: u64,
     pub ioapics: usize,
     pub pm_timer: Option<PmTimer>,
@@ -108,13 +113,18 @@ pub fn init(rsdp: Option<u64>) -> Result<Platform, AcpiProblem> {
         InterruptModel::Apic(apic) => (apic.local_apic_address, apic.io_apics.len()),
         _ => return Err(AcpiProblem::NoMadt),
     };
-    let cpus = platform.processor_info.as_ref().map_or(1, |p| {
-        1 + p
-            .application_processors
-            .iter()
-            .filter(|c| c.state != acpi::platform::ProcessorState::Disabled)
-            .count()
-    });
+    let (bsp_apic_id, ap_apic_ids) = match platform.processor_info.as_ref() {
+        Some(p) => (
+            p.boot_processor.local_apic_id,
+            p.application_processors
+                .iter()
+                .filter(|c| c.state != acpi::platform::ProcessorState::Disabled)
+                .map(|c| c.local_apic_id)
+                .collect(),
+        ),
+        None => (crate::apic::id(), alloc::vec::Vec::new()),
+    };
+    let cpus = 1 + ap_apic_ids.len();
     let pm_timer = platform.pm_timer.as_ref().and_then(|t| {
         io_port(t.base).map(|port| PmTimer {
             port,
@@ -125,6 +135,8 @@ pub fn init(rsdp: Option<u64>) -> Result<Platform, AcpiProblem> {
     Ok(Platform {
         rsdp,
         cpus,
+        bsp_apic_id,
+        ap_apic_ids,
         lapic_addr,
         ioapics,
         pm_timer,

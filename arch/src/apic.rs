@@ -171,3 +171,88 @@ pub fn timer_stop() {
     );
     write(REG_TIMER_INIT, 0);
 }
+
+// ------------------------------------------------------------------ IPIs
+
+const REG_ICR_LO: u32 = 0x300;
+const REG_ICR_HI: u32 = 0x310;
+/// ICR delivery modes (SDM Vol. 3A §11.6.1, Figure 11-12).
+const DM_FIXED: u32 = 0b000 << 8;
+const DM_NMI: u32 = 0b100 << 8;
+const DM_INIT: u32 = 0b101 << 8;
+const DM_STARTUP: u32 = 0b110 << 8;
+const LEVEL_ASSERT: u32 = 1 << 14;
+const DELIVERY_PENDING: u32 = 1 << 12;
+/// Destination shorthand "all excluding self".
+const ALL_BUT_SELF: u32 = 0b11 << 18;
+
+/// Whether an IPI can name APIC id `id` in the mode keel uses (xAPIC: 8 bits).
+pub fn can_address(id: u32) -> bool {
+    MODE.load(Ordering::Relaxed) == MODE_X2 || id <= 0xFF
+}
+
+/// Sends one IPI: `low` is the ICR's low word, `dest` the destination APIC id
+/// (ignored with a shorthand).
+fn send_ipi(dest: u32, low: u32) {
+    crate::cpu::without_interrupts(|| match MODE.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on, so the ICR is MSR 0x830 (64-bit: destination in
+        // the high half, SDM §11.12.9); sending an IPI touches no memory.
+        MODE_X2 => unsafe {
+            msr::wrmsr(
+                msr::X2APIC_BASE + (REG_ICR_LO >> 4),
+                (u64::from(dest) << 32) | u64::from(low),
+            )
+        },
+        MODE_X => {
+            write(REG_ICR_HI, (dest & 0xFF) << 24);
+            write(REG_ICR_LO, low);
+            // The xAPIC takes one IPI at a time: wait until it has gone out.
+            let start = crate::cpu::rdtsc();
+            while read(REG_ICR_LO) & DELIVERY_PENDING != 0
+                && crate::cpu::rdtsc().wrapping_sub(start) < 1 << 30
+            {
+                crate::cpu::pause();
+            }
+        }
+        _ => {}
+    })
+}
+
+/// INIT to one CPU (puts it into wait-for-SIPI).
+pub fn send_init(dest: u32) {
+    send_ipi(dest, DM_INIT | LEVEL_ASSERT);
+}
+
+/// STARTUP to one CPU: it starts in real mode at `vector << 12`.
+pub fn send_startup(dest: u32, vector: u8) {
+    send_ipi(dest, DM_STARTUP | LEVEL_ASSERT | u32::from(vector));
+}
+
+/// A fixed interrupt `vector` to one CPU.
+pub fn send_fixed(dest: u32, vector: u8) {
+    send_ipi(dest, DM_FIXED | LEVEL_ASSERT | u32::from(vector));
+}
+
+/// A fixed interrupt `vector` to every other CPU.
+pub fn send_fixed_all_others(vector: u8) {
+    send_ipi(0, DM_FIXED | LEVEL_ASSERT | ALL_BUT_SELF | u32::from(vector));
+}
+
+/// An NMI to every other CPU (keel's fatal path stops them with it).
+pub fn send_nmi_all_others() {
+    send_ipi(0, DM_NMI | LEVEL_ASSERT | ALL_BUT_SELF);
+}
+
+/// Whether the APIC is set up on this machine (the boot CPU's `init` has run).
+pub fn is_up() -> bool {
+    MODE.load(Ordering::Relaxed) != MODE_NONE
+}
+
+/// Enables an AP's local APIC in the mode the boot CPU chose (every CPU uses the
+/// same register interface, and the xAPIC page is at the same fixmap address on
+/// each: every CPU's APIC answers there for itself).
+pub fn init_ap() {
+    let x2 = MODE.load(Ordering::Relaxed) == MODE_X2;
+    let va = MMIO_VA.load(Ordering::Relaxed);
+    init(x2, va);
+}

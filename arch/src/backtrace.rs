@@ -1,8 +1,8 @@
 //! A short stack of return addresses for fatal reports, by walking saved frame
 //! pointers (keel is built with frame pointers: `frame-pointer: always` in the target).
 //!
-//! Each frame pointer is vetted (aligned, inside keel's image, where all of keel's
-//! stacks live) before it is read, so a corrupt chain ends the walk instead of
+//! Each frame pointer is vetted (aligned, inside keel's image, where the boot CPU's
+//! stacks live, or inside this CPU's own stack, `PerCpu::stack_contains`) before it is read, so a corrupt chain ends the walk instead of
 //! faulting again. Resolve the addresses with `addr2line -e target/keel/keel.elf`.
 
 const MAX_FRAMES: usize = 16;
@@ -38,7 +38,7 @@ pub fn print(rip: u64, rbp: u64) {
 
 #[cfg(target_os = "none")]
 fn frame_readable(fp: u64) -> bool {
-    crate::image::contains(fp, 16)
+    crate::image::contains(fp, 16) || crate::percpu::this().stack_contains(fp, 16)
 }
 
 #[cfg(not(target_os = "none"))]

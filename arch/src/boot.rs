@@ -254,14 +254,136 @@ start64_high:
     lea {stack}(%rip), %rsp
     add ${stack_top}, %rsp
     xor %ebp, %ebp
+    /* GS base: the boot CPU's per-CPU area, whose first word names itself
+       (percpu.rs). WRMSR takes ecx/eax/edx: keep magic and info meanwhile. */
+    mov %edi, %r12d
+    mov %esi, %r13d
+    lea {bsp_percpu}(%rip), %rax
+    mov %rax, (%rax)
+    mov %rax, %rdx
+    shr $32, %rdx
+    mov $0xC0000101, %ecx
+    wrmsr
     /* edi = magic, esi = info (32-bit moves zero-extended them) */
+    mov %r12d, %edi
+    mov %r13d, %esi
     call keel_start
 6:
     cli
     hlt
     jmp 6b
+
+    /* ---------------------------------------------------------------- APs
+       An application processor arrives here from the real-mode trampoline
+       (smp.rs) in 32-bit protected mode with flat segments (selector 0x10 for
+       data), paging off, no stack. It takes the same road as the boot CPU: PAE,
+       the early page tables (still in .boot.data, which keel never frees),
+       EFER.LME (+NXE where the CPU has it), paging, 64-bit code, the image
+       window; then keel's own page tables, its own stack and GS base from the
+       hand-off words the starting CPU filled (KEEL_AP_BOOT_*), and Rust. */
+    .section .boot.text, "ax"
+    .code32
+    .global keel_ap_start32
+keel_ap_start32:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %cr4, %eax
+    or $(1 << 5), %eax
+    mov %eax, %cr4
+    mov $boot_pml4, %eax
+    mov %eax, %cr3
+    mov $0x80000001, %eax
+    cpuid
+    mov %edx, %esi
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $(1 << 8), %eax
+    bt $20, %esi
+    jnc 7f
+    or $(1 << 11), %eax
+7:
+    wrmsr
+    mov %cr0, %eax
+    or $((1 << 31) | (1 << 16) | 1), %eax
+    mov %eax, %cr0
+    lgdt boot_gdt_ptr
+    ljmp $0x08, $ap_start64_low
+
+    .code64
+ap_start64_low:
+    xor %eax, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %eax, %fs
+    mov %eax, %gs
+    movabs $ap_start64_high, %rax
+    jmp *%rax
+
+    /* The trampoline's GDT (physical, so that the 16-bit code can name it):
+       0x08 flat 32-bit code, 0x10 flat data. */
+    .section .boot.data, "aw"
+    .p2align 3
+    .global keel_ap_gdt
+keel_ap_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+keel_ap_gdt_end:
+
+    .section .text.keel_ap_start64, "ax"
+ap_start64_high:
+    mov {ap_cr3}(%rip), %rax
+    mov %rax, %cr3
+    mov {ap_stack}(%rip), %rsp
+    xor %ebp, %ebp
+    mov {ap_percpu}(%rip), %rax
+    mov %rax, %rdi
+    mov %rax, %rdx
+    shr $32, %rdx
+    mov $0xC0000101, %ecx
+    wrmsr
+    call keel_ap_start
+8:
+    cli
+    hlt
+    jmp 8b
+
+    /* The real-mode trampoline: copied to a page below 1 MiB, where a STARTUP
+       IPI starts the AP at CS = page >> 4, IP = 0 (SDM Vol. 3A §9.4.4). It
+       only loads the GDT above and jumps to keel_ap_start32. Position
+       independent: DS = CS, and everything it names is at a fixed physical
+       address or an offset into itself. */
+    .section .rodata.keel_ap_trampoline, "a"
+    .code16
+    .global keel_ap_trampoline, keel_ap_trampoline_end
+keel_ap_trampoline:
+    cli
+    cld
+    mov %cs, %ax
+    mov %ax, %ds
+    lgdtl (ap_tramp_gdt_ptr - keel_ap_trampoline)
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl *(ap_tramp_far - keel_ap_trampoline)
+    .p2align 2
+ap_tramp_gdt_ptr:
+    .short keel_ap_gdt_end - keel_ap_gdt - 1
+    .long keel_ap_gdt
+ap_tramp_far:
+    .long keel_ap_start32
+    .short 0x08
+keel_ap_trampoline_end:
+    .code64
 "#,
     stack = sym KEEL_BOOT_STACK,
     stack_top = const 4096 + BOOT_STACK_SIZE,
+    bsp_percpu = sym crate::percpu::KEEL_BSP_PERCPU,
+    ap_cr3 = sym crate::smp::KEEL_AP_BOOT_CR3,
+    ap_stack = sym crate::smp::KEEL_AP_BOOT_STACK,
+    ap_percpu = sym crate::smp::KEEL_AP_BOOT_PERCPU,
     options(att_syntax)
 );

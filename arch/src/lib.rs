@@ -6,6 +6,8 @@
 //! (`target_os = "none"`), and every `unsafe` block in it argues its case.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod acpi;
 pub mod apic;
 pub mod backtrace;
@@ -18,10 +20,13 @@ pub mod image;
 pub mod io;
 pub mod msr;
 pub mod paging;
+pub mod percpu;
 pub mod pic;
 pub mod power;
 pub mod rtc;
 pub mod selftest;
+#[cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+pub mod smp;
 pub mod svm;
 #[cfg(test)]
 mod test_tables;

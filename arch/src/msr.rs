@@ -15,6 +15,7 @@ pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
 pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
 pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
 pub const IA32_EFER: u32 = 0xC000_0080;
+pub const IA32_GS_BASE: u32 = 0xC000_0101;
 /// x2APIC registers are MSRs 0x800 + (xAPIC MMIO offset >> 4) (SDM Vol. 3 §11.12.1).
 pub const X2APIC_BASE: u32 = 0x800;
 

@@ -6,6 +6,9 @@
 //! to QEMU's isa-debug-exit device so that tests can tell pass from fail by QEMU's exit
 //! status ((status << 1) | 1).
 //!
+//! SMP: the first CPU to fail claims the fatal path and stops the others with an
+//! NMI (their NMI handler finds the path taken and halts), so there is one report.
+//!
 //! Hazard: the fatal path may run with any lock held and any state half-updated; it
 //! touches only the console (breaking its lock), two ports and static atomics. A
 //! fault while reporting a fault halts at once instead of recursing.
@@ -108,11 +111,22 @@ pub fn fatal_stop() -> ! {
     )
 }
 
-/// Claims the fatal path; a second claim (a fault while reporting) halts at once.
+/// Claims the fatal path for this CPU and stops every other one; a second claim
+/// (a fault while reporting, or another CPU failing at the same time, or the NMI
+/// this sends reaching the others) halts that CPU at once. So one CPU reports, and
+/// nothing else of keel runs on after it.
 pub fn enter_fatal() {
     if IN_FATAL.swap(true, Ordering::SeqCst) {
         crate::cpu::halt_forever();
     }
+    // The others take the NMI in `fatal_exception`, whose claim then fails.
+    crate::apic::send_nmi_all_others();
+    let me = crate::percpu::this();
+    crate::console::emergency_write_fmt(format_args!(
+        "(KEEL) FATAL: on CPU {} (APIC id {}); every other CPU is stopped\n",
+        me.index(),
+        me.apic_id()
+    ));
 }
 
 /// Prints the report for an exception keel raised itself, then stops the machine.

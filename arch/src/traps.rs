@@ -48,6 +48,8 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// The LAPIC timer vector.
 pub const TIMER_VECTOR: u8 = 0xF0;
+/// keel's kick IPI: wakes a halted CPU, or makes the guest it runs exit.
+pub const KICK_VECTOR: u8 = 0xF1;
 
 /// Exception names, SDM Vol. 3 Table 6-1.
 pub fn exception_name(vector: u64) -> &'static str {

@@ -106,6 +106,11 @@ pub struct Options {
     pub dom0_mem: Dom0Mem,
     /// `sched=`: the scheduling policy (Xen's option name).
     pub sched: SchedPolicy,
+    /// `nr_cpus=` / `maxcpus=`: bring up at most this many CPUs, the boot CPU
+    /// included (Xen's two options; keel takes the smaller of the two).
+    pub max_cpus: Option<u32>,
+    /// keel's own: the CPU `debug-crash=` crashes on (default: the boot CPU).
+    pub debug_crash_cpu: u32,
 }
 
 /// What `sched=` asks for.
@@ -237,6 +242,8 @@ impl Default for Options {
             debug_crash: None,
             dom0_mem: Dom0Mem::default(),
             sched: SchedPolicy::default(),
+            max_cpus: None,
+            debug_crash_cpu: 0,
         }
     }
 }
@@ -314,6 +321,8 @@ const COM_EXPECTED: &str =
 const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const SCHED_EXPECTED: &str = "credit2 or null";
+const CPUS_EXPECTED: &str = "a number of CPUs, at least 1";
+const CPU_EXPECTED: &str = "a CPU index (0 is the boot CPU)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 
 const DOM0_MEM_EXPECTED: &str = "a list of [min:|max:]<sz>, <sz> being [-]<size>, [-]<n>% or \
@@ -565,6 +574,26 @@ pub fn parse<'a>(
                     });
                 }
             };
+        } else if name_is(name, "nr_cpus") || name_is(name, "maxcpus") {
+            let v = value_of(word, value, CPUS_EXPECTED)?;
+            let n = match parse_u32(v) {
+                Some(n) if n >= 1 => n,
+                _ => {
+                    return Err(CmdlineError::BadValue {
+                        option: word,
+                        value: v,
+                        expected: CPUS_EXPECTED,
+                    });
+                }
+            };
+            opts.max_cpus = Some(opts.max_cpus.map_or(n, |m| m.min(n)));
+        } else if name_is(name, "debug_crash_cpu") {
+            let v = value_of(word, value, CPU_EXPECTED)?;
+            opts.debug_crash_cpu = parse_u32(v).ok_or(CmdlineError::BadValue {
+                option: word,
+                value: v,
+                expected: CPU_EXPECTED,
+            })?;
         } else if name_is(name, "debug_crash") {
             let v = value_of(word, value, CRASH_EXPECTED)?;
             opts.debug_crash = Some(match v {
@@ -856,6 +885,28 @@ mod tests {
                 "{line}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn cpu_limits_take_the_smaller() {
+        assert_eq!(parse("", |_| {}).unwrap().max_cpus, None);
+        assert_eq!(parse("nr_cpus=2", |_| {}).unwrap().max_cpus, Some(2));
+        assert_eq!(parse("maxcpus=3", |_| {}).unwrap().max_cpus, Some(3));
+        assert_eq!(
+            parse("nr_cpus=4 maxcpus=1", |_| {}).unwrap().max_cpus,
+            Some(1)
+        );
+        assert_eq!(
+            parse("maxcpus=1 nr-cpus=8", |_| {}).unwrap().max_cpus,
+            Some(1)
+        );
+        for bad in ["nr_cpus=0", "maxcpus=two", "nr_cpus", "debug-crash-cpu=x"] {
+            assert!(parse(bad, |_| {}).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse("debug-crash-cpu=1", |_| {}).unwrap().debug_crash_cpu,
+            1
+        );
     }
 
     #[test]

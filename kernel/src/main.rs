@@ -8,7 +8,9 @@
 //!    page tables, the heap;
 //! 4. ACPI (needs the heap): CPUs, APIC, PM timer and how to power off;
 //! 5. CPU and virtualization features, the LAPIC timer calibrated and proven;
-//! 6. act on what the user asked for (dom0), or say why not, and power off.
+//! 6. the other CPUs, each with its own tables, stacks and virtualization state
+//!    (`smp.rs`);
+//! 7. act on what the user asked for (dom0), or say why not, and power off.
 //!
 //! Errors before step 4 cannot power off through ACPI; they are reported and keel
 //! halts (or, under test, exits through isa-debug-exit).
@@ -20,6 +22,7 @@ mod domain;
 mod hypercalls;
 mod logger;
 mod memory;
+mod smp;
 mod vmexit;
 mod world;
 
@@ -327,22 +330,57 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     init_timer(&cpu_info, pm_timer);
     cpu::enable_fxsave();
 
-    // 6. What to run.
+    // 6. The other CPUs.
+    let ap_ids = platform
+        .as_ref()
+        .map(|p| p.ap_apic_ids.clone())
+        .unwrap_or_default();
+    smp::bring_up(
+        &ap_ids,
+        opts.max_cpus,
+        &hvm,
+        u64::from(tsc_khz()) * 1000,
+    );
+
+    // 7. What to run.
     if let Some(kind) = opts.debug_crash {
-        use keel_arch::selftest::Crash;
+        let k = kind as u32;
+        if opts.debug_crash_cpu != 0 && kind == cmdline::CrashKind::StackOverflow {
+            // AP stacks have no guard page (smp.rs): the overflow would corrupt
+            // memory instead of faulting.
+            log::warn!("debug-crash=stack-overflow needs the boot CPU's guard page: crashing CPU 0");
+        } else if opts.debug_crash_cpu != 0 {
+            log::warn!(
+                "debug-crash={kind:?} on CPU {}: crashing keel on purpose",
+                opts.debug_crash_cpu
+            );
+            if !smp::crash_on(opts.debug_crash_cpu, k) {
+                log::warn!(
+                    "debug-crash-cpu={}: no such CPU online; crashing CPU 0",
+                    opts.debug_crash_cpu
+                );
+            }
+        }
         log::warn!("debug-crash={kind:?}: crashing keel on purpose");
-        keel_arch::selftest::crash(match kind {
-            cmdline::CrashKind::PageFault => Crash::PageFault,
-            cmdline::CrashKind::InvalidOpcode => Crash::InvalidOpcode,
-            cmdline::CrashKind::StackOverflow => Crash::StackOverflow,
-            cmdline::CrashKind::Panic => Crash::Panic,
-        });
+        debug_crash(k);
     }
     if let Err(e) = parsed {
         say!("Error: command line: {e}");
         power::power_off(ExitStatus::Clean, "the command line is malformed");
     }
     launch(&boot, &hvm, &opts)
+}
+
+/// Crashes this CPU on purpose (`debug-crash=`), the kind by its index in
+/// [`cmdline::CrashKind`].
+pub fn debug_crash(kind: u32) -> ! {
+    use keel_arch::selftest::Crash;
+    keel_arch::selftest::crash(match kind {
+        k if k == cmdline::CrashKind::PageFault as u32 => Crash::PageFault,
+        k if k == cmdline::CrashKind::InvalidOpcode as u32 => Crash::InvalidOpcode,
+        k if k == cmdline::CrashKind::StackOverflow as u32 => Crash::StackOverflow,
+        _ => Crash::Panic,
+    })
 }
 
 /// Decides what to build from the modules (`keel_kernel::launch`), builds Dom0 and

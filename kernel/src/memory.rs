@@ -6,8 +6,10 @@
 //! are reserved before the allocator exists, so no frame holding them is handed out.
 //!
 //! # Locking
-//! The frame allocator sits behind one spin lock (single CPU so far; never taken in
-//! interrupt context).
+//! The frame allocator and the heap each sit behind one spin lock, taken by any
+//! CPU, never in interrupt context and never while holding the other (the heap's
+//! lock is held only inside `alloc`/`dealloc`). The memory map's lock is taken
+//! only during boot, on the boot CPU.
 
 use core::fmt;
 
@@ -35,6 +37,17 @@ const HEAP_BYTES: u64 = 8 << 20;
 static MEMMAP: Mutex<MemoryMap> = Mutex::new(MemoryMap::new());
 /// The frame allocator, once [`init`] has run.
 pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// The page below 1 MiB reserved for starting APs (0: none could be found).
+static AP_TRAMPOLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The page APs start in, if one was reserved.
+pub fn ap_trampoline() -> Option<u64> {
+    match AP_TRAMPOLINE.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        t => Some(t),
+    }
+}
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -109,6 +122,13 @@ pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, Me
         };
         map.reserve(r.start, r.end - r.start, kind)
             .map_err(MemoryError::Map)?;
+    }
+    // The page APs start in (real mode: below 1 MiB). None free: keel runs on the
+    // boot CPU alone, and says so when it brings CPUs up.
+    if let Some(t) = map.find_free(4096, 4096, 0x10_0000) {
+        map.reserve(t.as_u64(), 4096, RegionKind::ApTrampoline)
+            .map_err(MemoryError::Map)?;
+        AP_TRAMPOLINE.store(t.as_u64(), core::sync::atomic::Ordering::Relaxed);
     }
     let words = FrameAllocator::storage_words_for(&map);
     let bytes = (words as u64 * 8).next_multiple_of(4096);

@@ -9,7 +9,7 @@
 //! `Usable < AcpiReclaimable < Reserved < AcpiNvs < Defective`. ACPI reclaimable memory
 //! becomes RAM once the tables are parsed, so it is the least restrictive; NVS must
 //! survive sleep states; defective RAM must never be touched by anyone. keel's own
-//! kinds beat every firmware kind (`BootInfo < Module < AllocatorMetadata < Kernel`,
+//! kinds beat every firmware kind (`BootInfo < Module < AllocatorMetadata < ApTrampoline < Kernel`,
 //! an arbitrary but total order, so that the result of `add` never depends on the
 //! order entries arrive in). `reserve` is different: it records a fact about where
 //! keel put something, so it overwrites whatever was there, holes included.
@@ -54,6 +54,8 @@ pub enum RegionKind {
     Module,
     /// keel: the frame allocator's own bitmap.
     AllocatorMetadata,
+    /// keel: the page below 1 MiB application processors start in.
+    ApTrampoline,
 }
 
 impl RegionKind {
@@ -68,7 +70,8 @@ impl RegionKind {
             RegionKind::BootInfo => 5,
             RegionKind::Module => 6,
             RegionKind::AllocatorMetadata => 7,
-            RegionKind::Kernel => 8,
+            RegionKind::ApTrampoline => 8,
+            RegionKind::Kernel => 9,
         }
     }
 

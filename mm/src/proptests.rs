@@ -14,7 +14,7 @@ const GRAIN: u64 = 0x100;
 const SPACE: u64 = 0x4_0000;
 
 const FIRMWARE: [RegionKind; 5] = [Usable, Reserved, AcpiReclaimable, AcpiNvs, Defective];
-const KEEL: [RegionKind; 4] = [Kernel, BootInfo, Module, AllocatorMetadata];
+const KEEL: [RegionKind; 5] = [Kernel, BootInfo, Module, AllocatorMetadata, ApTrampoline];
 
 fn entry(kinds: &'static [RegionKind]) -> impl Strategy<Value = (u64, u64, RegionKind)> {
     (

@@ -57,6 +57,17 @@ impl Backend {
         }
     }
 
+    /// How many CPUs a boot gets unless it asks otherwise: QEMU 4 (each on its
+    /// own host thread), Bochs 2 (Bochs runs its CPUs in turns on one thread, so
+    /// each more costs wall time). Tests that must cover one-CPU machines say so
+    /// with `Boot::cpus(1)`.
+    pub fn default_cpus(self) -> u32 {
+        match self {
+            Backend::QemuSvm => 4,
+            Backend::BochsVmx | Backend::BochsSvm => 2,
+        }
+    }
+
     /// The Bochs `cpu: model=` for this backend, `None` for QEMU.
     pub fn bochs_cpu_model(self) -> Option<&'static str> {
         match self {

@@ -24,6 +24,8 @@ pub const ACPI_RSDP: &str = r"^\(KEEL\) ACPI: RSDP at 0x[0-9a-f]+";
 /// ACPI MADT summary; groups: CPUs, IOAPICs.
 pub const ACPI_MADT: &str =
     r"^\(KEEL\) ACPI: (\d+) CPU\(s\), LAPIC at 0x[0-9a-f]+, (\d+) IOAPIC\(s\)";
+/// How many CPUs came up, of how many the MADT lists, and their APIC ids.
+pub const CPUS_UP: &str = r"^\(KEEL\) CPUs: (\d+) of (\d+) up \(APIC ids ([\d ]+)\)( \(limited by nr_cpus/maxcpus\))?$";
 /// SVM with nested paging.
 pub const HVM_SVM: &str = r"^\(KEEL\) HVM: SVM .*NPT: yes";
 /// VMX with EPT, VPID and unrestricted guest.
@@ -55,6 +57,9 @@ pub const FATAL_REGISTERS: &str = r"^\(KEEL\) FATAL: RAX 0x[0-9a-f]{16} RBX 0x[0
 /// The stack of return addresses closing a report; at least one address.
 pub const FATAL_STACK: &str = r"^\(KEEL\) FATAL: stack:( 0x[0-9a-f]{16})+$";
 /// A panic report; groups: file, line, message.
+/// The line saying which CPU failed; the others are stopped (one report a run).
+pub const FATAL_CPU: &str =
+    r"^\(KEEL\) FATAL: on CPU (\d+) \(APIC id (\d+)\); every other CPU is stopped$";
 pub const FATAL_PANIC: &str = r"^\(KEEL\) FATAL: panic at (\S+):(\d+): (.*)$";
 
 /// The HVM line keel must print on `backend`.

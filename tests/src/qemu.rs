@@ -60,13 +60,23 @@ pub fn initrd_arg(modules: &[(String, String)]) -> Result<Option<String>, Harnes
     Ok(Some(parts.join(",")))
 }
 
-/// Arguments for `qemu-system-x86_64` (not including the program name).
-pub fn qemu_args(boot: &QemuBoot<'_>, serial_file: &str) -> Result<Vec<OsString>, HarnessError> {
+/// Arguments for `qemu-system-x86_64` (not including the program name), for a
+/// machine with `cpus` CPUs: with more than one, TCG runs each on its own host
+/// thread (`thread=multi`), so the CPUs really run at once.
+pub fn qemu_args(
+    boot: &QemuBoot<'_>,
+    serial_file: &str,
+    cpus: u32,
+) -> Result<Vec<OsString>, HarnessError> {
+    let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
+    let smp = cpus.max(1).to_string();
     let mut args: Vec<OsString> = [
         "-accel",
-        "tcg",
+        accel,
         "-cpu",
         "max",
+        "-smp",
+        &smp,
         "-m",
         "512M",
         "-display",
@@ -116,11 +126,11 @@ mod tests {
 
     #[test]
     fn iso_boot_arguments() {
-        let args = strings(qemu_args(&QemuBoot::Iso("keel.iso"), "serial.log").expect("ok"));
+        let args = strings(qemu_args(&QemuBoot::Iso("keel.iso"), "serial.log", 1).expect("ok"));
         let line = args.join(" ");
-        assert!(
-            line.starts_with("-accel tcg -cpu max -m 512M -display none -monitor none -no-reboot")
-        );
+        assert!(line.starts_with(
+            "-accel tcg -cpu max -smp 1 -m 512M -display none -monitor none -no-reboot"
+        ));
         assert!(line.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(line.contains("-serial file:serial.log"));
         assert!(line.ends_with("-cdrom keel.iso -boot d"));
@@ -137,7 +147,11 @@ mod tests {
             cmdline: "console=com1 loglvl=all",
             modules: &mods,
         };
-        let args = strings(qemu_args(&boot, "serial.log").expect("ok"));
+        let args = strings(qemu_args(&boot, "serial.log", 4).expect("ok"));
+        assert!(
+            args.join(" ")
+                .starts_with("-accel tcg,thread=multi -cpu max -smp 4 -m 512M")
+        );
         let tail: Vec<&str> = args
             .iter()
             .rev()

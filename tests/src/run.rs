@@ -65,6 +65,7 @@ pub struct Boot {
     cmdline: String,
     modules: Vec<BootModule>,
     timeout: Duration,
+    cpus: u32,
 }
 
 /// A module as the builder was told about it: a file, or a domU config that is
@@ -97,7 +98,20 @@ impl Boot {
             } else {
                 BOCHS_TIMEOUT
             },
+            cpus: backend.default_cpus(),
         }
+    }
+
+    /// Gives the machine `cpus` CPUs instead of the backend's default
+    /// ([`Backend::default_cpus`]).
+    pub fn cpus(mut self, cpus: u32) -> Boot {
+        self.cpus = cpus.max(1);
+        self
+    }
+
+    /// How many CPUs the machine has.
+    pub fn nr_cpus(&self) -> u32 {
+        self.cpus
     }
 
     /// Uses `loader` instead of GRUB.
@@ -268,7 +282,11 @@ impl Boot {
             (Backend::QemuSvm, Loader::Grub) => {
                 iso::build_iso(&work, &elf, &self.cmdline, &modules)?;
                 let mut cmd = Command::new(QEMU);
-                cmd.args(qemu::qemu_args(&QemuBoot::Iso(ISO_FILE), SERIAL_FILE)?);
+                cmd.args(qemu::qemu_args(
+                    &QemuBoot::Iso(ISO_FILE),
+                    SERIAL_FILE,
+                    self.cpus,
+                )?);
                 cmd
             }
             (Backend::QemuSvm, Loader::QemuDirect) => {
@@ -279,7 +297,7 @@ impl Boot {
                     modules: &pairs,
                 };
                 let mut cmd = Command::new(QEMU);
-                cmd.args(qemu::qemu_args(&boot, SERIAL_FILE)?);
+                cmd.args(qemu::qemu_args(&boot, SERIAL_FILE, self.cpus)?);
                 cmd
             }
             (Backend::BochsVmx | Backend::BochsSvm, _) => {
@@ -288,7 +306,7 @@ impl Boot {
                 let model = self.backend.bochs_cpu_model().unwrap_or("corei7_skylake_x");
                 write(
                     &work.join("bochsrc"),
-                    &bochs::bochsrc(model, ISO_FILE, SERIAL_FILE, BOCHS_LOG),
+                    &bochs::bochsrc(model, self.cpus, ISO_FILE, SERIAL_FILE, BOCHS_LOG),
                 )?;
                 write(&work.join("bochs.rc"), bochs::BOCHS_RC)?;
                 let mut cmd = Command::new(BOCHS);

@@ -10,7 +10,7 @@ use keel_tests::contract::*;
 use keel_tests::{Backend, Boot, Loader, RunResult};
 
 /// Everything a plain boot without modules must print on `backend`.
-fn check_plain_boot(run: &RunResult, backend: Backend) {
+fn check_plain_boot(run: &RunResult, backend: Backend, boot_cpus: u32) {
     run.assert_line(BANNER);
     let cmdline = run.assert_line(COMMAND_LINE);
     assert!(
@@ -53,10 +53,29 @@ fn check_plain_boot(run: &RunResult, backend: Backend) {
         run.report()
     );
     run.assert_line(TIMER_LAPIC);
+    check_cpus(run, boot_cpus, boot_cpus, false);
 
     run.assert_line(NO_DOM0);
     run.assert_no_line(FATAL);
     run.assert_powered_off_cleanly();
+}
+
+/// The `CPUs:` line: `up` of `listed` CPUs came up, with distinct APIC ids, and
+/// whether the count was limited on the command line.
+fn check_cpus(run: &RunResult, up: u32, listed: u32, limited: bool) {
+    let c = run.assert_line(CPUS_UP);
+    assert_eq!(
+        (number(run, &c[1]), number(run, &c[2])),
+        (u64::from(up), u64::from(listed)),
+        "CPUs up / listed\n{}",
+        run.report()
+    );
+    let mut ids: Vec<&str> = c[3].split(' ').collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), up as usize, "APIC ids not distinct\n{}", run.report());
+    assert_eq!(c.get(4).is_some(), limited, "limit note\n{}", run.report());
+    run.assert_no_line(r"not started");
 }
 
 fn number(run: &RunResult, text: &str) -> u64 {
@@ -67,19 +86,49 @@ fn number(run: &RunResult, text: &str) -> u64 {
 #[test]
 fn boots_and_powers_off_on_qemu_svm() {
     let run = Boot::new("boots_and_powers_off", Backend::QemuSvm).run();
-    check_plain_boot(&run, Backend::QemuSvm);
+    check_plain_boot(&run, Backend::QemuSvm, 4);
 }
 
 #[test]
 fn boots_and_powers_off_on_bochs_vmx() {
     let run = Boot::new("boots_and_powers_off", Backend::BochsVmx).run();
-    check_plain_boot(&run, Backend::BochsVmx);
+    check_plain_boot(&run, Backend::BochsVmx, 2);
 }
 
 #[test]
 fn boots_and_powers_off_on_bochs_svm() {
     let run = Boot::new("boots_and_powers_off", Backend::BochsSvm).run();
-    check_plain_boot(&run, Backend::BochsSvm);
+    check_plain_boot(&run, Backend::BochsSvm, 2);
+}
+
+/// One-CPU machines stay covered.
+#[test]
+fn boots_on_one_cpu_on_qemu_svm() {
+    let run = Boot::new("boots_on_one_cpu", Backend::QemuSvm)
+        .cpus(1)
+        .run();
+    check_plain_boot(&run, Backend::QemuSvm, 1);
+}
+
+#[test]
+fn boots_on_one_cpu_on_bochs_vmx() {
+    let run = Boot::new("boots_on_one_cpu", Backend::BochsVmx)
+        .cpus(1)
+        .run();
+    check_plain_boot(&run, Backend::BochsVmx, 1);
+}
+
+/// Xen's `nr_cpus=` and `maxcpus=` limit how many CPUs keel brings up; the
+/// smaller wins.
+#[test]
+fn nr_cpus_and_maxcpus_limit_the_cpus_on_qemu_svm() {
+    let run = Boot::new("nr_cpus_limit", Backend::QemuSvm)
+        .extra_cmdline("nr_cpus=3 maxcpus=2")
+        .run();
+    check_cpus(&run, 2, 4, true);
+    run.assert_line(NO_DOM0);
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
 }
 
 /// QEMU's own multiboot v1 loader (`-kernel`), with a minimal command line: the

@@ -12,8 +12,13 @@ use keel_tests::outcome::Outcome;
 use keel_tests::{Backend, Boot, RunResult};
 
 fn crash(name: &str, backend: Backend, kind: &str) -> RunResult {
+    crash_on(name, backend, kind, 0)
+}
+
+/// Crashes keel on CPU `cpu` (0: the boot CPU) and checks the one report.
+fn crash_on(name: &str, backend: Backend, kind: &str, cpu: u32) -> RunResult {
     let run = Boot::new(name, backend)
-        .extra_cmdline(&format!("debug-crash={kind}"))
+        .extra_cmdline(&format!("debug-crash={kind} debug-crash-cpu={cpu}"))
         .run();
     assert!(
         matches!(run.outcome(), Outcome::KeelFailure(_)),
@@ -30,6 +35,12 @@ fn crash(name: &str, backend: Backend, kind: &str) -> RunResult {
     }
     run.assert_line(FATAL_STACK);
     run.assert_line(r"^\(KEEL\) Powering off: keel failed");
+    // One CPU reports; every other one was stopped, so there is one report.
+    let who = run.lines_matching(FATAL_CPU);
+    assert_eq!(who.len(), 1, "one report, from one CPU\n{}", run.report());
+    let c = run.assert_line(FATAL_CPU);
+    assert_eq!(&c[1], cpu.to_string(), "the failing CPU\n{}", run.report());
+    assert_eq!(run.lines_matching(FATAL_STACK).len(), 1, "{}", run.report());
     run
 }
 
@@ -89,4 +100,25 @@ fn panic_in_keel_is_reported_on_qemu_svm() {
     let caps = run.assert_line(FATAL_PANIC);
     assert!(caps[3].contains("deliberate panic"), "{}", run.report());
     run.assert_no_line(FATAL_EXCEPTION);
+}
+
+/// keel's fatal error on an AP stops every CPU, with one report naming that CPU.
+#[test]
+fn panic_on_an_ap_stops_every_cpu_on_qemu_svm() {
+    let run = crash_on("crash_panic_ap", Backend::QemuSvm, "panic", 2);
+    let caps = run.assert_line(FATAL_PANIC);
+    assert!(caps[3].contains("deliberate panic"), "{}", run.report());
+    assert_eq!(run.lines_matching(FATAL_PANIC).len(), 1, "{}", run.report());
+}
+
+#[test]
+fn page_fault_on_an_ap_is_reported_on_bochs_vmx() {
+    let run = crash_on("crash_page_fault_ap", Backend::BochsVmx, "page-fault", 1);
+    assert_exception(&run, "14", "#PF");
+}
+
+#[test]
+fn invalid_opcode_on_an_ap_is_reported_on_bochs_svm() {
+    let run = crash_on("crash_invalid_opcode_ap", Backend::BochsSvm, "invalid-opcode", 1);
+    assert_exception(&run, "6", "#UD");
 }

@@ -63,15 +63,15 @@ impl core::fmt::Display for SvmError {
     }
 }
 
-/// keel's own VMLOAD/VMSAVE state, captured by [`enable`] (single CPU for now).
-static HOST_VMCB: spin::Once<Hpa> = spin::Once::new();
-
-/// Turns SVM on for this CPU. Idempotent.
+/// Turns SVM on for this CPU: EFER.SVME, this CPU's host save area, and this
+/// CPU's host VMCB (keel's own VMLOAD/VMSAVE state, kept in its `PerCpu`).
+/// Idempotent per CPU.
 pub fn enable(frames: &mut dyn FrameSource, caps: &SvmCaps) -> Result<(), SvmError> {
     if !caps.npt {
         return Err(SvmError::NoNpt);
     }
-    if HOST_VMCB.get().is_some() {
+    let me = crate::percpu::this();
+    if me.svm_host_vmcb().is_some() {
         return Ok(());
     }
     let hsave = frames.alloc_zeroed(1).ok_or(SvmError::OutOfMemory)?;
@@ -89,7 +89,7 @@ pub fn enable(frames: &mut dyn FrameSource, caps: &SvmCaps) -> Result<(), SvmErr
         // Capture keel's TR/FS/GS/... now that the GDT and TSS are loaded.
         asm!("vmsave rax", in("rax") host.as_u64(), options(nostack, preserves_flags));
     }
-    HOST_VMCB.call_once(|| host);
+    me.set_svm_host_vmcb(host.as_u64());
     Ok(())
 }
 
@@ -367,7 +367,7 @@ unsafe fn svm_run(vmcb: u64, host: u64, gprs: *mut GuestGprs) {
 
 impl HvmVcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
-        let Some(&host) = HOST_VMCB.get() else {
+        let Some(host) = crate::percpu::this().svm_host_vmcb() else {
             return Exit::Failed {
                 why: "svm::enable was not called on this CPU",
                 code: 0,
@@ -379,8 +379,8 @@ impl HvmVcpu for SvmVcpu {
         self.vmcb.set(vmcb::RAX, self.gprs.rax);
         self.vmcb.set(vmcb::VMCB_CLEAN, 0);
         // SAFETY: the VMCB was initialized by `new` and is owned by self; `host` was
-        // captured by `enable` on this (the only) CPU; gprs is a live &mut.
-        unsafe { svm_run(self.vmcb.pa().as_u64(), host.as_u64(), &mut self.gprs) };
+        // captured by `enable` on this very CPU (its PerCpu); gprs is a live &mut.
+        unsafe { svm_run(self.vmcb.pa().as_u64(), host, &mut self.gprs) };
         self.gprs.rax = self.vmcb.get(vmcb::RAX);
         // An event cut short by the exit is delivered again on the next entry
         // (APM Vol. 2 §15.7.2), unless the handler injects something else.
