@@ -5,17 +5,21 @@
 //!
 //! An event channel is a port in one domain's table; a port is free, unbound
 //! (waiting for a named peer), interdomain (connected to a port of another
-//! domain, or of the same one: loopback), bound to a VIRQ, or an IPI. The
-//! [`Hub`] holds every domain's table and implements the hypercall sub-ops
-//! with Xen's semantics and error codes (`xen/common/event_channel.c`,
-//! `public/event_channel.h`). It never touches guest memory: an operation
-//! that raises an event returns a [`Notify`], and the kernel sets the port
-//! pending with [`two_level::set_pending`] over the guest's `shared_info`
-//! and `vcpu_info` (an [`two_level::EventWords`] implementation).
+//! domain, or of the same one: loopback), bound to a VIRQ, or an IPI. Each
+//! domain's ports live in its own [`Table`], which implements the hypercall
+//! sub-ops with Xen's semantics and error codes (`xen/common/event_channel.c`,
+//! `public/event_channel.h`); the sub-ops that reach a second domain are
+//! functions of both tables ([`table::interdomain`]). Nothing here touches
+//! guest memory: an operation that raises an event returns a [`Notify`], and
+//! the kernel sets the port pending with [`two_level::set_pending`] over the
+//! guest's `shared_info` and `vcpu_info` (an [`two_level::EventWords`]
+//! implementation).
 //!
-//! Split as Xen splits it: [`hub`] is `event_channel.c` (ports, states,
+//! Split as Xen splits it: [`table`] is `event_channel.c` (ports, states,
 //! permissions), [`two_level`] is `event_2l.c` (the pending/mask bitmaps),
-//! [`virq`] classifies VIRQs.
+//! [`virq`] classifies VIRQs and records who handles the global ones. [`hub`]
+//! keeps every table in one map behind the one-call-per-op API of a kernel
+//! with one lock.
 //!
 //! # Invariants (each module states its own in full)
 //!
@@ -25,21 +29,47 @@
 //!
 //! # Locking
 //!
-//! None inside: the kernel holds the one [`Hub`] under one lock, so an
-//! interdomain operation sees both tables at once (Xen takes two domains'
-//! `event_lock`s in domain order instead).
+//! Tables are per domain: the kernel keeps each domain's [`Table`] under
+//! that domain's own lock (Xen's `d->event_lock`), and there is one order:
+//! **an operation on two domains locks both, the lower domain id first**
+//! (the same domain: one lock). The global-VIRQ handlers
+//! ([`GlobalVirqHandlers`]) have their own lock, taken after table locks.
+//!
+//! - One table: allocating, binding VIRQs and IPIs, `bind_vcpu`, status,
+//!   unmask and poll checks, VIRQ delivery, and loopback binds.
+//! - Two tables: [`bind_interdomain`] to another domain; [`send_interdomain`]
+//!   and [`close_interdomain`] when [`Table::send`] or [`Table::close`]
+//!   answers [`Reach::Remote`]; [`close_peer`], a step of `EVTCHNOP_reset`
+//!   and of domain destruction, once per peer.
+//! - The remote domain is learnt under the local lock, which is dropped to
+//!   take both in order; the two-table functions therefore read the port
+//!   again and act on what it is then (`EINVAL` if it was freed and rebound
+//!   elsewhere meanwhile). The step-by-step protocol per operation is in
+//!   [`table`].
+//! - A [`Notify`] is delivered before the lock of the domain it names is
+//!   dropped (for an interdomain send, the remote's): closing a port clears
+//!   its pending bit under that lock, and a delivery that came after would
+//!   leave a freed port pending, to fire on whatever reuses it.
+//!
+//! [`Hub`] needs none of this inside: it is for a kernel that holds every
+//! table under one lock.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod hub;
+pub mod table;
 pub mod two_level;
 pub mod virq;
 
-pub use hub::{Hub, Notify, PORTS_PER_BUCKET, State, Status};
+pub use hub::Hub;
 pub use keel_hypercall::abi::Errno;
 pub use keel_hypercall::abi::domid::DomId;
 pub use keel_hypercall::abi::evtchn::EvtchnPort as Port;
+pub use table::{
+    Notify, PORTS_PER_BUCKET, Reach, State, Status, Table, bind_interdomain, close_interdomain,
+    close_peer, send_interdomain,
+};
 pub use two_level::{ArrayWords, EventWords};
-pub use virq::VirqKind;
+pub use virq::{GlobalVirqHandlers, VirqKind};

@@ -38,7 +38,8 @@
 //! None: the words are shared with the guest and every operation on them is
 //! a single atomic read-modify-write. The caller must not race a
 //! [`set_pending`] with closing the same port (Xen holds the channel's read
-//! lock); holding the [`Hub`](crate::Hub) lock across both does that.
+//! lock); holding the lock of the port's domain's [`Table`](crate::Table)
+//! across both does that (see [`crate::table`]'s locking).
 //!
 //! # Hazards
 //!
