@@ -28,8 +28,8 @@
 //!
 //! # Locking
 //!
-//! The caller holds the grants lock, so the only concurrent writer is the
-//! granting guest.
+//! The caller holds the granting domain's lock, so the only concurrent
+//! writer of the entry is the granting guest.
 
 use keel_hypercall::abi::domid::DomId;
 use keel_hypercall::abi::grant_table::{

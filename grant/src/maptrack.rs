@@ -16,11 +16,15 @@
 //! - `free` holds exactly the indices below `slots.len()` whose slot is
 //!   `None`; `slots.len() <= limit`.
 //! - Lookups and allocation are `O(log n)`; nothing scans the table except
-//!   the domain-wide walks of [`crate::Grants::remove_domain`].
+//!   the steps of a domain's death ([`crate::pair`]) and
+//!   [`crate::DomainGrants::granters`].
 //!
 //! # Locking
 //!
-//! Under the grants lock, like everything in this crate.
+//! Part of its domain's [`DomainGrants`](crate::DomainGrants), so under that
+//! domain's lock. Only the owning domain's own operations, and the steps of
+//! its own death, add or free slots; a granter's death, holding both
+//! domains' locks, turns live slots into revoked ones.
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -124,6 +128,40 @@ impl Maptrack {
                 f(handle as GrantHandle, info);
             }
         }
+    }
+
+    /// Frees every live mapping of `granter`'s grants, calling `f` with each
+    /// (handle, mapping) in handle order.
+    pub fn remove_live_of(&mut self, granter: DomId, mut f: impl FnMut(GrantHandle, MapInfo)) {
+        let handles: Vec<(GrantHandle, MapInfo)> = self
+            .live()
+            .filter(|(_, info)| info.granter == granter)
+            .collect();
+        for (handle, info) in handles {
+            self.remove(handle);
+            f(handle, info);
+        }
+    }
+
+    /// The granters of the live mappings, ascending, each once.
+    #[must_use]
+    pub fn granters(&self) -> Vec<DomId> {
+        let ids: BTreeSet<DomId> = self.live().map(|(_, info)| info.granter).collect();
+        ids.into_iter().collect()
+    }
+
+    /// Whether any slot holds a live mapping.
+    #[must_use]
+    pub fn has_live(&self) -> bool {
+        self.live().next().is_some()
+    }
+
+    /// Every occupied slot, in handle order.
+    pub fn slots(&self) -> impl Iterator<Item = (GrantHandle, Slot)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(h, s)| s.map(|s| (h as GrantHandle, s)))
     }
 
     /// Every live mapping, in handle order.
