@@ -70,16 +70,41 @@
 //! on it is running elsewhere, parked by its cap, or about to run on an idle pCPU
 //! just kicked for it), and O(vCPUs + pCPUs) per call.
 //!
+//! # Representation and cost
+//!
+//! `yield_now` + `pick` is the path a guest's `SCHEDOP_yield` takes, and `block`,
+//! `wake` and `pick` that of every event; all run with the kernel's scheduler lock
+//! held, so they are kept cheap. The vCPUs live in one `Vec` sorted by [`VcpuId`]
+//! (looked up by binary search); runqueues name them by their index in it (a
+//! *slot*), and each runqueue's waiting vCPUs are a small unordered `Vec` of slots
+//! (every choice among them is by a total order, so their order does not matter).
+//! Slots change only in `add` and `remove`, which renumber the runqueues.
+//!
+//! - Nothing on those paths allocates: every runqueue's `waiting` has room for
+//!   every vCPU, reserved by `add` (a vCPU waits on one runqueue at most).
+//! - Balancing looks at other runqueues only when something waits on one of them
+//!   (`Credit2::nr_waiting`, the number of waiting vCPUs over all runqueues), so a
+//!   single pCPU, or a machine whose other runqueues are empty, never scans them.
+//! - Idle pCPUs are searched among those running nothing (`Credit2::no_curr`); when
+//!   every other pCPU is busy the search is a few word operations.
+//! - Cap bookkeeping (period refills, "is anything parked?") is skipped while no
+//!   vCPU has a cap (`Credit2::nr_capped`).
+//! - Charging no time costs nothing, and the credit arithmetic uses 64-bit
+//!   multiplication and division unless the product would overflow.
+//!
 //! # Invariants
 //!
 //! - A vCPU is the current vCPU of at most one pCPU, only while it is runnable, and
 //!   that pCPU is its runqueue's (`Entry::running` and `Runqueue::curr` mirror each
-//!   other).
-//! - A vCPU is in its runqueue's `waiting` set exactly when it is runnable and not
-//!   running, and in no other runqueue's.
+//!   other; `Credit2::no_curr` holds exactly the pCPUs with no current vCPU).
+//! - A vCPU is in its runqueue's `waiting` list (once) exactly when it is runnable
+//!   and not running, and in no other runqueue's; `Credit2::nr_waiting` is the
+//!   length of all those lists together, and each list has room for every vCPU.
 //! - A vCPU that is not running belongs to a runqueue in its hard affinity. A running
 //!   one may not, just after [`Policy::set_affinity`] took its pCPU away; that pCPU
 //!   was kicked, and its next pick moves the vCPU.
+//! - `Credit2::vcpus` is sorted by id, with no id twice; every slot a runqueue holds
+//!   is an index into it.
 //! - Credit never exceeds `CREDIT_INIT`; arithmetic saturates.
 //! - Time never runs backwards here (`now` is clamped to the latest seen).
 //!
@@ -88,7 +113,6 @@
 //! None: see the crate documentation (one lock around the policy; what a lock per
 //! runqueue would take).
 
-use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
@@ -113,7 +137,11 @@ pub const MIGRATE_RESIST: i64 = 2_500_000;
 /// The cap accounting period.
 pub const CAP_PERIOD_NS: u64 = 10_000_000;
 
+/// A vCPU's index in `Credit2::vcpus` (stable between `add`s and `remove`s).
+type Slot = usize;
+
 struct Entry {
+    id: VcpuId,
     params: Params,
     credit: i64,
     runnable: bool,
@@ -153,28 +181,65 @@ impl Entry {
 
     /// The order of candidates on a runqueue: not yielded first, then more credit,
     /// then longest waiting, then the lowest id (so that the choice is
-    /// deterministic).
-    fn rank(&self, id: VcpuId) -> (bool, i64, Reverse<u64>, Reverse<VcpuId>) {
-        (!self.yielded, self.credit, Reverse(self.last_start), Reverse(id))
+    /// deterministic, whatever order the candidates are looked at in).
+    fn rank(&self) -> (bool, i64, Reverse<u64>, Reverse<VcpuId>) {
+        (
+            !self.yielded,
+            self.credit,
+            Reverse(self.last_start),
+            Reverse(self.id),
+        )
     }
 }
 
 struct Runqueue {
     /// The vCPU this pCPU runs.
-    curr: Option<VcpuId>,
+    curr: Option<Slot>,
     /// When `curr` was last charged.
     since: u64,
-    /// Its runnable vCPUs that are not running (parked ones included).
-    waiting: BTreeSet<VcpuId>,
+    /// Its runnable vCPUs that are not running (parked ones included), in no
+    /// particular order; room for every vCPU is reserved, so pushing never allocates.
+    waiting: Vec<Slot>,
     /// This pCPU was named as one to kick and has not picked since (Xen's
     /// `rqd->tickled`): if it is idle, the best candidate waiting here is spoken for.
     kicked: bool,
 }
 
+/// Credit cost of running `ns` at `weight`, when the largest weight is `max_weight`.
+fn t2c(ns: u64, weight: u32, max_weight: u32) -> i64 {
+    let weight = weight.max(1);
+    let c = match ns.checked_mul(u64::from(max_weight)) {
+        Some(p) => u128::from(p / u64::from(weight)),
+        None => u128::from(ns) * u128::from(max_weight) / u128::from(weight),
+    };
+    i64::try_from(c).unwrap_or(i64::MAX)
+}
+
+/// Time it takes to burn `credit` at `weight`, when the largest weight is
+/// `max_weight`.
+fn c2t(credit: i64, weight: u32, max_weight: u32) -> u64 {
+    let c = credit.max(0).unsigned_abs();
+    let max_weight = max_weight.max(1);
+    match c.checked_mul(u64::from(weight)) {
+        Some(p) => p / u64::from(max_weight),
+        None => {
+            let t = u128::from(c) * u128::from(weight) / u128::from(max_weight);
+            u64::try_from(t).unwrap_or(u64::MAX)
+        }
+    }
+}
+
 /// The credit2 policy for a fixed number of pCPUs. See the module documentation.
 pub struct Credit2 {
-    vcpus: BTreeMap<VcpuId, Entry>,
+    /// Every vCPU, sorted by id; runqueues refer to them by index ([`Slot`]).
+    vcpus: Vec<Entry>,
     rqs: Vec<Runqueue>,
+    /// How many vCPUs wait, on all runqueues together.
+    nr_waiting: usize,
+    /// The pCPUs with no current vCPU (the only ones that can be idle).
+    no_curr: CpuSet,
+    /// How many vCPUs have a cap.
+    nr_capped: usize,
     max_weight: u32,
     /// Index of the current cap period (`now / CAP_PERIOD_NS`).
     period: u64,
@@ -185,17 +250,21 @@ pub struct Credit2 {
 impl Credit2 {
     /// A policy for `nr_cpus` pCPUs (at least 1, at most [`crate::MAX_CPUS`]).
     pub fn new(nr_cpus: u32) -> Credit2 {
-        let rqs = (0..nr_cpus.clamp(1, crate::MAX_CPUS))
+        let nr = nr_cpus.clamp(1, crate::MAX_CPUS);
+        let rqs = (0..nr)
             .map(|_| Runqueue {
                 curr: None,
                 since: 0,
-                waiting: BTreeSet::new(),
+                waiting: Vec::new(),
                 kicked: false,
             })
             .collect();
         Credit2 {
-            vcpus: BTreeMap::new(),
+            vcpus: Vec::new(),
             rqs,
+            nr_waiting: 0,
+            no_curr: CpuSet::all(nr),
+            nr_capped: 0,
             max_weight: crate::DEFAULT_WEIGHT,
             period: 0,
             now: 0,
@@ -204,7 +273,7 @@ impl Credit2 {
 
     /// A vCPU's credit (for tests and diagnostics).
     pub fn credit(&self, v: VcpuId) -> Option<i64> {
-        self.vcpus.get(&v).map(|e| e.credit)
+        self.entry(v).map(|e| e.credit)
     }
 
     fn nr(&self) -> u32 {
@@ -212,32 +281,44 @@ impl Credit2 {
         self.rqs.len() as u32
     }
 
+    fn slot(&self, v: VcpuId) -> Option<Slot> {
+        self.vcpus.binary_search_by_key(&v, |e| e.id).ok()
+    }
+
+    fn entry(&self, v: VcpuId) -> Option<&Entry> {
+        self.vcpus.get(self.slot(v)?)
+    }
+
     fn clock(&mut self, now: u64) -> u64 {
         self.now = self.now.max(now);
         self.now
     }
 
-    fn recompute_max_weight(&mut self) {
+    /// Recomputes what is derived from every vCPU's parameters: the largest weight
+    /// and how many vCPUs have a cap.
+    fn recompute_params(&mut self) {
         self.max_weight = self
             .vcpus
-            .values()
+            .iter()
             .map(|e| e.params.weight)
             .max()
             .unwrap_or(crate::DEFAULT_WEIGHT)
             .max(1);
+        self.nr_capped = self.vcpus.iter().filter(|e| e.params.cap != 0).count();
     }
 
-    /// Credit cost of running `ns` at `weight`.
-    fn t2c(&self, ns: u64, weight: u32) -> i64 {
-        let c = u128::from(ns) * u128::from(self.max_weight) / u128::from(weight.max(1));
-        i64::try_from(c).unwrap_or(i64::MAX)
-    }
-
-    /// Time it takes to burn `credit` at `weight`.
-    fn c2t(&self, credit: i64, weight: u32) -> u64 {
-        let c = u128::from(credit.max(0).unsigned_abs());
-        let t = c * u128::from(weight) / u128::from(self.max_weight.max(1));
-        u64::try_from(t).unwrap_or(u64::MAX)
+    /// Sets `cpu`'s current vCPU, keeping `no_curr` in step.
+    fn set_curr(&mut self, cpu: usize, s: Option<Slot>) {
+        let Some(rq) = self.rqs.get_mut(cpu) else {
+            return;
+        };
+        rq.curr = s;
+        // `cpu` indexes a runqueue, so it is below MAX_CPUS and the insert succeeds.
+        let c = cpu as u32;
+        match s {
+            Some(_) => self.no_curr.remove(c),
+            None => self.no_curr.insert(c).unwrap_or(()),
+        }
     }
 
     /// Charges the current vCPU of `cpu` for the time since it was last charged.
@@ -247,20 +328,19 @@ impl Credit2 {
         };
         let ran = now.saturating_sub(rq.since);
         rq.since = now;
-        let Some(v) = rq.curr else {
+        // No time, no cost: `t2c(0, ..)` is 0 and the budget is unchanged.
+        if ran == 0 {
+            return;
+        }
+        let Some(e) = rq.curr.and_then(|s| self.vcpus.get_mut(s)) else {
             return;
         };
-        let Some(weight) = self.vcpus.get(&v).map(|e| e.params.weight) else {
-            return;
-        };
-        let cost = self.t2c(ran, weight);
-        if let Some(e) = self.vcpus.get_mut(&v) {
-            e.credit = e.credit.saturating_sub(cost);
-            if e.params.cap != 0 {
-                e.budget = e
-                    .budget
-                    .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX));
-            }
+        let cost = t2c(ran, e.params.weight, self.max_weight);
+        e.credit = e.credit.saturating_sub(cost);
+        if e.params.cap != 0 {
+            e.budget = e
+                .budget
+                .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX));
         }
     }
 
@@ -270,18 +350,16 @@ impl Credit2 {
         }
     }
 
-    /// Stops `v` running (after charging it); returns the pCPU it ran on.
-    fn detach(&mut self, v: VcpuId, now: u64) -> Option<u32> {
-        let e = self.vcpus.get(&v)?;
+    /// Stops `s` running (after charging it); returns the pCPU it ran on.
+    fn detach(&mut self, s: Slot, now: u64) -> Option<u32> {
+        let e = self.vcpus.get(s)?;
         if !e.running {
             return None;
         }
         let cpu = e.cpu;
         self.charge_cpu(cpu as usize, now);
-        if let Some(rq) = self.rqs.get_mut(cpu as usize) {
-            rq.curr = None;
-        }
-        if let Some(e) = self.vcpus.get_mut(&v) {
+        self.set_curr(cpu as usize, None);
+        if let Some(e) = self.vcpus.get_mut(s) {
             e.running = false;
         }
         Some(cpu)
@@ -295,7 +373,10 @@ impl Credit2 {
         }
         let elapsed = i64::try_from(idx - self.period).unwrap_or(i64::MAX);
         self.period = idx;
-        for e in self.vcpus.values_mut() {
+        if self.nr_capped == 0 {
+            return;
+        }
+        for e in &mut self.vcpus {
             if e.params.cap != 0 {
                 let per = e.budget_per_period();
                 e.budget = e
@@ -311,7 +392,8 @@ impl Credit2 {
     }
 
     fn any_parked(&self) -> bool {
-        self.vcpus.values().any(|e| e.runnable && e.parked())
+        // Only a capped vCPU can be parked.
+        self.nr_capped != 0 && self.vcpus.iter().any(|e| e.runnable && e.parked())
     }
 
     /// Tops up every vCPU of `cpu`'s runqueue (see the module documentation).
@@ -319,18 +401,32 @@ impl Credit2 {
         // Enough top-ups to make the head positive again.
         let m = 1 + (head_credit.saturating_neg() / CREDIT_INIT).max(0);
         let add = m.saturating_mul(CREDIT_INIT);
-        for e in self.vcpus.values_mut().filter(|e| e.cpu == cpu) {
+        for e in self.vcpus.iter_mut().filter(|e| e.cpu == cpu) {
             e.credit = e.credit.saturating_add(add).min(CREDIT_INIT);
         }
     }
 
-    fn candidates(&self, cpu: usize) -> impl Iterator<Item = (VcpuId, &Entry)> + '_ {
-        self.rqs
-            .get(cpu)
-            .into_iter()
-            .flat_map(|rq| rq.waiting.iter())
-            .filter_map(|id| Some((*id, self.vcpus.get(id)?)))
+    /// The vCPUs waiting on `cpu`'s runqueue.
+    fn waiting(&self, cpu: usize) -> &[Slot] {
+        self.rqs.get(cpu).map_or(&[], |rq| rq.waiting.as_slice())
+    }
+
+    /// Whether another runqueue than `cpu`'s has a waiting vCPU: if not, there is
+    /// nothing to pull, and no rival to expect from elsewhere.
+    fn others_waiting(&self, cpu: usize) -> bool {
+        self.nr_waiting > self.waiting(cpu).len()
+    }
+
+    fn candidates(&self, cpu: usize) -> impl Iterator<Item = (Slot, &Entry)> + '_ {
+        self.waiting(cpu)
+            .iter()
+            .filter_map(|&s| Some((s, self.vcpus.get(s)?)))
             .filter(|(_, e)| e.is_candidate())
+    }
+
+    /// The candidate of `cpu`'s runqueue that should run next.
+    fn best_candidate(&self, cpu: usize) -> Option<(Slot, &Entry)> {
+        self.candidates(cpu).max_by_key(|(_, e)| e.rank())
     }
 
     /// Runnable vCPUs of `cpu`'s runqueue that are not parked: the running one and
@@ -340,46 +436,62 @@ impl Credit2 {
         usize::from(running) + self.candidates(cpu).count()
     }
 
-    fn is_idle(&self, cpu: usize) -> bool {
-        self.load(cpu) == 0
-    }
-
     fn curr_credit(&self, cpu: usize) -> Option<i64> {
-        let v = self.rqs.get(cpu)?.curr?;
-        Some(self.vcpus.get(&v)?.credit)
+        let s = self.rqs.get(cpu)?.curr?;
+        Some(self.vcpus.get(s)?.credit)
     }
 
-    /// An idle pCPU for `v` other than `exclude`, by the placement order (previous
+    /// An idle pCPU for `e` other than `exclude`, by the placement order (previous
     /// pCPU, then preferred, then allowed).
+    #[inline]
     fn idle_cpu_for(&self, e: &Entry, exclude: Option<u32>) -> Option<u32> {
-        let ok = |c: u32| Some(c) != exclude && self.is_idle(c as usize);
-        let (preferred, hard) = (e.preferred(), e.hard);
+        // An idle pCPU runs nothing: look only at those, usually none but `exclude`
+        // (always so on a single pCPU), which this settles in a few word operations.
+        let mut free = self.no_curr.intersect(&e.hard);
+        if let Some(x) = exclude {
+            free.remove(x);
+        }
+        if free.is_empty() {
+            return None;
+        }
+        self.idle_cpu_among(e, &free)
+    }
+
+    /// `idle_cpu_for` once the pCPUs it may return are narrowed to
+    /// `free`: allowed, not excluded, and running nothing.
+    fn idle_cpu_among(&self, e: &Entry, free: &CpuSet) -> Option<u32> {
+        let ok = |c: u32| free.contains(c) && self.candidates(c as usize).next().is_none();
+        let preferred = e.preferred();
         let prev = e.cpu;
         if preferred.contains(prev) && ok(prev) {
             return Some(prev);
         }
-        if let Some(c) = preferred.iter().find(|&c| ok(c)) {
+        if let Some(c) = preferred.intersect(free).iter().find(|&c| ok(c)) {
             return Some(c);
         }
-        if hard.contains(prev) && ok(prev) {
+        // `free` is within the hard affinity.
+        if ok(prev) {
             return Some(prev);
         }
-        hard.iter().find(|&c| ok(c))
+        free.iter().find(|&c| ok(c))
     }
 
-    /// Where `v` should wait (see "Placement" in the module documentation).
-    fn place(&self, v: VcpuId, exclude: Option<u32>) -> Option<u32> {
-        let e = self.vcpus.get(&v)?;
-        let allowed: Vec<u32> = e.hard.iter().filter(|&c| Some(c) != exclude).collect();
+    /// Where `s` should wait (see "Placement" in the module documentation).
+    fn place(&self, s: Slot, exclude: Option<u32>) -> Option<u32> {
+        let e = self.vcpus.get(s)?;
         if let Some(c) = self.idle_cpu_for(e, exclude) {
             return Some(c);
+        }
+        let mut allowed = e.hard;
+        if let Some(x) = exclude {
+            allowed.remove(x);
         }
         let preferred = e.preferred();
         if !e.parked() {
             // The poorest running vCPU this one should preempt, preferred pCPUs first.
             let victim = allowed
                 .iter()
-                .filter_map(|&c| Some((c, self.curr_credit(c as usize)?)))
+                .filter_map(|c| Some((c, self.curr_credit(c as usize)?)))
                 .filter(|&(_, credit)| credit < e.credit)
                 .min_by_key(|&(c, credit)| (!preferred.contains(c), credit, c != e.cpu, c));
             if let Some((c, _)) = victim {
@@ -388,34 +500,50 @@ impl Credit2 {
         }
         allowed
             .iter()
-            .copied()
             .min_by_key(|&c| (self.load(c as usize), !preferred.contains(c), c != e.cpu, c))
     }
 
-    /// Makes waiting `v` (runnable, not running, in no `waiting` set) wait on `cpu`.
-    fn enqueue(&mut self, v: VcpuId, cpu: u32) {
-        if let Some(e) = self.vcpus.get_mut(&v) {
+    /// Makes waiting `s` (runnable, not running, in no `waiting` list) wait on `cpu`.
+    fn enqueue(&mut self, s: Slot, cpu: u32) {
+        if let Some(e) = self.vcpus.get_mut(s) {
             e.cpu = cpu;
         }
-        if let Some(rq) = self.rqs.get_mut(cpu as usize) {
-            rq.waiting.insert(v);
-        }
-    }
-
-    /// Moves waiting `v` from its runqueue to `cpu`'s.
-    fn migrate(&mut self, v: VcpuId, cpu: u32) {
-        if let Some(from) = self.vcpus.get(&v).map(|e| e.cpu)
-            && let Some(rq) = self.rqs.get_mut(from as usize)
+        if let Some(rq) = self.rqs.get_mut(cpu as usize)
+            && !rq.waiting.contains(&s)
         {
-            rq.waiting.remove(&v);
+            // Never allocates: `add` reserved room for every vCPU.
+            rq.waiting.push(s);
+            self.nr_waiting += 1;
         }
-        self.enqueue(v, cpu);
     }
 
-    /// Whether `cpu` must pick now that `v` waits on it: it is idle, or it runs a
-    /// vCPU with less credit than `v`.
-    fn should_kick(&self, v: VcpuId, cpu: u32) -> bool {
-        let Some(e) = self.vcpus.get(&v) else {
+    /// Takes `s` off `cpu`'s `waiting` list, if it is there.
+    fn dequeue_from(&mut self, cpu: u32, s: Slot) {
+        if let Some(rq) = self.rqs.get_mut(cpu as usize)
+            && let Some(i) = rq.waiting.iter().position(|&w| w == s)
+        {
+            rq.waiting.swap_remove(i);
+            self.nr_waiting = self.nr_waiting.saturating_sub(1);
+        }
+    }
+
+    /// Takes `s` off its runqueue's `waiting` list, if it is there.
+    fn dequeue(&mut self, s: Slot) {
+        if let Some(cpu) = self.vcpus.get(s).map(|e| e.cpu) {
+            self.dequeue_from(cpu, s);
+        }
+    }
+
+    /// Moves waiting `s` from its runqueue to `cpu`'s.
+    fn migrate(&mut self, s: Slot, cpu: u32) {
+        self.dequeue(s);
+        self.enqueue(s, cpu);
+    }
+
+    /// Whether `cpu` must pick now that `s` waits on it: it is idle, or it runs a
+    /// vCPU with less credit than `s`.
+    fn should_kick(&self, s: Slot, cpu: u32) -> bool {
+        let Some(e) = self.vcpus.get(s) else {
             return false;
         };
         match self.curr_credit(cpu as usize) {
@@ -424,13 +552,13 @@ impl Credit2 {
         }
     }
 
-    /// Places waiting `v` (in no `waiting` set) and says which pCPU to kick.
-    fn place_and_kick(&mut self, v: VcpuId, exclude: Option<u32>) -> Option<u32> {
+    /// Places waiting `s` (in no `waiting` list) and says which pCPU to kick.
+    fn place_and_kick(&mut self, s: Slot, exclude: Option<u32>) -> Option<u32> {
         // `place` finds a pCPU for any known vCPU: its hard affinity is not empty,
         // and `exclude` (if any) is outside it.
-        let cpu = self.place(v, exclude)?;
-        self.enqueue(v, cpu);
-        let kick = self.should_kick(v, cpu).then_some(cpu);
+        let cpu = self.place(s, exclude)?;
+        self.enqueue(s, cpu);
+        let kick = self.should_kick(s, cpu).then_some(cpu);
         self.mark_kicked(kick)
     }
 
@@ -443,20 +571,18 @@ impl Credit2 {
     }
 
     /// The candidate an idle, kicked pCPU is about to run: others leave it alone.
-    fn reserved(&self, cpu: usize) -> Option<VcpuId> {
+    fn reserved(&self, cpu: usize) -> Option<Slot> {
         let rq = self.rqs.get(cpu)?;
         if rq.curr.is_some() || !rq.kicked {
             return None;
         }
-        self.candidates(cpu)
-            .max_by_key(|&(id, e)| e.rank(id))
-            .map(|(id, _)| id)
+        self.best_candidate(cpu).map(|(s, _)| s)
     }
 
     /// Makes a vCPU that is not running (and not runnable, or about to be placed)
     /// belong to an allowed runqueue: its own if allowed, else a preferred one.
-    fn rehome(&mut self, v: VcpuId) {
-        if let Some(e) = self.vcpus.get_mut(&v)
+    fn rehome(&mut self, s: Slot) {
+        if let Some(e) = self.vcpus.get_mut(s)
             && !e.hard.contains(e.cpu)
         {
             e.cpu = e.preferred().iter().next().unwrap_or(e.cpu);
@@ -464,12 +590,17 @@ impl Credit2 {
     }
 
     /// A waiting vCPU of another runqueue that `cpu` should pull, given the best
-    /// candidate it has (see "Pick" in the module documentation).
-    fn pull_choice(&self, cpu: u32, own_best: Option<&Entry>) -> Option<VcpuId> {
+    /// candidate it has (see "Pick" in the module documentation). Only worth
+    /// calling if `others_waiting`.
+    fn pull_choice(&self, cpu: u32, own_best: Option<&Entry>) -> Option<Slot> {
         let x = cpu as usize;
         let load_x = self.candidates(x).count();
         let mut best = None;
-        for r in (0..self.rqs.len()).filter(|&r| r != x) {
+        for (r, rq) in self.rqs.iter().enumerate() {
+            // A runqueue with nobody waiting has nothing to give.
+            if r == x || rq.waiting.is_empty() {
+                continue;
+            }
             let load_r = self.load(r);
             if own_best.is_some() && load_r <= load_x {
                 continue;
@@ -487,7 +618,7 @@ impl Credit2 {
                     }
                 };
                 if worth {
-                    let key = (e.preferred().contains(cpu), load_r, e.rank(w));
+                    let key = (e.preferred().contains(cpu), load_r, e.rank());
                     if best.as_ref().is_none_or(|(k, _)| key > *k) {
                         best = Some((key, w));
                     }
@@ -498,11 +629,12 @@ impl Credit2 {
     }
 
     /// The best credit `cpu` may pull from a busier runqueue at its next pick, less
-    /// `MIGRATE_RESIST`, with `load_x` vCPUs of its own.
+    /// `MIGRATE_RESIST`, with `load_x` vCPUs of its own. Only worth calling if
+    /// `others_waiting`.
     fn remote_rival(&self, cpu: u32, load_x: usize) -> Option<i64> {
         let x = cpu as usize;
         (0..self.rqs.len())
-            .filter(|&r| r != x && self.load(r) > load_x)
+            .filter(|&r| r != x && !self.waiting(r).is_empty() && self.load(r) > load_x)
             .flat_map(|r| self.candidates(r))
             .filter(|(_, e)| e.hard.contains(cpu) && !e.yielded)
             .map(|(_, e)| e.credit.saturating_sub(MIGRATE_RESIST))
@@ -512,8 +644,8 @@ impl Credit2 {
     /// Puts `cpu`'s previous vCPU `p` (runnable, no longer running) back on
     /// `cpu`'s runqueue, unless it may not run there any more or it prefers another
     /// pCPU that is idle: then it is placed elsewhere. Returns the pCPU to kick.
-    fn requeue_prev(&mut self, cpu: u32, p: VcpuId) -> Option<u32> {
-        let e = self.vcpus.get(&p)?;
+    fn requeue_prev(&mut self, cpu: u32, p: Slot) -> Option<u32> {
+        let e = self.vcpus.get(p)?;
         if !e.hard.contains(cpu) {
             return self.place_and_kick(p, Some(cpu));
         }
@@ -535,22 +667,21 @@ impl Credit2 {
 
     /// Pulls a vCPU from another runqueue if `cpu` should, then chooses the best
     /// candidate of `cpu`'s runqueue: `(vCPU, its credit)`. Yields are spent.
-    fn select(&mut self, cpu: u32) -> Option<(VcpuId, i64)> {
+    fn select(&mut self, cpu: u32) -> Option<(Slot, i64)> {
         let x = cpu as usize;
-        let own_best = self
-            .candidates(x)
-            .max_by_key(|&(id, e)| e.rank(id))
-            .map(|(_, e)| e);
-        if let Some(w) = self.pull_choice(cpu, own_best) {
+        let own_best = self.best_candidate(x);
+        let pulled = if self.others_waiting(x) {
+            self.pull_choice(cpu, own_best.map(|(_, e)| e))
+        } else {
+            None
+        };
+        let mut best = own_best.map(|(s, e)| (s, e.credit));
+        if let Some(w) = pulled {
             self.migrate(w, cpu);
+            best = self.best_candidate(x).map(|(s, e)| (s, e.credit));
         }
-        let best = self
-            .candidates(x)
-            .max_by_key(|&(id, e)| e.rank(id))
-            .map(|(id, e)| (id, e.credit));
-        let waiters: Vec<VcpuId> = self.rqs.get(x)?.waiting.iter().copied().collect();
-        for w in waiters {
-            if let Some(e) = self.vcpus.get_mut(&w) {
+        for &w in self.rqs.get(x)?.waiting.iter() {
+            if let Some(e) = self.vcpus.get_mut(w) {
                 e.yielded = false;
             }
         }
@@ -559,8 +690,8 @@ impl Credit2 {
 
     /// `p` was preempted on `cpu` and waits there: if a pCPU it may use is idle,
     /// it moves there. Returns that pCPU, to kick.
-    fn spill(&mut self, cpu: u32, p: VcpuId) -> Option<u32> {
-        let e = self.vcpus.get(&p).filter(|e| e.is_candidate())?;
+    fn spill(&mut self, cpu: u32, p: Slot) -> Option<u32> {
+        let e = self.vcpus.get(p).filter(|e| e.is_candidate())?;
         let c = self.idle_cpu_for(e, Some(cpu))?;
         self.migrate(p, c);
         self.mark_kicked(Some(c))
@@ -568,19 +699,29 @@ impl Credit2 {
 
     /// How long `next`, just picked on `cpu`, may run (see "Slice" in the module
     /// documentation).
-    fn slice(&self, cpu: u32, next: VcpuId, period_left: u64) -> u64 {
-        let Some(e) = self.vcpus.get(&next) else {
+    fn slice(&self, cpu: u32, next: Slot, period_left: u64) -> u64 {
+        let Some(e) = self.vcpus.get(next) else {
             return MIN_SLICE_NS;
         };
         // The rival: the best other candidate here, or one this pCPU may pull next.
-        let x = cpu as usize;
-        let load_x = 1 + self.candidates(x).count();
-        let local_rival = self.candidates(x).map(|(_, e)| e.credit).max();
-        let rival_credit = local_rival.max(self.remote_rival(cpu, load_x));
+        let (mut others, mut local_rival) = (0, None);
+        for (_, c) in self.candidates(cpu as usize) {
+            others += 1;
+            local_rival = local_rival.max(Some(c.credit));
+        }
+        let remote_rival = if self.others_waiting(cpu as usize) {
+            self.remote_rival(cpu, 1 + others)
+        } else {
+            None
+        };
+        let rival_credit = local_rival.max(remote_rival);
         let target = rival_credit.map_or(0, |c| c.saturating_sub(SWITCH_GRACE));
-        let mut slice = self
-            .c2t(e.credit.saturating_sub(target), e.params.weight)
-            .clamp(MIN_SLICE_NS, MAX_SLICE_NS);
+        let mut slice = c2t(
+            e.credit.saturating_sub(target),
+            e.params.weight,
+            self.max_weight,
+        )
+        .clamp(MIN_SLICE_NS, MAX_SLICE_NS);
         if e.params.cap != 0 {
             slice = slice.min(e.budget.max(1).unsigned_abs()).min(period_left);
         }
@@ -590,29 +731,55 @@ impl Credit2 {
         slice.max(1)
     }
 
+    /// Renumbers the slots the runqueues hold after an entry was inserted at
+    /// `at` (`inserted`) or removed from there.
+    fn renumber(&mut self, at: Slot, inserted: bool) {
+        let fix = |s: &mut Slot| {
+            if inserted && *s >= at {
+                *s += 1;
+            } else if !inserted && *s > at {
+                *s -= 1;
+            }
+        };
+        for rq in &mut self.rqs {
+            if let Some(s) = rq.curr.as_mut() {
+                fix(s);
+            }
+            rq.waiting.iter_mut().for_each(fix);
+        }
+    }
+
     /// Checks the invariants of the module documentation.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) -> Result<(), alloc::string::String> {
         use alloc::format;
-        for (&v, e) in &self.vcpus {
+        if !self.vcpus.windows(2).all(|w| w[0].id < w[1].id) {
+            return Err("vCPUs not sorted by id".into());
+        }
+        for (s, e) in self.vcpus.iter().enumerate() {
+            let v = e.id;
             let rq = self
                 .rqs
                 .get(e.cpu as usize)
                 .ok_or(format!("{v:?} on runqueue {}", e.cpu))?;
-            if e.running != (rq.curr == Some(v)) {
-                return Err(format!("{v:?}: running {} but curr {:?}", e.running, rq.curr));
+            if e.running != (rq.curr == Some(s)) {
+                return Err(format!(
+                    "{v:?}: running {} but curr {:?}",
+                    e.running, rq.curr
+                ));
             }
             if e.running && !e.runnable {
                 return Err(format!("{v:?} runs but is not runnable"));
             }
-            if rq.waiting.contains(&v) != (e.runnable && !e.running) {
-                return Err(format!("{v:?}: waiting set wrong"));
+            let here = rq.waiting.iter().filter(|&&w| w == s).count();
+            if here != usize::from(e.runnable && !e.running) {
+                return Err(format!("{v:?}: waiting list wrong"));
             }
             let elsewhere = self
                 .rqs
                 .iter()
                 .enumerate()
-                .any(|(i, rq)| i != e.cpu as usize && rq.waiting.contains(&v));
+                .any(|(i, rq)| i != e.cpu as usize && rq.waiting.contains(&s));
             if elsewhere {
                 return Err(format!("{v:?} waits on two runqueues"));
             }
@@ -624,14 +791,40 @@ impl Credit2 {
             }
         }
         for (i, rq) in self.rqs.iter().enumerate() {
-            if let Some(v) = rq.curr
-                && self.vcpus.get(&v).is_none_or(|e| !e.running || e.cpu as usize != i)
+            if let Some(s) = rq.curr
+                && self
+                    .vcpus
+                    .get(s)
+                    .is_none_or(|e| !e.running || e.cpu as usize != i)
             {
-                return Err(format!("pCPU {i} runs {v:?} which is not running there"));
+                return Err(format!("pCPU {i} runs slot {s} which is not running there"));
             }
-            if rq.waiting.iter().any(|v| !self.vcpus.contains_key(v)) {
+            if rq.waiting.iter().any(|&s| s >= self.vcpus.len()) {
                 return Err(format!("runqueue {i} holds a removed vCPU"));
             }
+            if rq.waiting.capacity() < self.vcpus.len() {
+                return Err(format!("runqueue {i} has no room for every vCPU"));
+            }
+            if self.no_curr.contains(i as u32) != rq.curr.is_none() {
+                return Err(format!("no_curr wrong for pCPU {i}"));
+            }
+        }
+        if self.no_curr.iter().any(|c| c >= self.nr()) {
+            return Err("no_curr names a pCPU that does not exist".into());
+        }
+        let nr_waiting: usize = self.rqs.iter().map(|rq| rq.waiting.len()).sum();
+        if nr_waiting != self.nr_waiting {
+            return Err(format!(
+                "nr_waiting {} but {nr_waiting} wait",
+                self.nr_waiting
+            ));
+        }
+        let nr_capped = self.vcpus.iter().filter(|e| e.params.cap != 0).count();
+        if nr_capped != self.nr_capped {
+            return Err(format!(
+                "nr_capped {} but {nr_capped} capped",
+                self.nr_capped
+            ));
         }
         Ok(())
     }
@@ -648,12 +841,12 @@ impl Policy for Credit2 {
 
     fn add(&mut self, v: VcpuId, p: Params) -> Result<(), SchedError> {
         let params = p.check()?;
-        if self.vcpus.contains_key(&v) {
+        let Err(at) = self.vcpus.binary_search_by_key(&v, |e| e.id) else {
             return Err(SchedError::already_added(v));
-        }
+        };
         // Start on the runqueue with the fewest members, so that first wakes spread.
         let mut members = alloc::vec![0usize; self.rqs.len()];
-        for e in self.vcpus.values() {
+        for e in &self.vcpus {
             if let Some(m) = members.get_mut(e.cpu as usize) {
                 *m += 1;
             }
@@ -662,6 +855,7 @@ impl Policy for Credit2 {
             .min_by_key(|&c| (members[c as usize], c))
             .unwrap_or(0);
         let mut e = Entry {
+            id: v,
             params,
             credit: CREDIT_INIT,
             runnable: false,
@@ -674,24 +868,32 @@ impl Policy for Credit2 {
             soft: CpuSet::new(),
         };
         e.budget = e.budget_per_period();
-        self.vcpus.insert(v, e);
-        self.recompute_max_weight();
+        self.vcpus.insert(at, e);
+        self.renumber(at, true);
+        // Room on every runqueue for every vCPU, so that waking, blocking, picking
+        // and moving vCPUs never allocate.
+        let n = self.vcpus.len();
+        for rq in &mut self.rqs {
+            rq.waiting.reserve(n.saturating_sub(rq.waiting.len()));
+        }
+        self.recompute_params();
         Ok(())
     }
 
     fn set_params(&mut self, v: VcpuId, p: Params) -> Result<(), SchedError> {
         let params = p.check()?;
-        let e = self.vcpus.get_mut(&v).ok_or(SchedError::unknown(v))?;
+        let s = self.slot(v).ok_or(SchedError::unknown(v))?;
+        let e = self.vcpus.get_mut(s).ok_or(SchedError::unknown(v))?;
         let had_cap = e.params.cap != 0;
         e.params = params;
         let per = e.budget_per_period();
         e.budget = if had_cap { e.budget.min(per) } else { per };
-        self.recompute_max_weight();
+        self.recompute_params();
         Ok(())
     }
 
     fn params(&self, v: VcpuId) -> Option<Params> {
-        self.vcpus.get(&v).map(|e| e.params)
+        self.entry(v).map(|e| e.params)
     }
 
     fn set_affinity(
@@ -703,13 +905,14 @@ impl Policy for Credit2 {
         SchedError::check_affinity(&hard, &soft, self.nr())?;
         let now = self.now;
         self.charge_all(now);
-        let e = self.vcpus.get_mut(&v).ok_or(SchedError::unknown(v))?;
+        let s = self.slot(v).ok_or(SchedError::unknown(v))?;
+        let e = self.vcpus.get_mut(s).ok_or(SchedError::unknown(v))?;
         e.hard = hard;
         e.soft = soft;
         let (cpu, running, runnable) = (e.cpu, e.running, e.runnable);
         if running {
             // Its pCPU's next pick moves it, if it must or should go.
-            let leave = self.vcpus.get(&v).is_some_and(|e| {
+            let leave = self.vcpus.get(s).is_some_and(|e| {
                 !hard.contains(cpu)
                     || (!e.preferred().contains(cpu)
                         && self
@@ -720,38 +923,37 @@ impl Policy for Credit2 {
         }
         if runnable {
             // Waiting: placed afresh, as the pCPUs it may use have changed.
-            if let Some(rq) = self.rqs.get_mut(cpu as usize) {
-                rq.waiting.remove(&v);
-            }
-            self.rehome(v);
-            return Ok(self.place_and_kick(v, None));
+            self.dequeue_from(cpu, s);
+            self.rehome(s);
+            return Ok(self.place_and_kick(s, None));
         }
-        self.rehome(v);
+        self.rehome(s);
         Ok(None)
     }
 
     fn affinity(&self, v: VcpuId) -> Option<(CpuSet, CpuSet)> {
-        self.vcpus.get(&v).map(|e| (e.hard, e.soft))
+        self.entry(v).map(|e| (e.hard, e.soft))
     }
 
     fn processor(&self, v: VcpuId) -> Option<u32> {
-        self.vcpus.get(&v).map(|e| e.cpu)
+        self.entry(v).map(|e| e.cpu)
     }
 
     fn remove(&mut self, v: VcpuId, now: u64) -> Option<u32> {
         let now = self.clock(now);
-        let cpu = self.detach(v, now);
-        let e = self.vcpus.remove(&v)?;
-        if let Some(rq) = self.rqs.get_mut(e.cpu as usize) {
-            rq.waiting.remove(&v);
-        }
-        self.recompute_max_weight();
+        let s = self.slot(v)?;
+        let cpu = self.detach(s, now);
+        self.dequeue(s);
+        self.vcpus.remove(s);
+        self.renumber(s, false);
+        self.recompute_params();
         self.mark_kicked(cpu)
     }
 
     fn wake(&mut self, v: VcpuId, now: u64) -> Option<u32> {
         let now = self.clock(now);
-        let e = self.vcpus.get_mut(&v)?;
+        let s = self.slot(v)?;
+        let e = self.vcpus.get_mut(s)?;
         if e.runnable {
             return None;
         }
@@ -759,31 +961,34 @@ impl Policy for Credit2 {
         e.yielded = false;
         // Credits of running vCPUs must be current to decide on preemption.
         self.charge_all(now);
-        self.place_and_kick(v, None)
+        self.place_and_kick(s, None)
     }
 
     fn block(&mut self, v: VcpuId, now: u64) {
         let now = self.clock(now);
-        self.detach(v, now);
-        let Some(e) = self.vcpus.get_mut(&v) else {
+        let Some(s) = self.slot(v) else {
+            return;
+        };
+        self.detach(s, now);
+        let Some(e) = self.vcpus.get_mut(s) else {
             return;
         };
         e.runnable = false;
         e.yielded = false;
-        let cpu = e.cpu;
-        if let Some(rq) = self.rqs.get_mut(cpu as usize) {
-            rq.waiting.remove(&v);
-        }
+        self.dequeue(s);
         // It may have been running where it is no longer allowed.
-        self.rehome(v);
+        self.rehome(s);
     }
 
     fn yield_now(&mut self, v: VcpuId, now: u64) {
         let now = self.clock(now);
-        if let Some(cpu) = self.vcpus.get(&v).filter(|e| e.running).map(|e| e.cpu) {
+        let Some(s) = self.slot(v) else {
+            return;
+        };
+        if let Some(cpu) = self.vcpus.get(s).filter(|e| e.running).map(|e| e.cpu) {
             self.charge_cpu(cpu as usize, now);
         }
-        if let Some(e) = self.vcpus.get_mut(&v) {
+        if let Some(e) = self.vcpus.get_mut(s) {
             e.yielded = e.runnable;
         }
     }
@@ -797,14 +1002,15 @@ impl Policy for Credit2 {
         // Charge everyone running, so that credits and budgets are current before
         // comparing and before a period boundary refills budgets.
         self.charge_all(now);
-        let prev = self.rqs[x].curr.take();
-        if let Some(e) = prev.and_then(|p| self.vcpus.get_mut(&p)) {
+        let prev = self.rqs[x].curr;
+        self.set_curr(x, None);
+        if let Some(e) = prev.and_then(|p| self.vcpus.get_mut(p)) {
             e.running = false;
         }
         self.rqs[x].kicked = false;
         self.roll_period(now);
 
-        let prev = prev.filter(|p| self.is_runnable(*p));
+        let prev = prev.filter(|&p| self.vcpus.get(p).is_some_and(|e| e.runnable));
         let mut kick = prev.and_then(|p| self.requeue_prev(cpu, p));
         let period_left = self.period_end().saturating_sub(now).max(1);
         let Some((next, head_credit)) = self.select(cpu) else {
@@ -819,12 +1025,18 @@ impl Policy for Credit2 {
                 kick,
             };
         };
-        self.rqs[x].waiting.remove(&next);
-        if let Some(e) = self.vcpus.get_mut(&next) {
-            e.running = true;
-            e.last_start = now;
-        }
-        self.rqs[x].curr = Some(next);
+        self.dequeue_from(cpu, next);
+        let Some(e) = self.vcpus.get_mut(next) else {
+            // `select` returns only slots of `vcpus`.
+            return Decision {
+                kick,
+                ..Decision::IDLE
+            };
+        };
+        e.running = true;
+        e.last_start = now;
+        let id = e.id;
+        self.set_curr(x, Some(next));
         self.rqs[x].since = now;
         if head_credit <= 0 {
             self.reset_credit(cpu, head_credit);
@@ -835,13 +1047,13 @@ impl Policy for Credit2 {
             kick = self.spill(cpu, p);
         }
         Decision {
-            next: Some(next),
+            next: Some(id),
             slice_ns: self.slice(cpu, next, period_left),
             kick,
         }
     }
 
     fn is_runnable(&self, v: VcpuId) -> bool {
-        self.vcpus.get(&v).is_some_and(|e| e.runnable)
+        self.entry(v).is_some_and(|e| e.runnable)
     }
 }

@@ -73,9 +73,12 @@
 //! move between two runqueues taking both locks in pCPU order, the puller only
 //! trying the second (Xen's `spin_trylock` in `balance_load`); placement and load
 //! reading other runqueues' idleness and load as racy hints (Xen's `rqd->idle`
-//! cpumask); the cap budgets, the largest weight and the clock made per vCPU or
-//! atomic; and each vCPU's affinity and runqueue under its own lock, taken before
-//! any runqueue's. `null` would need only the assignment table under its lock.
+//! cpumask, as `credit2`'s set of pCPUs running nothing and its count of waiting
+//! vCPUs would become); the cap budgets, the largest weight and the clock made per
+//! vCPU or atomic; each vCPU's affinity and runqueue under its own lock, taken
+//! before any runqueue's; and the vCPU table under every runqueue's lock where
+//! `add` and `remove` renumber it. `null` would need only the assignment table
+//! under its lock.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
