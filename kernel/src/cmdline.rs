@@ -9,6 +9,13 @@
 //!
 //! Parsing allocates nothing: it runs before the heap exists.
 //!
+//! Boolean options (`dom0_vcpus_pin`) are read as Xen reads an `OPT_BOOL`
+//! (`xen/common/kernel.c` `parse_params`/`parse_bool`): `name` alone, or with an
+//! empty value (`name=`), is yes; `name=<bool>` takes `1`, `on`, `yes`, `true`,
+//! `enable` or `0`, `no`, `off`, `false`, `disable`; and a `no-` prefix inverts the
+//! result (`no-name` is no, `no-name=no` yes). Only `no-` is a prefix, as in Xen:
+//! `no_name` is an unknown option. Any other value is an error.
+//!
 //! `dom0_mem=` follows Xen's x86 syntax and semantics (`xen/arch/x86/dom0_build.c`
 //! `parse_dom0_mem`/`parse_amt`/`dom0_compute_nr_pages`, `xen/lib/parse-size.c`):
 //! a list of `min:<sz>`, `max:<sz>` and `<sz>`, where `<sz>` is `[-]<size>`,
@@ -111,6 +118,9 @@ pub struct Options {
     pub max_cpus: Option<u32>,
     /// keel's own: the CPU `debug-crash=` crashes on (default: the boot CPU).
     pub debug_crash_cpu: u32,
+    /// `dom0_vcpus_pin`: dom0's vCPU i is pinned to pCPU i (its hard affinity is
+    /// that pCPU alone), as in Xen. Off by default: dom0's vCPUs may run anywhere.
+    pub dom0_vcpus_pin: bool,
 }
 
 /// What `sched=` asks for.
@@ -244,6 +254,7 @@ impl Default for Options {
             sched: SchedPolicy::default(),
             max_cpus: None,
             debug_crash_cpu: 0,
+            dom0_vcpus_pin: false,
         }
     }
 }
@@ -324,6 +335,8 @@ const SCHED_EXPECTED: &str = "credit2 or null";
 const CPUS_EXPECTED: &str = "a number of CPUs, at least 1";
 const CPU_EXPECTED: &str = "a CPU index (0 is the boot CPU)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
+const BOOL_EXPECTED: &str = "a boolean (1, on, yes, true, enable or 0, no, off, false, disable; \
+     nothing means yes)";
 
 const DOM0_MEM_EXPECTED: &str = "a list of [min:|max:]<sz>, <sz> being [-]<size>, [-]<n>% or \
      [-]<size>+<n>% (n < 100), <size> a number with unit B, K, M, G or T (KiB if none), \
@@ -503,6 +516,33 @@ fn parse_console<'a>(option: &'a str, value: &'a str) -> Result<Console, Cmdline
     Ok(console)
 }
 
+/// Xen's `parse_bool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "on" | "yes" | "true" | "enable" => Some(true),
+        "0" | "no" | "off" | "false" | "disable" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean option's value (see the module documentation): `negated` is whether
+/// the option was written with Xen's `no-` prefix.
+fn parse_boolean<'a>(
+    option: &'a str,
+    value: Option<&'a str>,
+    negated: bool,
+) -> Result<bool, CmdlineError<'a>> {
+    let yes = match value {
+        None | Some("") => true,
+        Some(v) => parse_bool(v).ok_or(CmdlineError::BadValue {
+            option,
+            value: v,
+            expected: BOOL_EXPECTED,
+        })?,
+    };
+    Ok(yes != negated)
+}
+
 fn value_of<'a>(
     option: &'a str,
     value: Option<&'a str>,
@@ -538,7 +578,14 @@ pub fn parse<'a>(
         if name.is_empty() {
             return Err(CmdlineError::EmptyName(word));
         }
-        if name_is(name, "loglvl") {
+        // Xen's `no-` prefix inverts a boolean option (and means nothing for others).
+        let (negated, bool_name) = match name.strip_prefix("no-") {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        if name_is(bool_name, "dom0_vcpus_pin") {
+            opts.dom0_vcpus_pin = parse_boolean(word, value, negated)?;
+        } else if name_is(name, "loglvl") {
             opts.loglvl = parse_loglvl(word, value_of(word, value, LOGLVL_EXPECTED)?)?;
         } else if name_is(name, "guest_loglvl") {
             opts.guest_loglvl = parse_loglvl(word, value_of(word, value, LOGLVL_EXPECTED)?)?;
@@ -718,6 +765,7 @@ mod tests {
             ("dom0_mem=lots", "dom0_mem=lots"),
             ("sched=credit", "credit2 or null"),
             ("sched", "needs a value"),
+            ("dom0_vcpus_pin=maybe", "dom0_vcpus_pin=maybe"),
             ("=5", "empty name"),
         ] {
             let err = parse(line, |_| {}).expect_err(line);
@@ -907,6 +955,73 @@ mod tests {
             parse("debug-crash-cpu=1", |_| {}).unwrap().debug_crash_cpu,
             1
         );
+    }
+
+    #[test]
+    fn dom0_vcpus_pin_is_a_xen_boolean() {
+        fn pin(line: &str) -> Result<bool, CmdlineError<'_>> {
+            parse(line, |_| {}).map(|o| o.dom0_vcpus_pin)
+        }
+        assert_eq!(pin(""), Ok(false));
+        assert_eq!(pin("dom0_vcpus_pin"), Ok(true));
+        assert_eq!(pin("dom0-vcpus-pin"), Ok(true));
+        assert_eq!(
+            pin("dom0_vcpus_pin="),
+            Ok(true),
+            "an empty value is yes, as in Xen"
+        );
+        assert_eq!(pin("no-dom0_vcpus_pin"), Ok(false));
+        assert_eq!(pin("no-dom0_vcpus_pin="), Ok(false));
+        for v in ["1", "on", "yes", "true", "enable"] {
+            assert_eq!(pin(&format!("dom0_vcpus_pin={v}")), Ok(true), "{v}");
+            assert_eq!(
+                pin(&format!("no-dom0_vcpus_pin={v}")),
+                Ok(false),
+                "no-...={v}"
+            );
+        }
+        for v in ["0", "no", "off", "false", "disable"] {
+            assert_eq!(pin(&format!("dom0_vcpus_pin={v}")), Ok(false), "{v}");
+            assert_eq!(
+                pin(&format!("no-dom0_vcpus_pin={v}")),
+                Ok(true),
+                "no-...={v}"
+            );
+        }
+        // The last one wins.
+        assert_eq!(pin("dom0_vcpus_pin no-dom0_vcpus_pin"), Ok(false));
+        assert_eq!(pin("no-dom0-vcpus-pin dom0_vcpus_pin=on"), Ok(true));
+        // Anything else is an error, naming the option and what it takes.
+        let e = parse("dom0_vcpus_pin=maybe", |_| {}).unwrap_err();
+        assert_eq!(
+            e,
+            CmdlineError::BadValue {
+                option: "dom0_vcpus_pin=maybe",
+                value: "maybe",
+                expected: BOOL_EXPECTED
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "option 'dom0_vcpus_pin=maybe': 'maybe' is not a boolean (1, on, yes, true, \
+             enable or 0, no, off, false, disable; nothing means yes)"
+        );
+        for bad in [
+            "dom0_vcpus_pin=TRUE",
+            "dom0_vcpus_pin=2",
+            "dom0_vcpus_pin=y",
+            "no-dom0_vcpus_pin=x",
+        ] {
+            assert!(pin(bad).is_err(), "{bad}");
+        }
+        // Only Xen's `no-` prefix inverts, and only boolean options.
+        let (o, u) = parse_ok("no_dom0_vcpus_pin nodom0_vcpus_pin no-loglvl=none");
+        assert_eq!(
+            u,
+            ["no_dom0_vcpus_pin", "nodom0_vcpus_pin", "no-loglvl=none"]
+        );
+        assert!(!o.dom0_vcpus_pin);
+        assert_eq!(o.loglvl, LogLevel::Info);
     }
 
     #[test]

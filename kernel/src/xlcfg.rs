@@ -18,6 +18,8 @@
 //! | `max_grant_frames` | grant table frames | 64 |
 //! | `on_poweroff`, `on_reboot`, `on_crash` | what to do when it ends | destroy, restart, destroy |
 //! | `cpu_weight`, `cap` | scheduling weight; cap in % of one pCPU (0 = none) | 256, 0 |
+//! | `cpus` | hard vCPU affinity: the pCPUs each vCPU may run on (see below) | every pCPU |
+//! | `cpus_soft` | soft vCPU affinity: the pCPUs each vCPU prefers (see below) | no preference |
 //!
 //! Any other key is kept in [`Config::settings`] and reported as a [`Warning`]: known
 //! xl keys keel does not act on yet (`disk`, `vif`, ...) as ignored, others as
@@ -44,6 +46,29 @@
 //! - `cmdline` wins over `root` and `extra` (with a warning); otherwise the command
 //!   line is `root=ROOT EXTRA`, as xl builds it.
 //!
+//! # vCPU affinity (`cpus`, `cpus_soft`; xl's `parse_vcpu_affinity`)
+//!
+//! A *CPU list* is a string of comma-separated items: `all`, a pCPU `N`, a range
+//! `N-M` (N ≤ M), and `^N` or `^N-M` to take pCPUs out. Items apply in order, as xl
+//! applies them (`parse_cpurange`): `"0-3,5,^1"` is 0, 2, 3, 5, and `"all,^4-7,5"`
+//! every pCPU but 4, 6 and 7. A CPU list of exclusions only starts from every pCPU
+//! (`"^0"` is all but pCPU 0), where xl starts from none (and Xen then refuses the
+//! empty hard affinity). Numbers are decimal even with a leading `0` (xl reads pCPU
+//! ids with `strtoul(.., 10)`, unlike the numeric keys above). Blanks around an
+//! item, after `^` and around `-` are ignored (xl ignores those before a number
+//! only), and empty items are skipped (as xl's `strtok` skips them).
+//!
+//! `cpus = "CPU-LIST"` (or a bare number) gives every vCPU the same set
+//! ([`Affinity::All`]); `cpus = ["2", "3-8,^5"]` gives vCPU 0 pCPU 2, vCPU 1 pCPUs
+//! 3, 4, 6, 7 and 8, and the vCPUs past the list every pCPU ([`Affinity::PerVcpu`]).
+//!
+//! Refused, naming the line: NUMA nodes (`node:N`, `nodes:N-M`; keel has no NUMA
+//! support), `^all`, malformed numbers and ranges (`M < N`), a pCPU id of
+//! [`keel_sched::MAX_CPUS`] or more, a set that ends up empty, a list with more
+//! entries than `maxvcpus` (xl drops the extra ones silently; here they are most
+//! likely a mistake), and lists inside the list. Whether the pCPUs named exist is
+//! known only at boot: see [`Affinity`] for what the kernel does then.
+//!
 //! # Invariants
 //!
 //! - Nothing here panics, whatever the bytes (property-tested). Lists nest at most
@@ -61,6 +86,8 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+
+use keel_sched::{CpuSet, MAX_CPUS};
 
 /// Deepest list nesting accepted.
 pub const MAX_DEPTH: usize = 16;
@@ -154,6 +181,40 @@ impl Action {
     }
 }
 
+/// A vCPU affinity, from `cpus` (hard: the pCPUs a vCPU may run on, never any
+/// other) or `cpus_soft` (soft: the pCPUs it prefers when one of them is free). See
+/// the module documentation for the syntax.
+///
+/// Every set is non-empty and holds ids below [`keel_sched::MAX_CPUS`] only; `all`
+/// is every such id. How many pCPUs the machine has is known only at boot, so the
+/// kernel must check that when it applies the affinity, as Xen does with the online
+/// pCPUs: keep the pCPUs of a set that exist (`set.intersect(&CpuSet::all(nr))`),
+/// refuse to start a domain whose hard affinity for some vCPU is then empty (Xen:
+/// `EINVAL` from `XEN_DOMCTL_setvcpuaffinity`), and take a soft set with no pCPU
+/// left, or none in common with the hard set, as no preference (as `keel_sched`
+/// does with `soft ∩ hard`). `keel_sched::Policy::set_affinity` refuses sets naming
+/// pCPUs that do not exist, so these sets must not be handed to it unreduced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Affinity {
+    /// One set for every vCPU (`cpus = "0-3,^2"`).
+    All(CpuSet),
+    /// Element `i` for vCPU `i` (`cpus = ["2", "3-8,^5"]`); vCPUs past the list get
+    /// every pCPU (hard) or no preference (soft). At most `maxvcpus` elements; may be
+    /// empty (`cpus = []`, which pins nothing).
+    PerVcpu(Vec<CpuSet>),
+}
+
+impl Affinity {
+    /// vCPU `vcpu`'s set; `None` when this affinity does not restrict it (every
+    /// pCPU for a hard affinity, no preference for a soft one).
+    pub fn for_vcpu(&self, vcpu: u32) -> Option<&CpuSet> {
+        match self {
+            Affinity::All(set) => Some(set),
+            Affinity::PerVcpu(sets) => usize::try_from(vcpu).ok().and_then(|i| sets.get(i)),
+        }
+    }
+}
+
 /// A domU's configuration: what keel acts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -175,6 +236,12 @@ pub struct Config {
     pub cpu_weight: u32,
     /// Percent of one pCPU for the whole domain; 0 = no cap.
     pub cap: u32,
+    /// `cpus`: the hard affinity, the pCPUs each vCPU may run on; `None` = every
+    /// pCPU. The pCPUs are checked against the machine at boot (see [`Affinity`]).
+    pub cpus: Option<Affinity>,
+    /// `cpus_soft`: the soft affinity, the pCPUs each vCPU prefers; `None` = no
+    /// preference. What counts is its intersection with the hard affinity.
+    pub cpus_soft: Option<Affinity>,
     /// Everything the file said, including keys keel does not act on.
     pub settings: Settings,
     pub warnings: Vec<Warning>,
@@ -311,6 +378,9 @@ impl Config {
             .number("cap", 0, 100 * i64::from(max_vcpus))?
             .map_or(0, |n| n as u32);
 
+        let cpus = get.affinity("cpus", max_vcpus)?;
+        let cpus_soft = get.affinity("cpus_soft", max_vcpus)?;
+
         warnings.sort_by_key(|w| w.line);
         Ok(Config {
             name,
@@ -329,6 +399,8 @@ impl Config {
             on_crash,
             cpu_weight,
             cap,
+            cpus,
+            cpus_soft,
             settings,
             warnings,
         })
@@ -370,14 +442,14 @@ const USED: &[&str] = &[
     "on_crash",
     "cpu_weight",
     "cap",
+    "cpus",
+    "cpus_soft",
 ];
 
 /// xl keys keel knows but does not act on yet: warned about as "ignored".
 const IGNORED: &[&str] = &[
     "uuid",
     "pool",
-    "cpus",
-    "cpus_soft",
     "disk",
     "vif",
     "vfb",
@@ -514,6 +586,127 @@ impl Get<'_> {
                 ErrorKind::UnknownAction(key, name),
             ))
     }
+
+    /// `cpus` or `cpus_soft` (see the module documentation), for a domain of at
+    /// most `max_vcpus` vCPUs.
+    fn affinity(&self, key: &'static str, max_vcpus: u32) -> Result<Option<Affinity>, Error> {
+        let Some(s) = self.settings.get(key) else {
+            return Ok(None);
+        };
+        let at = |kind| Error::at(s.line, kind);
+        let items = match &s.value {
+            Value::Str(text) | Value::Num(text) => {
+                let set = parse_cpu_list(text, AffinityEntry { key, vcpu: None }).map_err(at)?;
+                return Ok(Some(Affinity::All(set)));
+            }
+            Value::List(items) => items,
+        };
+        if items.len() > max_vcpus as usize {
+            return Err(at(ErrorKind::AffinityTooLong {
+                key,
+                entries: items.len(),
+                max_vcpus,
+            }));
+        }
+        let mut sets = Vec::with_capacity(items.len());
+        // `vcpu < items.len() <= max_vcpus`, a u32.
+        for (vcpu, item) in (0u32..).zip(items) {
+            let text = item
+                .atom()
+                .ok_or_else(|| at(ErrorKind::AffinityNested(key)))?;
+            let entry = AffinityEntry {
+                key,
+                vcpu: Some(vcpu),
+            };
+            sets.push(parse_cpu_list(text, entry).map_err(at)?);
+        }
+        Ok(Some(Affinity::PerVcpu(sets)))
+    }
+}
+
+/// Blanks ignored around the items of a CPU list.
+const CPU_LIST_BLANKS: [char; 2] = [' ', '\t'];
+
+/// One CPU list (see the module documentation): the set it names, never empty.
+fn parse_cpu_list(text: &str, at: AffinityEntry) -> Result<CpuSet, ErrorKind> {
+    let items = || {
+        text.split(',')
+            .map(|i| i.trim_matches(CPU_LIST_BLANKS))
+            .filter(|i| !i.is_empty())
+    };
+    // Exclusions alone start from every pCPU (xl would start from none).
+    let only_exclusions = items().next().is_some() && items().all(|i| i.starts_with('^'));
+    let mut set = if only_exclusions {
+        CpuSet::all(MAX_CPUS)
+    } else {
+        CpuSet::new()
+    };
+    for item in items() {
+        let (exclude, what) = match item.strip_prefix('^') {
+            Some(rest) => (true, rest.trim_start_matches(CPU_LIST_BLANKS)),
+            None => (false, item),
+        };
+        let malformed = || ErrorKind::AffinityMalformed {
+            at,
+            item: item.to_string(),
+        };
+        if what.starts_with("node:") || what.starts_with("nodes:") {
+            return Err(ErrorKind::AffinityNodes {
+                at,
+                item: item.to_string(),
+            });
+        }
+        if what == "all" {
+            if exclude {
+                return Err(ErrorKind::AffinityExcludeAll(at));
+            }
+            set = CpuSet::all(MAX_CPUS);
+            continue;
+        }
+        let (first, last) = match what.split_once('-') {
+            Some((a, b)) => (
+                a.trim_end_matches(CPU_LIST_BLANKS),
+                b.trim_start_matches(CPU_LIST_BLANKS),
+            ),
+            None => (what, what),
+        };
+        let (Some(first), Some(last)) = (cpu_id(first), cpu_id(last)) else {
+            return Err(malformed());
+        };
+        if last < first {
+            return Err(malformed());
+        }
+        let too_high = || ErrorKind::AffinityCpuTooHigh {
+            at,
+            item: item.to_string(),
+            max: MAX_CPUS - 1,
+        };
+        if last >= MAX_CPUS {
+            return Err(too_high());
+        }
+        for cpu in first..=last {
+            if exclude {
+                set.remove(cpu);
+            } else {
+                // Cannot fail: `cpu <= last < MAX_CPUS`.
+                set.insert(cpu).map_err(|_| too_high())?;
+            }
+        }
+    }
+    if set.is_empty() {
+        return Err(ErrorKind::AffinityEmpty(at));
+    }
+    Ok(set)
+}
+
+/// A pCPU id: decimal digits only (a leading 0 is not octal). Too large for a u32
+/// reads as `u32::MAX`, which the caller refuses as too high.
+fn cpu_id(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Only digits: the parse can fail only by overflowing.
+    Some(text.parse().unwrap_or(u32::MAX))
 }
 
 fn check_name(name: &str, line: u32) -> Result<(), Error> {
@@ -675,6 +868,46 @@ pub enum ErrorKind {
     MaxvcpusBelowVcpus { vcpus: u32, max_vcpus: u32 },
     /// unknown {0} action "{1}" (destroy, restart, rename-restart, preserve, coredump-destroy, coredump-restart or soft-reset)
     UnknownAction(&'static str, String),
+    /// {at}: {item:?} names NUMA nodes, which keel does not support: list pCPUs instead (e.g. "0-3,^2")
+    AffinityNodes { at: AffinityEntry, item: String },
+    /// {at}: {item:?} is not `all`, a pCPU N or a range N-M (decimal, N <= M), each optionally after `^` to exclude it
+    AffinityMalformed { at: AffinityEntry, item: String },
+    /// {0}: "^all" would exclude every pCPU
+    AffinityExcludeAll(AffinityEntry),
+    /// {at}: {item:?} names a pCPU above {max}, the highest keel supports
+    AffinityCpuTooHigh {
+        at: AffinityEntry,
+        item: String,
+        max: u32,
+    },
+    /// {0} names no pCPU
+    AffinityEmpty(AffinityEntry),
+    /// `{key}` has {entries} entries, one per vCPU, but the domain has at most {max_vcpus} vCPUs (maxvcpus)
+    AffinityTooLong {
+        key: &'static str,
+        entries: usize,
+        max_vcpus: u32,
+    },
+    /// `{0}` must be a CPU list such as "0-3,^2", or a list of them (one per vCPU), not a list of lists
+    AffinityNested(&'static str),
+}
+
+/// Which CPU list of `cpus` or `cpus_soft` an error is about, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AffinityEntry {
+    /// `cpus` or `cpus_soft`.
+    pub key: &'static str,
+    /// The vCPU, when the key is a list of CPU lists (one per vCPU).
+    pub vcpu: Option<u32>,
+}
+
+impl fmt::Display for AffinityEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vcpu {
+            None => write!(f, "`{}`", self.key),
+            Some(v) => write!(f, "`{}` for vCPU {v}", self.key),
+        }
+    }
 }
 
 /// What the parser found instead of what it expected, for messages.
@@ -1102,6 +1335,8 @@ cap = 150
 disk = [ 'phy:/dev/vg/web,xvda,w',
          'file:/srv/web.iso,xvdc:cdrom,r', ]
 vif = []
+cpus = "0-3,^2"
+cpus_soft = ["1", "3"]
 "#;
         let c = parse(text).unwrap();
         assert_eq!(c.name, "web");
@@ -1127,6 +1362,11 @@ vif = []
         );
         assert_eq!(c.settings["disk"].line, 18);
         assert_eq!(c.settings["vif"].value, Value::List(vec![]));
+        assert_eq!(c.cpus, Some(Affinity::All(set(&[0, 1, 3]))));
+        assert_eq!(
+            c.cpus_soft,
+            Some(Affinity::PerVcpu(vec![set(&[1]), set(&[3])]))
+        );
         let warnings: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(
             warnings,
@@ -1158,6 +1398,7 @@ vif = []
             (Action::Destroy, Action::Restart, Action::Destroy)
         );
         assert_eq!((c.cpu_weight, c.cap), (256, 0));
+        assert_eq!((&c.cpus, &c.cpus_soft), (&None, &None));
         assert!(c.warnings.is_empty());
         assert_eq!(c.sched_params(), keel_sched::Params::default());
         // maxmem follows memory; maxvcpus follows vcpus.
@@ -1397,6 +1638,232 @@ vif = []
         }
     }
 
+    /// The set of `ids` (all below `MAX_CPUS`).
+    fn set(ids: &[u32]) -> CpuSet {
+        let mut s = CpuSet::new();
+        for &c in ids {
+            s.insert(c).expect("test ids are below MAX_CPUS");
+        }
+        s
+    }
+
+    /// Every pCPU id but `ids`.
+    fn all_but(ids: &[u32]) -> CpuSet {
+        let mut s = CpuSet::all(MAX_CPUS);
+        for &c in ids {
+            s.remove(c);
+        }
+        s
+    }
+
+    /// `cpus` for a domain of up to 4 vCPUs (on line 5).
+    fn cpus(value: &str) -> Result<Option<Affinity>, Error> {
+        parse(&format!("{MINIMAL}maxvcpus = 4\ncpus = {value}")).map(|c| c.cpus)
+    }
+
+    #[test]
+    fn cpu_lists_as_xl_reads_them() {
+        let every = |s: CpuSet| Ok(Some(Affinity::All(s)));
+        assert_eq!(cpus("'all'"), every(CpuSet::all(MAX_CPUS)));
+        assert_eq!(cpus("'3'"), every(set(&[3])));
+        assert_eq!(cpus("3"), every(set(&[3])), "a bare number is a CPU list");
+        assert_eq!(
+            cpus("'010'"),
+            every(set(&[10])),
+            "decimal, as xl's strtoul(.., 10)"
+        );
+        assert_eq!(cpus("'255'"), every(set(&[255])));
+        assert_eq!(cpus("'0-3'"), every(set(&[0, 1, 2, 3])));
+        assert_eq!(cpus("'2-2'"), every(set(&[2])));
+        // xl.cfg(5)'s examples.
+        assert_eq!(cpus("'0-3,5,^1'"), every(set(&[0, 2, 3, 5])));
+        assert_eq!(cpus("'all,^7'"), every(all_but(&[7])));
+        assert_eq!(cpus("'all,^5-8'"), every(all_but(&[5, 6, 7, 8])));
+        // Items apply in order, as in xl: a later item undoes an earlier one.
+        assert_eq!(cpus("'all,^4-7,5'"), every(all_but(&[4, 6, 7])));
+        assert_eq!(cpus("'0-3,^1,1'"), every(set(&[0, 1, 2, 3])));
+        assert_eq!(cpus("'^3,3'"), every(set(&[3])));
+        assert_eq!(cpus("'^1,1-2'"), every(set(&[1, 2])));
+        assert_eq!(cpus("'1,all'"), every(CpuSet::all(MAX_CPUS)));
+        // Exclusions alone start from every pCPU.
+        assert_eq!(cpus("'^0'"), every(all_but(&[0])));
+        assert_eq!(cpus("'^0-1,^255'"), every(all_but(&[0, 1, 255])));
+        // Blanks around items, after `^` and around `-`; empty items are skipped.
+        assert_eq!(cpus("' 0 - 3 , ^ 1 ,,5,\t'"), every(set(&[0, 2, 3, 5])));
+        assert_eq!(cpus("',4,'"), every(set(&[4])));
+        // `+=` on a string concatenates, as for any string.
+        let c = parse(&format!("{MINIMAL}cpus = '0-1'\ncpus += ',3'")).unwrap();
+        assert_eq!(c.cpus, Some(Affinity::All(set(&[0, 1, 3]))));
+
+        // A list: one CPU list per vCPU (xl.cfg(5)'s example), numbers allowed.
+        let per = |sets: Vec<CpuSet>| Ok(Some(Affinity::PerVcpu(sets)));
+        assert_eq!(
+            cpus("['2', '3-8,^5']"),
+            per(vec![set(&[2]), set(&[3, 4, 6, 7, 8])])
+        );
+        assert_eq!(
+            cpus("[1, 'all', \"^0\"]"),
+            per(vec![set(&[1]), CpuSet::all(MAX_CPUS), all_but(&[0])])
+        );
+        assert_eq!(
+            cpus("['0', '1', '2', '3']"),
+            per(vec![set(&[0]), set(&[1]), set(&[2]), set(&[3])]),
+            "as many entries as maxvcpus"
+        );
+        assert_eq!(cpus("[]"), per(vec![]));
+        let c = parse(&format!(
+            "{MINIMAL}cpus = ['0']\ncpus += ['1']\nmaxvcpus = 2"
+        ))
+        .unwrap();
+        assert_eq!(c.cpus, Some(Affinity::PerVcpu(vec![set(&[0]), set(&[1])])));
+
+        // What each vCPU gets.
+        let a = Affinity::PerVcpu(vec![set(&[2]), set(&[3])]);
+        assert_eq!(a.for_vcpu(0), Some(&set(&[2])));
+        assert_eq!(a.for_vcpu(1), Some(&set(&[3])));
+        assert_eq!(a.for_vcpu(2), None, "past the list: not restricted");
+        assert_eq!(a.for_vcpu(u32::MAX), None);
+        let a = Affinity::All(set(&[1]));
+        assert_eq!(a.for_vcpu(0), Some(&set(&[1])));
+        assert_eq!(a.for_vcpu(127), Some(&set(&[1])));
+
+        // cpus_soft reads the same way, independently; neither is ignored any more.
+        let c = parse(&format!(
+            "{MINIMAL}vcpus = 2\ncpus = '0-1'\ncpus_soft = ['1', 0]"
+        ))
+        .unwrap();
+        assert_eq!(c.cpus, Some(Affinity::All(set(&[0, 1]))));
+        assert_eq!(
+            c.cpus_soft,
+            Some(Affinity::PerVcpu(vec![set(&[1]), set(&[0])]))
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse(&format!("{MINIMAL}cpus_soft = 'all,^0'")).unwrap();
+        assert_eq!(
+            (c.cpus, c.cpus_soft),
+            (None, Some(Affinity::All(all_but(&[0]))))
+        );
+    }
+
+    #[test]
+    fn cpu_lists_refused() {
+        let e = |value: &str| err(&format!("{MINIMAL}maxvcpus = 2\ncpus = {value}"));
+        let msg = |value: &str| e(value).to_string();
+        let whole = AffinityEntry {
+            key: "cpus",
+            vcpu: None,
+        };
+        // NUMA nodes.
+        assert_eq!(
+            msg("'nodes:0-1'"),
+            "line 5: `cpus`: \"nodes:0-1\" names NUMA nodes, which keel does not support: \
+             list pCPUs instead (e.g. \"0-3,^2\")"
+        );
+        for v in ["'node:0'", "'0-3,^node:1'", "'nodes:all'", "'^ nodes:1'"] {
+            assert!(matches!(e(v).kind, ErrorKind::AffinityNodes { .. }), "{v}");
+        }
+        // `^all`.
+        assert_eq!(
+            msg("'^all'"),
+            "line 5: `cpus`: \"^all\" would exclude every pCPU"
+        );
+        assert_eq!(e("'0,^ all'").kind, ErrorKind::AffinityExcludeAll(whole));
+        // Malformed numbers and ranges.
+        assert_eq!(
+            msg("'3-1'"),
+            "line 5: `cpus`: \"3-1\" is not `all`, a pCPU N or a range N-M (decimal, N <= M), \
+             each optionally after `^` to exclude it"
+        );
+        for v in [
+            "'x'",
+            "'1-'",
+            "'-1'",
+            "'1-2-3'",
+            "'0x3'",
+            "0x3",
+            "'+1'",
+            "'1 2'",
+            "'^'",
+            "'all,^'",
+            "'ALL'",
+            "'1;2'",
+            "'1.5'",
+            "'^^1'",
+            "'\u{663}'",
+        ] {
+            let kind = e(v).kind;
+            assert!(
+                matches!(&kind, ErrorKind::AffinityMalformed { at, .. } if *at == whole),
+                "{v}: {kind:?}"
+            );
+        }
+        // pCPU ids beyond what a CpuSet holds, excluded or not.
+        assert_eq!(
+            msg("'256'"),
+            "line 5: `cpus`: \"256\" names a pCPU above 255, the highest keel supports"
+        );
+        for v in [
+            "'0-256'",
+            "'all,^300'",
+            "'99999999999999999999'",
+            "'4294967296'",
+        ] {
+            assert!(
+                matches!(e(v).kind, ErrorKind::AffinityCpuTooHigh { max: 255, .. }),
+                "{v}"
+            );
+        }
+        // Sets that end up empty.
+        assert_eq!(msg("''"), "line 5: `cpus` names no pCPU");
+        for v in [
+            "','",
+            "' '",
+            "'1,^1'",
+            "'0-3,^0-3'",
+            "'all,^0-255'",
+            "'^0-255'",
+        ] {
+            assert_eq!(e(v).kind, ErrorKind::AffinityEmpty(whole), "{v}");
+        }
+        // Per-vCPU lists: the vCPU is named.
+        assert_eq!(msg("['1', '']"), "line 5: `cpus` for vCPU 1 names no pCPU");
+        assert_eq!(
+            msg("['1', 'x']"),
+            "line 5: `cpus` for vCPU 1: \"x\" is not `all`, a pCPU N or a range N-M (decimal, \
+             N <= M), each optionally after `^` to exclude it"
+        );
+        // More entries than vCPUs.
+        assert_eq!(
+            msg("['0', '1', '2']"),
+            "line 5: `cpus` has 3 entries, one per vCPU, but the domain has at most 2 vCPUs (maxvcpus)"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}vcpus = 1\ncpus = ['0', '1']")).kind,
+            ErrorKind::AffinityTooLong {
+                key: "cpus",
+                entries: 2,
+                max_vcpus: 1
+            },
+            "maxvcpus defaults to vcpus"
+        );
+        // Lists in the list.
+        assert_eq!(
+            msg("[['1']]"),
+            "line 5: `cpus` must be a CPU list such as \"0-3,^2\", or a list of them (one per vCPU), \
+             not a list of lists"
+        );
+        // cpus_soft is checked alike, on its own line.
+        assert_eq!(
+            err(&format!("{MINIMAL}cpus = '0'\ncpus_soft = 'nodes:0'")).to_string(),
+            "line 5: `cpus_soft`: \"nodes:0\" names NUMA nodes, which keel does not support: \
+             list pCPUs instead (e.g. \"0-3,^2\")"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}maxvcpus = 2\ncpus_soft = ['0', '0,^0']")).to_string(),
+            "line 5: `cpus_soft` for vCPU 1 names no pCPU"
+        );
+    }
+
     #[test]
     fn unknown_keys_are_warnings() {
         let c = parse(&format!(
@@ -1531,6 +1998,9 @@ vif = []
             Just("kernel".to_string()),
             Just("vcpus".to_string()),
             Just("cap".to_string()),
+            Just("cpus".to_string()),
+            Just("cpus_soft".to_string()),
+            Just("maxvcpus".to_string()),
             Just(" = ".to_string()),
             Just("+=".to_string()),
             Just("\n".to_string()),
@@ -1547,6 +2017,7 @@ vif = []
             Just("07".to_string()),
             "[0-9]{1,25}",
             "'[ -~]{0,8}'",
+            "'\\^?(all|nodes?:[0-9]|[0-9]{1,3}(-[0-9]{1,3})?)(,\\^?[0-9]{1,3}(-[0-9]{1,3})?){0,3}'",
             "\\\\[0-9a-z]{0,3}",
             any::<char>().prop_map(String::from),
         ]
@@ -1563,7 +2034,17 @@ vif = []
         fn token_soup_never_panics(parts in prop::collection::vec(fragment(), 0..60)) {
             let text = parts.concat();
             match Config::parse(text.as_bytes()) {
-                Ok(c) => prop_assert!(!c.name.is_empty() && c.vcpus >= 1),
+                Ok(c) => {
+                    prop_assert!(!c.name.is_empty() && c.vcpus >= 1);
+                    for a in [&c.cpus, &c.cpus_soft].into_iter().flatten() {
+                        let sets = match a {
+                            Affinity::All(s) => core::slice::from_ref(s),
+                            Affinity::PerVcpu(v) => v.as_slice(),
+                        };
+                        prop_assert!(sets.len() <= c.max_vcpus as usize);
+                        prop_assert!(sets.iter().all(|s| !s.is_empty()));
+                    }
+                }
                 Err(e) => {
                     // Errors point into the file.
                     let lines = text.split('\n').count() as u32;
@@ -1593,6 +2074,116 @@ vif = []
             prop_assert_eq!(c.vcpus, vcpus);
             prop_assert_eq!(c.cpu_weight, weight);
             prop_assert_eq!(c.cmdline, cmdline);
+        }
+    }
+
+    /// One item of a CPU list: `(excluded, what)`.
+    #[derive(Clone, Debug)]
+    enum CpuItem {
+        All,
+        One(u32),
+        Range(u32, u32),
+    }
+
+    fn cpu_item() -> impl Strategy<Value = (bool, CpuItem)> {
+        let what = prop_oneof![
+            1 => Just(CpuItem::All),
+            4 => (0u32..270).prop_map(CpuItem::One),
+            4 => (0u32..270, 0u32..270).prop_map(|(a, b)| CpuItem::Range(a, b)),
+        ];
+        (prop::bool::weighted(0.4), what)
+    }
+
+    fn render((exclude, what): &(bool, CpuItem)) -> String {
+        let what = match what {
+            CpuItem::All => "all".to_string(),
+            CpuItem::One(n) => n.to_string(),
+            CpuItem::Range(a, b) => format!("{a}-{b}"),
+        };
+        format!("{}{what}", if *exclude { "^" } else { "" })
+    }
+
+    /// xl's `parse_cpurange` (each item in order on one bitmap) with keel's
+    /// refusals, and exclusions alone starting from every pCPU. `None`: refused.
+    fn cpu_list_model(items: &[(bool, CpuItem)]) -> Option<std::collections::BTreeSet<u32>> {
+        let only_exclusions = !items.is_empty() && items.iter().all(|(x, _)| *x);
+        let mut ids: std::collections::BTreeSet<u32> = if only_exclusions {
+            (0..MAX_CPUS).collect()
+        } else {
+            Default::default()
+        };
+        for (exclude, what) in items {
+            let range = match *what {
+                CpuItem::All if *exclude => return None,
+                CpuItem::All => 0..=MAX_CPUS - 1,
+                CpuItem::One(n) => n..=n,
+                CpuItem::Range(a, b) => a..=b,
+            };
+            if range.is_empty() || *range.end() >= MAX_CPUS {
+                return None;
+            }
+            for c in range {
+                if *exclude {
+                    ids.remove(&c);
+                } else {
+                    ids.insert(c);
+                }
+            }
+        }
+        (!ids.is_empty()).then_some(ids)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn cpu_lists_match_the_model(items in prop::collection::vec(cpu_item(), 0..6)) {
+            let text = items.iter().map(render).collect::<Vec<_>>().join(",");
+            let got = parse(&format!("{MINIMAL}cpus = '{text}'")).map(|c| c.cpus);
+            match cpu_list_model(&items) {
+                Some(ids) => {
+                    let mut want = CpuSet::new();
+                    for c in ids {
+                        want.insert(c).unwrap(); // the model keeps ids below MAX_CPUS
+                    }
+                    prop_assert_eq!(got, Ok(Some(Affinity::All(want))), "{}", text);
+                }
+                None => {
+                    let kind = got.map_err(|e| e.kind);
+                    prop_assert!(
+                        matches!(
+                            kind,
+                            Err(ErrorKind::AffinityMalformed { .. }
+                                | ErrorKind::AffinityExcludeAll(_)
+                                | ErrorKind::AffinityCpuTooHigh { .. }
+                                | ErrorKind::AffinityEmpty(_))
+                        ),
+                        "{}: {:?}", text, kind
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn any_cpu_list_text_is_read_or_refused(
+            text in "[0-9,^ \\-a-z:]{0,24}",
+            soft in prop::collection::vec("[0-9,^\\-al]{0,8}", 0..6),
+        ) {
+            let soft = soft.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",");
+            let config = format!("{MINIMAL}maxvcpus = 4\ncpus = '{text}'\ncpus_soft = [{soft}]");
+            match parse(&config) {
+                Ok(c) => {
+                    let Some(Affinity::All(hard)) = c.cpus else {
+                        return Err(TestCaseError::fail("cpus is one CPU list"));
+                    };
+                    prop_assert!(!hard.is_empty());
+                    let Some(Affinity::PerVcpu(sets)) = c.cpus_soft else {
+                        return Err(TestCaseError::fail("cpus_soft is a list"));
+                    };
+                    prop_assert!(sets.len() <= 4 && sets.iter().all(|s| !s.is_empty()));
+                }
+                Err(e) => prop_assert!(matches!(e.line, 5 | 6), "{}", e),
+            }
         }
     }
 }
