@@ -235,7 +235,10 @@ pub fn send_fixed(dest: u32, vector: u8) {
 
 /// A fixed interrupt `vector` to every other CPU.
 pub fn send_fixed_all_others(vector: u8) {
-    send_ipi(0, DM_FIXED | LEVEL_ASSERT | ALL_BUT_SELF | u32::from(vector));
+    send_ipi(
+        0,
+        DM_FIXED | LEVEL_ASSERT | ALL_BUT_SELF | u32::from(vector),
+    );
 }
 
 /// An NMI to every other CPU (keel's fatal path stops them with it).

@@ -392,6 +392,10 @@ pub trait HvmVcpu {
     /// Loads what [`HvmVcpu::save_lazy_state`] saved (a new vCPU: the reset state),
     /// before this vCPU runs after another one did.
     fn restore_lazy_state(&self);
+    /// This CPU lets the vCPU go (another CPU may take it next): VMX VMCLEARs its
+    /// VMCS here; SVM needs nothing (a VMCB is not tied to a CPU). The kernel calls
+    /// it whenever it unlocks the vCPU's hardware state.
+    fn release_cpu(&mut self);
 }
 
 /// Which instruction a guest uses for hypercalls (Intel VMCALL, AMD VMMCALL).
@@ -514,6 +518,9 @@ impl HvmVcpu for Vcpu {
     }
     fn restore_lazy_state(&self) {
         delegate!(self, v => v.restore_lazy_state())
+    }
+    fn release_cpu(&mut self) {
+        delegate!(self, v => v.release_cpu())
     }
 }
 

@@ -11,9 +11,16 @@
 //! for, does nothing (the run loop re-arms before every entry, mostly for the same
 //! slice end). [`ARMED`] remembers that deadline; the interrupt handler and
 //! [`disarm`] forget it, so a timer that fired is always armed again.
+//!
+//! # Per CPU
+//! Every CPU has its own LAPIC timer, armed by its own run loop: [`ARMED`] has one
+//! slot per CPU, indexed by `percpu::index()`, touched only by that CPU (and its
+//! interrupt handler). The calibration is the boot CPU's, shared: keel assumes the
+//! CPUs' TSCs and LAPIC timers run at one rate, as Xen does with an invariant TSC.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use keel_arch::percpu::{self, MAX_CPUS};
 use keel_arch::{apic, cpu, traps};
 use keel_kernel::time::TscScale;
 
@@ -27,11 +34,16 @@ static WALL_SECS: AtomicU64 = AtomicU64::new(0);
 static WALL_NSEC: AtomicU64 = AtomicU64::new(0);
 /// The deadline the timer is armed for and has not fired for yet ([`NOT_ARMED`]:
 /// none, or unknown).
-static ARMED: AtomicU64 = AtomicU64::new(NOT_ARMED);
+static ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(NOT_ARMED) }; MAX_CPUS];
 const NOT_ARMED: u64 = u64::MAX;
 
+/// This CPU's slot in [`ARMED`].
+fn armed() -> &'static AtomicU64 {
+    &ARMED[percpu::index() as usize % MAX_CPUS]
+}
+
 fn tick(_frame: &mut traps::TrapFrame) {
-    ARMED.store(NOT_ARMED, Ordering::Relaxed);
+    armed().store(NOT_ARMED, Ordering::Relaxed);
     apic::eoi();
 }
 
@@ -112,14 +124,15 @@ pub fn now() -> u64 {
 /// Arms the timer to interrupt at system time `deadline` (at once if it has
 /// passed). Replaces any earlier arming.
 pub fn arm(deadline: u64) {
-    if deadline == ARMED.load(Ordering::Relaxed) {
+    let armed = armed();
+    if deadline == armed.load(Ordering::Relaxed) {
         // Still pending at the same deadline: the timer fires when it would anyway.
         return;
     }
     // Before the timer is programmed: should it fire at once, the handler's
     // forgetting comes after this. (A oneshot count clamped to 32 bits fires early,
     // and the handler forgets then too.)
-    ARMED.store(deadline, Ordering::Relaxed);
+    armed.store(deadline, Ordering::Relaxed);
     let now = now();
     let delta_ns = deadline.saturating_sub(now).max(1_000);
     let tsc_hz = TSC_HZ.load(Ordering::Relaxed);
@@ -135,6 +148,6 @@ pub fn arm(deadline: u64) {
 
 /// Stops the timer.
 pub fn disarm() {
-    ARMED.store(NOT_ARMED, Ordering::Relaxed);
+    armed().store(NOT_ARMED, Ordering::Relaxed);
     apic::timer_stop();
 }

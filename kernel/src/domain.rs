@@ -1,6 +1,9 @@
-//! Domains: a guest's memory (the p2m over frames from keel's allocator), its vCPU,
-//! and the per-domain state hypercalls touch (shared_info, HVM parameters, the
-//! console line being assembled).
+//! Domains (Xen: `struct domain`): a guest's memory (the p2m over frames from
+//! keel's allocator), its vCPUs, and the per-domain state hypercalls touch
+//! (shared_info, HVM parameters, the console line being assembled). A domain is
+//! shared, not lent: `domains.rs` keeps each in an `Arc`, and whoever works on it
+//! (the pCPU running one of its vCPUs, a peer's hypercall) holds a reference and
+//! takes the lock of the part it changes.
 //!
 //! Building a PVH domain: allocate and zero its RAM (2 MiB runs where the allocator
 //! has them, so the p2m can use large pages), map it gfn 0.. in a p2m written as EPT
@@ -13,15 +16,28 @@
 //! the domain. So a guest-supplied address can name nothing but its own memory.
 //!
 //! # Locking
-//! One CPU: domains are owned by the scheduler's world (`world.rs`), which lends
-//! the running one out by `&mut`; nothing is shared across CPUs yet.
+//! What never changes after the build (id, name, RAM size, memory map, shared_info,
+//! the vCPUs themselves) is read without a lock. [`Domain::mem`] guards the p2m and
+//! the frames the domain owns; [`Domain::hvm_params`] and [`Domain::console`] their
+//! own state (leaves). Two domains' `mem` locks are taken lower domid first; a
+//! vCPU's `st` lock may be held while taking `mem` (copies to guest memory under
+//! it), never the other way round; no domain lock is held while taking the
+//! scheduler's (docs/architecture.md, "Lock order").
+//!
+//! # TLBs
+//! [`Domain::flush_tlbs`] is the one way to say "a p2m entry went away": it returns
+//! only when no pCPU can still use the old translation, so the frame behind it may
+//! be freed or handed to another domain right after. [`Domain::stop_vcpus`] is what
+//! destruction waits on: no vCPU of a dying domain runs again.
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 
-use keel_arch::hvm::{FrameSource, HvmSupport, PvhStart, Vcpu};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+
+use keel_arch::hvm::{FrameSource, HvmSupport, PvhStart, Vcpu as HwVcpu};
 use keel_arch::paging::DirectMapTables;
 use keel_arch::svm::npt::NptFormat;
 use keel_arch::vmx::ept::EptFormat;
@@ -30,11 +46,13 @@ use keel_kernel::pvh;
 use keel_mm::addr::{Gfn, Hpa, Mfn};
 use keel_mm::guest_mem::{CopyError, FrameAccess, GuestPhys};
 use keel_mm::guest_walk::WalkCtx;
-use keel_mm::layout::directmap_va;
 use keel_mm::p2m::{Access, P2m, P2mError};
 use keel_mm::paging::PageSize;
 
+use crate::frames::Frame;
 use crate::memory::{FRAMES, zero_frames};
+use crate::percpu;
+use crate::vcpu::{ArchVcpu, NOT_RUNNING, Vcpu, VcpuInfoAt, VcpuState};
 
 /// Allocates one zeroed page-table frame for a p2m (from anywhere in RAM: the direct
 /// map covers all of it once keel runs on its own tables).
@@ -105,40 +123,30 @@ impl HapP2m {
 /// Guest frames through keel's direct map.
 pub struct DirectMapFrames;
 
+impl DirectMapFrames {
+    fn frame(hpa: Hpa) -> (Frame, usize) {
+        // SAFETY: callers (mm::guest_mem) pass only frames a domain's p2m maps,
+        // which this module allocated for the domain (module invariant) and which
+        // stay allocated while the domain's `mem` lock, held around every copy,
+        // keeps its p2m as it is.
+        unsafe { Frame::containing(hpa) }
+    }
+}
+
 impl FrameAccess for DirectMapFrames {
     fn read(&self, hpa: Hpa, buf: &mut [u8]) {
-        assert!(
-            (hpa.as_u64() & 0xFFF) + buf.len() as u64 <= 4096,
-            "frame read crosses a page"
-        );
-        // SAFETY: callers (mm::guest_mem) pass only frames the domain's p2m maps,
-        // which this module allocated for the domain (module invariant); the range
-        // stays inside one frame (checked above) and the direct map covers all RAM.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                directmap_va(hpa) as *const u8,
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        let (f, off) = Self::frame(hpa);
+        f.read(off, buf);
     }
 
     fn write(&mut self, hpa: Hpa, data: &[u8]) {
-        assert!(
-            (hpa.as_u64() & 0xFFF) + data.len() as u64 <= 4096,
-            "frame write crosses a page"
-        );
-        // SAFETY: as in `read`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), directmap_va(hpa) as *mut u8, data.len())
-        };
+        let (f, off) = Self::frame(hpa);
+        f.write(off, data);
     }
 
     fn read_u64(&self, hpa: Hpa) -> u64 {
-        assert!(hpa.as_u64().is_multiple_of(8), "misaligned frame read");
-        // SAFETY: as in `read`; 8-aligned, so the 8 bytes stay inside the frame. The
-        // guest may change them meanwhile: a volatile load reads them once.
-        unsafe { (directmap_va(hpa) as *const u64).read_volatile() }
+        let (f, off) = Self::frame(hpa);
+        f.read_u64(off)
     }
 }
 
@@ -230,65 +238,6 @@ impl ConsoleLine {
     }
 }
 
-/// Where a vCPU's `vcpu_info` lives: shared_info's slot, or where the guest
-/// registered it (`VCPUOP_register_vcpu_info`). `offset` is 8-aligned and the 64
-/// bytes fit in the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VcpuInfoAt {
-    pub mfn: Mfn,
-    pub offset: u16,
-}
-
-/// A vCPU's Xen timers, as deadlines in system time (ns since keel booted).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Timers {
-    /// `set_timer_op` / `VCPUOP_set_singleshot_timer`.
-    pub singleshot: Option<u64>,
-    /// `VCPUOP_set_periodic_timer`: (period, next deadline).
-    pub periodic: Option<(u64, u64)>,
-}
-
-impl Timers {
-    /// The earliest deadline, if any.
-    pub fn next(&self) -> Option<u64> {
-        earliest(self.singleshot, self.periodic.map(|p| p.1))
-    }
-}
-
-/// The earlier of two optional deadlines.
-pub fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    a.into_iter().chain(b).min()
-}
-
-/// What the vCPU waits for, if anything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Wait {
-    /// Runnable (or running).
-    #[default]
-    None,
-    /// `SCHEDOP_block` or HLT: until an event is pending for it.
-    Blocked,
-    /// `SCHEDOP_poll`: until one of `ports` (any port if empty) is pending, an
-    /// upcall is, or `deadline` (system time) passes.
-    Polling {
-        ports: Vec<u32>,
-        deadline: Option<u64>,
-    },
-}
-
-/// The vCPU's runstate accounting (`vcpu_runstate_info`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Runstate {
-    /// `RUNSTATE_*`.
-    pub state: i32,
-    pub entry_time: u64,
-    pub time: [u64; 4],
-    /// Where the guest asked keel to keep a copy (guest-virtual), if it did, and
-    /// in which layout (`true`: the 32-bit one).
-    pub area: Option<u64>,
-    pub area_compat: bool,
-}
-
 /// A domU's PV console ring, served by keel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsoleRing {
@@ -297,87 +246,184 @@ pub struct ConsoleRing {
     pub xen_port: u32,
 }
 
-/// One domain.
-pub struct Domain {
-    pub id: u16,
-    pub name: String,
-    pub privileged: bool,
+/// A domain's memory: its p2m and every frame it holds (see "Frame accounting"
+/// in docs/architecture.md).
+pub struct DomainMem {
     pub p2m: HapP2m,
-    /// Dropped by hand in `Drop`, before its frames are freed.
-    pub vcpu: ManuallyDrop<Vcpu>,
-    /// RAM size at build, in bytes (gfn 0 .. ram_bytes / 4096).
-    pub ram_bytes: u64,
-    /// RAM pages the domain holds now, and may hold at most.
-    pub tot_pages: u64,
-    pub max_pages: u64,
-    /// The frame shared_info lives in (zeroed at build).
-    pub shared_info: Mfn,
-    /// Where the guest mapped shared_info, if it did.
-    pub shared_info_gfn: Option<Gfn>,
-    /// vCPU 0's `vcpu_info`.
-    pub vcpu_info: VcpuInfoAt,
-    pub vcpu_info_registered: bool,
-    pub hvm_params: [u64; HVM_NR_PARAMS as usize],
-    /// The vector events are delivered on (`HVM_PARAM_CALLBACK_IRQ` of type vector,
-    /// or `HVMOP_set_evtchn_upcall_vector`), if the guest chose one.
-    pub upcall_vector: Option<u8>,
-    pub console: ConsoleLine,
-    pub console_ring: Option<ConsoleRing>,
-    /// The memory map handed to the guest (start_info and XENMEM_memory_map).
-    pub memmap: Vec<keel_hypercall::abi::memory::E820Entry>,
     /// Runs of frames this domain owns (first, count), returned when it dies.
     pub owned: Vec<(Mfn, u64)>,
-    /// Frames of the vCPU's VMCB/VMCS and bitmaps, freed after the vCPU.
-    pub vcpu_frames: Vec<(Hpa, u64)>,
+    /// RAM pages the domain holds now.
+    pub tot_pages: u64,
+    /// Where the guest mapped shared_info, if it did.
+    pub shared_info_gfn: Option<Gfn>,
     /// Where the guest mapped its grant-table frames: index -> gfn. (The frames
     /// are in `owned`; the grant crate lists them.)
     pub grant_gfns: alloc::collections::BTreeMap<u32, u64>,
     /// Guest frames that map another domain's frame (grant mappings): never
     /// grantable, never freed as this domain's.
     pub foreign: BTreeSet<u64>,
-    pub timers: Timers,
-    /// The emulated local APIC (Xen gives PVH domains one too): its page at
-    /// 0xFEE00000 is unbacked in the p2m, so accesses exit and `vmexit` forwards them.
-    pub lapic: keel_arch::x86::vlapic::Vlapic,
-    pub wait: Wait,
-    pub runstate: Runstate,
-    /// Where the guest asked keel to keep a copy of vCPU 0's `vcpu_time_info`
-    /// (guest-virtual; `VCPUOP_register_vcpu_time_memory_area`), if it did.
-    pub time_area: Option<u64>,
+    /// The guest frames (exclusive bound) the p2m accepts.
+    pub p2m_limit: u64,
+}
+
+/// One domain.
+pub struct Domain {
+    pub id: u16,
+    pub name: String,
+    pub privileged: bool,
+    /// RAM size at build, in bytes (gfn 0 .. ram_bytes / 4096).
+    pub ram_bytes: u64,
+    /// RAM pages the domain may hold at most.
+    pub max_pages: u64,
+    /// The frame shared_info lives in (zeroed at build, owned, never moves).
+    pub shared_info: Mfn,
+    /// The memory map handed to the guest (start_info and XENMEM_memory_map).
+    pub memmap: Vec<keel_hypercall::abi::memory::E820Entry>,
     /// xl.cfg scheduling parameters.
     pub weight: u32,
     pub cap: u32,
+    /// The vCPUs, by id. Dropped before `mem`'s frames are freed.
+    pub vcpus: ManuallyDrop<Vec<Vcpu>>,
+    pub mem: spin::Mutex<DomainMem>,
+    pub hvm_params: spin::Mutex<[u64; HVM_NR_PARAMS as usize]>,
+    /// `HVM_PARAM_CALLBACK_IRQ` of type vector: 0x100 | vector, or 0 for none.
+    /// Read at every entry, so an atomic rather than under `hvm_params`.
+    pub callback_vector: AtomicU16,
+    pub console: spin::Mutex<ConsoleLine>,
+    /// A domU's console ring, set once when the domain is admitted.
+    pub console_ring: spin::Once<ConsoleRing>,
+    /// Set when the domain is being destroyed: the pCPUs running its vCPUs let
+    /// them go at their next exit.
+    dying: AtomicBool,
+}
+
+/// Domains built and not yet dropped (their frames not yet all returned).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many domains still hold frames.
+pub fn live_domains() -> usize {
+    LIVE.load(Ordering::Acquire)
 }
 
 impl Domain {
-    /// Guest-physical memory of this domain, for checked copies.
-    pub fn walk_ctx(&self) -> WalkCtx {
-        crate::vmexit::walk_ctx(&self.vcpu)
+    /// vCPU `id`, if the domain has it.
+    pub fn vcpu(&self, id: u32) -> Option<&Vcpu> {
+        self.vcpus.get(id as usize)
     }
 
-    /// Copies from guest-virtual `gva` (through the guest's page tables and the p2m).
-    pub fn copy_from_guest(&self, gva: u64, buf: &mut [u8]) -> Result<(), CopyError> {
-        let walk = self.walk_ctx();
+    /// The vector events are delivered on to `st`'s vCPU: its own
+    /// (`HVMOP_set_evtchn_upcall_vector`), else the domain's callback vector.
+    pub fn upcall_vector(&self, st: &VcpuState) -> Option<u8> {
+        st.upcall_vector.or_else(|| {
+            let v = self.callback_vector.load(Ordering::Relaxed);
+            (v & 0x100 != 0).then_some(v as u8)
+        })
+    }
+
+    /// Sets the domain-wide callback vector (`None`: events go nowhere).
+    pub fn set_callback_vector(&self, v: Option<u8>) {
+        self.callback_vector
+            .store(v.map_or(0, |v| 0x100 | u16::from(v)), Ordering::Relaxed);
+    }
+
+    /// The shared_info frame.
+    pub fn shared_info_frame(&self) -> Frame {
+        // SAFETY: shared_info is a frame the domain owns from its build until it
+        // is dropped, and a `&Domain` keeps it alive.
+        unsafe { Frame::new(self.shared_info) }
+    }
+
+    /// Whether the domain is being destroyed.
+    pub fn is_dying(&self) -> bool {
+        self.dying.load(Ordering::Acquire)
+    }
+
+    /// Marks the domain dying and waits until no pCPU holds any of its vCPUs
+    /// (each lets its vCPU go at its next exit; a kick forces that exit). The
+    /// caller has taken them out of the scheduler first, so none is picked
+    /// again. Called by `domains::destroy` before it tears down what the vCPUs
+    /// could still be using.
+    pub fn stop_vcpus(&self) {
+        self.dying.store(true, Ordering::SeqCst);
+        for v in self.vcpus.iter() {
+            let mut last = NOT_RUNNING;
+            let mut spins = 0u32;
+            loop {
+                let cpu = v.running_on.load(Ordering::SeqCst);
+                if cpu == NOT_RUNNING || cpu == percpu::me() {
+                    break;
+                }
+                // One interrupt per pCPU it is found on (again now and then, in
+                // case that pCPU took it in keel just before it entered).
+                if cpu != last || spins.is_multiple_of(1 << 16) {
+                    percpu::interrupt(cpu);
+                    last = cpu;
+                }
+                spins = spins.wrapping_add(1);
+                keel_arch::cpu::pause();
+            }
+        }
+    }
+
+    /// Makes every vCPU drop its guest TLB entries (after a p2m entry was
+    /// removed or changed), and returns only once none can use a stale one: a
+    /// vCPU not in guest mode flushes before its next entry; one in guest mode on
+    /// another pCPU is interrupted, and this waits until it has exited (its next
+    /// entry flushes). This is what makes it safe to reuse or hand on a frame the
+    /// p2m no longer maps.
+    pub fn flush_tlbs(&self) {
+        for v in self.vcpus.iter() {
+            v.request_flush();
+        }
+        // The flags are set before any `in_guest` is read (and the run loop sets
+        // `in_guest` before it reads the flag): either the vCPU sees the flag at
+        // its entry, or this sees it in guest mode and waits for it to exit.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        for v in self.vcpus.iter() {
+            let exits = v.exits.load(Ordering::SeqCst);
+            if !v.in_guest.load(Ordering::SeqCst) {
+                continue;
+            }
+            let cpu = v.running_on.load(Ordering::SeqCst);
+            if cpu == percpu::me() {
+                continue;
+            }
+            percpu::interrupt(cpu);
+            while v.in_guest.load(Ordering::SeqCst) && v.exits.load(Ordering::SeqCst) == exits {
+                keel_arch::cpu::pause();
+            }
+        }
+    }
+
+    /// Copies from guest-virtual `gva` of the vCPU whose paging is `walk`
+    /// (through its page tables and the p2m).
+    pub fn copy_from_guest(
+        &self,
+        walk: &WalkCtx,
+        gva: u64,
+        buf: &mut [u8],
+    ) -> Result<(), CopyError> {
+        let mem = self.mem.lock();
         let mut frames = DirectMapFrames;
-        with_p2m!(&self.p2m, p => {
-            let mem = GuestPhys { p2m: p, frames: &mut frames };
-            keel_mm::guest_mem::copy_from_guest(&mem, &walk, keel_mm::addr::Gva::new(gva), buf)
+        with_p2m!(&mem.p2m, p => {
+            let g = GuestPhys { p2m: p, frames: &mut frames };
+            keel_mm::guest_mem::copy_from_guest(&g, walk, keel_mm::addr::Gva::new(gva), buf)
         })
     }
 
     /// Copies to guest-virtual `gva`.
-    pub fn copy_to_guest(&mut self, gva: u64, data: &[u8]) -> Result<(), CopyError> {
-        let walk = self.walk_ctx();
+    pub fn copy_to_guest(&self, walk: &WalkCtx, gva: u64, data: &[u8]) -> Result<(), CopyError> {
+        let mem = self.mem.lock();
         let mut frames = DirectMapFrames;
-        with_p2m!(&self.p2m, p => {
-            let mut mem = GuestPhys { p2m: p, frames: &mut frames };
-            keel_mm::guest_mem::copy_to_guest(&mut mem, &walk, keel_mm::addr::Gva::new(gva), data)
+        with_p2m!(&mem.p2m, p => {
+            let mut g = GuestPhys { p2m: p, frames: &mut frames };
+            keel_mm::guest_mem::copy_to_guest(&mut g, walk, keel_mm::addr::Gva::new(gva), data)
         })
     }
 
     /// Writes guest-physical memory (the hypercall page).
-    pub fn write_gpa(&mut self, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
-        write_gpa(&self.p2m, gpa, data)
+    pub fn write_gpa(&self, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
+        write_gpa(&self.mem.lock().p2m, gpa, data)
     }
 }
 
@@ -392,15 +438,17 @@ fn write_gpa(p2m: &HapP2m, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
 }
 
 impl Drop for Domain {
-    /// A dead domain's vCPU goes first (VMX: VMCLEAR), then its RAM, shared_info,
-    /// special pages, grant frames, p2m tables and VMCB/VMCS frames go back to the
-    /// allocator.
+    /// A dead domain's vCPUs go first (VMX: VMCLEAR; their VMCB/VMCS frames), then
+    /// its RAM, shared_info, special pages, grant frames and p2m tables go back to
+    /// the allocator.
     fn drop(&mut self) {
-        // SAFETY: `vcpu` is never used again: this is the domain's destructor.
-        unsafe { ManuallyDrop::drop(&mut self.vcpu) };
+        // SAFETY: `vcpus` is never used again: this is the domain's destructor.
+        unsafe { ManuallyDrop::drop(&mut self.vcpus) };
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+        let mem = self.mem.get_mut();
         let mut tables = Vec::new();
-        with_p2m!(&self.p2m, p => p.for_each_table(|t| tables.push(t)));
-        free_all(self.id, &self.owned, &tables, &self.vcpu_frames);
+        with_p2m!(&mem.p2m, p => p.for_each_table(|t| tables.push(t)));
+        free_all(self.id, &mem.owned, &tables, &[]);
     }
 }
 
@@ -425,7 +473,7 @@ fn free_all(id: u16, owned: &[(Mfn, u64)], tables: &[Hpa], vcpu_frames: &[(Hpa, 
     }
 }
 
-impl Domain {
+impl DomainMem {
     /// Gives one frame back to the allocator (`XENMEM_decrease_reservation`): the
     /// run holding it in `owned` is split around it.
     pub fn release_frame(&mut self, mfn: Mfn) -> bool {
@@ -447,7 +495,7 @@ impl Domain {
         if let Some(frames) = g.as_mut()
             && let Err(e) = frames.free(mfn)
         {
-            log::error!("d{}: freeing {mfn:?}: {e}", self.id);
+            log::error!("freeing {mfn:?}: {e}");
         }
         true
     }
@@ -471,21 +519,6 @@ impl Domain {
         zero_frames(mfn, count);
         self.owned.push((mfn, count));
         Some(mfn)
-    }
-
-    /// The guest frames (exclusive bound) the p2m accepts.
-    pub fn p2m_limit(&self) -> u64 {
-        p2m_limit(self.ram_bytes)
-    }
-
-    /// Where vCPU 0's vcpu_info is, as a direct-map address.
-    pub fn vcpu_info_va(&self) -> u64 {
-        directmap_va(self.vcpu_info.mfn.hpa()) + u64::from(self.vcpu_info.offset)
-    }
-
-    /// The shared_info frame, as a direct-map address.
-    pub fn shared_info_va(&self) -> u64 {
-        directmap_va(self.shared_info.hpa())
     }
 }
 
@@ -669,7 +702,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
             // it alive for as long as the vCPU can run.
             let v = unsafe { keel_arch::svm::SvmVcpu::new(&mut frames, caps, root, tag, start) }
                 .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            Vcpu::Svm(v)
+            HwVcpu::Svm(v)
         }
         HvmSupport::Vmx(caps) => {
             keel_arch::vmx::enable(&mut KernelFrames, caps)
@@ -678,46 +711,49 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
             let v =
                 unsafe { keel_arch::vmx::VmxVcpu::new(&mut frames, caps, root, tag as u16, start) }
                     .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            Vcpu::Vmx(v)
+            HwVcpu::Vmx(v)
         }
         HvmSupport::None => return Err(BuildError::NoHap),
     };
 
     let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
     let owned = core::mem::take(&mut part.owned);
-    let vcpu_frames = core::mem::take(&mut part.vcpu_frames);
+    LIVE.fetch_add(1, Ordering::AcqRel);
+    let arch = ArchVcpu::new(vcpu, core::mem::take(&mut part.vcpu_frames));
+    let vcpu0 = Vcpu::new(
+        spec.id,
+        0,
+        arch,
+        VcpuInfoAt {
+            mfn: shared_info,
+            offset: 0,
+        },
+    );
     Ok(Domain {
         id: spec.id,
         name: String::from(spec.name),
         privileged: spec.privileged,
-        p2m,
-        vcpu: ManuallyDrop::new(vcpu),
         ram_bytes: spec.ram_bytes,
-        tot_pages: spec.ram_bytes / 4096,
         max_pages: spec.max_bytes.max(spec.ram_bytes) / 4096,
         shared_info,
-        shared_info_gfn: None,
-        vcpu_info: VcpuInfoAt {
-            mfn: shared_info,
-            offset: 0,
-        },
-        vcpu_info_registered: false,
-        hvm_params: [0; HVM_NR_PARAMS as usize],
-        upcall_vector: None,
-        console: ConsoleLine::default(),
-        console_ring: None,
         memmap: pvh::memory_map(spec.ram_bytes),
-        owned,
-        vcpu_frames,
-        grant_gfns: alloc::collections::BTreeMap::new(),
-        foreign: BTreeSet::new(),
-        timers: Timers::default(),
-        lapic: keel_arch::x86::vlapic::Vlapic::new(0, true),
-        wait: Wait::None,
-        runstate: Runstate::default(),
-        time_area: None,
         weight: spec.weight,
         cap: spec.cap,
+        vcpus: ManuallyDrop::new(alloc::vec![vcpu0]),
+        mem: spin::Mutex::new(DomainMem {
+            p2m,
+            owned,
+            tot_pages: spec.ram_bytes / 4096,
+            shared_info_gfn: None,
+            grant_gfns: alloc::collections::BTreeMap::new(),
+            foreign: BTreeSet::new(),
+            p2m_limit: p2m_limit(spec.ram_bytes),
+        }),
+        hvm_params: spin::Mutex::new([0; HVM_NR_PARAMS as usize]),
+        callback_vector: AtomicU16::new(0),
+        console: spin::Mutex::new(ConsoleLine::default()),
+        console_ring: spin::Once::new(),
+        dying: AtomicBool::new(false),
     })
 }
 

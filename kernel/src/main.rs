@@ -19,12 +19,18 @@
 
 mod clock;
 mod domain;
+mod domains;
+mod events;
+mod frames;
 mod hypercalls;
 mod logger;
 mod memory;
+mod percpu;
+mod run;
+mod scheduler;
 mod smp;
+mod vcpu;
 mod vmexit;
-mod world;
 
 use keel_arch::hvm::HvmVcpu as _;
 
@@ -335,12 +341,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         .as_ref()
         .map(|p| p.ap_apic_ids.clone())
         .unwrap_or_default();
-    smp::bring_up(
-        &ap_ids,
-        opts.max_cpus,
-        &hvm,
-        u64::from(tsc_khz()) * 1000,
-    );
+    smp::bring_up(&ap_ids, opts.max_cpus, &hvm, u64::from(tsc_khz()) * 1000);
 
     // 7. What to run.
     if let Some(kind) = opts.debug_crash {
@@ -348,7 +349,9 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         if opts.debug_crash_cpu != 0 && kind == cmdline::CrashKind::StackOverflow {
             // AP stacks have no guard page (smp.rs): the overflow would corrupt
             // memory instead of faulting.
-            log::warn!("debug-crash=stack-overflow needs the boot CPU's guard page: crashing CPU 0");
+            log::warn!(
+                "debug-crash=stack-overflow needs the boot CPU's guard page: crashing CPU 0"
+            );
         } else if opts.debug_crash_cpu != 0 {
             log::warn!(
                 "debug-crash={kind:?} on CPU {}: crashing keel on purpose",
@@ -421,19 +424,39 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
         power::power_off(ExitStatus::Clean, "no hardware virtualization");
     }
     let frames_before = memory::free_frames();
-    let sched = keel_sched::by_name(opts.sched.name(), 1)
+    let sched = keel_sched::by_name(opts.sched.name(), percpu::nr_online())
         .unwrap_or_else(|| power::power_off(ExitStatus::KeelFailure, "no scheduler"));
-    say!("Scheduler: {}", sched.name());
-    let mut world = world::World::new(sched);
+    scheduler::init(sched);
+    say!(
+        "Scheduler: {} on {} pCPU(s)",
+        scheduler::name(),
+        percpu::nr_online()
+    );
 
     if let Some(d0) = &plan.dom0 {
         let m = &mods[d0.kernel];
         match build_dom0(m, d0, mods, hvm, &opts.dom0_mem) {
             Ok(d) => {
-                if let Err(e) = world.admit(
-                    alloc::boxed::Box::new(d),
-                    world::DEFAULT_MAX_EVTCHN,
-                    world::DEFAULT_MAX_GRANT_FRAMES,
+                // dom0_vcpus_pin: Dom0's vCPU i runs on pCPU i only.
+                let nr = percpu::nr_online();
+                let pin = opts.dom0_vcpus_pin;
+                let mut warnings = alloc::vec::Vec::new();
+                let place = domains::placement(
+                    d.vcpus.len() as u32,
+                    nr,
+                    |v| {
+                        pin.then(|| keel_sched::CpuSet::single(v % nr).ok())
+                            .flatten()
+                    },
+                    |_| None,
+                    &mut warnings,
+                )
+                .unwrap_or_default();
+                if let Err(e) = domains::admit(
+                    d,
+                    domains::DEFAULT_MAX_EVTCHN,
+                    domains::DEFAULT_MAX_GRANT_FRAMES,
+                    &place,
                 ) {
                     say!("dom0: cannot start: {e}");
                     power::power_off(ExitStatus::Clean, "dom0 cannot be built");
@@ -450,25 +473,33 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
                 continue;
             }
         };
-        if let Err(e) = build_domu(&mut world, du, mods, hvm) {
+        if let Err(e) = build_domu(du, mods, hvm) {
             say!("d{} ({}): cannot build: {e}", du.id, du.config.name);
         }
     }
-    if world.doms.is_empty() {
+    if !domains::any() {
         say!("No domain could be built: nothing to run");
         power::power_off(ExitStatus::Clean, "nothing to run");
     }
 
-    world.run();
+    smp::start_run_loops(run::run_cpu);
+    run::run_cpu(percpu::me());
+    // The other pCPUs let go of the domains they held; the last reference frees
+    // a domain's frames.
+    let start = keel_arch::cpu::rdtsc();
+    while domain::live_domains() != 0
+        && keel_arch::cpu::rdtsc().wrapping_sub(start) < u64::from(tsc_khz()) * 5_000
+    {
+        keel_arch::cpu::pause();
+    }
 
-    let summary: alloc::vec::Vec<alloc::string::String> = world
-        .ended
+    let ended = core::mem::take(&mut *domains::ENDED.lock());
+    let summary: alloc::vec::Vec<alloc::string::String> = ended
         .iter()
         .map(|e| alloc::format!("d{} {}", e.id, e.how))
         .collect();
     say!("All domains have ended: {}", summary.join(", "));
-    let failed = world.ended.iter().any(|e| e.failed);
-    drop(world);
+    let failed = ended.iter().any(|e| e.failed);
     say!(
         "Frames: {} free before the domains were built, {} after they ended",
         frames_before,
@@ -625,7 +656,7 @@ fn build_dom0(
         "d0: PVH, {} MiB, {} module(s), entry {:#x}, command line '{}'",
         ram >> 20,
         extra.len(),
-        d.vcpu.rip(),
+        d.vcpus[0].arch().rip(),
         m.cmdline()
     );
     Ok(d)
@@ -633,7 +664,6 @@ fn build_dom0(
 
 /// Builds one boot-time domU from its xl.cfg plan and admits it to the world.
 fn build_domu(
-    world: &mut world::World,
     du: &keel_kernel::launch::DomUPlan,
     mods: &[keel_kernel::bootinfo::Module<'_>],
     hvm: &HvmSupport,
@@ -676,6 +706,17 @@ fn build_domu(
         return Err(format!("memory = {}: not enough free memory", c.memory_mib));
     }
     let sched = c.sched_params();
+    let mut warnings = alloc::vec::Vec::new();
+    let place = domains::placement(
+        c.vcpus,
+        percpu::nr_online(),
+        |v| c.cpus.as_ref().and_then(|a| a.for_vcpu(v).copied()),
+        |v| c.cpus_soft.as_ref().and_then(|a| a.for_vcpu(v).copied()),
+        &mut warnings,
+    )?;
+    for w in warnings {
+        log::warn!("d{} ({}): {w}", du.id, c.name);
+    }
     let spec = domain::PvhSpec {
         id: du.id,
         name: &c.name,
@@ -694,15 +735,11 @@ fn build_domu(
         du.id,
         ram >> 20,
         extra.len(),
-        d.vcpu.rip(),
+        d.vcpus[0].arch().rip(),
         du.cmdline,
         c.name
     );
-    world.admit(
-        alloc::boxed::Box::new(d),
-        c.max_event_channels,
-        c.max_grant_frames,
-    )
+    domains::admit(d, c.max_event_channels, c.max_grant_frames, &place)
 }
 
 #[panic_handler]

@@ -317,3 +317,15 @@ impl Drop for ScratchBuffer {
         }
     }
 }
+
+/// Gives runs of frames (first, count) back to the allocator; a run it refuses is
+/// logged (a keel bug: freeing what it does not own).
+pub fn free_runs(runs: impl IntoIterator<Item = (Mfn, u64)>) {
+    let mut g = FRAMES.lock();
+    let Some(frames) = g.as_mut() else { return };
+    for (first, count) in runs {
+        if let Err(e) = frames.free_contiguous(first, count) {
+            log::error!("freeing {count} frame(s) at {first:?}: {e}");
+        }
+    }
+}

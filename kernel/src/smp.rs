@@ -11,12 +11,14 @@
 //! cannot turn on virtualization, is reported and left out; keel runs on the rest.
 //!
 //! # After bring-up
-//! An AP waits with interrupts on for work ([`idle`]); keel's fatal path reaches it
-//! by NMI (`arch::power::enter_fatal`), and a kick IPI wakes it.
+//! An AP waits with interrupts on ([`idle`]) until the boot CPU has built the
+//! domains and starts the run loops ([`start_run_loops`]); then it runs its own run
+//! loop. keel's fatal path reaches it by NMI (`arch::power::enter_fatal`), and a
+//! kick IPI wakes it.
 //!
 //! # Locking
-//! [`CPUS`] is written once, by the boot CPU, after the last AP came up, and only
-//! read afterwards. [`NEXT_AP`] hands one AP its tables: the boot CPU fills it, the
+//! The online list (`percpu::set_online`) is written once, by the boot CPU, after
+//! the last AP came up, and only read afterwards. [`NEXT_AP`] hands one AP its tables: the boot CPU fills it, the
 //! AP takes it; APs start one at a time, so they never contend. The frame allocator
 //! and heap locks are taken by both sides during bring-up, never nested.
 //!
@@ -31,12 +33,13 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use keel_arch::gdt::{self, CpuTables, IST_STACK_SIZE};
 use keel_arch::hvm::HvmSupport;
-use keel_arch::percpu::{self, MAX_CPUS, PerCpu};
+use keel_arch::percpu::{MAX_CPUS, PerCpu};
 use keel_arch::{apic, cpu, traps};
 use keel_mm::layout::directmap_va;
 
 use crate::logger::say;
 use crate::memory::{FRAMES, zero_frames};
+use crate::percpu;
 
 /// Frames of each AP's stack (64 KiB, like the boot CPU's).
 const AP_STACK_FRAMES: u64 = 16;
@@ -44,8 +47,6 @@ const AP_STACK_FRAMES: u64 = 16;
 /// CPU in one thread), so be generous; real hardware takes microseconds.
 const AP_TIMEOUT_US: u64 = 2_000_000;
 
-/// Every online CPU's area, by index (0 = the boot CPU).
-static CPUS: spin::Once<Vec<&'static PerCpu>> = spin::Once::new();
 /// What the AP being started takes for itself: its GDT/TSS and IST stack tops.
 static NEXT_AP: spin::Mutex<Option<(&'static mut CpuTables, [u64; 3])>> = spin::Mutex::new(None);
 /// The virtualization the boot CPU found, for the APs to turn on.
@@ -55,9 +56,16 @@ static HVM: spin::Once<HvmSupport> = spin::Once::new();
 static CRASH_REQUEST: AtomicU32 = AtomicU32::new(0);
 static CRASH_KIND: AtomicU32 = AtomicU32::new(0);
 
-/// The online CPUs' areas, by index.
-pub fn cpus() -> &'static [&'static PerCpu] {
-    CPUS.get().map_or(&[], |v| v.as_slice())
+/// What APs run once domains exist (the run loop, handed down by `main`), set
+/// by [`start_run_loops`].
+static AP_WORK: spin::Once<fn(u32)> = spin::Once::new();
+
+/// Lets every AP run `work(index)` (the run loop) and wakes them.
+pub fn start_run_loops(work: fn(u32)) {
+    AP_WORK.call_once(|| work);
+    for cpu in 1..percpu::nr_online() {
+        percpu::kick(cpu);
+    }
 }
 
 /// `count` zeroed frames, their direct-map address.
@@ -72,13 +80,15 @@ fn alloc_frames(count: u64) -> Option<u64> {
 pub fn bring_up(ap_apic_ids: &[u32], limit: Option<u32>, hvm: &HvmSupport, tsc_hz: u64) {
     HVM.call_once(|| *hvm);
     traps::register_irq(traps::KICK_VECTOR, kick_irq);
-    let bsp = percpu::BSP;
+    let bsp = keel_arch::percpu::BSP;
     bsp.set_apic_id(apic::id());
     bsp.set_online();
     let mut up: Vec<&'static PerCpu> = Vec::with_capacity(ap_apic_ids.len() + 1);
     up.push(bsp);
     let total = ap_apic_ids.len() + 1;
-    let want = limit.map_or(total, |l| (l as usize).min(total)).min(MAX_CPUS);
+    let want = limit
+        .map_or(total, |l| (l as usize).min(total))
+        .min(MAX_CPUS);
     let trampoline = crate::memory::ap_trampoline();
     for &apic_id in ap_apic_ids {
         if up.len() >= want {
@@ -139,7 +149,7 @@ pub fn bring_up(ap_apic_ids: &[u32], limit: Option<u32>, hvm: &HvmSupport, tsc_h
             ""
         }
     );
-    CPUS.call_once(|| up);
+    percpu::set_online(up);
 }
 
 /// The kick IPI's handler: it only wakes the CPU (or makes a running guest exit).
@@ -150,7 +160,7 @@ fn kick_irq(_frame: &mut traps::TrapFrame) {
 /// Makes CPU `cpu` crash on purpose (`debug-crash-cpu=`), and waits for keel's
 /// fatal path to stop this CPU. `false` if there is no such online CPU.
 pub fn crash_on(cpu: u32, kind: u32) -> bool {
-    let Some(area) = cpus().get(cpu as usize).filter(|_| cpu != 0) else {
+    let Some(area) = percpu::online().get(cpu as usize).filter(|_| cpu != 0) else {
         return false;
     };
     CRASH_KIND.store(kind, Ordering::Relaxed);
@@ -191,13 +201,20 @@ pub extern "C" fn keel_ap_start(area: &'static PerCpu) -> ! {
     idle(area)
 }
 
-/// An AP's life for now: wait for interrupts.
+/// An AP's life: wait for interrupts; once domains exist, run the run loop
+/// (which returns when no domain is left), then wait again.
 fn idle(area: &'static PerCpu) -> ! {
+    let mut ran = false;
     loop {
         cpu::enable_interrupts_and_halt();
         cpu::disable_interrupts();
         if CRASH_REQUEST.load(Ordering::Acquire) == area.index() + 1 {
             crate::debug_crash(CRASH_KIND.load(Ordering::Relaxed));
+        }
+        if !ran && let Some(work) = AP_WORK.get() {
+            ran = true;
+            let _ = percpu::take_kicked();
+            work(area.index());
         }
     }
 }

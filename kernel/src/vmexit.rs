@@ -14,23 +14,37 @@
 use alloc::format;
 use alloc::string::String;
 
-use keel_arch::hvm::{Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu};
+use keel_arch::hvm::{Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu as HwVcpu};
 use keel_arch::x86::insn::{self, CodeMode, Insn, InsnKind};
 use keel_hypercall::abi::errno::Errno;
 use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
 use keel_mm::guest_walk::{PagingMode, WalkCtx};
 
-use crate::domain::{Domain, Wait};
-use crate::world::World;
+use alloc::sync::Arc;
 
-/// How a domain's run ended.
-pub enum DomainEnd {
-    /// The guest asked (SCHEDOP_shutdown).
-    Shutdown(ShutdownReason),
-    /// keel stopped it: the reason, for the log.
-    Crashed(String),
-    /// keel ended it through no fault of its own (Dom0 ended the machine).
-    Destroyed(String),
+use crate::domain::Domain;
+pub use crate::domains::DomainEnd;
+use crate::events::{SharedWords, Wakes};
+use crate::vcpu::{ArchVcpu, Vcpu, Wait};
+
+/// One exit's context: the vCPU that exited, its hardware state (held by this
+/// pCPU), its domain, and where the vCPUs the handling makes runnable go.
+pub struct X<'a> {
+    pub d: &'a Arc<Domain>,
+    pub v: &'a Vcpu,
+    pub arch: &'a mut ArchVcpu,
+    pub wakes: &'a mut Wakes,
+}
+
+impl X<'_> {
+    /// Copies from the vCPU's guest-virtual `gva`.
+    pub fn copy_from_guest(
+        &self,
+        gva: u64,
+        buf: &mut [u8],
+    ) -> Result<(), keel_mm::guest_mem::CopyError> {
+        self.d.copy_from_guest(&walk_ctx(self.arch), gva, buf)
+    }
 }
 
 /// What the run loop does after an exit was handled.
@@ -56,7 +70,7 @@ fn crash(why: String) -> Handled {
 }
 
 /// The guest's paging state, for walking its page tables.
-pub fn walk_ctx(v: &Vcpu) -> WalkCtx {
+pub fn walk_ctx(v: &HwVcpu) -> WalkCtx {
     const CR0_WP: u64 = 1 << 16;
     const EFER_NXE: u64 = 1 << 11;
     let mode = match v.paging() {
@@ -73,12 +87,20 @@ pub fn walk_ctx(v: &Vcpu) -> WalkCtx {
     }
 }
 
-/// Handles one exit of `d`'s vCPU; `w` is the rest of the machine.
-pub fn handle(w: &mut World, d: &mut Domain, exit: Exit) -> Result<Flow, DomainEnd> {
+/// Handles one exit of `v`, a vCPU of `d`.
+pub fn handle(
+    d: &Arc<Domain>,
+    v: &Vcpu,
+    arch: &mut ArchVcpu,
+    exit: Exit,
+    wakes: &mut Wakes,
+) -> Result<Flow, DomainEnd> {
+    let x = &mut X { d, v, arch, wakes };
+    let d = x;
     let done = |h: Handled| h.map(|()| Flow::Continue);
     match exit {
         Exit::Cpuid => done(cpuid(d)),
-        Exit::Hypercall => hypercall(w, d),
+        Exit::Hypercall => hypercall(d),
         Exit::Rdmsr => done(rdmsr(d)),
         Exit::Wrmsr => done(wrmsr(d)),
         Exit::Io(io) => done(port_io(d, io)),
@@ -89,23 +111,23 @@ pub fn handle(w: &mut World, d: &mut Domain, exit: Exit) -> Result<Flow, DomainE
         Exit::InterruptWindow => Ok(Flow::Continue),
         Exit::Exception { vector, error_code } => done(crash(format!(
             "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
-            d.vcpu.rip()
+            d.arch.rip()
         ))),
-        Exit::TripleFault => done(crash(format!("triple fault at rip {:#x}", d.vcpu.rip()))),
+        Exit::TripleFault => done(crash(format!("triple fault at rip {:#x}", d.arch.rip()))),
         Exit::UndefinedInstruction => {
-            d.vcpu.inject_exception(6, None);
+            d.arch.inject_exception(6, None);
             Ok(Flow::Continue)
         }
         Exit::Failed { why, code, info } => done(crash(format!(
             "{why} (exit code {code:#x}, info {info:#x}) at rip {:#x}",
-            d.vcpu.rip()
+            d.arch.rip()
         ))),
     }
 }
 
 /// Fetches and decodes the instruction at the guest's RIP.
-fn fetch_insn(d: &Domain) -> Result<Insn, String> {
-    let v = &d.vcpu;
+fn fetch_insn(d: &X<'_>) -> Result<Insn, String> {
+    let v = &*d.arch;
     let mode = v.mode();
     let mut la = v.cs_base().wrapping_add(v.rip());
     if !mode.is_64bit() {
@@ -138,48 +160,48 @@ fn fetch_insn(d: &Domain) -> Result<Insn, String> {
 }
 
 /// Completes the instruction that exited, which must be `expect`.
-fn complete(d: &mut Domain, expect: fn(&InsnKind) -> bool, what: &str) -> Handled {
-    let len = match d.vcpu.exit_insn_len() {
+fn complete(d: &mut X<'_>, expect: fn(&InsnKind) -> bool, what: &str) -> Handled {
+    let len = match d.arch.exit_insn_len() {
         Some(l) => l,
         None => match fetch_insn(d) {
             Ok(i) if expect(&i.kind) => u64::from(i.len),
             Ok(i) => {
                 return crash(format!(
                     "{what} exit, but the instruction at rip {:#x} is {:?}",
-                    d.vcpu.rip(),
+                    d.arch.rip(),
                     i.kind
                 ));
             }
             Err(e) => return crash(format!("{what} exit: {e}")),
         },
     };
-    d.vcpu.advance_rip(len);
+    d.arch.advance_rip(len);
     Ok(())
 }
 
-fn cpuid(d: &mut Domain) -> Handled {
+fn cpuid(d: &mut X<'_>) -> Handled {
     use keel_arch::x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, Vendor, guest_cpuid};
-    let g = d.vcpu.gprs();
+    let g = d.arch.gprs();
     let (leaf, sub) = (g.rax as u32, g.rcx as u32);
     let ctx = GuestCpuidCtx {
-        vendor: match d.vcpu.hypercall_insn() {
+        vendor: match d.arch.hypercall_insn() {
             HypercallInsnKind::Vmcall => Vendor::Intel,
             HypercallInsnKind::Vmmcall => Vendor::Amd,
         },
-        domid: d.id,
+        domid: d.d.id,
         vcpu_id: 0,
         xen_major: crate::XEN_MAJOR,
         xen_minor: crate::XEN_MINOR,
         hypercall_msr: HYPERCALL_MSR,
         tsc_khz: crate::tsc_khz(),
-        guest_cr4_osxsave: d.vcpu.cr4() & (1 << 18) != 0,
+        guest_cr4_osxsave: d.arch.cr4() & (1 << 18) != 0,
     };
     let host = |l: u32, s: u32| {
         let (eax, ebx, ecx, edx) = keel_arch::cpu::cpuid(l, s);
         CpuidResult { eax, ebx, ecx, edx }
     };
     let r = guest_cpuid(leaf, sub, &ctx, &host);
-    let g = d.vcpu.gprs_mut();
+    let g = d.arch.gprs_mut();
     g.rax = u64::from(r.eax);
     g.rbx = u64::from(r.ebx);
     g.rcx = u64::from(r.ecx);
@@ -204,13 +226,13 @@ fn pat_valid(v: u64) -> bool {
         .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
-fn gp(d: &mut Domain) -> Handled {
-    d.vcpu.inject_exception(13, Some(0));
+fn gp(d: &mut X<'_>) -> Handled {
+    d.arch.inject_exception(13, Some(0));
     Ok(())
 }
 
-fn rdmsr(d: &mut Domain) -> Handled {
-    let msr = d.vcpu.gprs().rcx as u32;
+fn rdmsr(d: &mut X<'_>) -> Handled {
+    let msr = d.arch.gprs().rcx as u32;
     let value = match msr {
         MSR_TSC => Some(keel_arch::cpu::rdtsc()),
         // MTRRcap: no variable ranges, no fixed ranges, no WC: guests leave MTRRs be.
@@ -224,26 +246,26 @@ fn rdmsr(d: &mut Domain) -> Handled {
         0xC001_0055 => Some(0),
         // MISC_ENABLE: fast strings (bit 0), as hardware reports after reset.
         0x1A0 => Some(1),
-        keel_arch::x86::vlapic::MSR_APIC_BASE => Some(d.lapic.apic_base_msr()),
-        _ => d.vcpu.read_held_msr(msr),
+        keel_arch::x86::vlapic::MSR_APIC_BASE => Some(d.v.st.lock().lapic.apic_base_msr()),
+        _ => d.arch.read_held_msr(msr),
     };
     let Some(v) = value else {
         return gp(d);
     };
-    let g = d.vcpu.gprs_mut();
+    let g = d.arch.gprs_mut();
     g.rax = v & 0xFFFF_FFFF;
     g.rdx = v >> 32;
     complete(d, |k| matches!(k, InsnKind::Rdmsr), "RDMSR")
 }
 
-fn wrmsr(d: &mut Domain) -> Handled {
-    let g = d.vcpu.gprs();
+fn wrmsr(d: &mut X<'_>) -> Handled {
+    let g = d.arch.gprs();
     let msr = g.rcx as u32;
     let value = (g.rdx << 32) | (g.rax & 0xFFFF_FFFF);
     match msr {
         HYPERCALL_MSR => {
             if let Err(why) = install_hypercall_page(d, value) {
-                log::warn!("d{}: hypercall page at {value:#x} refused: {why}", d.id);
+                log::warn!("d{}: hypercall page at {value:#x} refused: {why}", d.d.id);
                 return gp(d);
             }
         }
@@ -252,16 +274,16 @@ fn wrmsr(d: &mut Domain) -> Handled {
                 return gp(d);
             }
             // LME may not change while paging is on (SDM Vol. 3A §10.8.5).
-            let paging = d.vcpu.cr0() & (1 << 31) != 0;
-            if paging && (value ^ d.vcpu.efer()) & EFER_LME != 0 {
+            let paging = d.arch.cr0() & (1 << 31) != 0;
+            if paging && (value ^ d.arch.efer()) & EFER_LME != 0 {
                 return gp(d);
             }
-            d.vcpu.set_efer(value);
+            d.arch.set_efer(value);
         }
         0x277 if !pat_valid(value) => return gp(d),
         keel_arch::x86::vlapic::MSR_APIC_BASE => {
-            if let Err(e) = d.lapic.set_apic_base_msr(value) {
-                log::debug!("d{}: APIC base {value:#x} refused: {e}", d.id);
+            if let Err(e) = d.v.st.lock().lapic.set_apic_base_msr(value) {
+                log::debug!("d{}: APIC base {value:#x} refused: {e}", d.d.id);
                 return gp(d);
             }
         }
@@ -269,7 +291,7 @@ fn wrmsr(d: &mut Domain) -> Handled {
         // ignored (there is nothing to update or re-type under a p2m keel owns).
         0x79 | 0x8B | 0x2FF | 0x1A0 | 0x17A => {}
         _ => {
-            if !d.vcpu.write_held_msr(msr, value) {
+            if !d.arch.write_held_msr(msr, value) {
                 return gp(d);
             }
         }
@@ -279,22 +301,22 @@ fn wrmsr(d: &mut Domain) -> Handled {
 
 /// Writes the hypercall page at the guest-physical page `value` names (Xen: the low
 /// 12 bits select the page, and there is one).
-fn install_hypercall_page(d: &mut Domain, value: u64) -> Result<(), String> {
+fn install_hypercall_page(d: &mut X<'_>, value: u64) -> Result<(), String> {
     if value & 0xFFF != 0 {
         return Err(String::from(
             "page index out of range (keel has one hypercall page)",
         ));
     }
     let mut page = [0u8; 4096];
-    let insn = match d.vcpu.hypercall_insn() {
+    let insn = match d.arch.hypercall_insn() {
         HypercallInsnKind::Vmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmcall,
         HypercallInsnKind::Vmmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmmcall,
     };
     keel_arch::x86::hypercall_page::fill_hypercall_page(&mut page, insn);
-    d.write_gpa(value, &page).map_err(|e| format!("{e}"))
+    d.d.write_gpa(value, &page).map_err(|e| format!("{e}"))
 }
 
-fn port_io(d: &mut Domain, io: IoExit) -> Handled {
+fn port_io(d: &mut X<'_>, io: IoExit) -> Handled {
     if io.string {
         return crash(format!(
             "string I/O (ins/outs) to unbacked port {:#x} is not emulated",
@@ -304,7 +326,7 @@ fn port_io(d: &mut Domain, io: IoExit) -> Handled {
     if !io.write {
         // Nothing backs the port: reads float high, as on an empty ISA bus. IN
         // writes AL/AX/EAX with the usual register-width rules.
-        let g = d.vcpu.gprs_mut();
+        let g = d.arch.gprs_mut();
         g.rax = insn::Reg::RAX.write(g.rax, u64::MAX, io.size);
     }
     complete(d, |_| true, "I/O")
@@ -312,14 +334,14 @@ fn port_io(d: &mut Domain, io: IoExit) -> Handled {
 
 /// Writes `value` (`size` bytes) to register `reg` with x86's rules
 /// (`insn::Reg::write`); RSP lives in the VMCS/VMCB, the others in `GuestGprs`.
-fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(), String> {
+fn write_reg(d: &mut X<'_>, reg: insn::Reg, size: u8, value: u64) -> Result<(), String> {
     let n = reg.index();
     if n == 4 {
-        let new = reg.write(d.vcpu.rsp(), value, size);
-        d.vcpu.set_rsp(new);
+        let new = reg.write(d.arch.rsp(), value, size);
+        d.arch.set_rsp(new);
         return Ok(());
     }
-    match d.vcpu.gprs_mut().by_encoding_mut(n) {
+    match d.arch.gprs_mut().by_encoding_mut(n) {
         Some(r) => {
             *r = reg.write(*r, value, size);
             Ok(())
@@ -333,11 +355,11 @@ fn write_reg(d: &mut Domain, reg: insn::Reg, size: u8, value: u64) -> Result<(),
 /// instruction says; a store hands `write(d, size, value)` the value stored.
 /// Any other instruction, or an error from either, crashes the domain.
 fn emulate_mmio(
-    d: &mut Domain,
+    d: &mut X<'_>,
     gpa: u64,
     what: &str,
-    read: impl FnOnce(&mut Domain, u8) -> Result<u64, String>,
-    write: impl FnOnce(&mut Domain, u8, u64) -> Result<(), String>,
+    read: impl FnOnce(&mut X<'_>, u8) -> Result<u64, String>,
+    write: impl FnOnce(&mut X<'_>, u8, u64) -> Result<(), String>,
 ) -> Handled {
     let i = match fetch_insn(d) {
         Ok(i) => i,
@@ -368,11 +390,11 @@ fn emulate_mmio(
         other => {
             return crash(format!(
                 "MMIO to {what} {gpa:#x} by an instruction keel does not emulate ({other:?}) at rip {:#x}",
-                d.vcpu.rip()
+                d.arch.rip()
             ));
         }
     }
-    d.vcpu.advance_rip(u64::from(i.len));
+    d.arch.advance_rip(u64::from(i.len));
     Ok(())
 }
 
@@ -389,12 +411,12 @@ fn extend_load(raw: u64, size: u8, extend: insn::Extend) -> u64 {
 }
 
 /// Reads `size` bytes of register `reg` (RSP lives in the VMCS/VMCB).
-fn read_reg(d: &Domain, reg: insn::Reg, size: u8) -> u64 {
+fn read_reg(d: &X<'_>, reg: insn::Reg, size: u8) -> u64 {
     let n = reg.index();
     let full = if n == 4 {
-        d.vcpu.rsp()
+        d.arch.rsp()
     } else {
-        d.vcpu.gprs().by_encoding(n).unwrap_or(0)
+        d.arch.gprs().by_encoding(n).unwrap_or(0)
     };
     reg.read(full, size)
 }
@@ -403,12 +425,16 @@ fn read_reg(d: &Domain, reg: insn::Reg, size: u8) -> u64 {
 const APIC_PAGE: u64 = keel_arch::x86::vlapic::APIC_BASE_ADDR;
 
 /// A write to the local APIC page, and what it sets off.
-fn lapic_write(d: &mut Domain, offset: u32, size: u8, value: u64) -> Result<(), String> {
+fn lapic_write(d: &mut X<'_>, offset: u32, size: u8, value: u64) -> Result<(), String> {
+    // It may arm the APIC timer.
+    crate::vcpu::deadlines_changed();
     use keel_arch::x86::vlapic::{DeliveryMode, Trigger, WriteEffect};
-    let effect = d
-        .lapic
-        .write_mmio(offset, usize::from(size), value, crate::clock::now())
-        .map_err(|e| format!("{e}"))?;
+    let effect =
+        d.v.st
+            .lock()
+            .lapic
+            .write_mmio(offset, usize::from(size), value, crate::clock::now())
+            .map_err(|e| format!("{e}"))?;
     if let WriteEffect::Ipi(ipi) = effect {
         // One vCPU per domain: a fixed IPI can only be for this one (irq_work's
         // self-IPI); anything else has no target.
@@ -416,16 +442,17 @@ fn lapic_write(d: &mut Domain, offset: u32, size: u8, value: u64) -> Result<(), 
             ipi.delivery,
             DeliveryMode::Fixed | DeliveryMode::LowestPriority
         );
-        if fixed && d.lapic.targets_me(&ipi) {
-            d.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
+        let mut st = d.v.st.lock();
+        if fixed && st.lapic.targets_me(&ipi) {
+            st.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
         } else {
-            log::debug!("d{}: IPI {ipi:?} has no target", d.id);
+            log::debug!("d{}: IPI {ipi:?} has no target", d.d.id);
         }
     }
     Ok(())
 }
 
-fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
+fn npf(d: &mut X<'_>, gpa: u64, write: bool, fetch: bool) -> Handled {
     if !fetch && (APIC_PAGE..APIC_PAGE + 4096).contains(&gpa) {
         // The domain's emulated local APIC.
         let offset = (gpa - APIC_PAGE) as u32;
@@ -434,7 +461,9 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
             gpa,
             "the local APIC page at",
             |d, size| {
-                d.lapic
+                d.v.st
+                    .lock()
+                    .lapic
                     .read_mmio(offset, usize::from(size), crate::clock::now())
                     .map_err(|e| format!("{e}"))
             },
@@ -442,7 +471,7 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
         );
     }
     let gfn = keel_mm::addr::Gfn::new(gpa >> 12);
-    if gfn.and_then(|g| d.p2m.translate(g)).is_some() {
+    if gfn.and_then(|g| d.d.mem.lock().p2m.translate(g)).is_some() {
         return crash(format!(
             "nested page fault on RAM at gpa {gpa:#x} (write: {write}, fetch: {fetch}): p2m permissions"
         ));
@@ -468,32 +497,35 @@ fn npf(d: &mut Domain, gpa: u64, write: bool, fetch: bool) -> Handled {
     )
 }
 
-fn hlt(d: &mut Domain) -> Result<Flow, DomainEnd> {
+fn hlt(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
     const RFLAGS_IF: u64 = 1 << 9;
-    if d.vcpu.rflags() & RFLAGS_IF == 0 {
+    if d.arch.rflags() & RFLAGS_IF == 0 {
         // Xen's hvm_hlt: a vCPU that halts with interrupts off goes down, and a
         // domain whose vCPUs are all down is powered off. This is how a guest with
         // no ACPI power-off ends (Linux's `poweroff` falls back to halting with
         // interrupts disabled). Every domain has one vCPU, so this is the last.
         log::info!(
             "d{}: vCPU 0 halted with interrupts disabled at rip {:#x}: all vCPUs down, powering off",
-            d.id,
-            d.vcpu.rip()
+            d.d.id,
+            d.arch.rip()
         );
         return Err(DomainEnd::Shutdown(ShutdownReason::Poweroff));
     }
     complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")?;
     // Xen's hvm_hlt: block until an event is pending for the vCPU (its upcall or
     // a local APIC interrupt).
-    if !crate::world::SharedWords::of(d).has_upcall() && d.lapic.pending().is_none() {
-        d.wait = Wait::Blocked;
+    // Checked and set under the vCPU's lock, which event delivery takes too: no
+    // wake-up is lost in between.
+    let mut st = d.v.st.lock();
+    if !SharedWords::of(d.d, &st).has_upcall() && st.lapic.pending().is_none() {
+        st.wait = Wait::Blocked;
     }
     Ok(Flow::Block)
 }
 
-fn hypercall(w: &mut World, d: &mut Domain) -> Result<Flow, DomainEnd> {
-    let mode = d.vcpu.mode();
-    let g = *d.vcpu.gprs();
+fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
+    let mode = d.arch.mode();
+    let g = *d.arch.gprs();
     let call = if mode.is_64bit() {
         HypercallArgs {
             nr: g.rax,
@@ -516,20 +548,25 @@ fn hypercall(w: &mut World, d: &mut Domain) -> Result<Flow, DomainEnd> {
         }
     };
     // Hypercalls are for the guest kernel: ring 3 gets -EPERM (Xen: hvm_hypercall).
-    let outcome = if d.vcpu.cpl() != 0 {
+    let outcome = if d.arch.cpl() != 0 {
         keel_hypercall::dispatch::Outcome {
             ret: Errno::EPERM.neg(),
             action: Action::Continue,
         }
     } else {
-        let mut ctx = crate::hypercalls::Ctx { d, w };
+        let mut ctx = crate::hypercalls::Ctx {
+            d: d.d,
+            v: d.v,
+            arch: &mut *d.arch,
+            wakes: &mut *d.wakes,
+        };
         keel_hypercall::dispatch::dispatch(&mut ctx, &call)
     };
     if let Action::Preempted { args } = outcome.action {
         // A continuation (Xen: hypercall_create_continuation): RIP stays on the
         // VMCALL, RAX keeps the number, the argument registers get the remaining
         // work, and the guest re-issues the call when it next runs.
-        let g = d.vcpu.gprs_mut();
+        let g = d.arch.gprs_mut();
         if mode.is_64bit() {
             [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9] = args;
         } else {
@@ -542,7 +579,7 @@ fn hypercall(w: &mut World, d: &mut Domain) -> Result<Flow, DomainEnd> {
     } else {
         outcome.ret as u64 & 0xFFFF_FFFF
     };
-    d.vcpu.gprs_mut().rax = ret;
+    d.arch.gprs_mut().rax = ret;
     complete(
         d,
         |k| matches!(k, InsnKind::Vmcall | InsnKind::Vmmcall),
@@ -554,20 +591,35 @@ fn hypercall(w: &mut World, d: &mut Domain) -> Result<Flow, DomainEnd> {
         Action::Block => {
             // Xen's vcpu_block_enable_events: unmask, then block unless an event is
             // already pending.
-            let words = crate::world::SharedWords::of(d);
+            let mut st = d.v.st.lock();
+            let words = SharedWords::of(d.d, &st);
             words.unmask_upcalls();
             if !words.has_upcall() {
-                d.wait = Wait::Blocked;
+                st.wait = Wait::Blocked;
             }
             Ok(Flow::Block)
         }
         // sched_poll found nothing pending (hypercalls.rs): wait for the port
         // (any port if none was named), an upcall, or the timeout.
         Action::Poll { port, timeout } => {
-            d.wait = Wait::Polling {
+            // Checked again under the vCPU's lock, which event delivery takes
+            // too: an event sent from another pCPU since `sched_poll` looked is
+            // either seen here or finds the vCPU polling and wakes it.
+            let mut st = d.v.st.lock();
+            let words = SharedWords::of(d.d, &st);
+            let ready = (words.has_upcall() && !words.upcalls_masked())
+                || port.is_some_and(|p| keel_evtchn::two_level::is_pending(&words, p));
+            if ready {
+                return Ok(Flow::Continue);
+            }
+            st.wait = Wait::Polling {
                 ports: port.into_iter().collect(),
                 deadline: (timeout != 0).then_some(timeout),
             };
+            drop(st);
+            if timeout != 0 {
+                crate::vcpu::deadlines_changed();
+            }
             Ok(Flow::Block)
         }
         Action::Continue | Action::Preempted { .. } => Ok(Flow::Continue),

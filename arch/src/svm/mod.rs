@@ -129,6 +129,9 @@ pub struct SvmVcpu {
     flush: bool,
     /// The guest's x87/SSE registers while another vCPU runs.
     fx: crate::cpu::FxState,
+    /// The CPU the guest last ran on: on another one its ASID's TLB entries
+    /// there may predate p2m changes made since, so the first VMRUN flushes.
+    last_cpu: u32,
 }
 
 /// VMCB VINTR bits (APM Vol. 2 §15.21.1): V_IRQ, V_INTR_PRIO (19:16), V_IGN_TPR.
@@ -267,6 +270,7 @@ impl SvmVcpu {
             nrip_save: caps.nrip_save,
             flush: true,
             fx: crate::cpu::FxState::initial(),
+            last_cpu: crate::percpu::index(),
         })
     }
 
@@ -374,6 +378,11 @@ impl HvmVcpu for SvmVcpu {
                 info: 0,
             };
         };
+        let me = crate::percpu::index();
+        if me != self.last_cpu {
+            self.flush = true;
+            self.last_cpu = me;
+        }
         self.vmcb.set(vmcb::TLB_CONTROL, u8::from(self.flush));
         self.flush = false;
         self.vmcb.set(vmcb::RAX, self.gprs.rax);
@@ -591,6 +600,8 @@ impl HvmVcpu for SvmVcpu {
     fn restore_lazy_state(&self) {
         self.fx.restore();
     }
+
+    fn release_cpu(&mut self) {}
 }
 
 #[cfg(test)]

@@ -16,18 +16,23 @@
 //! # Invariants
 //! - VMX operation is turned on once per CPU by [`enable`]; CR4.VMXE is the per-CPU
 //!   record of it (keel sets VMXE nowhere else, and clears it again if VMXON fails).
-//! - A [`VmxVcpu`] exists only on a CPU where VMX is on, and runs on that CPU: its
-//!   VMCS is made current (VMPTRLD) before every access, and launch state is tracked
-//!   for that CPU. Moving a vCPU to another CPU (SMP, issue #4) needs VMCLEAR on the
-//!   old one and a fresh host state on the new one.
-//! - The host state in a VMCS is captured when the vCPU is built: keel's CR0/CR3/CR4,
-//!   GDT, IDT and TSS must not change afterwards (they do not after boot).
+//! - A [`VmxVcpu`] exists only on a CPU where VMX is on.
+//! - At rest a VMCS is active on no CPU. The CPU that holds the vCPU makes it
+//!   current (VMPTRLD) at its first access, rewriting the host state if another
+//!   CPU's tables are in it and flushing the EPTP's translations if the guest last
+//!   ran elsewhere, and VMCLEARs it when it lets the vCPU go
+//!   (`HvmVcpu::release_cpu`, which the kernel calls whenever it unlocks a vCPU's
+//!   hardware state). So a VMCS moves between CPUs only after VMCLEAR on the old
+//!   one, and never needs another CPU's help to do so.
+//! - The host state in a VMCS is captured from the CPU it is loaded on: keel's
+//!   CR0/CR3/CR4 and IDT are the same on every CPU; GDT, TSS and GS base are each
+//!   CPU's own and are rewritten when the VMCS moves.
 //! - A VM exit sets the GDTR and IDTR limits to 0xFFFF (SDM §27.5.2). keel's
 //!   descriptor tables are smaller, but keel never loads a selector or raises a vector
 //!   beyond them, so the larger limits are harmless and are not restored.
 //!
 //! # Locking
-//! None: a vCPU is `&mut` while it runs, and VMX state is per CPU.
+//! None here: a vCPU is `&mut` while a CPU holds it, and VMX state is per CPU.
 
 pub mod caps;
 pub mod controls;

@@ -83,9 +83,18 @@ pub struct VmxVcpu {
     /// The VMCS region (one frame).
     vmcs: Hpa,
     gprs: GuestGprs,
-    /// The VMCS's launch state on this CPU: VMLAUNCH until an entry succeeds, then
-    /// VMRESUME.
+    /// The VMCS's launch state: VMLAUNCH until an entry succeeds, then VMRESUME;
+    /// cleared again by [`HvmVcpu::release_cpu`] (VMCLEAR).
     launched: bool,
+    /// The CPU whose per-CPU tables (TR, GDTR, GS base) the VMCS's host state
+    /// names; rewritten when the vCPU runs on another CPU.
+    host_cpu: core::cell::Cell<u32>,
+    /// The CPU the guest's TLB entries were last made on: arriving on another
+    /// one flushes (its earlier entries for this EPTP may be stale).
+    tlb_cpu: core::cell::Cell<u32>,
+    /// Whether the VMCS is active on the CPU holding the vCPU (loaded by
+    /// `make_current` since the last `release_cpu`).
+    active: core::cell::Cell<bool>,
     eptp: u64,
     /// 0 when VPIDs are not used.
     vpid: u16,
@@ -222,6 +231,9 @@ impl VmxVcpu {
                 ..GuestGprs::default()
             },
             launched: false,
+            host_cpu: core::cell::Cell::new(crate::percpu::index()),
+            tlb_cpu: core::cell::Cell::new(crate::percpu::index()),
+            active: core::cell::Cell::new(false),
             eptp: super::ept::eptp(ept_root, false),
             vpid,
             ctl,
@@ -241,6 +253,9 @@ impl VmxVcpu {
             vcpu.write_host_state(host_tr)?;
             vcpu.write_guest_state(start)?;
         }
+        // At rest a VMCS is active on no CPU (module doc, "Per CPU").
+        // SAFETY: VMX is on and the region is this vCPU's.
+        unsafe { vmcs::vmclear(vmcs_frame.as_u64()).map_err(VmxError::VmclearFailed)? };
         log::debug!(
             "VMX: vCPU VMCS at {:#x}, EPTP {:#x}, VPID {}, controls pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
             vmcs_frame.as_u64(),
@@ -450,18 +465,40 @@ impl VmxVcpu {
     fn make_current(&self) {
         // SAFETY: a VmxVcpu exists only where VMX is on (`new` checked), and its
         // VMCS region is a stamped frame it owns.
-        let r = unsafe {
-            if vmcs::vmptrst() == self.vmcs.as_u64() {
-                Ok(())
-            } else {
-                vmcs::vmptrld(self.vmcs.as_u64())
-            }
-        };
-        if let Err(e) = r {
+        if unsafe { vmcs::vmptrst() } == self.vmcs.as_u64() {
+            return;
+        }
+        // SAFETY: as above; at rest the VMCS is active on no CPU (the kernel
+        // releases it, `release_cpu`, before another CPU can take the vCPU).
+        if let Err(e) = unsafe { vmcs::vmptrld(self.vmcs.as_u64()) } {
             panic!(
                 "VMX: VMPTRLD of a vCPU's own VMCS at {:#x} failed: {e}",
                 self.vmcs.as_u64()
             );
+        }
+        self.active.set(true);
+        let me = crate::percpu::index();
+        if self.host_cpu.get() != me {
+            // Another CPU's tables: a VM exit must land in this one's.
+            let tr: u16;
+            // SAFETY: STR only reads the task register's selector.
+            unsafe { asm!("str {:x}", out(reg) tr, options(nomem, nostack, preserves_flags)) };
+            // SAFETY: VMX is on and this VMCS was just made current; the host state
+            // is this CPU's own, read from it now.
+            if let Err(e) = unsafe { self.write_host_state(tr) } {
+                panic!("VMX: writing the host state on CPU {me} failed: {e}");
+            }
+            self.host_cpu.set(me);
+        }
+    }
+
+    /// Flushes this EPTP's cached translations on this CPU if the guest last ran
+    /// elsewhere (its entries here may predate p2m changes made since).
+    fn flush_if_moved(&mut self) {
+        let me = crate::percpu::index();
+        if self.tlb_cpu.get() != me {
+            self.flush_guest_tlb();
+            self.tlb_cpu.set(me);
         }
     }
 
@@ -710,6 +747,7 @@ impl HvmVcpu for VmxVcpu {
     fn run(&mut self) -> Exit {
         loop {
             self.make_current();
+            self.flush_if_moved();
             // SAFETY: VMX is on (a VmxVcpu exists only then) and this vCPU's VMCS is
             // current; `new` wrote its host state from keel's live state and its
             // control fields name the bitmaps it owns and the EPT its caller vouched
@@ -924,6 +962,19 @@ impl HvmVcpu for VmxVcpu {
 
     fn hypercall_insn(&self) -> HypercallInsnKind {
         HypercallInsnKind::Vmcall
+    }
+
+    fn release_cpu(&mut self) {
+        if !self.active.replace(false) {
+            self.launched = false;
+            return;
+        }
+        // SAFETY: VMX is on; VMCLEAR of this vCPU's own region, active on this
+        // CPU (§24.11.3): afterwards it is active nowhere.
+        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs.as_u64()) } {
+            panic!("VMX: VMCLEAR of a vCPU's own VMCS failed: {e}");
+        }
+        self.launched = false;
     }
 
     fn interrupt_ready(&self) -> bool {

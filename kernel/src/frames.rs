@@ -1,0 +1,122 @@
+//! The direct-map view of machine frames: the one place the kernel turns a frame
+//! keel owns into memory it reads and writes.
+//!
+//! A [`Frame`] names a 4 KiB machine frame keel allocated (for itself, or for a
+//! domain: its RAM, shared_info, a grant-table frame, a console ring) and that stays
+//! allocated while the `Frame` is used; making one is the `unsafe` step that argues
+//! it. Everything after that is safe and bounds-checked: byte copies (a guest may
+//! be writing the frame at the same time: keel only ever parses its copy), and
+//! atomic words
+//! for the fields keel and guests share (event bits, grant flags, ring indices,
+//! pvclock versions), which must be read and written with the guest's concurrent
+//! writes in mind.
+//!
+//! An out-of-frame or misaligned offset is a keel bug, not guest input (offsets
+//! come from keel's own layouts or from checks made before), so it panics.
+//!
+//! # Locking
+//! None: frames are plain memory; who may touch which frame when is the owner's
+//! rule (a domain's lock, the grant table's pins).
+
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+
+use keel_mm::addr::{Hpa, Mfn};
+use keel_mm::layout::directmap_va;
+
+/// Bytes in a frame.
+pub const FRAME_SIZE: usize = 4096;
+
+/// One machine frame keel owns, reached through the direct map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    va: u64,
+}
+
+impl Frame {
+    /// # Safety
+    /// `mfn` is RAM keel allocated (so the direct map covers it), and it stays
+    /// allocated for as long as this `Frame`, and every reference it hands out, is
+    /// used.
+    pub unsafe fn new(mfn: Mfn) -> Frame {
+        Frame {
+            va: directmap_va(mfn.hpa()),
+        }
+    }
+
+    /// The frame holding `hpa`, and `hpa`'s offset in it.
+    ///
+    /// # Safety
+    /// As for [`Frame::new`], for the frame holding `hpa`.
+    pub unsafe fn containing(hpa: Hpa) -> (Frame, usize) {
+        // SAFETY: the caller's contract is ours.
+        let f = unsafe { Frame::new(hpa.mfn()) };
+        (f, (hpa.as_u64() & 0xFFF) as usize)
+    }
+
+    fn at(&self, off: usize, len: usize, align: usize) -> u64 {
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= FRAME_SIZE) && off.is_multiple_of(align),
+            "frame access at {off:#x}+{len} (align {align}) is outside the frame"
+        );
+        self.va + off as u64
+    }
+
+    /// Copies `buf.len()` bytes out of the frame at `off`. The guest may change
+    /// them meanwhile: what lands in `buf` is some mix of old and new bytes, which
+    /// is all a byte copy promises (keel parses its own copy, never the frame).
+    pub fn read(&self, off: usize, buf: &mut [u8]) {
+        let src = self.at(off, buf.len(), 1) as *const u8;
+        // SAFETY: inside the frame (checked by `at`), which is mapped and live
+        // (type invariant); `buf` is keel's own memory, so they cannot overlap.
+        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    /// Copies `data` into the frame at `off`.
+    pub fn write(&self, off: usize, data: &[u8]) {
+        let dst = self.at(off, data.len(), 1) as *mut u8;
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+    }
+
+    /// The byte at `off`, as an atomic.
+    pub fn atomic_u8(&self, off: usize) -> &AtomicU8 {
+        // SAFETY: in-frame (checked), mapped and live for as long as `self` is used
+        // (type invariant, which the borrow carries).
+        unsafe { AtomicU8::from_ptr(self.at(off, 1, 1) as *mut u8) }
+    }
+
+    /// The 2-aligned 16-bit word at `off`, as an atomic.
+    pub fn atomic_u16(&self, off: usize) -> &AtomicU16 {
+        // SAFETY: as in `atomic_u8`, 2-aligned (checked).
+        unsafe { AtomicU16::from_ptr(self.at(off, 2, 2) as *mut u16) }
+    }
+
+    /// The 4-aligned 32-bit word at `off`, as an atomic.
+    pub fn atomic_u32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: as in `atomic_u8`, 4-aligned (checked).
+        unsafe { AtomicU32::from_ptr(self.at(off, 4, 4) as *mut u32) }
+    }
+
+    /// The 8-aligned 64-bit word at `off`, as an atomic.
+    pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: as in `atomic_u8`, 8-aligned (checked).
+        unsafe { AtomicU64::from_ptr(self.at(off, 8, 8) as *mut u64) }
+    }
+
+    /// The 8-aligned 64-bit word at `off`, read once (volatile, not atomic: for
+    /// page-table entries the guest owns, which keel only reads).
+    pub fn read_u64(&self, off: usize) -> u64 {
+        // SAFETY: as in `atomic_u8`, 8-aligned (checked).
+        unsafe { (self.at(off, 8, 8) as *const u64).read_volatile() }
+    }
+}
+
+/// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` (the two
+/// ranges may overlap: a copy within one frame).
+pub fn copy(src: &Frame, src_off: usize, dst: &Frame, dst_off: usize, len: usize) {
+    let s = src.at(src_off, len, 1);
+    let d = dst.at(dst_off, len, 1);
+    // SAFETY: both ranges lie inside live frames (checked; type invariant);
+    // `copy` allows overlap.
+    unsafe { core::ptr::copy(s as *const u8, d as *mut u8, len) };
+}
