@@ -297,6 +297,19 @@ fn cpu_and_wall(run: &RunResult, id: u16) -> (u64, u64) {
     (parse(&caps[1]), parse(&caps[2]))
 }
 
+/// Domain `id`'s `info: runstate running_ns=<r> runnable_ns=<q>`.
+#[track_caller]
+fn running_and_runnable(run: &RunResult, id: u16) -> (u64, u64) {
+    let caps = run.assert_line(&format!(
+        r"^\(d{id}\) info: runstate running_ns=(\d+) runnable_ns=(\d+)$"
+    ));
+    let parse = |s: &str| {
+        s.parse::<u64>()
+            .unwrap_or_else(|e| panic!("d{id}: bad number {s:?}: {e}\n{}", run.report()))
+    };
+    (parse(&caps[1]), parse(&caps[2]))
+}
+
 /// When the spinners measure from: system time 3 s, well after keel has booted
 /// and built both domains on every backend, so both measure the same window.
 const SPIN_FROM: &str = "start-ms=3000";
@@ -310,7 +323,8 @@ fn window_start(run: &RunResult, id: u16) -> String {
         .to_string()
 }
 
-/// Two spinners weighted 512 and 256 share the CPU 2:1 (within 10%).
+/// Two spinners weighted 512 and 256, pinned to the same pCPU (the machine has
+/// others, idle), share it 2:1 (within 10%).
 fn sched_weights(test: &str, backend: Backend) {
     let run = boot(
         test,
@@ -319,12 +333,12 @@ fn sched_weights(test: &str, backend: Backend) {
             dom(
                 "heavy",
                 format!("mode=spin seconds=2 {SPIN_FROM}"),
-                "cpu_weight = 512\n",
+                "cpu_weight = 512\ncpus = \"1\"\n",
             ),
             dom(
                 "light",
                 format!("mode=spin seconds=2 {SPIN_FROM}"),
-                "cpu_weight = 256\n",
+                "cpu_weight = 256\ncpus = \"1\"\n",
             ),
         ],
     );
@@ -750,4 +764,219 @@ fn dom0_end_destroys_running_domus_on_qemu_svm() {
     run.assert_line(r"^\(KEEL\) d1 destroyed: dom0 has ended$");
     assert_all_ended(&run, &[(0, "poweroff"), (1, "destroyed")]);
     run.assert_powered_off_cleanly();
+}
+
+// ---------------------------------------------------------------------------
+// several pCPUs
+
+/// The pCPUs the SMP tests pin to on `backend`: QEMU's machines have 4, Bochs's 2
+/// (`Backend::default_cpus`).
+fn pcpus(backend: Backend) -> u32 {
+    backend.default_cpus()
+}
+
+/// `cpus = "N"`: the domain's vCPU may run on pCPU `n` only.
+fn pinned(n: u32) -> String {
+    format!("cpus = \"{n}\"\n")
+}
+
+/// One CPU-bound domU per pCPU: each gets (nearly) a whole pCPU, as its own
+/// runstate-based measurement says (the spinners run at once, not in turns).
+fn parallel_spinners(test: &str, backend: Backend) {
+    let n = pcpus(backend);
+    let names: Vec<String> = (1..=n).map(|i| format!("spin{i}")).collect();
+    let doms: Vec<Dom<'_>> = names
+        .iter()
+        .map(|name| dom(name, format!("mode=spin seconds=2 {SPIN_FROM}"), ""))
+        .collect();
+    let run = boot(test, backend, &doms);
+    for id in 1..=n as u16 {
+        assert_domain_passed(&run, id, SPIN_CHECKS);
+        // keel's account (runstate), not the pvclock gaps: with one emulated CPU
+        // per host thread and more of them than host cores, the host takes time
+        // from every spinner that keel gave it.
+        let (running, runnable) = running_and_runnable(&run, id);
+        assert!(
+            running * 10 > (running + runnable) * 9 && running > 1_500_000_000,
+            "d{id} of {n} spinners on {n} pCPUs ran {running} ns and waited {runnable} ns \
+             (expected > 90% running, 1.5 s at least)\n{}",
+            run.report()
+        );
+    }
+    let ends: Vec<(u16, &str)> = (1..=n as u16).map(|id| (id, "poweroff")).collect();
+    assert_all_ended(&run, &ends);
+}
+
+#[test]
+fn parallel_spinners_on_qemu_svm() {
+    parallel_spinners("domu_parallel_spinners", Backend::QemuSvm);
+}
+
+#[test]
+fn parallel_spinners_on_bochs_vmx() {
+    parallel_spinners("domu_parallel_spinners", Backend::BochsVmx);
+}
+
+#[test]
+fn parallel_spinners_on_bochs_svm() {
+    parallel_spinners("domu_parallel_spinners", Backend::BochsSvm);
+}
+
+/// A server and a client pinned to different pCPUs exchange `count` messages
+/// through an interdomain channel, a grant mapping and grant copies, each
+/// verified on both sides, while both run at once.
+fn pingpong_apart(test: &str, backend: Backend, count: u32) {
+    let last = pcpus(backend) - 1;
+    let server = pinned(last);
+    let client = pinned(last - 1);
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom(
+                "ping-server",
+                format!("mode=pingpong role=server peer=2 count={count}"),
+                &server,
+            ),
+            dom(
+                "ping-client",
+                format!("mode=pingpong role=client peer=1 count={count}"),
+                &client,
+            ),
+        ],
+    );
+    let server_checks = pingpong_server_checks(count);
+    let client_checks = pingpong_client_checks(count);
+    let s: Vec<&str> = server_checks.iter().map(String::as_str).collect();
+    let c: Vec<&str> = client_checks.iter().map(String::as_str).collect();
+    assert_domain_passed(&run, 1, &s);
+    assert_domain_passed(&run, 2, &c);
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+#[test]
+fn pingpong_10000_pinned_apart_on_qemu_svm() {
+    pingpong_apart("domu_pingpong_apart", Backend::QemuSvm, 10_000);
+}
+
+#[test]
+fn pingpong_pinned_apart_on_bochs_vmx() {
+    pingpong_apart("domu_pingpong_apart", Backend::BochsVmx, 1000);
+}
+
+#[test]
+fn pingpong_pinned_apart_on_bochs_svm() {
+    pingpong_apart("domu_pingpong_apart", Backend::BochsSvm, 1000);
+}
+
+/// A domain dies on one pCPU while its peer, on another, has its page
+/// grant-mapped writable and keeps writing to it: when the death shows, the
+/// peer's mapping is gone (a write then a read finds nothing), and every frame
+/// comes back. A pCPU that kept the translation in its TLB would read its own
+/// write back.
+fn die_while_written(test: &str, backend: Backend) {
+    let last = pcpus(backend) - 1;
+    let victim = pinned(last - 1);
+    let holder = pinned(last);
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom(
+                "victim",
+                "mode=die-holding role=victim peer=2 write=1 linger-ms=300",
+                &victim,
+            ),
+            dom(
+                "holder",
+                "mode=die-holding role=holder peer=1 write=1",
+                &holder,
+            ),
+        ],
+    );
+    let mut lines: Vec<String> = VICTIM_CHECKS.iter().map(|c| ok(1, c)).collect();
+    lines.push(domain_shut_down(1, "crash"));
+    guests::assert_lines(&run, &lines);
+    let mut holder_checks: Vec<&str> = HOLDER_CHECKS
+        .iter()
+        .copied()
+        .filter(|c| *c != "read through map")
+        .collect();
+    holder_checks.push("write after peer died lands nowhere");
+    assert_domain_passed(&run, 2, &holder_checks);
+    run.assert_line(r"^\(d2\) info: [1-9]\d* writes to the mapping while the peer lived$");
+    assert_all_ended(&run, &[(1, "crash"), (2, "poweroff")]);
+}
+
+#[test]
+fn die_while_written_on_another_pcpu_on_qemu_svm() {
+    die_while_written("domu_die_while_written", Backend::QemuSvm);
+}
+
+#[test]
+fn die_while_written_on_another_pcpu_on_bochs_vmx() {
+    die_while_written("domu_die_while_written", Backend::BochsVmx);
+}
+
+#[test]
+fn die_while_written_on_another_pcpu_on_bochs_svm() {
+    die_while_written("domu_die_while_written", Backend::BochsSvm);
+}
+
+/// A guest that spins with interrupts off, alone on its pCPU, cannot starve a
+/// spinner on another pCPU (nor hold a lock it needs: the other pCPU takes
+/// every lock its own exits need without waiting for the first one).
+#[test]
+fn a_guest_spinning_with_interrupts_off_starves_no_other_pcpu_on_qemu_svm() {
+    let run = boot(
+        "domu_cli_spinner",
+        Backend::QemuSvm,
+        &[
+            dom(
+                "hog",
+                format!("mode=spin seconds=3 cli=1 {SPIN_FROM}"),
+                &pinned(1),
+            ),
+            dom(
+                "other",
+                format!("mode=spin seconds=2 {SPIN_FROM}"),
+                &pinned(2),
+            ),
+        ],
+    );
+    assert_domain_passed(&run, 1, SPIN_CHECKS);
+    assert_domain_passed(&run, 2, SPIN_CHECKS);
+    let (running, runnable) = running_and_runnable(&run, 2);
+    assert!(
+        running * 10 > (running + runnable) * 9,
+        "the spinner beside an interrupts-off hog on another pCPU ran {running} ns and \
+         waited {runnable} ns\n{}",
+        run.report()
+    );
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+}
+
+/// A hard affinity that names none of the machine's pCPUs is refused by name (as
+/// Xen refuses it with EINVAL); a soft one that names none is no preference, with
+/// a warning; the other domains run.
+#[test]
+fn bad_affinity_is_refused_on_qemu_svm() {
+    let run = boot(
+        "domu_bad_affinity",
+        Backend::QemuSvm,
+        &[
+            dom("nowhere", "mode=hello", "cpus = \"9\"\n"),
+            dom("soft", "mode=hello", "cpus_soft = \"4-7\"\n"),
+            dom("good", "mode=hello", "cpus = \"1-2,^1\"\n"),
+        ],
+    );
+    run.assert_line(
+        r"^\(KEEL\) d1 \(nowhere\): cannot build: cpus: vCPU 0 may run on no pCPU this machine has \(it has 0-3\)$",
+    );
+    run.assert_line(
+        r"^\(KEEL\) Warning: d2 \(soft\): cpus_soft: vCPU 0 prefers no pCPU this machine has \(it has 0-3\): no preference$",
+    );
+    run.assert_line(r"^\(d2\) hello from ");
+    run.assert_line(r"^\(d3\) hello from ");
+    assert_all_ended(&run, &[(2, "poweroff"), (3, "poweroff")]);
 }

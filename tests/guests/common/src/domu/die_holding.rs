@@ -6,6 +6,14 @@
 //!   default 60) for the holder's event saying the page is mapped, prints
 //!   `crashing on purpose while d<holder> holds the grant` and ends with
 //!   `SCHEDOP_shutdown(SHUTDOWN_crash)`.
+//! - With `write=1` (both roles) the grant is writable and the holder, while it
+//!   (the victim lingers `linger-ms=` after the holder mapped the grant)
+//!   waits, writes the page without pause (a burst of writes between status
+//!   checks), on its own pCPU while the victim dies on another. Once the death
+//!   shows, a write followed by a read of the gfn must read as nothing: keel has
+//!   revoked the mapping and every pCPU has dropped it from its TLB before the
+//!   frame went back to the allocator (a stale TLB entry would read the write
+//!   back).
 //! - The **holder** binds the victim's port, maps the grant, checks the pattern,
 //!   sends, and then watches its port's status until the victim's death shows: in
 //!   Xen a dying domain's channels are closed, which leaves this end
@@ -22,7 +30,7 @@ use keel_hypercall::abi::evtchn::{EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_UNBOUND};
 use keel_hypercall::abi::grant_table::{GNTST_BAD_HANDLE, GNTST_OKAY};
 use keel_hypercall::abi::sched::{SCHEDOP_YIELD, SHUTDOWN_CRASH};
 
-use super::{Env, connect, pattern, read_gpa_u64};
+use super::{Env, connect, pattern, read_gpa_u64, write_gpa_u64};
 use crate::checks::{self, Rc};
 use crate::domu::DEFAULT_GREF;
 use crate::events::{self, Sleep};
@@ -33,6 +41,8 @@ use crate::{grants, hypercall, modes, out, time};
 const TAG: u64 = 0x4449_4521;
 /// Words of pattern.
 const WORDS: usize = 512;
+/// Writes between two status checks, with `write=1`.
+const WRITE_BURST: usize = 4096;
 
 /// The victim's granted page.
 static PAGE: Page = Page::new();
@@ -62,7 +72,8 @@ fn victim(env: &Env<'_>, peer: u16, gref: u32) {
     for i in 0..WORDS {
         PAGE.write(i * 8, &pattern(TAG, i).to_le_bytes());
     }
-    grants::grant(gref, peer, (PAGE.addr() >> 12) as u64, true);
+    let writable = env.num("write", 0) != 0;
+    grants::grant(gref, peer, (PAGE.addr() >> 12) as u64, !writable);
     c.ok("grant to peer");
     let port = match events::alloc_unbound(peer) {
         Ok(p) => {
@@ -94,6 +105,12 @@ fn victim(env: &Env<'_>, peer: u16, gref: u32) {
     if failed > 0 {
         return;
     }
+    // `linger-ms=`: live on a while with the grant mapped (the holder writes it
+    // meanwhile with `write=1`), then die.
+    let linger = time::now() + u64::from(env.num("linger-ms", 0)) * time::MS;
+    while time::now() < linger {
+        hypercall::sched_op(SCHEDOP_YIELD, 0);
+    }
     out!(
         "{} checks passed; crashing on purpose while d{} holds the grant",
         checks::passed(),
@@ -115,7 +132,8 @@ fn holder(env: &Env<'_>, peer: u16, gref: u32) {
         );
         return;
     };
-    let (g, handle) = grants::map(peer, gref, gpa, true);
+    let writing = env.num("write", 0) != 0;
+    let (g, handle) = grants::map(peer, gref, gpa, !writing);
     if !c.check(
         "map peer grant",
         g.ok(),
@@ -135,6 +153,7 @@ fn holder(env: &Env<'_>, peer: u16, gref: u32) {
     let wait = u64::from(env.num("wait-seconds", 60)) * time::S;
     let deadline = time::now() + wait;
     let mut last = (0i64, 0u32);
+    let mut writes = 0u64;
     let died = loop {
         match events::status(DOMID_SELF, port) {
             Ok(s) if s.status == EVTCHNSTAT_UNBOUND => break true,
@@ -144,8 +163,26 @@ fn holder(env: &Env<'_>, peer: u16, gref: u32) {
         if time::now() >= deadline {
             break false;
         }
-        hypercall::sched_op(SCHEDOP_YIELD, 0);
+        if writing {
+            // Keep the mapping busy in guest mode, away from keel.
+            for i in 0..WRITE_BURST {
+                write_gpa_u64(gpa + (i % WORDS) as u64 * 8, writes);
+                writes += 1;
+            }
+        } else {
+            hypercall::sched_op(SCHEDOP_YIELD, 0);
+        }
     };
+    if writing {
+        c.info(format_args!("{writes} writes to the mapping while the peer lived"));
+        write_gpa_u64(gpa, 0x5741_5321);
+        let back = read_gpa_u64(gpa);
+        c.check(
+            "write after peer died lands nowhere",
+            back == u64::MAX,
+            format_args!("wrote 0x57415321 at {gpa:#x} and read back {back:#x}: the mapping outlived the domain"),
+        );
+    }
     c.check(
         "port unbound after peer died",
         died,
@@ -160,7 +197,7 @@ fn holder(env: &Env<'_>, peer: u16, gref: u32) {
     c.rc("send after peer died", events::send(port), 0);
 
     let w0 = read_gpa_u64(gpa);
-    let kept = (0..WORDS).all(|i| read_gpa_u64(gpa + i as u64 * 8) == pattern(TAG, i));
+    let kept = !writing && (0..WORDS).all(|i| read_gpa_u64(gpa + i as u64 * 8) == pattern(TAG, i));
     let revoked = (0..WORDS).all(|i| read_gpa_u64(gpa + i as u64 * 8) == u64::MAX);
     c.info(format_args!(
         "after the peer died the mapping {}",

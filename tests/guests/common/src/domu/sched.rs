@@ -1,13 +1,15 @@
 //! `mode=spin seconds=S` and `mode=block seconds=S`: what the scheduler gives a
 //! domain, seen from inside it.
 //!
-//! - `spin [start-ms=T]`: CPU-bound for S seconds of system time (default 2): the
+//! - `spin [start-ms=T] [cli=1]`: CPU-bound (with interrupts off if `cli=1`) for S seconds of system time (default 2): the
 //!   loop does nothing but read the pvclock. Consecutive reads normally lie well
 //!   under a microsecond apart; a gap above [`STOLEN_GAP`] (200 µs) means the vCPU
 //!   did not run in between, and is counted as time taken away. It prints
 //!   `info: cpu_ns=<ran> wall_ns=<elapsed>` (ran = elapsed − time taken away), the
 //!   numbers `tests/tests/domu.rs` compares across domains (cpu_weight ratios, a
-//!   spinner beside a sleeper). With `start-ms=T` the measured window starts at
+//!   spinner beside a sleeper), and `info: runstate running_ns=<r> runnable_ns=<q>`,
+//!   keel's own account of the window (VCPUOP_get_runstate_info). With `start-ms=T`
+//!   the measured window starts at
 //!   system time T ms (spinning, unmeasured, until then; at once if T has passed),
 //!   so that spinners started a few milliseconds apart measure the same window.
 //! - `block`: binds `VIRQ_TIMER` (and nothing else), arms a single-shot timer S
@@ -34,11 +36,17 @@ pub fn spin(env: &Env<'_>) {
     // guest spinning with them off too, on real VMX/SVM and on QEMU; Bochs 2.7 does
     // not turn keel's timer into a VM exit while the guest's IF is 0, see
     // docs/architecture.md, so this test would measure the emulator.)
-    // SAFETY: the IDT has a gate for every vector (crate::trap), so any interrupt
-    // keel delivers is handled.
-    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    // `cli=1`: spin with interrupts off instead, a guest that never lets an
+    // interrupt in (on real hardware and QEMU keel still preempts it; the point
+    // of the tests that use it is that it cannot starve the other pCPUs).
+    if env.num("cli", 0) == 0 {
+        // SAFETY: the IDT has a gate for every vector (crate::trap), so any
+        // interrupt keel delivers is handled.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    }
     // Competing for the CPU already, but not measuring yet.
     while time::now() < start {}
+    let rs0 = runstate();
     let end = start + u64::from(seconds) * S;
     let mut prev = start;
     let mut stolen = 0u64;
@@ -62,8 +70,19 @@ pub fn spin(env: &Env<'_>) {
             break;
         }
     }
+    let rs1 = runstate();
     // SAFETY: turning interrupts off cannot break memory safety.
     unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    if let (Some((run0, wait0)), Some((run1, wait1))) = (rs0, rs1) {
+        // keel's own account of the window: time it ran this vCPU, and time the
+        // vCPU was runnable but another ran (what the emulator's host does to
+        // its threads does not show here, unlike in the pvclock gaps above).
+        c.info(format_args!(
+            "runstate running_ns={} runnable_ns={}",
+            run1.saturating_sub(run0),
+            wait1.saturating_sub(wait0)
+        ));
+    }
     c.info(format_args!(
         "measured from system time {} (started at {})",
         Ms(start as i64),
@@ -84,6 +103,23 @@ pub fn spin(env: &Env<'_>) {
         backwards == 0 && wall >= u64::from(seconds) * S,
         format_args!("pvclock went backwards {backwards} times; ran {wall} ns of {seconds} s"),
     );
+}
+
+/// vCPU 0's time running and runnable so far (`VCPUOP_get_runstate_info`).
+fn runstate() -> Option<(u64, u64)> {
+    let mut buf = [0u8; 48];
+    let rc = crate::hypercall::vcpu_op(
+        keel_hypercall::abi::vcpu::VCPUOP_GET_RUNSTATE_INFO,
+        0,
+        buf.as_mut_ptr() as usize,
+    );
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    // time[RUNSTATE_running] at 16, time[RUNSTATE_runnable] at 24.
+    (rc == 0).then(|| (word(16), word(24)))
 }
 
 /// `mode=block`.
