@@ -34,7 +34,10 @@ impl FakeMem {
     }
 
     pub fn word(&self, frame: u64, offset: usize) -> u64 {
-        assert!(offset.is_multiple_of(8) && offset < 4096, "bad offset {offset}");
+        assert!(
+            offset.is_multiple_of(8) && offset < 4096,
+            "bad offset {offset}"
+        );
         self.words.get(&(frame, offset)).copied().unwrap_or(0)
     }
 }
@@ -45,7 +48,10 @@ impl FrameWords for FakeMem {
     }
 
     fn cmpxchg_u32(&mut self, frame: u64, offset: usize, old: u32, new: u32) -> u32 {
-        assert!(offset.is_multiple_of(4) && offset < 4096, "bad offset {offset}");
+        assert!(
+            offset.is_multiple_of(4) && offset < 4096,
+            "bad offset {offset}"
+        );
         self.cmpxchgs += 1;
         let base = offset & !7;
         let shift = (offset - base) * 8;
@@ -63,7 +69,10 @@ impl FrameWords for FakeMem {
     }
 
     fn clear_u16_bits(&mut self, frame: u64, offset: usize, bits: u16) {
-        assert!(offset.is_multiple_of(2) && offset < 4096, "bad offset {offset}");
+        assert!(
+            offset.is_multiple_of(2) && offset < 4096,
+            "bad offset {offset}"
+        );
         let base = offset & !7;
         let shift = (offset - base) * 8;
         let word = self.word(frame, base);

@@ -52,10 +52,7 @@ impl CpuSet {
     /// Adds `cpu`; refused (and the set unchanged) if `cpu >= MAX_CPUS`.
     pub fn insert(&mut self, cpu: u32) -> Result<(), SchedError> {
         if cpu >= MAX_CPUS {
-            return Err(SchedError::CpuSetOverflow {
-                cpu,
-                max: MAX_CPUS,
-            });
+            return Err(SchedError::CpuSetOverflow { cpu, max: MAX_CPUS });
         }
         self.bits[cpu as usize / 64] |= 1 << (cpu % 64);
         Ok(())
@@ -149,10 +146,13 @@ mod tests {
             CpuSet::single(MAX_CPUS),
             Err(SchedError::CpuSetOverflow { cpu: 256, max: 256 })
         );
-        assert_eq!(s.insert(u32::MAX), Err(SchedError::CpuSetOverflow {
-            cpu: u32::MAX,
-            max: 256
-        }));
+        assert_eq!(
+            s.insert(u32::MAX),
+            Err(SchedError::CpuSetOverflow {
+                cpu: u32::MAX,
+                max: 256
+            })
+        );
         assert_eq!(s.len(), 1, "a refused insert changes nothing");
         assert_eq!(
             alloc::format!("{}", SchedError::CpuSetOverflow { cpu: 256, max: 256 }),

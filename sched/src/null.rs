@@ -259,7 +259,10 @@ impl Policy for Null {
             self.waiting.remove(&seq);
             return Ok(self.seat(v, None));
         };
-        let leave = self.vcpus.get(&v).is_some_and(|e| self.should_leave(e, cpu));
+        let leave = self
+            .vcpus
+            .get(&v)
+            .is_some_and(|e| self.should_leave(e, cpu));
         if !leave {
             return Ok(None);
         }
@@ -322,15 +325,23 @@ impl Policy for Null {
         };
         let mut kick = None;
         if let Some(v) = slot
-            && self.vcpus.get(&v).is_some_and(|e| self.should_leave(e, cpu))
+            && self
+                .vcpus
+                .get(&v)
+                .is_some_and(|e| self.should_leave(e, cpu))
         {
             kick = self.leave(v, cpu);
         }
-        let next = self.assigned.get(cpu as usize).copied().flatten().filter(|v| {
-            self.vcpus
-                .get(v)
-                .is_some_and(|e| e.runnable && e.hard.contains(cpu))
-        });
+        let next = self
+            .assigned
+            .get(cpu as usize)
+            .copied()
+            .flatten()
+            .filter(|v| {
+                self.vcpus
+                    .get(v)
+                    .is_some_and(|e| e.runnable && e.hard.contains(cpu))
+            });
         Decision {
             next,
             slice_ns: NO_DEADLINE,

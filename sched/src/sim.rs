@@ -643,7 +643,10 @@ fn weights_pinned_to_one_shared_pcpu_keep_their_ratio() {
         assert_eq!(s.ran_on(b, 1), s.ran(b), "b ran only on pCPU 1");
         for (id, _) in others {
             let share = s.share(id, SECOND);
-            assert!(share >= 3.0 / n as f64 - 0.05, "{n} others: {id:?} got {share}");
+            assert!(
+                share >= 3.0 / n as f64 - 0.05,
+                "{n} others: {id:?} got {share}"
+            );
         }
         assert_eq!(s.idle, [0; 4]);
     }
@@ -732,8 +735,15 @@ fn soft_affinity_yields_to_a_busy_pcpu_and_returns_when_it_frees() {
         s.run(SECOND, &[(at, Ev::Block(h))]);
         let name = s.p.name();
         assert_eq!(s.ran_on(h, 0), at, "{name}");
-        assert_eq!(s.ran_on(a, 1) + s.ran_on(a, 0), SECOND, "{name}: a never waits");
-        assert!(s.ran_on(a, 0) >= SECOND - at - credit2::MAX_SLICE_NS, "{name}");
+        assert_eq!(
+            s.ran_on(a, 1) + s.ran_on(a, 0),
+            SECOND,
+            "{name}: a never waits"
+        );
+        assert!(
+            s.ran_on(a, 0) >= SECOND - at - credit2::MAX_SLICE_NS,
+            "{name}"
+        );
     }
     check(Credit2::new(2));
     // null moves a when its pCPU next picks: make pCPU 1 pick at once.
@@ -807,7 +817,11 @@ fn a_vcpu_woken_while_its_pcpu_is_idle_gets_that_pcpu_kicked() {
     p.add(c, w(256)).unwrap();
     p.set_affinity(c, set(&[1]), CpuSet::new()).unwrap();
     assert_eq!(p.wake(a, 0), Some(0));
-    assert_eq!(p.pick(1, 0), Decision::IDLE, "a is pCPU 0's, which was kicked");
+    assert_eq!(
+        p.pick(1, 0),
+        Decision::IDLE,
+        "a is pCPU 0's, which was kicked"
+    );
     assert_eq!(p.pick(0, 0).next, Some(a));
     p.block(a, MS);
     assert_eq!(p.pick(0, MS), Decision::IDLE);
@@ -867,7 +881,10 @@ fn bad_pcpus_and_empty_sets_are_errors() {
         );
         assert_eq!(
             p.set_affinity(a, set(&[200]), none),
-            Err(SchedError::NoSuchCpu { cpu: 200, nr_cpus: 4 }),
+            Err(SchedError::NoSuchCpu {
+                cpu: 200,
+                nr_cpus: 4
+            }),
             "a pCPU only beyond nr_cpus is not a hard affinity"
         );
         assert_eq!(
@@ -1079,13 +1096,21 @@ fn credit2_work_conserving(p: &Credit2, m: &Model, cpu: u32) -> Result<(), TestC
             continue;
         }
         let at = p.processor(*x);
-        let excused = at.filter(|&c| c != cpu && m.kicked.contains(&c) && !m.current.contains_key(&c));
+        let excused =
+            at.filter(|&c| c != cpu && m.kicked.contains(&c) && !m.current.contains_key(&c));
         let Some(c) = excused else {
-            return Err(TestCaseError::fail(format!("pCPU {cpu} idles while {x:?} waits on {at:?}")));
+            return Err(TestCaseError::fail(format!(
+                "pCPU {cpu} idles while {x:?} waits on {at:?}"
+            )));
         };
         let n = spoken_for.entry(c).or_default();
         *n += 1;
-        prop_assert!(*n == 1, "pCPU {} idles while two vCPUs wait on kicked pCPU {}", cpu, c);
+        prop_assert!(
+            *n == 1,
+            "pCPU {} idles while two vCPUs wait on kicked pCPU {}",
+            cpu,
+            c
+        );
     }
     Ok(())
 }
@@ -1135,7 +1160,11 @@ fn any_workload() -> impl Strategy<Value = Workload> {
     (1u32..=8)
         .prop_flat_map(|nr_cpus| {
             let cpus = prop::collection::vec(0u32..8, 0..4);
-            let vcpu = (prop_oneof![Just(256u32), 1u32..2048], cpus.clone(), cpus.clone());
+            let vcpu = (
+                prop_oneof![Just(256u32), 1u32..2048],
+                cpus.clone(),
+                cpus.clone(),
+            );
             let event = (0u64..300, 0usize..12, 0u8..3, cpus);
             (
                 Just(nr_cpus),
@@ -1200,4 +1229,3 @@ proptest! {
         run_workload(Null::new(wl.nr_cpus), &wl);
     }
 }
-

@@ -25,7 +25,8 @@ pub const ACPI_RSDP: &str = r"^\(KEEL\) ACPI: RSDP at 0x[0-9a-f]+";
 pub const ACPI_MADT: &str =
     r"^\(KEEL\) ACPI: (\d+) CPU\(s\), LAPIC at 0x[0-9a-f]+, (\d+) IOAPIC\(s\)";
 /// How many CPUs came up, of how many the MADT lists, and their APIC ids.
-pub const CPUS_UP: &str = r"^\(KEEL\) CPUs: (\d+) of (\d+) up \(APIC ids ([\d ]+)\)( \(limited by nr_cpus/maxcpus\))?$";
+pub const CPUS_UP: &str =
+    r"^\(KEEL\) CPUs: (\d+) of (\d+) up \(APIC ids ([\d ]+)\)( \(limited by nr_cpus/maxcpus\))?$";
 /// SVM with nested paging.
 pub const HVM_SVM: &str = r"^\(KEEL\) HVM: SVM .*NPT: yes";
 /// VMX with EPT, VPID and unrestricted guest.

@@ -73,7 +73,12 @@ fn check_cpus(run: &RunResult, up: u32, listed: u32, limited: bool) {
     let mut ids: Vec<&str> = c[3].split(' ').collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), up as usize, "APIC ids not distinct\n{}", run.report());
+    assert_eq!(
+        ids.len(),
+        up as usize,
+        "APIC ids not distinct\n{}",
+        run.report()
+    );
     assert_eq!(c.get(4).is_some(), limited, "limit note\n{}", run.report());
     run.assert_no_line(r"not started");
 }

@@ -119,6 +119,11 @@ fn page_fault_on_an_ap_is_reported_on_bochs_vmx() {
 
 #[test]
 fn invalid_opcode_on_an_ap_is_reported_on_bochs_svm() {
-    let run = crash_on("crash_invalid_opcode_ap", Backend::BochsSvm, "invalid-opcode", 1);
+    let run = crash_on(
+        "crash_invalid_opcode_ap",
+        Backend::BochsSvm,
+        "invalid-opcode",
+        1,
+    );
     assert_exception(&run, "6", "#UD");
 }

@@ -23,6 +23,41 @@ const TARGET_NAME: &str = "x86_64-hypervisor";
 const KERNEL_PACKAGE: &str = "keel-kernel";
 const KERNEL_BIN: &str = "keel";
 
+/// What cargo needs to build for the hypervisor target.
+const TARGET_ARGS: [&str; 5] = [
+    "--target",
+    TARGET_SPEC,
+    "-Zbuild-std=core,alloc,compiler_builtins",
+    "-Zbuild-std-features=compiler-builtins-mem",
+    "-Zjson-target-spec",
+];
+
+/// `cargo clippy` of the hypervisor binary, for its target, with the workspace's
+/// lints as errors (`undocumented_unsafe_blocks`, `missing_safety_doc`, ...).
+pub fn clippy_kernel() -> Result<(), Error> {
+    let mut cmd = cargo();
+    cmd.args([
+        "clippy",
+        "-p",
+        KERNEL_PACKAGE,
+        "--bin",
+        KERNEL_BIN,
+        "--release",
+    ]);
+    cmd.args(TARGET_ARGS);
+    cmd.args(["--", "-D", "warnings"]);
+    let status = cmd
+        .status()
+        .map_err(|e| Error(format!("cannot run cargo: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!(
+            "cargo clippy of {KERNEL_BIN} failed ({status})"
+        )))
+    }
+}
+
 /// Cargo's target directory: `$CARGO_TARGET_DIR` or `<workspace>/target`.
 pub fn cargo_target_dir() -> PathBuf {
     let root = keel_tests::workspace_root();
@@ -41,13 +76,7 @@ pub fn build(opts: &BuildOpts) -> Result<PathBuf, Error> {
     if !opts.debug {
         cmd.arg("--release");
     }
-    cmd.args([
-        "--target",
-        TARGET_SPEC,
-        "-Zbuild-std=core,alloc,compiler_builtins",
-        "-Zbuild-std-features=compiler-builtins-mem",
-        "-Zjson-target-spec",
-    ]);
+    cmd.args(TARGET_ARGS);
     let status = cmd
         .status()
         .map_err(|e| Error(format!("cannot run cargo: {e}")))?;

@@ -1,10 +1,12 @@
-//! `cargo xtask test`: what CI runs (`.ci/run`), in four steps:
+//! `cargo xtask test`: what CI runs (`.ci/run`), in five steps:
 //!
 //! 1. install missing Debian packages;
 //! 2. build keel.elf and the PVH test guests;
 //! 3. host unit tests of every crate except the emulator tests (plus the kernel's
 //!    host-testable library, if it has one);
-//! 4. the emulator integration tests, told which image to boot through `$KEEL_ELF`
+//! 4. `cargo clippy` with the workspace's lints as errors: the host crates, the
+//!    kernel's library, and the hypervisor binary for its own target;
+//! 5. the emulator integration tests, told which image to boot through `$KEEL_ELF`
 //!    and where the guests are through `$KEEL_GUESTS_DIR`.
 //!
 //! A failing step does not hide the others' results: unit tests run even if the
@@ -16,7 +18,7 @@ use std::time::Instant;
 use crate::args::BuildOpts;
 use crate::{Error, cargo, deps, guests, image};
 
-const STEPS: usize = 4;
+const STEPS: usize = 5;
 
 fn step(n: usize, what: &str) {
     eprintln!("xtask: [{n}/{STEPS}] {what}");
@@ -36,6 +38,42 @@ fn cargo_run(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<(), Erro
         Ok(())
     } else {
         Err(Error(format!("cargo {} failed ({status})", args.join(" "))))
+    }
+}
+
+/// `cargo clippy` over the host crates (all targets), the kernel's library and
+/// its tests, and the hypervisor binary for its target.
+fn lints() -> Result<(), Error> {
+    let deny = ["--", "-D", "warnings"];
+    let host = [
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "keel-kernel",
+            "--all-targets",
+        ][..],
+        &deny[..],
+    ]
+    .concat();
+    let kernel_lib = [
+        &["clippy", "-p", "keel-kernel", "--lib", "--tests"][..],
+        &deny[..],
+    ]
+    .concat();
+    let results = [
+        cargo_run(&host, &[]),
+        cargo_run(&kernel_lib, &[]),
+        image::clippy_kernel(),
+    ];
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.0))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error(errors.join("; ")))
     }
 }
 
@@ -122,7 +160,7 @@ pub fn test() -> Result<u8, Error> {
 
     step(1, "Debian packages (grub, xorriso, mtools, qemu, bochs)");
     let t = Instant::now();
-    let deps_ok = record("[1/4] Debian packages", t, deps::ensure_installed());
+    let deps_ok = record("[1/5] Debian packages", t, deps::ensure_installed());
 
     step(2, "building keel and the test guests");
     let t = Instant::now();
@@ -147,19 +185,23 @@ pub fn test() -> Result<u8, Error> {
             "keel.elf built, but the test guests did not: {e}"
         ))),
     };
-    record("[2/4] build keel.elf and guests", t, both);
+    record("[2/5] build keel.elf and guests", t, both);
 
     step(3, "host unit tests");
     let t = Instant::now();
-    record("[3/4] host unit tests", t, host_unit_tests());
+    record("[3/5] host unit tests", t, host_unit_tests());
 
-    step(4, "emulator integration tests");
+    step(4, "lints (cargo clippy, warnings are errors)");
+    let t = Instant::now();
+    record("[4/5] clippy", t, lints());
+
+    step(5, "emulator integration tests");
     let t = Instant::now();
     let result = match &elf {
         Some(elf) => integration_tests(elf, guests_dir.as_deref()),
         None => Err(Error("skipped: keel.elf was not built".into())),
     };
-    record("[4/4] emulator integration tests", t, result);
+    record("[5/5] emulator integration tests", t, result);
 
     eprintln!("xtask: summary");
     let mut failed = 0;
