@@ -230,11 +230,11 @@ impl CpuMode {
     }
 }
 
-impl From<CpuMode> for crate::x86::insn::CodeMode {
+impl From<CpuMode> for keel_x86::insn::CodeMode {
     /// How the instruction decoder must read code in this mode (default operand and
     /// address size).
     fn from(m: CpuMode) -> Self {
-        use crate::x86::insn::CodeMode;
+        use keel_x86::insn::CodeMode;
         match m {
             CpuMode::Real => CodeMode::Real16,
             CpuMode::Protected16 | CpuMode::Compat16 => CodeMode::Prot16,
@@ -527,7 +527,7 @@ impl HvmVcpu for Vcpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x86::insn::CodeMode;
+    use keel_x86::insn::CodeMode;
 
     #[test]
     fn modes_from_segment_state() {

@@ -34,4 +34,3 @@ pub mod time;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 pub mod traps;
 pub mod vmx;
-pub mod x86;

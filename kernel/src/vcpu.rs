@@ -28,7 +28,7 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use keel_arch::hvm::{HvmVcpu, Vcpu as HwVcpu};
-use keel_arch::x86::vlapic::Vlapic;
+use keel_devices::vlapic::Vlapic;
 use keel_mm::addr::{Hpa, Mfn};
 
 use crate::frames::Frame;

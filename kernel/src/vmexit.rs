@@ -15,7 +15,7 @@ use alloc::format;
 use alloc::string::String;
 
 use keel_arch::hvm::{Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu as HwVcpu};
-use keel_arch::x86::insn::{self, CodeMode, Insn, InsnKind};
+use keel_x86::insn::{self, CodeMode, Insn, InsnKind};
 use keel_hypercall::abi::errno::Errno;
 use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
 use keel_mm::guest_walk::{PagingMode, WalkCtx};
@@ -180,7 +180,7 @@ fn complete(d: &mut X<'_>, expect: fn(&InsnKind) -> bool, what: &str) -> Handled
 }
 
 fn cpuid(d: &mut X<'_>) -> Handled {
-    use keel_arch::x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, Vendor, guest_cpuid};
+    use keel_x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, Vendor, guest_cpuid};
     let g = d.arch.gprs();
     let (leaf, sub) = (g.rax as u32, g.rcx as u32);
     let ctx = GuestCpuidCtx {
@@ -246,7 +246,7 @@ fn rdmsr(d: &mut X<'_>) -> Handled {
         0xC001_0055 => Some(0),
         // MISC_ENABLE: fast strings (bit 0), as hardware reports after reset.
         0x1A0 => Some(1),
-        keel_arch::x86::vlapic::MSR_APIC_BASE => Some(d.v.st.lock().lapic.apic_base_msr()),
+        keel_devices::vlapic::MSR_APIC_BASE => Some(d.v.st.lock().lapic.apic_base_msr()),
         _ => d.arch.read_held_msr(msr),
     };
     let Some(v) = value else {
@@ -281,7 +281,7 @@ fn wrmsr(d: &mut X<'_>) -> Handled {
             d.arch.set_efer(value);
         }
         0x277 if !pat_valid(value) => return gp(d),
-        keel_arch::x86::vlapic::MSR_APIC_BASE => {
+        keel_devices::vlapic::MSR_APIC_BASE => {
             if let Err(e) = d.v.st.lock().lapic.set_apic_base_msr(value) {
                 log::debug!("d{}: APIC base {value:#x} refused: {e}", d.d.id);
                 return gp(d);
@@ -309,10 +309,10 @@ fn install_hypercall_page(d: &mut X<'_>, value: u64) -> Result<(), String> {
     }
     let mut page = [0u8; 4096];
     let insn = match d.arch.hypercall_insn() {
-        HypercallInsnKind::Vmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmcall,
-        HypercallInsnKind::Vmmcall => keel_arch::x86::hypercall_page::HypercallInsn::Vmmcall,
+        HypercallInsnKind::Vmcall => keel_x86::hypercall_page::HypercallInsn::Vmcall,
+        HypercallInsnKind::Vmmcall => keel_x86::hypercall_page::HypercallInsn::Vmmcall,
     };
-    keel_arch::x86::hypercall_page::fill_hypercall_page(&mut page, insn);
+    keel_x86::hypercall_page::fill_hypercall_page(&mut page, insn);
     d.d.write_gpa(value, &page).map_err(|e| format!("{e}"))
 }
 
@@ -422,13 +422,13 @@ fn read_reg(d: &X<'_>, reg: insn::Reg, size: u8) -> u64 {
 }
 
 /// The local APIC's page (its base cannot move: `Vlapic` refuses that).
-const APIC_PAGE: u64 = keel_arch::x86::vlapic::APIC_BASE_ADDR;
+const APIC_PAGE: u64 = keel_devices::vlapic::APIC_BASE_ADDR;
 
 /// A write to the local APIC page, and what it sets off.
 fn lapic_write(d: &mut X<'_>, offset: u32, size: u8, value: u64) -> Result<(), String> {
     // It may arm the APIC timer.
     crate::vcpu::deadlines_changed();
-    use keel_arch::x86::vlapic::{DeliveryMode, Trigger, WriteEffect};
+    use keel_devices::vlapic::{DeliveryMode, Trigger, WriteEffect};
     let effect =
         d.v.st
             .lock()

@@ -89,7 +89,7 @@ pub fn fill_hypercall_page(page: &mut [u8; HYPERCALL_PAGE_SIZE], insn: Hypercall
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x86::insn::{CodeMode, InsnKind, decode};
+    use crate::insn::{CodeMode, InsnKind, decode};
 
     fn page(insn: HypercallInsn) -> [u8; HYPERCALL_PAGE_SIZE] {
         // Start from guest garbage: nothing of it may survive.
