@@ -411,6 +411,7 @@ fn mode_checks(c: &Checks, ctx: &Ctx<'_>, phase: &Phase) {
     hvm_checks(c);
     number_checks(c, ctx);
     sched_checks(c, ctx, phase);
+    vcpu_checks(c);
     io_checks(c, ctx, phase);
     msr_check(c);
     if phase.paging {
@@ -714,6 +715,33 @@ fn number_checks(c: &Checks, ctx: &Ctx<'_>) {
     c.errno("hypercall 64 direct", rc, Errno::ENOSYS);
     let rc = hypercall::call_direct(ctx.xen, 0xFFFF_FFFF, [0; 5]);
     c.errno("hypercall 0xffffffff direct", rc, Errno::ENOSYS);
+}
+
+/// `HYPERVISOR_vcpu_op` naming vCPUs the domain does not have: `-ENOENT`, before
+/// the command is looked at (Xen's `do_vcpu_op`: `domain_vcpu()` is NULL), for
+/// the first id past the last vCPU, the largest HVM id and every bit set.
+fn vcpu_checks(c: &Checks) {
+    use keel_hypercall::abi::vcpu::{VCPUOP_GET_RUNSTATE_INFO, VCPUOP_IS_UP, VCPUOP_UP};
+    c.errno(
+        "vcpu_op is_up of a vCPU past the last",
+        hypercall::vcpu_op(VCPUOP_IS_UP, 1, 0),
+        Errno::ENOENT,
+    );
+    c.errno(
+        "vcpu_op up of vCPU 127",
+        hypercall::vcpu_op(VCPUOP_UP, 127, 0),
+        Errno::ENOENT,
+    );
+    c.errno(
+        "vcpu_op runstate of vCPU 0xffffffff",
+        hypercall::vcpu_op(VCPUOP_GET_RUNSTATE_INFO, u32::MAX, 0),
+        Errno::ENOENT,
+    );
+    c.errno(
+        "vcpu_op unknown command to vCPU 1",
+        hypercall::vcpu_op(0x7FFF, 1, 0),
+        Errno::ENOENT,
+    );
 }
 
 /// `HYPERVISOR_sched_op` (`xen/common/sched/core.c`, `do_sched_op`).
