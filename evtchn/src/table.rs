@@ -778,17 +778,18 @@ impl Table {
     }
 
     /// Frees `port` if it is connected to another domain, without touching
-    /// that domain's table: only for a peer whose table is gone, which the
-    /// symmetry invariant rules out (the [`crate::Hub`]'s fallback rather
-    /// than a panic).
-    pub(crate) fn forget_end(&mut self, port: Port) {
+    /// that domain's table: only for a peer whose table is gone or going (a
+    /// kernel that can no longer reach a dying peer; the [`crate::Hub`]'s
+    /// fallback rather than a panic). The peer's own teardown re-validates
+    /// and finds nothing to do for this end.
+    pub fn forget_end(&mut self, port: Port) {
         if self.remote_end(port).is_some() {
             self.free(port);
         }
     }
 
     /// [`Table::forget_end`] for every port connected to `dom`.
-    pub(crate) fn forget_peer(&mut self, dom: DomId) {
+    pub fn forget_peer(&mut self, dom: DomId) {
         for port in 1..self.valid_ports() {
             if self.remote_end(port).is_some_and(|(d, _)| d == dom) {
                 self.forget_end(port);

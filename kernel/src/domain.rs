@@ -11,9 +11,10 @@
 //! a vCPU at the PHYS32 entry with EBX = `hvm_start_info`.
 //!
 //! # Memory safety
-//! Guest frames are reached only through [`DirectMapFrames`], and only at machine
-//! frames the domain's p2m maps; the p2m maps only frames this module allocated for
-//! the domain. So a guest-supplied address can name nothing but its own memory.
+//! Guest memory is reached only through the domain's paging mode (`paging.rs`),
+//! and only at machine frames its p2m maps; the p2m maps only frames this module
+//! allocated for the domain (or another domain granted). So a guest-supplied
+//! address can name nothing but memory the domain may use.
 //!
 //! # Locking
 //! What never changes after the build (id, name, RAM size, memory map, shared_info,
@@ -38,117 +39,18 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use keel_arch::hvm::{FrameSource, HvmSupport, PvhStart, Vcpu as HwVcpu};
-use keel_arch::paging::DirectMapTables;
-use keel_arch::svm::npt::NptFormat;
-use keel_arch::vmx::ept::EptFormat;
 use keel_hypercall::abi::hvm::HVM_NR_PARAMS;
 use keel_kernel::pvh;
 use keel_mm::addr::{Gfn, Hpa, Mfn};
-use keel_mm::guest_mem::{CopyError, FrameAccess, GuestPhys};
+use keel_mm::guest_mem::CopyError;
 use keel_mm::guest_walk::WalkCtx;
-use keel_mm::p2m::{Access, P2m, P2mError};
-use keel_mm::paging::PageSize;
+use keel_mm::p2m::{Access, P2mError};
 
 use crate::frames::Frame;
 use crate::memory::{FRAMES, zero_frames};
+use crate::paging::{HapP2m, Paging, PagingMode};
 use crate::percpu;
 use crate::vcpu::{ArchVcpu, NOT_RUNNING, Vcpu, VcpuInfoAt, VcpuState};
-
-/// Allocates one zeroed page-table frame for a p2m (from anywhere in RAM: the direct
-/// map covers all of it once keel runs on its own tables).
-fn alloc_table_frame() -> Option<Hpa> {
-    FRAMES.lock().as_mut()?.alloc().ok().map(|m| m.hpa())
-}
-
-type Tables = DirectMapTables<fn() -> Option<Hpa>>;
-
-/// The p2m in the hardware's format.
-pub enum HapP2m {
-    Ept(P2m<Tables, EptFormat>),
-    Npt(P2m<Tables, NptFormat>),
-}
-
-/// Runs `$body` with `$p` bound to the p2m, whatever its format.
-macro_rules! with_p2m {
-    ($p2m:expr, $p:ident => $body:expr) => {
-        match $p2m {
-            HapP2m::Ept($p) => $body,
-            HapP2m::Npt($p) => $body,
-        }
-    };
-}
-
-impl HapP2m {
-    fn new(hvm: &HvmSupport, limit: Gfn) -> Result<HapP2m, P2mError> {
-        let alloc: fn() -> Option<Hpa> = alloc_table_frame;
-        // SAFETY: alloc_table_frame hands out frames from keel's allocator, owned by
-        // this p2m alone, and every frame is inside the direct map.
-        let tables = unsafe { DirectMapTables::new(alloc) };
-        Ok(match hvm {
-            HvmSupport::Vmx(v) => {
-                let max = if v.ept_1g {
-                    PageSize::Size1G
-                } else if v.ept_2m {
-                    PageSize::Size2M
-                } else {
-                    PageSize::Size4K
-                };
-                HapP2m::Ept(P2m::new(tables, max, limit)?)
-            }
-            _ => HapP2m::Npt(P2m::new(tables, PageSize::Size2M, limit)?),
-        })
-    }
-
-    pub fn root(&self) -> Hpa {
-        with_p2m!(self, p => p.root())
-    }
-
-    pub fn map(&mut self, gfn: Gfn, mfn: Mfn, count: u64, access: Access) -> Result<(), P2mError> {
-        with_p2m!(self, p => p.map(gfn, mfn, count, access))
-    }
-
-    pub fn set_entry(
-        &mut self,
-        gfn: Gfn,
-        new: Option<(Mfn, Access)>,
-    ) -> Result<Option<Mfn>, P2mError> {
-        with_p2m!(self, p => p.set_entry(gfn, new))
-    }
-
-    pub fn translate(&self, gfn: Gfn) -> Option<(Mfn, Access)> {
-        with_p2m!(self, p => p.translate(gfn))
-    }
-}
-
-/// Guest frames through keel's direct map.
-pub struct DirectMapFrames;
-
-impl DirectMapFrames {
-    fn frame(hpa: Hpa) -> (Frame, usize) {
-        // SAFETY: callers (mm::guest_mem) pass only frames a domain's p2m maps,
-        // which this module allocated for the domain (module invariant) and which
-        // stay allocated while the domain's `mem` lock, held around every copy,
-        // keeps its p2m as it is.
-        unsafe { Frame::containing(hpa) }
-    }
-}
-
-impl FrameAccess for DirectMapFrames {
-    fn read(&self, hpa: Hpa, buf: &mut [u8]) {
-        let (f, off) = Self::frame(hpa);
-        f.read(off, buf);
-    }
-
-    fn write(&mut self, hpa: Hpa, data: &[u8]) {
-        let (f, off) = Self::frame(hpa);
-        f.write(off, data);
-    }
-
-    fn read_u64(&self, hpa: Hpa) -> u64 {
-        let (f, off) = Self::frame(hpa);
-        f.read_u64(off)
-    }
-}
 
 /// Frames for VMCB/VMCS and bitmaps, from keel's allocator.
 pub struct KernelFrames;
@@ -246,10 +148,30 @@ pub struct ConsoleRing {
     pub xen_port: u32,
 }
 
+/// Xen's guest types. keel builds PVH domains today; PV and HVM join here, each
+/// with its own rules where the types differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestType {
+    /// Hardware-virtualized CPU and memory, PV interfaces for the rest.
+    Pvh,
+}
+
+impl GuestType {
+    /// Whether a hypercall made at privilege level `cpl` comes from the guest's
+    /// kernel: for PVH (and HVM) that is ring 0, as Xen's `hvm_hypercall` has it
+    /// (a PV kernel's rule is its own mode flag, not CPL).
+    pub fn hypercall_allowed(self, cpl: u8) -> bool {
+        match self {
+            GuestType::Pvh => cpl == 0,
+        }
+    }
+}
+
 /// A domain's memory: its p2m and every frame it holds (see "Frame accounting"
 /// in docs/architecture.md).
 pub struct DomainMem {
-    pub p2m: HapP2m,
+    /// The p2m, behind the paging mode the domain uses (HAP now; shadow later).
+    pub p2m: Paging,
     /// Runs of frames this domain owns (first, count), returned when it dies.
     pub owned: Vec<(Mfn, u64)>,
     /// RAM pages the domain holds now.
@@ -271,6 +193,7 @@ pub struct Domain {
     pub id: u16,
     pub name: String,
     pub privileged: bool,
+    pub guest_type: GuestType,
     /// RAM size at build, in bytes (gfn 0 .. ram_bytes / 4096).
     pub ram_bytes: u64,
     /// RAM pages the domain may hold at most.
@@ -290,6 +213,12 @@ pub struct Domain {
     /// Read at every entry, so an atomic rather than under `hvm_params`.
     pub callback_vector: AtomicU16,
     pub console: spin::Mutex<ConsoleLine>,
+    /// The domain's event channels (Xen's `d->event_lock` and table; the
+    /// protocol for two domains is `channels.rs`'s).
+    pub evtchn: spin::Mutex<keel_evtchn::Table>,
+    /// The domain's grant table (as granter) and maptrack (as mapper); two
+    /// domains' are locked lower domid first ([`lock_pair`]).
+    pub grants: spin::Mutex<keel_grant::DomainGrants>,
     /// A domU's console ring, set once when the domain is admitted.
     pub console_ring: spin::Once<ConsoleRing>,
     /// Set when the domain is being destroyed: the pCPUs running its vCPUs let
@@ -403,38 +332,18 @@ impl Domain {
         gva: u64,
         buf: &mut [u8],
     ) -> Result<(), CopyError> {
-        let mem = self.mem.lock();
-        let mut frames = DirectMapFrames;
-        with_p2m!(&mem.p2m, p => {
-            let g = GuestPhys { p2m: p, frames: &mut frames };
-            keel_mm::guest_mem::copy_from_guest(&g, walk, keel_mm::addr::Gva::new(gva), buf)
-        })
+        self.mem.lock().p2m.copy_from_guest(walk, gva, buf)
     }
 
     /// Copies to guest-virtual `gva`.
     pub fn copy_to_guest(&self, walk: &WalkCtx, gva: u64, data: &[u8]) -> Result<(), CopyError> {
-        let mem = self.mem.lock();
-        let mut frames = DirectMapFrames;
-        with_p2m!(&mem.p2m, p => {
-            let mut g = GuestPhys { p2m: p, frames: &mut frames };
-            keel_mm::guest_mem::copy_to_guest(&mut g, walk, keel_mm::addr::Gva::new(gva), data)
-        })
+        self.mem.lock().p2m.copy_to_guest(walk, gva, data)
     }
 
     /// Writes guest-physical memory (the hypercall page).
     pub fn write_gpa(&self, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
-        write_gpa(&self.mem.lock().p2m, gpa, data)
+        self.mem.lock().p2m.write_gpa(gpa, data)
     }
-}
-
-/// Writes `data` at guest-physical `gpa` of the domain whose p2m is `p2m`.
-fn write_gpa(p2m: &HapP2m, gpa: u64, data: &[u8]) -> Result<(), CopyError> {
-    let gpa = keel_mm::addr::Gpa::new(gpa).ok_or(CopyError::Overflow)?;
-    let mut frames = DirectMapFrames;
-    with_p2m!(p2m, p => {
-        let mut mem = GuestPhys { p2m: p, frames: &mut frames };
-        mem.write(gpa, data)
-    })
 }
 
 impl Drop for Domain {
@@ -447,7 +356,7 @@ impl Drop for Domain {
         LIVE.fetch_sub(1, Ordering::AcqRel);
         let mem = self.mem.get_mut();
         let mut tables = Vec::new();
-        with_p2m!(&mem.p2m, p => p.for_each_table(|t| tables.push(t)));
+        mem.p2m.for_each_table(&mut |t| tables.push(t));
         free_all(self.id, &mem.owned, &tables, &[]);
     }
 }
@@ -538,7 +447,7 @@ impl FrameSource for RecordingFrames<'_> {
 /// What a half-built domain holds: freed if the build fails.
 struct Partial {
     id: u16,
-    p2m: Option<HapP2m>,
+    p2m: Option<Paging>,
     owned: Vec<(Mfn, u64)>,
     vcpu_frames: Vec<(Hpa, u64)>,
 }
@@ -547,7 +456,7 @@ impl Drop for Partial {
     fn drop(&mut self) {
         let mut tables = Vec::new();
         if let Some(p2m) = &self.p2m {
-            with_p2m!(p2m, p => p.for_each_table(|t| tables.push(t)));
+            p2m.for_each_table(&mut |t| tables.push(t));
         }
         free_all(self.id, &self.owned, &tables, &self.vcpu_frames);
     }
@@ -555,7 +464,7 @@ impl Drop for Partial {
 
 /// Allocates, zeroes and maps `ram_bytes` of guest RAM at gfn 0.
 fn populate(
-    p2m: &mut HapP2m,
+    p2m: &mut Paging,
     ram_bytes: u64,
     owned: &mut Vec<(Mfn, u64)>,
 ) -> Result<(), BuildError> {
@@ -602,6 +511,32 @@ pub struct PvhSpec<'a> {
     pub max_bytes: u64,
     pub weight: u32,
     pub cap: u32,
+    /// xl's `max_event_channels`: the highest event-channel port.
+    pub max_evtchn: u32,
+    /// xl's `max_grant_frames`.
+    pub max_grant_frames: u32,
+}
+
+/// Grant mappings a domain may hold at once (Xen's default
+/// `gnttab_max_maptrack_frames` of 1024 frames of 512 entries is far more than
+/// keel's guests need).
+pub const DEFAULT_MAX_MAPTRACK: u32 = 4096;
+
+/// Locks the same lock of two different domains, the lower domid first (the
+/// lock order); returns (a's guard, b's guard).
+pub fn lock_pair<'a, T>(
+    a: &'a spin::Mutex<T>,
+    a_id: u16,
+    b: &'a spin::Mutex<T>,
+    b_id: u16,
+) -> (spin::MutexGuard<'a, T>, spin::MutexGuard<'a, T>) {
+    if a_id < b_id {
+        let ga = a.lock();
+        (ga, b.lock())
+    } else {
+        let gb = b.lock();
+        (a.lock(), gb)
+    }
 }
 
 /// The highest guest frame (exclusive) a domain's p2m accepts: its RAM or 4 GiB,
@@ -641,9 +576,9 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         vcpu_frames: Vec::new(),
     };
     let limit = Gfn::new(p2m_limit(spec.ram_bytes)).ok_or(BuildError::OutOfMemory)?;
-    let p2m = part
-        .p2m
-        .insert(HapP2m::new(hvm, limit).map_err(BuildError::P2m)?);
+    let p2m = part.p2m.insert(Paging::Hap(
+        HapP2m::new(hvm, limit).map_err(BuildError::P2m)?,
+    ));
     populate(p2m, spec.ram_bytes, &mut part.owned)?;
 
     let shared_info = {
@@ -671,7 +606,8 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         pvh::ACPI_TABLES_GPA,
     )
     .map_err(|e| BuildError::Vcpu(alloc::format!("ACPI tables: {e}")))?;
-    write_gpa(p2m, pvh::ACPI_TABLES_GPA, &tables).map_err(|_| BuildError::OutOfMemory)?;
+    p2m.write_gpa(pvh::ACPI_TABLES_GPA, &tables)
+        .map_err(|_| BuildError::OutOfMemory)?;
     pvh::load(
         &kernel,
         &layout,
@@ -716,6 +652,12 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         HvmSupport::None => return Err(BuildError::NoHap),
     };
 
+    // xl's max_event_channels is the highest port; the table holds one more.
+    let evtchn = keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), 1)
+        .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
+    let grants =
+        keel_grant::DomainGrants::new(spec.id, spec.max_grant_frames, DEFAULT_MAX_MAPTRACK)
+            .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;
     let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
     let owned = core::mem::take(&mut part.owned);
     LIVE.fetch_add(1, Ordering::AcqRel);
@@ -733,6 +675,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         id: spec.id,
         name: String::from(spec.name),
         privileged: spec.privileged,
+        guest_type: GuestType::Pvh,
         ram_bytes: spec.ram_bytes,
         max_pages: spec.max_bytes.max(spec.ram_bytes) / 4096,
         shared_info,
@@ -752,6 +695,8 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         hvm_params: spin::Mutex::new([0; HVM_NR_PARAMS as usize]),
         callback_vector: AtomicU16::new(0),
         console: spin::Mutex::new(ConsoleLine::default()),
+        evtchn: spin::Mutex::new(evtchn),
+        grants: spin::Mutex::new(grants),
         console_ring: spin::Once::new(),
         dying: AtomicBool::new(false),
     })
@@ -759,14 +704,16 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
 
 /// The builder's view of guest memory: guest-physical writes through the p2m.
 struct BuilderWriter<'a> {
-    p2m: &'a HapP2m,
+    p2m: &'a Paging,
 }
 
 impl pvh::GuestMemWriter for BuilderWriter<'_> {
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), pvh::PvhError> {
-        write_gpa(self.p2m, gpa, data).map_err(|_| pvh::PvhError::GuestWrite {
-            gpa,
-            len: data.len() as u64,
-        })
+        self.p2m
+            .write_gpa(gpa, data)
+            .map_err(|_| pvh::PvhError::GuestWrite {
+                gpa,
+                len: data.len() as u64,
+            })
     }
 }

@@ -251,7 +251,7 @@ pub fn set_runstate(d: &Domain, st: &mut VcpuState, state: i32, now: u64, arch: 
     r.state = state;
     r.entry_time = now;
     if st.runstate.area.is_some() {
-        write_runstate(d, st, &crate::vmexit::walk_ctx(arch));
+        write_runstate(d, st, &arch.walk_ctx());
     }
 }
 

@@ -120,3 +120,48 @@ pub fn copy(src: &Frame, src_off: usize, dst: &Frame, dst_off: usize, len: usize
     // `copy` allows overlap.
     unsafe { core::ptr::copy(s as *const u8, d as *mut u8, len) };
 }
+
+/// Grant-table frames, reached through the direct map: the frame handles the grant
+/// crate holds are machine frame numbers of frames keel allocated for a domain's
+/// table (so they are RAM, and live while the table lists them).
+pub struct GrantFrames;
+
+impl GrantFrames {
+    fn frame(frame: u64) -> Frame {
+        // Every handle came from keel's allocator through the table's `alloc`, so
+        // it is a valid frame number; anything else is a keel bug.
+        let mfn = Mfn::new(frame)
+            .unwrap_or_else(|| panic!("grant frame {frame:#x} is not a frame keel handed out"));
+        // SAFETY: `frame` is a grant-table frame (see the type's doc): keel
+        // allocated it for a domain's table, and it lives while the table lists it.
+        unsafe { Frame::new(mfn) }
+    }
+}
+
+impl keel_grant::FrameWords for GrantFrames {
+    fn read_u64(&self, frame: u64, offset: usize) -> u64 {
+        // Atomic: the granting guest writes its entries concurrently.
+        Self::frame(frame)
+            .atomic_u64(offset & 0xFF8)
+            .load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    fn cmpxchg_u32(&mut self, frame: u64, offset: usize, old: u32, new: u32) -> u32 {
+        match Self::frame(frame)
+            .atomic_u32(offset & 0xFFC)
+            .compare_exchange(
+                old,
+                new,
+                core::sync::atomic::Ordering::AcqRel,
+                core::sync::atomic::Ordering::Acquire,
+            ) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    fn clear_u16_bits(&mut self, frame: u64, offset: usize, bits: u16) {
+        Self::frame(frame)
+            .atomic_u16(offset & 0xFFE)
+            .fetch_and(!bits, core::sync::atomic::Ordering::AcqRel);
+    }
+}

@@ -11,13 +11,14 @@ use keel_mm::p2m::Access;
 
 use alloc::sync::Arc;
 
-use keel_grant::Grants;
 use keel_mm::guest_walk::WalkCtx;
 
+use crate::channels;
 use crate::domain::{Domain, DomainMem};
-use crate::domains::{self, EVTCHN, GRANTS};
 use crate::events::{SharedWords, Wakes};
-use crate::frames::{self, Frame};
+use crate::frames::{self, Frame, GrantFrames};
+use crate::paging::PagingMode as _;
+use crate::registry;
 use crate::vcpu::{ArchVcpu, Vcpu, VcpuInfoAt};
 use keel_evtchn::two_level;
 use keel_hypercall::abi::evtchn::EvtchnPort;
@@ -34,7 +35,7 @@ use keel_mm::addr::Mfn;
 const CAPABILITIES: &[u8] = b"hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64";
 
 /// The hypercall context: the calling vCPU (its hardware state held by this pCPU)
-/// and its domain; every other domain is looked up ([`crate::domains::get`]).
+/// and its domain; every other domain is looked up ([`crate::registry::get`]).
 pub struct Ctx<'a> {
     pub d: &'a Arc<Domain>,
     pub v: &'a Vcpu,
@@ -48,28 +49,27 @@ impl Ctx<'_> {
         if dom == self.d.id {
             Some(self.d.clone())
         } else {
-            domains::get(dom)
+            registry::get(dom)
         }
     }
 
     fn walk(&self) -> WalkCtx {
-        crate::vmexit::walk_ctx(self.arch)
+        self.arch.walk_ctx()
     }
 }
 
 /// Whether `mfn` is one of `d`'s frames that are not plain RAM: shared_info, the
 /// console ring, a grant-table frame, or a page holding one of its vcpu_infos.
 /// These never leave the domain while it lives.
-fn is_special(d: &Domain, grants: &Grants, mfn: Mfn) -> bool {
+/// `grant_frames` are `d`'s grant-table frames (its grant lock is the caller's).
+fn is_special(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
     mfn == d.shared_info
         || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
         || d.vcpus.iter().any(|v| {
             let st = v.st.lock();
             st.vcpu_info_registered && st.vcpu_info.mfn == mfn
         })
-        || grants
-            .table_frames(d.id)
-            .is_some_and(|f| f.contains(&mfn.as_u64()))
+        || grant_frames.contains(&mfn.as_u64())
 }
 
 /// Translates `gfn` of a domain whose memory is `mem` to a frame it owns as RAM
@@ -210,10 +210,7 @@ impl HcDomain for Ctx<'_> {
     // ------------------------------------------------------------ event channels
 
     fn evtchn_alloc_unbound(&mut self, dom: u16, remote_dom: u16) -> Result<u32, Errno> {
-        let me = self.d.id;
-        EVTCHN
-            .lock()
-            .alloc_unbound(me, self.d.privileged, dom, remote_dom)
+        channels::alloc_unbound(self.d, dom, remote_dom)
     }
 
     fn evtchn_bind_interdomain(
@@ -221,51 +218,37 @@ impl HcDomain for Ctx<'_> {
         remote_dom: u16,
         remote_port: EvtchnPort,
     ) -> Result<u32, Errno> {
-        let me = self.d.id;
-        let mut hub = EVTCHN.lock();
-        let (port, n) = hub.bind_interdomain(me, remote_dom, remote_port)?;
-        domains::deliver(&mut hub, n, Some(self.d), self.wakes);
-        Ok(port)
+        channels::bind_interdomain(self.d, remote_dom, remote_port, self.wakes)
     }
 
     fn evtchn_bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, Errno> {
-        let me = self.d.id;
-        EVTCHN.lock().bind_virq(me, virq, vcpu)
+        channels::bind_virq(self.d, virq, vcpu)
     }
 
     fn evtchn_bind_ipi(&mut self, vcpu: u32) -> Result<u32, Errno> {
-        let me = self.d.id;
-        EVTCHN.lock().bind_ipi(me, vcpu)
+        self.d.evtchn.lock().bind_ipi(vcpu)
     }
 
     fn evtchn_bind_vcpu(&mut self, port: EvtchnPort, vcpu: u32) -> Result<(), Errno> {
-        let me = self.d.id;
-        EVTCHN.lock().bind_vcpu(me, port, vcpu)
+        self.d.evtchn.lock().bind_vcpu(port, vcpu)
     }
 
     fn evtchn_close(&mut self, port: EvtchnPort) -> Result<(), Errno> {
-        let me = self.d.id;
-        let mut hub = EVTCHN.lock();
-        hub.close(me, port)?;
+        channels::close(self.d, port)?;
+        // The freed port's pending bit goes too (shared_info's bitmap, which
+        // every vCPU of the domain shares).
         let st = self.v.st.lock();
         two_level::clear_pending(&mut SharedWords::of(self.d, &st), port);
         Ok(())
     }
 
     fn evtchn_send(&mut self, port: EvtchnPort) -> Result<(), Errno> {
-        let me = self.d.id;
-        let mut hub = EVTCHN.lock();
-        if let Some(n) = hub.send(me, port)? {
-            domains::deliver(&mut hub, n, Some(self.d), self.wakes);
-        }
-        Ok(())
+        channels::send(self.d, port, self.wakes)
     }
 
     fn evtchn_status(&self, dom: u16, port: EvtchnPort) -> Result<EvtchnStatusInfo, Errno> {
         use keel_evtchn::State;
-        let s = EVTCHN
-            .lock()
-            .status(self.d.id, self.d.privileged, dom, port)?;
+        let s = channels::status(self.d, dom, port)?;
         Ok(EvtchnStatusInfo {
             state: match s.state {
                 State::Free => EvtchnState::Closed,
@@ -285,12 +268,8 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> Result<(), Errno> {
-        let me = self.d.id;
-        let hub = EVTCHN.lock();
-        if !hub.is_valid(me, port) {
-            return Err(Errno::EINVAL);
-        }
-        let vcpu = hub.notify_vcpu(me, port).unwrap_or(0);
+        let t = self.d.evtchn.lock();
+        let vcpu = t.notify_vcpu(port).ok_or(Errno::EINVAL)?;
         let Some(target) = self.d.vcpu(vcpu) else {
             return Ok(());
         };
@@ -310,7 +289,7 @@ impl HcDomain for Ctx<'_> {
             // pausing yet.
             return Err(Errno::EINVAL);
         }
-        EVTCHN.lock().reset(dom, self.d.privileged, dom)?;
+        channels::reset(self.d)?;
         let st = self.v.st.lock();
         let mut words = SharedWords::of(self.d, &st);
         for port in 0..keel_hypercall::abi::evtchn::EVTCHN_2L_NR_CHANNELS {
@@ -320,16 +299,15 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn sched_poll(&mut self, ports: &[EvtchnPort]) -> Result<PollResult, Errno> {
-        let me = self.d.id;
-        // The event-channel lock before the vCPU's (the lock order).
-        let hub = EVTCHN.lock();
+        // The event table's lock before the vCPU's (the lock order).
+        let t = self.d.evtchn.lock();
         let st = self.v.st.lock();
         let words = SharedWords::of(self.d, &st);
         if words.has_upcall() && !words.upcalls_masked() {
             return Ok(PollResult::Ready);
         }
         for &p in ports {
-            if !hub.is_valid(me, p) {
+            if !t.is_valid(p) {
                 return Err(Errno::EINVAL);
             }
             if two_level::is_pending(&words, p) {
@@ -406,14 +384,14 @@ impl HcDomain for Ctx<'_> {
             return Err(Errno::EBUSY);
         }
         let mfn = {
-            let grants = GRANTS.lock();
+            let grants = self.d.grants.lock();
             let mem = self.d.mem.lock();
             let (mfn, access) = own_frame(&mem, gfn).ok_or(Errno::EINVAL)?;
             if !access.write {
                 return Err(Errno::EACCES);
             }
             drop(mem);
-            if is_special(self.d, &grants, mfn) {
+            if is_special(self.d, grants.table_frames(), mfn) {
                 return Err(Errno::EINVAL);
             }
             mfn
@@ -508,18 +486,20 @@ impl HcDomain for Ctx<'_> {
         let end = gfn.checked_add(count).ok_or(Errno::EINVAL)?;
         let d = self.dom(dom).ok_or(Errno::ESRCH)?;
         for g in gfn..end {
-            let grants = GRANTS.lock();
+            // Held until the frame is gone: a grant of it cannot be mapped
+            // meanwhile.
+            let grants = d.grants.lock();
             let mem = d.mem.lock();
             let (mfn, _) = own_frame(&mem, g).ok_or(Errno::ENOENT)?;
             if mem.owned_run(mfn).is_none() {
                 return Err(Errno::ENOENT);
             }
             drop(mem);
-            if is_special(&d, &grants, mfn) {
+            if is_special(&d, grants.table_frames(), mfn) {
                 return Err(Errno::ENOENT);
             }
             // A frame another domain has mapped stays until it is unmapped.
-            if grants.is_frame_mapped(dom, g) {
+            if grants.is_frame_mapped(g) {
                 return Err(Errno::EBUSY);
             }
             let mut mem = d.mem.lock();
@@ -533,16 +513,14 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
-        let me = self.d.id;
         let gfn = Gfn::new(gpfn).ok_or(Errno::EINVAL)?;
-        let mut grants = GRANTS.lock();
+        let mut grants = self.d.grants.lock();
         let mut mem = self.d.mem.lock();
         if gpfn >= mem.p2m_limit {
             return Err(Errno::EINVAL);
         }
-        let frame = grants.map_table_frame(me, u64::from(idx), || {
-            mem.alloc_owned(1).map(|m| m.as_u64())
-        })?;
+        let frame =
+            grants.map_table_frame(u64::from(idx), || mem.alloc_owned(1).map(|m| m.as_u64()))?;
         let mfn = Mfn::new(frame).ok_or(Errno::EINVAL)?;
         if let Some(old) = mem.grant_gfns.insert(idx, gpfn)
             && old != gpfn
@@ -573,10 +551,11 @@ impl HcDomain for Ctx<'_> {
     fn gnttab_setup_table(&mut self, dom: u16, nr_frames: u32) -> Result<(), i16> {
         use keel_hypercall::abi::grant_table::GNTST_BAD_DOMAIN;
         let d = self.dom(dom).ok_or(GNTST_BAD_DOMAIN)?;
-        let mut grants = GRANTS.lock();
-        let mut mem = d.mem.lock();
+        let mut grants = d.grants.lock();
         grants
-            .setup_table(dom, nr_frames, || mem.alloc_owned(1).map(|m| m.as_u64()))
+            .setup_table(nr_frames, || {
+                d.mem.lock().alloc_owned(1).map(|m| m.as_u64())
+            })
             .map(|_| ())
             .map_err(|e| e.code())
     }
@@ -588,7 +567,9 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn gnttab_query_size(&self, dom: u16) -> GnttabSize {
-        let (nr_frames, max_nr_frames) = GRANTS.lock().query_size(dom).unwrap_or((0, 0));
+        let (nr_frames, max_nr_frames) = self
+            .dom(dom)
+            .map_or((0, 0), |d| d.grants.lock().query_size());
         GnttabSize {
             nr_frames,
             max_nr_frames,
@@ -602,13 +583,21 @@ impl HcDomain for Ctx<'_> {
         flags: u32,
         host_addr: u64,
     ) -> Result<GnttabMapped, i16> {
+        use keel_grant::pair;
         use keel_hypercall::abi::grant_table::*;
         let me = self.d.id;
         let readonly = flags & GNTMAP_READONLY != 0;
         let host_gfn = host_addr >> 12;
         let host = Gfn::new(host_gfn).ok_or(GNTST_BAD_VIRT_ADDR)?;
         let granter = self.dom(dom).ok_or(GNTST_BAD_DOMAIN)?;
-        let mut grants = GRANTS.lock();
+        // Both grant locks (one if the caller maps its own grant), held until
+        // the mapping is in the caller's p2m or undone.
+        let (mut mine, mut theirs) = if dom == me {
+            (self.d.grants.lock(), None)
+        } else {
+            let (a, b) = crate::domain::lock_pair(&self.d.grants, me, &granter.grants, dom);
+            (a, Some(b))
+        };
         // The mapping goes into a hole, or replaces one of the caller's plain RAM
         // frames (which stays the caller's); never over special or foreign pages.
         {
@@ -619,23 +608,30 @@ impl HcDomain for Ctx<'_> {
             let here = mem.p2m.translate(host);
             drop(mem);
             if let Some((m, _)) = here
-                && is_special(self.d, &grants, m)
+                && is_special(self.d, mine.table_frames(), m)
             {
                 return Err(GNTST_BAD_VIRT_ADDR);
             }
         }
-        let mapped = grants
-            .map(me, dom, gref, readonly, host_gfn, &mut GrantFrames)
-            .map_err(|e| e.code())?;
-        let undo = |grants: &mut Grants| {
-            let _ = grants.unmap(me, mapped.handle, host_gfn, &mut GrantFrames);
+        let mapped = match theirs.as_deref_mut() {
+            Some(t) => pair::map(&mut mine, t, gref, readonly, host_gfn, &mut GrantFrames),
+            None => pair::map_own(&mut mine, gref, readonly, host_gfn, &mut GrantFrames),
+        }
+        .map_err(|e| e.code())?;
+        let undo = |mine: &mut keel_grant::DomainGrants,
+                    theirs: Option<&mut keel_grant::DomainGrants>| {
+            let _ = match theirs {
+                Some(t) => pair::unmap(mine, t, mapped.handle, host_gfn, &mut GrantFrames),
+                None => pair::unmap_own(mine, mapped.handle, host_gfn, &mut GrantFrames),
+            };
         };
         // The granted frame must be the granter's own RAM.
         let frame = own_frame(&granter.mem.lock(), mapped.frame);
+        let granter_frames = theirs.as_deref().unwrap_or(&*mine).table_frames();
         let mfn = match frame {
-            Some((mfn, _)) if !is_special(&granter, &grants, mfn) => mfn,
+            Some((mfn, _)) if !is_special(&granter, granter_frames, mfn) => mfn,
             _ => {
-                undo(&mut grants);
+                undo(&mut mine, theirs.as_deref_mut());
                 return Err(GNTST_BAD_PAGE);
             }
         };
@@ -643,7 +639,7 @@ impl HcDomain for Ctx<'_> {
         let mut mem = self.d.mem.lock();
         if mem.p2m.set_entry(host, Some((mfn, access))).is_err() {
             drop(mem);
-            undo(&mut grants);
+            undo(&mut mine, theirs.as_deref_mut());
             return Err(GNTST_GENERAL_ERROR);
         }
         mem.foreign.insert(host_gfn);
@@ -656,7 +652,7 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn gnttab_unmap_grant_ref(&mut self, host_addr: u64, _dev_bus_addr: u64, handle: u32) -> i16 {
-        use keel_grant::Unmapped;
+        use keel_grant::{Unmapped, pair};
         use keel_hypercall::abi::grant_table::*;
         let me = self.d.id;
         if host_addr == 0 {
@@ -665,8 +661,47 @@ impl HcDomain for Ctx<'_> {
             return GNTST_GENERAL_ERROR;
         }
         let host_gfn = host_addr >> 12;
-        let mut grants = GRANTS.lock();
-        match grants.check_unmap(me, handle, host_gfn) {
+        // First look, under the caller's lock alone: which granter to lock too.
+        // (Bound first: a guard in a `match` scrutinee would live through the
+        // arms, which lock again.)
+        let first = self.d.grants.lock().check_unmap(handle, host_gfn);
+        let granter = match first {
+            Ok(Unmapped::Revoked(_)) => {
+                return match self.d.grants.lock().unmap_revoked(handle) {
+                    Ok(_) => GNTST_OKAY,
+                    Err(e) => e.code(),
+                };
+            }
+            Ok(Unmapped::Live(info)) => info.granter,
+            Err(e) => return e.code(),
+        };
+        let other = if granter == me {
+            None
+        } else {
+            match registry::find(granter) {
+                Some(g) => Some(g),
+                // Gone: its death revoked the mapping meanwhile.
+                None => {
+                    return match self.d.grants.lock().unmap_revoked(handle) {
+                        Ok(_) => GNTST_OKAY,
+                        Err(e) => e.code(),
+                    };
+                }
+            }
+        };
+        let (mut mine, mut theirs) = match &other {
+            None => (self.d.grants.lock(), None),
+            Some(g) => {
+                let (a, b) = crate::domain::lock_pair(&self.d.grants, me, &g.grants, granter);
+                (a, Some(b))
+            }
+        };
+        // Again under both locks: the mapping may have been revoked or replaced.
+        let again = match theirs.as_deref() {
+            Some(t) => pair::check_unmap(&mine, t, handle, host_gfn),
+            None => pair::check_unmap_own(&mine, handle, host_gfn),
+        };
+        match again {
             Ok(Unmapped::Live(_)) => {
                 let mut mem = self.d.mem.lock();
                 if let Some(g) = Gfn::new(host_gfn) {
@@ -674,12 +709,22 @@ impl HcDomain for Ctx<'_> {
                 }
                 mem.foreign.remove(&host_gfn);
                 drop(mem);
+                // Gone from every pCPU before the pin, and so the frame, goes.
                 self.d.flush_tlbs();
             }
-            Ok(Unmapped::Revoked(_)) => {}
+            Ok(Unmapped::Revoked(_)) => {
+                return match mine.unmap_revoked(handle) {
+                    Ok(_) => GNTST_OKAY,
+                    Err(e) => e.code(),
+                };
+            }
             Err(e) => return e.code(),
         }
-        match grants.unmap(me, handle, host_gfn, &mut GrantFrames) {
+        let r = match theirs.as_deref_mut() {
+            Some(t) => pair::unmap(&mut mine, t, handle, host_gfn, &mut GrantFrames),
+            None => pair::unmap_own(&mut mine, handle, host_gfn, &mut GrantFrames),
+        };
+        match r {
             Ok(_) => GNTST_OKAY,
             Err(e) => e.code(),
         }
@@ -688,20 +733,26 @@ impl HcDomain for Ctx<'_> {
     fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16 {
         use keel_hypercall::abi::grant_table::*;
         let me = self.d.id;
-        // Each end: (domain, gfn, acquired grant to release).
-        let mut held: [Option<(u16, u32, bool)>; 2] = [None, None];
+        // Each end: (granter, gref, write) of a grant acquired for the copy.
+        let mut held: [Option<(Arc<Domain>, u32, bool)>; 2] = [None, None];
         let mut ends = [(0u16, 0u64); 2];
         let mut status = GNTST_OKAY;
-        let mut grants = GRANTS.lock();
         for (i, (end, write)) in [(op.source, false), (op.dest, true)]
             .into_iter()
             .enumerate()
         {
             match end.target {
                 GnttabCopyTarget::Gref { domid, gref } => {
-                    match grants.acquire(me, domid, gref, write, &mut GrantFrames) {
+                    let Some(g) = self.dom(domid) else {
+                        status = GNTST_BAD_DOMAIN;
+                        break;
+                    };
+                    // The granter's lock alone, for the pin (a copy never holds
+                    // two grant locks).
+                    let pinned = g.grants.lock().acquire(me, gref, write, &mut GrantFrames);
+                    match pinned {
                         Ok(frame) => {
-                            held[i] = Some((domid, gref, write));
+                            held[i] = Some((g, gref, write));
                             ends[i] = (domid, frame);
                         }
                         Err(e) => {
@@ -717,7 +768,8 @@ impl HcDomain for Ctx<'_> {
             let resolve = |(dom, gfn): (u16, u64)| {
                 let d = self.dom(dom)?;
                 let (mfn, access) = own_frame(&d.mem.lock(), gfn)?;
-                (dom == me || !is_special(&d, &grants, mfn)).then_some((mfn, access))
+                (dom == me || !is_special(&d, d.grants.lock().table_frames(), mfn))
+                    .then_some((mfn, access))
             };
             match (resolve(ends[0]), resolve(ends[1])) {
                 (Some((src, _)), Some((dst, acc))) if acc.write => {
@@ -726,8 +778,8 @@ impl HcDomain for Ctx<'_> {
                 _ => status = GNTST_BAD_PAGE,
             }
         }
-        for (dom, gref, write) in held.into_iter().flatten() {
-            let _ = grants.release(me, dom, gref, write, &mut GrantFrames);
+        for (g, gref, write) in held.into_iter().flatten() {
+            let _ = g.grants.lock().release(me, gref, write, &mut GrantFrames);
         }
         status
     }
@@ -764,49 +816,4 @@ fn features(privileged: bool) -> u32 {
         | (1 << XENFEAT_SUPERVISOR_MODE_KERNEL)
         | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
         | (1 << XENFEAT_HVM_SAFE_PVCLOCK)
-}
-
-/// Grant-table frames, reached through the direct map: the frame handles the grant
-/// crate holds are machine frame numbers of frames keel allocated for a domain's
-/// table (so they are RAM, and live while the table lists them).
-pub struct GrantFrames;
-
-impl GrantFrames {
-    fn frame(frame: u64) -> Frame {
-        // Every handle came from keel's allocator through the table's `alloc`, so
-        // it is a valid frame number; anything else is a keel bug.
-        let mfn = Mfn::new(frame)
-            .unwrap_or_else(|| panic!("grant frame {frame:#x} is not a frame keel handed out"));
-        // SAFETY: `frame` is a grant-table frame (see the type's doc): keel
-        // allocated it for a domain's table, and it lives while the table lists it.
-        unsafe { Frame::new(mfn) }
-    }
-}
-
-impl keel_grant::FrameWords for GrantFrames {
-    fn read_u64(&self, frame: u64, offset: usize) -> u64 {
-        // Atomic: the granting guest writes its entries concurrently.
-        Self::frame(frame)
-            .atomic_u64(offset & 0xFF8)
-            .load(core::sync::atomic::Ordering::Acquire)
-    }
-
-    fn cmpxchg_u32(&mut self, frame: u64, offset: usize, old: u32, new: u32) -> u32 {
-        match Self::frame(frame)
-            .atomic_u32(offset & 0xFFC)
-            .compare_exchange(
-                old,
-                new,
-                core::sync::atomic::Ordering::AcqRel,
-                core::sync::atomic::Ordering::Acquire,
-            ) {
-            Ok(v) | Err(v) => v,
-        }
-    }
-
-    fn clear_u16_bits(&mut self, frame: u64, offset: usize, bits: u16) {
-        Self::frame(frame)
-            .atomic_u16(offset & 0xFFE)
-            .fetch_and(!bits, core::sync::atomic::Ordering::AcqRel);
-    }
 }

@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod channels;
 mod clock;
 mod domain;
 mod domains;
@@ -25,7 +26,9 @@ mod frames;
 mod hypercalls;
 mod logger;
 mod memory;
+mod paging;
 mod percpu;
+mod registry;
 mod run;
 mod scheduler;
 mod smp;
@@ -61,6 +64,17 @@ static CMDLINE: spin::Once<&'static str> = spin::Once::new();
 /// keel's command line as the loader gave it.
 pub fn hypervisor_cmdline() -> &'static str {
     CMDLINE.get().copied().unwrap_or("")
+}
+
+/// The host CPU's vendor, which guests see in CPUID (keel runs on one kind of CPU).
+static HOST_VENDOR: spin::Once<keel_x86::cpuid_policy::Vendor> = spin::Once::new();
+
+/// The vendor guests' CPUID reports: the host's (Intel unless it is AMD).
+pub fn host_vendor() -> keel_x86::cpuid_policy::Vendor {
+    HOST_VENDOR
+        .get()
+        .copied()
+        .unwrap_or(keel_x86::cpuid_policy::Vendor::Intel)
 }
 
 /// The TSC frequency in kHz, for guests (CPUID 0x40000003).
@@ -326,6 +340,10 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         cpu_info.stepping,
         cpu_info.brand_str()
     );
+    HOST_VENDOR.call_once(|| match cpu_info.vendor {
+        keel_arch::cpu::Vendor::Amd => keel_x86::cpuid_policy::Vendor::Amd,
+        _ => keel_x86::cpuid_policy::Vendor::Intel,
+    });
     let hvm = HvmSupport::detect(&cpu_info);
     say!("HVM: {hvm}");
     if !hvm.has_hap() {
@@ -452,12 +470,7 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
                     &mut warnings,
                 )
                 .unwrap_or_default();
-                if let Err(e) = domains::admit(
-                    d,
-                    domains::DEFAULT_MAX_EVTCHN,
-                    domains::DEFAULT_MAX_GRANT_FRAMES,
-                    &place,
-                ) {
+                if let Err(e) = domains::admit(d, &place) {
                     say!("dom0: cannot start: {e}");
                     power::power_off(ExitStatus::Clean, "dom0 cannot be built");
                 }
@@ -634,6 +647,8 @@ fn build_dom0(
         max_bytes: ram,
         weight: 256,
         cap: 0,
+        max_evtchn: channels::DEFAULT_MAX_EVTCHN,
+        max_grant_frames: domains::DEFAULT_MAX_GRANT_FRAMES,
     };
     let d = match domain::build_pvh(hvm, &spec) {
         Ok(d) => d,
@@ -728,6 +743,8 @@ fn build_domu(
         max_bytes: max,
         weight: sched.weight,
         cap: sched.cap,
+        max_evtchn: c.max_event_channels,
+        max_grant_frames: c.max_grant_frames,
     };
     let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
     say!(
@@ -739,7 +756,7 @@ fn build_domu(
         du.cmdline,
         c.name
     );
-    domains::admit(d, c.max_event_channels, c.max_grant_frames, &place)
+    domains::admit(d, &place)
 }
 
 #[panic_handler]

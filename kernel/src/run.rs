@@ -30,13 +30,12 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 use keel_arch::hvm::HvmVcpu;
-use keel_evtchn::Hub;
 use keel_hypercall::abi::evtchn::VIRQ_TIMER;
 use keel_sched::VcpuId;
 
 use crate::clock;
 use crate::domain::Domain;
-use crate::domains::{self, DomainEnd, EVTCHN};
+use crate::domains::{self, DomainEnd};
 use crate::events::{self, Wakes};
 use crate::logger::say;
 use crate::percpu;
@@ -340,13 +339,12 @@ fn next_deadline() -> Option<u64> {
 /// Fires every due timer and poll timeout: of `only` (a running vCPU), or of
 /// every vCPU.
 fn fire_due(now: u64, only: Option<(&Arc<Domain>, &Vcpu)>, wakes: &mut Wakes) {
-    let hub = EVTCHN.lock();
     match only {
-        Some((d, v)) => fire_due_in(&hub, d, v, now, wakes),
+        Some((d, v)) => fire_due_in(d, v, now, wakes),
         None => {
             for d in domains::DOMAINS.read().values() {
                 for v in d.vcpus.iter() {
-                    fire_due_in(&hub, d, v, now, wakes);
+                    fire_due_in(d, v, now, wakes);
                 }
             }
         }
@@ -355,7 +353,7 @@ fn fire_due(now: u64, only: Option<(&Arc<Domain>, &Vcpu)>, wakes: &mut Wakes) {
 
 /// Fires one vCPU's due timers (raising VIRQ_TIMER), its expired poll timeout
 /// and its APIC timer.
-fn fire_due_in(hub: &Hub, d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
+fn fire_due_in(d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
     let mut fire = false;
     {
         let mut st = v.st.lock();
@@ -385,7 +383,11 @@ fn fire_due_in(hub: &Hub, d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
             events::wake_locked(v, &mut st, wakes);
         }
     }
-    if fire && let Some(n) = hub.virq(d.id, v.id, VIRQ_TIMER) {
-        events::raise(d, n.vcpu, n.port, wakes);
+    if fire {
+        // Delivered under the table's lock (channels.rs, "Locking").
+        let t = d.evtchn.lock();
+        if let Some(n) = t.virq(v.id, VIRQ_TIMER) {
+            events::raise(d, n.vcpu, n.port, wakes);
+        }
     }
 }

@@ -27,9 +27,10 @@ use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use keel_arch::hvm::{HvmVcpu, Vcpu as HwVcpu};
+use keel_arch::hvm::{GuestPaging, HvmVcpu, Vcpu as HwVcpu};
 use keel_devices::vlapic::Vlapic;
 use keel_mm::addr::{Hpa, Mfn};
+use keel_mm::guest_walk::{PagingMode, WalkCtx};
 
 use crate::frames::Frame;
 
@@ -45,6 +46,27 @@ impl ArchVcpu {
         ArchVcpu {
             hw: ManuallyDrop::new(hw),
             frames,
+        }
+    }
+}
+
+impl ArchVcpu {
+    /// The guest's paging state, for walking its page tables.
+    pub fn walk_ctx(&self) -> WalkCtx {
+        const CR0_WP: u64 = 1 << 16;
+        const EFER_NXE: u64 = 1 << 11;
+        let v = &*self.hw;
+        let mode = match v.paging() {
+            GuestPaging::Off => PagingMode::Off,
+            GuestPaging::Bits32 { pse } => PagingMode::Bits32 { pse },
+            GuestPaging::Pae => PagingMode::Pae,
+            GuestPaging::Long4 => PagingMode::Long4,
+        };
+        WalkCtx {
+            mode,
+            cr3: v.cr3(),
+            nxe: v.efer() & EFER_NXE != 0,
+            wp: v.cr0() & CR0_WP != 0,
         }
     }
 }

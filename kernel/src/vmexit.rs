@@ -14,17 +14,17 @@
 use alloc::format;
 use alloc::string::String;
 
-use keel_arch::hvm::{Exit, GuestPaging, HvmVcpu, HypercallInsnKind, IoExit, Vcpu as HwVcpu};
-use keel_x86::insn::{self, CodeMode, Insn, InsnKind};
+use keel_arch::hvm::{Exit, HvmVcpu, HypercallInsnKind, IoExit};
 use keel_hypercall::abi::errno::Errno;
 use keel_hypercall::dispatch::{Action, GuestWidth, HypercallArgs, ShutdownReason};
-use keel_mm::guest_walk::{PagingMode, WalkCtx};
+use keel_x86::insn::{self, CodeMode, Insn, InsnKind};
 
 use alloc::sync::Arc;
 
 use crate::domain::Domain;
 pub use crate::domains::DomainEnd;
 use crate::events::{SharedWords, Wakes};
+use crate::paging::PagingMode as _;
 use crate::vcpu::{ArchVcpu, Vcpu, Wait};
 
 /// One exit's context: the vCPU that exited, its hardware state (held by this
@@ -43,7 +43,7 @@ impl X<'_> {
         gva: u64,
         buf: &mut [u8],
     ) -> Result<(), keel_mm::guest_mem::CopyError> {
-        self.d.copy_from_guest(&walk_ctx(self.arch), gva, buf)
+        self.d.copy_from_guest(&self.arch.walk_ctx(), gva, buf)
     }
 }
 
@@ -67,24 +67,6 @@ type Handled = Result<(), DomainEnd>;
 
 fn crash(why: String) -> Handled {
     Err(DomainEnd::Crashed(why))
-}
-
-/// The guest's paging state, for walking its page tables.
-pub fn walk_ctx(v: &HwVcpu) -> WalkCtx {
-    const CR0_WP: u64 = 1 << 16;
-    const EFER_NXE: u64 = 1 << 11;
-    let mode = match v.paging() {
-        GuestPaging::Off => PagingMode::Off,
-        GuestPaging::Bits32 { pse } => PagingMode::Bits32 { pse },
-        GuestPaging::Pae => PagingMode::Pae,
-        GuestPaging::Long4 => PagingMode::Long4,
-    };
-    WalkCtx {
-        mode,
-        cr3: v.cr3(),
-        nxe: v.efer() & EFER_NXE != 0,
-        wp: v.cr0() & CR0_WP != 0,
-    }
 }
 
 /// Handles one exit of `v`, a vCPU of `d`.
@@ -180,14 +162,11 @@ fn complete(d: &mut X<'_>, expect: fn(&InsnKind) -> bool, what: &str) -> Handled
 }
 
 fn cpuid(d: &mut X<'_>) -> Handled {
-    use keel_x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, Vendor, guest_cpuid};
+    use keel_x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, guest_cpuid};
     let g = d.arch.gprs();
     let (leaf, sub) = (g.rax as u32, g.rcx as u32);
     let ctx = GuestCpuidCtx {
-        vendor: match d.arch.hypercall_insn() {
-            HypercallInsnKind::Vmcall => Vendor::Intel,
-            HypercallInsnKind::Vmmcall => Vendor::Amd,
-        },
+        vendor: crate::host_vendor(),
         domid: d.d.id,
         vcpu_id: 0,
         xen_major: crate::XEN_MAJOR,
@@ -547,8 +526,9 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
             width: GuestWidth::Bits32,
         }
     };
-    // Hypercalls are for the guest kernel: ring 3 gets -EPERM (Xen: hvm_hypercall).
-    let outcome = if d.arch.cpl() != 0 {
+    // Hypercalls are for the guest kernel; which privilege that is, is the guest
+    // type's rule (PVH: ring 0, else -EPERM, as Xen's hvm_hypercall).
+    let outcome = if !d.d.guest_type.hypercall_allowed(d.arch.cpl()) {
         keel_hypercall::dispatch::Outcome {
             ret: Errno::EPERM.neg(),
             action: Action::Continue,
