@@ -1,5 +1,5 @@
-//! Links the bare-metal `keel` binary with keel's own linker script. Host builds of the
-//! kernel's library (its unit tests) are untouched.
+//! Links the bare-metal `keel` binary with keel's own linker script, for the
+//! bare-metal target only (`target_os = "none"`).
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();

@@ -6,7 +6,7 @@
 //! [`read`] takes a consistent snapshot of its date/time registers and [`decode`]
 //! turns that snapshot into an [`RtcTime`]: BCD or binary, 12- or 24-hour, with the
 //! century from register 0x32 where it holds one. Turning that into Unix seconds and
-//! the wall time at system time 0 is the kernel's business (`keel_kernel::time`).
+//! the wall time at system time 0 is the kernel's business (`keel_builder::time`).
 //!
 //! The port loop is [`read_with`] over a register-reading closure, so the
 //! update-in-progress wait and the read-until-stable loop are tested on the host
@@ -74,7 +74,7 @@ pub struct RtcTime {
     pub year: u16,
     /// 1..=12
     pub month: u8,
-    /// 1..=31 (checked against the month by `keel_kernel::time::unix_seconds`)
+    /// 1..=31 (checked against the month by `keel_builder::time::unix_seconds`)
     pub day: u8,
     /// 0..=23
     pub hour: u8,

@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use keel_arch::percpu::{self, MAX_CPUS};
 use keel_arch::{apic, cpu, traps};
-use keel_kernel::time::TscScale;
+use keel_builder::time::TscScale;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -75,12 +75,12 @@ fn read_wallclock() {
     };
     let now = now();
     let Some(secs) =
-        keel_kernel::time::unix_seconds(t.year, t.month, t.day, t.hour, t.minute, t.second)
+        keel_builder::time::unix_seconds(t.year, t.month, t.day, t.hour, t.minute, t.second)
     else {
         log::warn!("Wall clock: the RTC reads an impossible date {t:?}: guests see 1970");
         return;
     };
-    let (s, ns) = keel_kernel::time::wallclock_at_zero(secs, now);
+    let (s, ns) = keel_builder::time::wallclock_at_zero(secs, now);
     WALL_SECS.store(s, Ordering::Relaxed);
     WALL_NSEC.store(u64::from(ns), Ordering::Relaxed);
     log::info!(

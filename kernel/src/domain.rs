@@ -7,7 +7,7 @@
 //!
 //! Building a PVH domain: allocate and zero its RAM (2 MiB runs where the allocator
 //! has them, so the p2m can use large pages), map it gfn 0.. in a p2m written as EPT
-//! or NPT entries, load the kernel and modules through `keel_kernel::pvh`, and point
+//! or NPT entries, load the kernel and modules through `keel_builder::pvh`, and point
 //! a vCPU at the PHYS32 entry with EBX = `hvm_start_info`.
 //!
 //! # Memory safety
@@ -39,8 +39,8 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use keel_arch::hvm::{FrameSource, HvmSupport, PvhStart, Vcpu as HwVcpu};
+use keel_builder::pvh;
 use keel_hypercall::abi::hvm::HVM_NR_PARAMS;
-use keel_kernel::pvh;
 use keel_mm::addr::{Gfn, Hpa, Mfn};
 use keel_mm::guest_mem::CopyError;
 use keel_mm::guest_walk::WalkCtx;
@@ -598,10 +598,10 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     let mut writer = BuilderWriter { p2m };
     // The ACPI tables Xen gives a PVH domain: its vCPUs and local APIC (MADT) on
     // a hardware-reduced platform. Linux takes its Xen timer path only with them.
-    let (tables, rsdp) = keel_kernel::acpi_tables::build(
-        &keel_kernel::acpi_tables::PvhAcpi {
+    let (tables, rsdp) = keel_builder::acpi_tables::build(
+        &keel_builder::acpi_tables::PvhAcpi {
             vcpus: 1,
-            lapic_base: keel_kernel::acpi_tables::LAPIC_BASE,
+            lapic_base: keel_builder::acpi_tables::LAPIC_BASE,
         },
         pvh::ACPI_TABLES_GPA,
     )

@@ -154,9 +154,9 @@ pub fn admit(d: Domain, place: &Placement) -> Result<(), String> {
 /// Gives a domU its PV console: a ring page at `CONSOLE_RING_GFN` and an event
 /// channel whose other end is keel's.
 fn attach_console(d: &Arc<Domain>) -> Result<(), String> {
+    use keel_builder::pvh::CONSOLE_RING_GFN;
     use keel_hypercall::abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
-    use keel_kernel::pvh::CONSOLE_RING_GFN;
-    if d.ram_bytes > keel_kernel::pvh::SPECIAL_PAGES_START {
+    if d.ram_bytes > keel_builder::pvh::SPECIAL_PAGES_START {
         log::warn!("d{}: RAM reaches the special pages: no PV console", d.id);
         return Ok(());
     }

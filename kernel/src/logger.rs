@@ -2,7 +2,7 @@
 //! so that guest output (`(d0) `, `(d1) `...) can be told apart; warnings and errors
 //! say so after the prefix (docs/serial-contract.md).
 
-use keel_kernel::cmdline::LogLevel;
+use keel_builder::cmdline::LogLevel;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Logger;

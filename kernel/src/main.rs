@@ -44,8 +44,8 @@ use keel_arch::cpu::{self, CpuInfo};
 use keel_arch::hvm::HvmSupport;
 use keel_arch::power::{self, ExitStatus};
 use keel_arch::{acpi, apic, gdt, image, pic, time, traps};
-use keel_kernel::bootinfo::{self, BootInfo, BootInfoError, Protocol};
-use keel_kernel::cmdline::{self, ComConfig, Console};
+use keel_builder::bootinfo::{self, BootInfo, BootInfoError, Protocol};
+use keel_builder::cmdline::{self, ComConfig, Console};
 use logger::say;
 
 extern crate alloc;
@@ -404,11 +404,11 @@ pub fn debug_crash(kind: u32) -> ! {
     })
 }
 
-/// Decides what to build from the modules (`keel_kernel::launch`), builds Dom0 and
+/// Decides what to build from the modules (`keel_builder::launch`), builds Dom0 and
 /// the boot-time domUs, runs them all, and powers the machine off when they have
 /// ended: cleanly if every domain asked to end, with a failure status if one crashed.
 fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
-    use keel_kernel::launch::{self, ModuleInfo};
+    use keel_builder::launch::{self, ModuleInfo};
     let mods = boot.modules();
     let infos: alloc::vec::Vec<ModuleInfo<'_>> = mods
         .iter()
@@ -555,7 +555,7 @@ impl KernelImage {
 /// `/boot/vmlinuz-*` is) is decompressed, anything else is passed on as it is.
 fn unpack_kernel(bytes: &'static [u8]) -> Result<KernelImage, alloc::string::String> {
     use alloc::format;
-    use keel_kernel::bzimage::{self, BzError, KernelFormat};
+    use keel_builder::bzimage::{self, BzError, KernelFormat};
     match bzimage::identify(bytes) {
         Ok(KernelFormat::BzImage { .. }) => {}
         // "HdrS" but a broken header: say so, rather than "no ELF magic".
@@ -587,9 +587,9 @@ fn unpack_kernel(bytes: &'static [u8]) -> Result<KernelImage, alloc::string::Str
 /// Builds Dom0 from its kernel module (a PVH ELF) and its own modules (an initrd,
 /// say). On failure, says why and returns what to power off with.
 fn build_dom0(
-    m: &keel_kernel::bootinfo::Module<'_>,
-    plan: &keel_kernel::launch::Dom0Plan,
-    mods: &[keel_kernel::bootinfo::Module<'_>],
+    m: &keel_builder::bootinfo::Module<'_>,
+    plan: &keel_builder::launch::Dom0Plan,
+    mods: &[keel_builder::bootinfo::Module<'_>],
     hvm: &HvmSupport,
     dom0_mem: &cmdline::Dom0Mem,
 ) -> Result<domain::Domain, &'static str> {
@@ -617,7 +617,7 @@ fn build_dom0(
     for &i in &plan.modules {
         let md = &mods[i];
         match memory::module_bytes(md.start, md.len()) {
-            Some(b) => extra.push(keel_kernel::pvh::ModuleSpec {
+            Some(b) => extra.push(keel_builder::pvh::ModuleSpec {
                 bytes: b,
                 cmdline: md.cmdline(),
             }),
@@ -679,8 +679,8 @@ fn build_dom0(
 
 /// Builds one boot-time domU from its xl.cfg plan and admits it to the world.
 fn build_domu(
-    du: &keel_kernel::launch::DomUPlan,
-    mods: &[keel_kernel::bootinfo::Module<'_>],
+    du: &keel_builder::launch::DomUPlan,
+    mods: &[keel_builder::bootinfo::Module<'_>],
     hvm: &HvmSupport,
 ) -> Result<(), alloc::string::String> {
     use alloc::format;
@@ -702,7 +702,7 @@ fn build_domu(
                 rm.name()
             )
         })?;
-        extra.push(keel_kernel::pvh::ModuleSpec { bytes, cmdline: "" });
+        extra.push(keel_builder::pvh::ModuleSpec { bytes, cmdline: "" });
     }
     for w in &c.warnings {
         log::warn!("d{} ({}): {w}", du.id, c.name);

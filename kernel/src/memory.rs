@@ -15,7 +15,7 @@ use core::fmt;
 
 use keel_arch::image::ImageLayout;
 use keel_arch::paging::{DirectMapTables, FIXMAP_LAPIC};
-use keel_kernel::bootinfo::{BootInfo, MemKind, Occupant};
+use keel_builder::bootinfo::{BootInfo, MemKind, Occupant};
 use keel_mm::frame::{FrameAllocator, FrameError};
 use keel_mm::layout::directmap_va;
 use keel_mm::memmap::{MemMapError, MemoryMap, RegionKind};
