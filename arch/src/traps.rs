@@ -50,6 +50,9 @@ pub const SPURIOUS_VECTOR: u8 = 0xFF;
 pub const TIMER_VECTOR: u8 = 0xF0;
 /// keel's kick IPI: wakes a halted CPU, or makes the guest it runs exit.
 pub const KICK_VECTOR: u8 = 0xF1;
+/// keel's remote-call IPI: run the function another CPU left in this CPU's
+/// mailbox (`kernel/src/percpu.rs`).
+pub const CALL_VECTOR: u8 = 0xF2;
 
 /// Exception names, SDM Vol. 3 Table 6-1.
 pub fn exception_name(vector: u64) -> &'static str {

@@ -360,6 +360,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         .map(|p| p.ap_apic_ids.clone())
         .unwrap_or_default();
     smp::bring_up(&ap_ids, opts.max_cpus, &hvm, u64::from(tsc_khz()) * 1000);
+    smp::check_remote_calls();
 
     // 7. What to run.
     if let Some(kind) = opts.debug_crash {

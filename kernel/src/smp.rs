@@ -51,10 +51,6 @@ const AP_TIMEOUT_US: u64 = 2_000_000;
 static NEXT_AP: spin::Mutex<Option<(&'static mut CpuTables, [u64; 3])>> = spin::Mutex::new(None);
 /// The virtualization the boot CPU found, for the APs to turn on.
 static HVM: spin::Once<HvmSupport> = spin::Once::new();
-/// `debug-crash-cpu=`: the AP asked to crash on purpose (index + 1; 0: none), and
-/// how (the kind's index in `CRASH_KINDS`).
-static CRASH_REQUEST: AtomicU32 = AtomicU32::new(0);
-static CRASH_KIND: AtomicU32 = AtomicU32::new(0);
 
 /// What APs run once domains exist (the run loop, handed down by `main`), set
 /// by [`start_run_loops`].
@@ -80,6 +76,7 @@ fn alloc_frames(count: u64) -> Option<u64> {
 pub fn bring_up(ap_apic_ids: &[u32], limit: Option<u32>, hvm: &HvmSupport, tsc_hz: u64) {
     HVM.call_once(|| *hvm);
     traps::register_irq(traps::KICK_VECTOR, kick_irq);
+    traps::register_irq(traps::CALL_VECTOR, call_irq);
     let bsp = keel_arch::percpu::BSP;
     bsp.set_apic_id(apic::id());
     bsp.set_online();
@@ -157,22 +154,42 @@ fn kick_irq(_frame: &mut traps::TrapFrame) {
     apic::eoi();
 }
 
-/// Makes CPU `cpu` crash on purpose (`debug-crash-cpu=`), and waits for keel's
-/// fatal path to stop this CPU. `false` if there is no such online CPU.
-pub fn crash_on(cpu: u32, kind: u32) -> bool {
-    let Some(area) = percpu::online().get(cpu as usize).filter(|_| cpu != 0) else {
-        return false;
-    };
-    CRASH_KIND.store(kind, Ordering::Relaxed);
-    CRASH_REQUEST.store(cpu + 1, Ordering::Release);
-    apic::send_fixed(area.apic_id(), traps::KICK_VECTOR);
-    // The AP's fatal path stops this CPU with an NMI; give it time.
-    let start = cpu::rdtsc();
-    let limit = crate::tsc_khz() as u64 * 10_000;
-    while cpu::rdtsc().wrapping_sub(start) < limit {
-        cpu::pause();
+/// The remote-call IPI's handler.
+fn call_irq(_frame: &mut traps::TrapFrame) {
+    apic::eoi();
+    percpu::run_mailbox();
+}
+
+/// Counts remote calls answered at boot ([`check_remote_calls`]).
+static ANSWERED: AtomicU32 = AtomicU32::new(0);
+
+fn answer(_arg: u64) {
+    ANSWERED.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Proves the remote-call path on every AP at boot: each runs a function the
+/// boot CPU posts, and the boot CPU waits for all of them. Says how many did.
+pub fn check_remote_calls() {
+    let n = percpu::nr_online().saturating_sub(1);
+    if n == 0 {
+        return;
     }
-    true
+    let ran = percpu::call_others(answer, 0);
+    say!(
+        "SMP: remote calls answered by {} of {} APs",
+        ANSWERED.load(Ordering::Acquire),
+        ran.max(n)
+    );
+}
+
+/// Makes CPU `cpu` crash on purpose (`debug-crash-cpu=`) by a remote call that
+/// never returns: the AP's fatal path stops this CPU with an NMI while it waits.
+/// `false` if there is no such online AP.
+pub fn crash_on(cpu: u32, kind: u32) -> bool {
+    if cpu == 0 || percpu::online().get(cpu as usize).is_none() {
+        return false;
+    }
+    percpu::call(cpu, |kind| crate::debug_crash(kind as u32), u64::from(kind))
 }
 
 /// Where an AP's Rust begins (from `arch::boot`'s `ap_start64_high`), on its own
@@ -201,16 +218,13 @@ pub extern "C" fn keel_ap_start(area: &'static PerCpu) -> ! {
     idle(area)
 }
 
-/// An AP's life: wait for interrupts; once domains exist, run the run loop
-/// (which returns when no domain is left), then wait again.
+/// An AP's life: wait for interrupts (kicks, remote calls); once domains exist,
+/// run the run loop (which returns when no domain is left), then wait again.
 fn idle(area: &'static PerCpu) -> ! {
     let mut ran = false;
     loop {
         cpu::enable_interrupts_and_halt();
         cpu::disable_interrupts();
-        if CRASH_REQUEST.load(Ordering::Acquire) == area.index() + 1 {
-            crate::debug_crash(CRASH_KIND.load(Ordering::Relaxed));
-        }
         if !ran && let Some(work) = AP_WORK.get() {
             ran = true;
             let _ = percpu::take_kicked();

@@ -81,6 +81,13 @@ fn check_cpus(run: &RunResult, up: u32, listed: u32, limited: bool) {
     );
     assert_eq!(c.get(4).is_some(), limited, "limit note\n{}", run.report());
     run.assert_no_line(r"not started");
+    // Every AP runs a function the boot CPU posts to it (the remote-call IPI).
+    if up > 1 {
+        let aps = up - 1;
+        run.assert_line(&format!(
+            r"^\(KEEL\) SMP: remote calls answered by {aps} of {aps} APs$"
+        ));
+    }
 }
 
 fn number(run: &RunResult, text: &str) -> u64 {
