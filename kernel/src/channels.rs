@@ -154,15 +154,19 @@ pub fn attach_console(d: &Arc<Domain>) -> Result<(u32, u32), Errno> {
     Ok((xen_port, port))
 }
 
+/// The table an operation of `caller` on domain `dom` reaches (`ESRCH`: none).
+fn target(caller: &Arc<Domain>, dom: u16) -> Result<Owner, Errno> {
+    if dom == caller.id {
+        Ok(Owner::Dom(caller.clone()))
+    } else {
+        find(dom).ok_or(Errno::ESRCH)
+    }
+}
+
 /// `EVTCHNOP_alloc_unbound` in `dom` (the caller or, if privileged, another)
 /// for `remote_dom`.
 pub fn alloc_unbound(caller: &Arc<Domain>, dom: u16, remote_dom: u16) -> Result<u32, Errno> {
-    let target = if dom == caller.id {
-        Owner::Dom(caller.clone())
-    } else {
-        find(dom).ok_or(Errno::ESRCH)?
-    };
-    target
+    target(caller, dom)?
         .table()
         .lock()
         .alloc_unbound(caller.id, caller.privileged, remote_dom)
@@ -261,12 +265,7 @@ pub fn bind_virq(caller: &Domain, virq: u32, vcpu: u32) -> Result<u32, Errno> {
 /// `EVTCHNOP_status` of `port` in `dom` (the caller's own, or, if privileged,
 /// another's).
 pub fn status(caller: &Arc<Domain>, dom: u16, port: u32) -> Result<Status, Errno> {
-    let target = if dom == caller.id {
-        Owner::Dom(caller.clone())
-    } else {
-        find(dom).ok_or(Errno::ESRCH)?
-    };
-    target
+    target(caller, dom)?
         .table()
         .lock()
         .status(caller.id, caller.privileged, port)

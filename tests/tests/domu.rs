@@ -164,6 +164,11 @@ fn pingpong_client_checks(count: u32) -> Vec<String> {
 }
 
 fn pingpong(test: &str, backend: Backend, count: u32) {
+    pingpong_with(test, backend, count, ["", ""]);
+}
+
+/// [`pingpong`] with extra xl.cfg lines for the server and the client.
+fn pingpong_with(test: &str, backend: Backend, count: u32, extra: [&str; 2]) {
     let run = boot(
         test,
         backend,
@@ -171,12 +176,12 @@ fn pingpong(test: &str, backend: Backend, count: u32) {
             dom(
                 "ping-server",
                 format!("mode=pingpong role=server peer=2 count={count}"),
-                "",
+                extra[0],
             ),
             dom(
                 "ping-client",
                 format!("mode=pingpong role=client peer=1 count={count}"),
-                "",
+                extra[1],
             ),
         ],
     );
@@ -827,31 +832,7 @@ fn parallel_spinners_on_bochs_svm() {
 /// verified on both sides, while both run at once.
 fn pingpong_apart(test: &str, backend: Backend, count: u32) {
     let last = pcpus(backend) - 1;
-    let server = pinned(last);
-    let client = pinned(last - 1);
-    let run = boot(
-        test,
-        backend,
-        &[
-            dom(
-                "ping-server",
-                format!("mode=pingpong role=server peer=2 count={count}"),
-                &server,
-            ),
-            dom(
-                "ping-client",
-                format!("mode=pingpong role=client peer=1 count={count}"),
-                &client,
-            ),
-        ],
-    );
-    let server_checks = pingpong_server_checks(count);
-    let client_checks = pingpong_client_checks(count);
-    let s: Vec<&str> = server_checks.iter().map(String::as_str).collect();
-    let c: Vec<&str> = client_checks.iter().map(String::as_str).collect();
-    assert_domain_passed(&run, 1, &s);
-    assert_domain_passed(&run, 2, &c);
-    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
+    pingpong_with(test, backend, count, [&pinned(last), &pinned(last - 1)]);
 }
 
 #[test]
