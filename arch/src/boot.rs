@@ -62,6 +62,30 @@ pub fn boot_stack_guard() -> u64 {
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
     r#"
+    /* The road to long mode every CPU takes (32-bit code, paging off, the
+       early tables in .boot.data): CR4.PAE, CR3, EFER.LME (+ NXE if bit 20 of
+       `feat`, CPUID 0x80000001 EDX, says the CPU has it), CR0.PG|WP, the
+       boot GDT. Clobbers eax, ecx, edx. */
+    .macro enter_long_mode feat
+    mov %cr4, %eax
+    or $(1 << 5), %eax
+    mov %eax, %cr4
+    mov $boot_pml4, %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $(1 << 8), %eax
+    bt $20, \feat
+    jnc .Lno_nx\@
+    or $(1 << 11), %eax
+.Lno_nx\@:
+    wrmsr
+    mov %cr0, %eax
+    or $((1 << 31) | (1 << 16) | 1), %eax
+    mov %eax, %cr0
+    lgdt boot_gdt_ptr
+    .endm
+
     .set MB1_MAGIC, 0x1BADB002
     .set MB1_FLAGS, 0x00010003      /* page-align modules, memory info, address fields */
     .set MB2_MAGIC, 0xE85250D6
@@ -167,25 +191,7 @@ _start32:
     cmp $2048, %ecx
     jne 1b
 
-    /* CR4.PAE, CR3, EFER.LME (+ NXE if the CPU has it), then CR0.PG|WP. */
-    mov %cr4, %eax
-    or $(1 << 5), %eax
-    mov %eax, %cr4
-    mov $boot_pml4, %eax
-    mov %eax, %cr3
-    mov $0xC0000080, %ecx
-    rdmsr
-    or $(1 << 8), %eax
-    bt $20, %ebp
-    jnc 2f
-    or $(1 << 11), %eax
-2:
-    wrmsr
-    mov %cr0, %eax
-    or $((1 << 31) | (1 << 16) | 1), %eax
-    mov %eax, %cr0
-
-    lgdt boot_gdt_ptr
+    enter_long_mode %ebp
     pop %esi                        /* info: second argument of keel_start */
     pop %edi                        /* magic: first argument */
     ljmp $0x08, $start64_low
@@ -276,11 +282,12 @@ start64_high:
     /* ---------------------------------------------------------------- APs
        An application processor arrives here from the real-mode trampoline
        (smp.rs) in 32-bit protected mode with flat segments (selector 0x10 for
-       data), paging off, no stack. It takes the same road as the boot CPU: PAE,
-       the early page tables (still in .boot.data, which keel never frees),
-       EFER.LME (+NXE where the CPU has it), paging, 64-bit code, the image
-       window; then keel's own page tables, its own stack and GS base from the
-       hand-off words the starting CPU filled (KEEL_AP_BOOT_*), and Rust. */
+       data), paging off, no stack. It takes the same road as the boot CPU
+       (enter_long_mode: PAE, the early page tables, still in .boot.data,
+       which keel never frees; EFER.LME and NXE; paging), then 64-bit code and
+       the image window; then keel's own page tables, its own stack and GS
+       base from the hand-off words the starting CPU filled (KEEL_AP_BOOT_*),
+       and Rust. */
     .section .boot.text, "ax"
     .code32
     .global keel_ap_start32
@@ -289,26 +296,10 @@ keel_ap_start32:
     mov %eax, %ds
     mov %eax, %es
     mov %eax, %ss
-    mov %cr4, %eax
-    or $(1 << 5), %eax
-    mov %eax, %cr4
-    mov $boot_pml4, %eax
-    mov %eax, %cr3
     mov $0x80000001, %eax
     cpuid
     mov %edx, %esi
-    mov $0xC0000080, %ecx
-    rdmsr
-    or $(1 << 8), %eax
-    bt $20, %esi
-    jnc 7f
-    or $(1 << 11), %eax
-7:
-    wrmsr
-    mov %cr0, %eax
-    or $((1 << 31) | (1 << 16) | 1), %eax
-    mov %eax, %cr0
-    lgdt boot_gdt_ptr
+    enter_long_mode %esi
     ljmp $0x08, $ap_start64_low
 
     .code64
