@@ -60,7 +60,14 @@ fn config(d: &Dom<'_>) -> String {
 /// Boots keel with no dom0 and `doms` as d1, d2, ... (the pvh64 guest is a module
 /// the configs name, so it is not dom0).
 fn boot(test: &str, backend: Backend, doms: &[Dom<'_>]) -> RunResult {
-    let mut boot = Boot::new(test, backend).module(guests::guest(PVH64), "");
+    boot_with(test, backend, "", doms)
+}
+
+/// [`boot`] with `extra` on keel's command line.
+fn boot_with(test: &str, backend: Backend, extra: &str, doms: &[Dom<'_>]) -> RunResult {
+    let mut boot = Boot::new(test, backend)
+        .extra_cmdline(extra)
+        .module(guests::guest(PVH64), "");
     for d in doms {
         boot = boot.domu(d.name, &config(d));
     }
@@ -825,6 +832,34 @@ fn parallel_spinners_on_bochs_vmx() {
 #[test]
 fn parallel_spinners_on_bochs_svm() {
     parallel_spinners("domu_parallel_spinners", Backend::BochsSvm);
+}
+
+/// `sched=null` on several pCPUs: each vCPU has a pCPU of its own, never shared
+/// and never sliced: one spinner per pCPU runs its whole window, as keel's
+/// runstate says, and the policy is named with the pCPU count.
+#[test]
+fn null_scheduler_gives_each_vcpu_its_own_pcpu_on_qemu_svm() {
+    let backend = Backend::QemuSvm;
+    let n = pcpus(backend);
+    let names: Vec<String> = (1..=n).map(|i| format!("own{i}")).collect();
+    let doms: Vec<Dom<'_>> = names
+        .iter()
+        .map(|name| dom(name, format!("mode=spin seconds=2 {SPIN_FROM}"), ""))
+        .collect();
+    let run = boot_with("domu_null_sched", backend, "sched=null", &doms);
+    run.assert_line(&format!(r"^\(KEEL\) Scheduler: null on {n} pCPU\(s\)$"));
+    for id in 1..=n as u16 {
+        assert_domain_passed(&run, id, SPIN_CHECKS);
+        let (running, runnable) = running_and_runnable(&run, id);
+        assert!(
+            running * 100 > (running + runnable) * 99,
+            "d{id} under sched=null ran {running} ns and waited {runnable} ns (expected \
+             its own pCPU, no waiting)\n{}",
+            run.report()
+        );
+    }
+    let ends: Vec<(u16, &str)> = (1..=n as u16).map(|id| (id, "poweroff")).collect();
+    assert_all_ended(&run, &ends);
 }
 
 /// A server and a client pinned to different pCPUs exchange `count` messages
