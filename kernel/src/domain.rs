@@ -167,6 +167,16 @@ impl GuestType {
     }
 }
 
+/// The emulated devices a domain's MMIO exits go to, registered by range on its
+/// bus ([`Domain::mmio`]). The bus names the kind; the instance is the exiting
+/// vCPU's own where each vCPU has one (the local APIC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioDevice {
+    /// The local APIC page at 0xFEE00000 (its base cannot move: `Vlapic`
+    /// refuses that).
+    LocalApic,
+}
+
 /// A domain's memory: its p2m and every frame it holds (see "Frame accounting"
 /// in docs/architecture.md).
 pub struct DomainMem {
@@ -213,6 +223,9 @@ pub struct Domain {
     /// Read at every entry, so an atomic rather than under `hvm_params`.
     pub callback_vector: AtomicU16,
     pub console: spin::Mutex<ConsoleLine>,
+    /// Guest-physical ranges emulated devices answer (unbacked in the p2m, so
+    /// accesses exit); fixed at build, so read without a lock.
+    pub mmio: keel_devices::bus::MmioBus<MmioDevice>,
     /// The domain's event channels (Xen's `d->event_lock` and table; the
     /// protocol for two domains is `channels.rs`'s).
     pub evtchn: spin::Mutex<keel_evtchn::Table>,
@@ -658,6 +671,13 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     let grants =
         keel_grant::DomainGrants::new(spec.id, spec.max_grant_frames, DEFAULT_MAX_MAPTRACK)
             .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;
+    let mut mmio = keel_devices::bus::MmioBus::default();
+    mmio.insert(
+        keel_devices::vlapic::APIC_BASE_ADDR,
+        4096,
+        MmioDevice::LocalApic,
+    )
+    .map_err(|e| BuildError::Vcpu(alloc::format!("device bus: {e}")))?;
     let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
     let owned = core::mem::take(&mut part.owned);
     LIVE.fetch_add(1, Ordering::AcqRel);
@@ -695,6 +715,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         hvm_params: spin::Mutex::new([0; HVM_NR_PARAMS as usize]),
         callback_vector: AtomicU16::new(0),
         console: spin::Mutex::new(ConsoleLine::default()),
+        mmio,
         evtchn: spin::Mutex::new(evtchn),
         grants: spin::Mutex::new(grants),
         console_ring: spin::Once::new(),

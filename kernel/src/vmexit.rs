@@ -21,7 +21,7 @@ use keel_x86::insn::{self, CodeMode, Insn, InsnKind};
 
 use alloc::sync::Arc;
 
-use crate::domain::Domain;
+use crate::domain::{Domain, MmioDevice};
 pub use crate::domains::DomainEnd;
 use crate::events::{SharedWords, Wakes};
 use crate::paging::PagingMode as _;
@@ -400,9 +400,6 @@ fn read_reg(d: &X<'_>, reg: insn::Reg, size: u8) -> u64 {
     reg.read(full, size)
 }
 
-/// The local APIC's page (its base cannot move: `Vlapic` refuses that).
-const APIC_PAGE: u64 = keel_devices::vlapic::APIC_BASE_ADDR;
-
 /// A write to the local APIC page, and what it sets off.
 fn lapic_write(d: &mut X<'_>, offset: u32, size: u8, value: u64) -> Result<(), String> {
     // It may arm the APIC timer.
@@ -432,9 +429,11 @@ fn lapic_write(d: &mut X<'_>, offset: u32, size: u8, value: u64) -> Result<(), S
 }
 
 fn npf(d: &mut X<'_>, gpa: u64, write: bool, fetch: bool) -> Handled {
-    if !fetch && (APIC_PAGE..APIC_PAGE + 4096).contains(&gpa) {
-        // The domain's emulated local APIC.
-        let offset = (gpa - APIC_PAGE) as u32;
+    // The domain's emulated devices, by range (devices::bus).
+    let device = d.d.mmio.lookup(gpa).map(|(base, dev)| (base, *dev));
+    if let (false, Some((base, MmioDevice::LocalApic))) = (fetch, device) {
+        // The vCPU's own local APIC (each vCPU sees its own at the one address).
+        let offset = (gpa - base) as u32;
         return emulate_mmio(
             d,
             gpa,
