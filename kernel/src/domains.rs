@@ -142,10 +142,8 @@ pub fn admit(d: Domain, place: &Placement) -> Result<(), String> {
             dom: id,
             vcpu: v.id,
         };
-        scheduler::add(vid, params).map_err(|e| format!("scheduler: {e}"))?;
-        if let Some(&(hard, soft)) = place.get(v.id as usize) {
-            scheduler::set_affinity(vid, hard, soft).map_err(|e| format!("scheduler: {e}"))?;
-        }
+        scheduler::add(vid, params, place.get(v.id as usize).copied())
+            .map_err(|e| format!("scheduler: {e}"))?;
     }
     DOMAINS.write().insert(id, d);
     Ok(())

@@ -81,6 +81,14 @@ fn own_frame(mem: &DomainMem, gfn: u64) -> Option<(Mfn, Access)> {
     mem.p2m.translate(Gfn::new(gfn)?)
 }
 
+/// A grant operation's result as the `GNTST_*` status the guest gets.
+fn gnttab_status<T>(r: Result<T, keel_grant::GntSt>) -> i16 {
+    match r {
+        Ok(_) => keel_hypercall::abi::grant_table::GNTST_OKAY,
+        Err(e) => e.code(),
+    }
+}
+
 fn copy_frames(src: Mfn, src_off: u16, dst: Mfn, dst_off: u16, len: u16) {
     // SAFETY: both are RAM frames of live domains (p2m translations of their own
     // frames, checked by the caller, whose domains are held and whose grants are
@@ -667,10 +675,7 @@ impl HcDomain for Ctx<'_> {
         let first = self.d.grants.lock().check_unmap(handle, host_gfn);
         let granter = match first {
             Ok(Unmapped::Revoked(_)) => {
-                return match self.d.grants.lock().unmap_revoked(handle) {
-                    Ok(_) => GNTST_OKAY,
-                    Err(e) => e.code(),
-                };
+                return gnttab_status(self.d.grants.lock().unmap_revoked(handle));
             }
             Ok(Unmapped::Live(info)) => info.granter,
             Err(e) => return e.code(),
@@ -682,10 +687,7 @@ impl HcDomain for Ctx<'_> {
                 Some(g) => Some(g),
                 // Gone: its death revoked the mapping meanwhile.
                 None => {
-                    return match self.d.grants.lock().unmap_revoked(handle) {
-                        Ok(_) => GNTST_OKAY,
-                        Err(e) => e.code(),
-                    };
+                    return gnttab_status(self.d.grants.lock().unmap_revoked(handle));
                 }
             }
         };
@@ -713,10 +715,7 @@ impl HcDomain for Ctx<'_> {
                 self.d.flush_tlbs();
             }
             Ok(Unmapped::Revoked(_)) => {
-                return match mine.unmap_revoked(handle) {
-                    Ok(_) => GNTST_OKAY,
-                    Err(e) => e.code(),
-                };
+                return gnttab_status(mine.unmap_revoked(handle));
             }
             Err(e) => return e.code(),
         }
@@ -724,10 +723,7 @@ impl HcDomain for Ctx<'_> {
             Some(t) => pair::unmap(&mut mine, t, handle, host_gfn, &mut GrantFrames),
             None => pair::unmap_own(&mut mine, handle, host_gfn, &mut GrantFrames),
         };
-        match r {
-            Ok(_) => GNTST_OKAY,
-            Err(e) => e.code(),
-        }
+        gnttab_status(r)
     }
 
     fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16 {

@@ -49,23 +49,25 @@ pub fn add_overhead(ns: u64) {
     OVERHEAD.fetch_add(ns, Ordering::Relaxed);
 }
 
-/// Adds a vCPU, runnable.
-pub fn add(v: VcpuId, p: Params) -> Result<(), keel_sched::SchedError> {
+/// Adds a vCPU with its (hard, soft) affinity, if it has one, and makes it
+/// runnable: placed where its affinity lets it run from the first wake.
+pub fn add(
+    v: VcpuId,
+    p: Params,
+    affinity: Option<(keel_sched::CpuSet, keel_sched::CpuSet)>,
+) -> Result<(), keel_sched::SchedError> {
     with(|s| {
         s.add(v, p)?;
+        if let Some((hard, soft)) = affinity
+            && let Err(e) = s.set_affinity(v, hard, soft)
+        {
+            s.remove(v, now());
+            return Err(e);
+        }
         s.wake(v, now());
         Ok(())
     })
     .unwrap_or(Ok(()))
-}
-
-/// Sets a vCPU's hard and soft affinity; the pCPU to kick, if any.
-pub fn set_affinity(
-    v: VcpuId,
-    hard: keel_sched::CpuSet,
-    soft: keel_sched::CpuSet,
-) -> Result<Option<u32>, keel_sched::SchedError> {
-    with(|s| s.set_affinity(v, hard, soft)).unwrap_or(Ok(None))
 }
 
 /// Removes a vCPU (its domain is ending); the pCPU to kick, if any.
