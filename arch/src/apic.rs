@@ -5,6 +5,12 @@
 //! In x2APIC mode registers are MSRs 0x800 + offset/16 (§11.12.1); in xAPIC mode they
 //! are 32-bit MMIO at the APIC base, reached through a UC mapping the kernel provides
 //! ([`init`]'s `mmio_va`).
+//!
+//! # Locking
+//! None: every CPU programs its own local APIC (the xAPIC page answers each CPU
+//! for itself at the one address); the mode is set by the boot CPU before any AP
+//! starts. An IPI's two xAPIC ICR writes happen with interrupts off, so a handler
+//! sending one cannot split them.
 
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 

@@ -6,6 +6,10 @@
 //!
 //! Every CPU has its own GDT and TSS ([`CpuTables`]), laid out alike, so the
 //! selectors are the same everywhere; the IDT is shared (`traps`).
+//!
+//! # Locking
+//! None: each CPU loads its own tables, once; the boot CPU's are guarded by a
+//! one-shot flag.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -12,6 +12,10 @@
 //! Hazard: the fatal path may run with any lock held and any state half-updated; it
 //! touches only the console (breaking its lock), two ports and static atomics. A
 //! fault while reporting a fault halts at once instead of recursing.
+//!
+//! # Locking
+//! None taken: `IN_FATAL` is claimed by an atomic swap (the first CPU wins), and
+//! the console's lock is broken rather than waited for.
 
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 

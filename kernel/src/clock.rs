@@ -17,6 +17,10 @@
 //! slot per CPU, indexed by `percpu::index()`, touched only by that CPU (and its
 //! interrupt handler). The calibration is the boot CPU's, shared: keel assumes the
 //! CPUs' TSCs and LAPIC timers run at one rate, as Xen does with an invariant TSC.
+//!
+//! # Locking
+//! None: the calibration is written once at boot; each CPU touches only its own
+//! `ARMED` slot and LAPIC.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

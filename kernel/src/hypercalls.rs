@@ -1,6 +1,15 @@
 //! keel's side of the hypercall dispatcher: `keel_hypercall::Domain` for a running
 //! domain. Guest pointers become memory only through the domain's checked copies
 //! (its page tables, then its p2m); any failure is -EFAULT to the guest.
+//!
+//! # Locking
+//! The caller's vCPU hardware state is held by this pCPU for the whole call (the
+//! run loop's). Each handler takes what it touches in the lock order
+//! (docs/architecture.md): grant tables (a map or unmap: mapper and granter,
+//! lower domid first; a copy: one granter at a time), then event tables
+//! (`channels.rs`), then vCPU `st`, then domain `mem`; never the scheduler's
+//! (woken vCPUs go into `Wakes`). A handler that removes a p2m entry calls
+//! `Domain::flush_tlbs` before the frame behind it can be reused.
 
 use keel_hypercall::abi::Errno;
 use keel_hypercall::abi::hvm::HVM_NR_PARAMS;

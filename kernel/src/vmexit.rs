@@ -10,6 +10,12 @@
 //! that rewrote its code under us does not get RIP moved to a wrong place.
 //!
 //! Every path that moves RIP goes through `HvmVcpu::advance_rip`.
+//!
+//! # Locking
+//! The exiting vCPU's hardware state is this pCPU's for the whole exit. Handlers
+//! take the vCPU's `st` (APIC, wait state) and the domain's `mem` (p2m look-ups,
+//! guest copies) briefly, `st` before `mem`; blocking decisions (HLT, block,
+//! poll) check for events and set the wait state under one hold of `st`.
 
 use alloc::format;
 use alloc::string::String;
