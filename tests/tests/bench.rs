@@ -19,7 +19,12 @@ use keel_tests::{Backend, Boot};
 const GUEST_ARGS: &str = "mode=bench iterations=20";
 
 fn smoke(name: &str, backend: Backend) {
+    // One CPU, as `cargo xtask bench` runs it (-smp 1): the guest's TSC-based
+    // counts assume nothing else shares the machine's clock (Bochs runs two CPUs
+    // in turns, 16 instructions each, and two back-to-back RDTSCs can then read
+    // the same value).
     let run = Boot::new(name, backend)
+        .cpus(1)
         .extra_cmdline("dom0_mem=32M")
         .module(guests::guest(PVH64), GUEST_ARGS)
         .run();
