@@ -91,7 +91,7 @@ use crate::abi::Errno;
 use crate::abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF, DomId};
 use crate::abi::evtchn::EvtchnPort;
 use crate::abi::features::XENFEAT_NR_SUBMAPS;
-use crate::abi::hvm::{VcpuHvmX86_32, VcpuHvmX86_64};
+use crate::abi::hvm::VcpuHvmContext;
 use crate::abi::hypercall as nr;
 use crate::abi::memory::E820Entry;
 use crate::abi::sched;
@@ -220,17 +220,6 @@ pub enum PollResult {
     Ready,
     /// Nothing pending: block the vCPU ([`Action::Poll`]).
     Block,
-}
-
-/// The initial register state `VCPUOP_initialise` gives a vCPU of an
-/// HVM/PVH domain (`vcpu_hvm_context`, decoded by its `mode`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum VcpuHvmRegs {
-    /// `VCPU_HVM_MODE_32B`: protected (or compatibility) mode with explicit
-    /// segments.
-    Bits32(VcpuHvmX86_32),
-    /// `VCPU_HVM_MODE_64B`: long mode with flat segments.
-    Bits64(VcpuHvmX86_64),
 }
 
 /// A domain's grant-table size, as `GNTTABOP_query_size` reports it.
@@ -442,10 +431,23 @@ pub trait Domain {
     // ---------------------------------------------------------- vCPUs, timers
 
     /// `VCPUOP_initialise`: set up `vcpu` (checked to exist) to start with
-    /// `regs` when brought up. Errors: `-EEXIST` if already initialised,
-    /// `-EINVAL` for a state Xen's `arch_set_info_hvm_guest` refuses;
+    /// the register state `ctx` when brought up. `ctx` is the guest's
+    /// `vcpu_hvm_context` as copied in, unchecked: the kernel answers in
+    /// Xen's order (`arch_initialise_vcpu`, `xen/arch/x86/domain.c`, then
+    /// `arch_set_info_hvm_guest`, `xen/arch/x86/hvm/domain.c`), under the
+    /// domain's lock:
+    /// 1. `-EEXIST` if `vcpu` is already initialised;
+    /// 2. `-EINVAL` if `ctx.pad` is not 0 or `ctx.mode` is neither
+    ///    `VCPU_HVM_MODE_32B` nor `VCPU_HVM_MODE_64B`;
+    /// 3. `-EINVAL` for a register state `arch_set_info_hvm_guest` refuses,
+    ///    decoded with `ctx.x86_32()` / `ctx.x86_64()`: for 32B, nonzero
+    ///    `pad1`/`pad2`, a bad segment, EIP beyond the CS limit, SS.DPL other
+    ///    than CS.DPL, a present DS or ES with DPL above CS.DPL, EFER.LMA
+    ///    without LME; for 64B, a non-canonical RIP, or CR0.PG, CR4.PAE or
+    ///    EFER.LME clear; for both, CR4 or EFER bits the domain may not set.
+    ///
     /// `-ENOSYS` is acceptable until keel runs secondary vCPUs.
-    fn vcpu_initialise(&mut self, vcpu: u32, regs: &VcpuHvmRegs) -> Result<(), Errno>;
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmContext) -> Result<(), Errno>;
 
     /// `VCPUOP_up`: make `vcpu` runnable. Errors: `-EINVAL` if it was never
     /// initialised; `-ENOSYS` acceptable for now.
@@ -458,6 +460,29 @@ pub trait Domain {
 
     /// `VCPUOP_is_up`: whether `vcpu` is up (not down).
     fn vcpu_is_up(&self, vcpu: u32) -> bool;
+
+    /// `VCPUOP_send_nmi` (the argument checked to be NULL): make an NMI
+    /// pending for `vcpu` (checked to exist; it may be the caller) and, if
+    /// one was not pending already, kick it so it takes the NMI at its next
+    /// entry (Xen: `test_and_set_bool(v->arch.nmi_pending)`, then
+    /// `vcpu_kick`). NMIs do not queue: a second one while the first is
+    /// pending is lost. Xen never fails this.
+    fn vcpu_send_nmi(&mut self, vcpu: u32) -> Result<(), Errno>;
+
+    /// `VCPUOP_get_physid`: the physical ids of the pCPU `vcpu` (checked to
+    /// exist) is pinned to, bits 31:0 the APIC id and 63:32 the ACPI id; the
+    /// dispatcher copies them out (`-EFAULT`). Xen (`do_vcpu_op`,
+    /// `xen/arch/x86/domain.c`) answers only for a vCPU of the hardware
+    /// domain whose hard affinity is exactly one pCPU
+    /// (`is_hwdom_pinned_vcpu`, e.g. with `dom0_vcpus_pin`), and reports
+    /// the ids of pCPU number `vcpu` (which `dom0_vcpus_pin` pins it to);
+    /// for every other vCPU, HVM/PVH or PV, it is `-EINVAL`, checked before
+    /// the copy-out. The default answers `-EINVAL`, which is Xen's answer
+    /// for every domain but a pinned hardware domain.
+    fn vcpu_get_physid(&self, vcpu: u32) -> Result<u64, Errno> {
+        let _ = vcpu;
+        Err(Errno::EINVAL)
+    }
 
     /// `VCPUOP_get_runstate_info`: `vcpu`'s runstate now (native layout;
     /// the dispatcher repacks for a 32-bit caller; `pad` is ignored).
@@ -562,6 +587,19 @@ pub trait Domain {
     /// upcall is pending. Errors: `-EINVAL` for a domain that is not
     /// HVM/PVH.
     fn set_evtchn_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), Errno>;
+
+    /// `HVMOP_flush_tlbs` (the argument checked to be NULL): flush the
+    /// guest TLB of every vCPU of the domain, the caller included. Xen
+    /// with HAP (`hvmop_flush_tlb_all` -> `paging_flush_tlb(NULL)` ->
+    /// `flush_tlb`, `xen/arch/x86/mm/hap/hap.c`) gives each vCPU a new
+    /// ASID/VPID for its next entry, and interrupts every other pCPU on
+    /// which one of them is running, waiting until each has taken the IPI
+    /// (and so left the guest), before returning 0. Xen's other outcomes do
+    /// not arise for keel: `-EINVAL` is for a domain that is not HVM/PVH,
+    /// and `-ERESTART` (a continuation) only for shadow paging, whose flush
+    /// gives up when another vCPU holds its lock; HAP never fails. Must not
+    /// return `-ERESTART` or `-EINTR`.
+    fn hvm_flush_tlbs(&mut self) -> Result<(), Errno>;
 
     // ---------------------------------------------------------- grant tables
     //

@@ -12,6 +12,7 @@ pub const HVMOP_GET_PARAM: u32 = 1;
 pub const HVMOP_SET_PCI_INTX_LEVEL: u32 = 2;
 pub const HVMOP_SET_ISA_IRQ_LEVEL: u32 = 3;
 pub const HVMOP_SET_PCI_LINK_ROUTE: u32 = 4;
+/// Flush every vCPU's TLB; `arg` must be NULL.
 pub const HVMOP_FLUSH_TLBS: u32 = 5;
 pub const HVMOP_PAGETABLE_DYING: u32 = 9;
 pub const HVMOP_GET_TIME: u32 = 10;

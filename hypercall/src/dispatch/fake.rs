@@ -8,7 +8,7 @@ use core::ops::Range;
 
 use super::{
     Domain, EvtchnState, EvtchnStatusInfo, GnttabCopyOp, GnttabMapped, GnttabSize, GuestWidth,
-    PollResult, VcpuHvmRegs, VersionInfo,
+    PollResult, VersionInfo,
 };
 use crate::abi::Errno;
 use crate::abi::domid::DomId;
@@ -16,7 +16,7 @@ use crate::abi::evtchn::EvtchnPort;
 use crate::abi::grant_table::{
     GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_OKAY,
 };
-use crate::abi::hvm::HVM_NR_PARAMS;
+use crate::abi::hvm::{HVM_NR_PARAMS, VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
 use crate::abi::memory::E820Entry;
 use crate::abi::vcpu::VcpuRunstateInfo;
 use crate::abi::xen::{VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
@@ -80,8 +80,18 @@ pub struct FakeDomain {
     /// Whether an upcall is pending for the calling vCPU (for `sched_poll`).
     pub upcall_pending: bool,
     pub vcpu_up: Vec<bool>,
-    /// Returned by `vcpu_initialise`, `vcpu_up`, `vcpu_down` when set.
+    /// Returned by `vcpu_initialise`, `vcpu_up`, `vcpu_down`,
+    /// `vcpu_send_nmi` when set.
     pub vcpu_err: Option<Errno>,
+    /// Each vCPU's pending NMI.
+    pub nmi_pending: Vec<bool>,
+    /// What `vcpu_get_physid` answers (for every vCPU); `None`: `-EINVAL`,
+    /// as Xen for a vCPU that is not a pinned hardware-domain one.
+    pub physid: Option<u64>,
+    /// Times `hvm_flush_tlbs` was called.
+    pub tlb_flushes: u32,
+    /// Returned by `hvm_flush_tlbs` when set.
+    pub flush_err: Option<Errno>,
     pub runstate: VcpuRunstateInfo,
     /// What `vcpu_time_info` answers (for every vCPU).
     pub time_info: VcpuTimeInfo,
@@ -168,6 +178,10 @@ impl FakeDomain {
             upcall_pending: false,
             vcpu_up: vec![true, false, false, false],
             vcpu_err: None,
+            nmi_pending: vec![false; 4],
+            physid: None,
+            tlb_flushes: 0,
+            flush_err: None,
             runstate: VcpuRunstateInfo {
                 state: 0,
                 pad: 0,
@@ -499,12 +513,21 @@ impl Domain for FakeDomain {
         Ok(PollResult::Block)
     }
 
-    fn vcpu_initialise(&mut self, vcpu: u32, regs: &VcpuHvmRegs) -> Result<(), Errno> {
-        let what = match regs {
-            VcpuHvmRegs::Bits32(r) => format!("32 eip={:#x}", r.eip),
-            VcpuHvmRegs::Bits64(r) => format!("64 rip={:#x}", r.rip),
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmContext) -> Result<(), Errno> {
+        let regs = match ctx.mode {
+            VCPU_HVM_MODE_32B => format!(" eip={:#x}", ctx.x86_32().eip),
+            VCPU_HVM_MODE_64B => format!(" rip={:#x}", ctx.x86_64().rip),
+            _ => String::new(),
         };
-        self.log(format!("vcpu_initialise({vcpu}, {what})"));
+        let pad = if ctx.pad != 0 {
+            format!(" pad={:#x}", ctx.pad)
+        } else {
+            String::new()
+        };
+        self.log(format!(
+            "vcpu_initialise({vcpu}, mode {}{regs}{pad})",
+            ctx.mode
+        ));
         self.vcpu_err.map_or(Ok(()), Err)
     }
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
@@ -525,6 +548,17 @@ impl Domain for FakeDomain {
     }
     fn vcpu_is_up(&self, vcpu: u32) -> bool {
         self.vcpu_up[vcpu as usize]
+    }
+    fn vcpu_send_nmi(&mut self, vcpu: u32) -> Result<(), Errno> {
+        self.log(format!("vcpu_send_nmi({vcpu})"));
+        if let Some(e) = self.vcpu_err {
+            return Err(e);
+        }
+        self.nmi_pending[vcpu as usize] = true;
+        Ok(())
+    }
+    fn vcpu_get_physid(&self, _vcpu: u32) -> Result<u64, Errno> {
+        self.physid.ok_or(Errno::EINVAL)
     }
     fn vcpu_runstate(&self, vcpu: u32) -> VcpuRunstateInfo {
         VcpuRunstateInfo {
@@ -608,6 +642,14 @@ impl Domain for FakeDomain {
 
     fn set_evtchn_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), Errno> {
         self.upcall_vectors.push((vcpu, vector));
+        Ok(())
+    }
+    fn hvm_flush_tlbs(&mut self) -> Result<(), Errno> {
+        self.log("hvm_flush_tlbs".to_string());
+        if let Some(e) = self.flush_err {
+            return Err(e);
+        }
+        self.tlb_flushes += 1;
         Ok(())
     }
 

@@ -30,6 +30,12 @@
 //! (exceptions and reserved) is `-EINVAL`; a vCPU the domain does not have
 //! `-ENOENT`; then [`Domain::set_evtchn_upcall_vector`].
 //!
+//! `HVMOP_flush_tlbs` (Xen `do_hvm_op`, `hvmop_flush_tlb_all`): `arg` must
+//! be NULL (`-EINVAL`); then [`Domain::hvm_flush_tlbs`] flushes every vCPU's
+//! TLB. Xen's `-EINVAL` for a domain that is not HVM/PVH cannot arise (keel
+//! runs no other kind); its `-ERESTART` continuation comes only from shadow
+//! paging, and keel uses HAP alone, whose flush always succeeds.
+//!
 //! `HVM_PARAM_CALLBACK_IRQ` goes through [`Domain::set_hvm_param`] like any
 //! parameter; the kernel decodes it with `abi::hvm::HvmCallbackVia`.
 //!
@@ -44,6 +50,7 @@ pub(super) fn do_hvm_op<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, op: u64, arg: u
         o if o == u64::from(HVMOP_SET_PARAM) => set_param(cx, arg),
         o if o == u64::from(HVMOP_GET_PARAM) => get_param(cx, arg),
         o if o == u64::from(HVMOP_SET_EVTCHN_UPCALL_VECTOR) => set_evtchn_upcall_vector(cx, arg),
+        o if o == u64::from(HVMOP_FLUSH_TLBS) => flush_tlbs(cx, arg),
         _ => Err(Errno::ENOSYS),
     })
 }
@@ -123,6 +130,15 @@ fn get_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, E
     allow_self_get(a.index)?;
     a.value = cx.d.get_hvm_param(a.index)?;
     cx.write(arg, &a.to_bytes()).map(|()| 0)
+}
+
+fn flush_tlbs<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
+    // `guest_handle_is_null`: the argument register, cut to the caller's
+    // width, is 0.
+    if arg != 0 {
+        return Err(Errno::EINVAL);
+    }
+    cx.d.hvm_flush_tlbs().map(|()| 0)
 }
 
 /// The lowest vector Xen accepts for event upcalls: 0..0x10 are

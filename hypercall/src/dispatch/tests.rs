@@ -982,7 +982,7 @@ fn hvm_param_bad_input() {
 #[test]
 fn other_hvm_ops_are_enosys() {
     let mut d = dom0();
-    for op in [2u64, 5, 10, 25, 1 << 32 | 23, u64::MAX] {
+    for op in [2u64, 4, 9, 10, 25, 1 << 32 | 23, 1 << 32 | 5, u64::MAX] {
         assert_eq!(
             run64(&mut d, nr::HVM_OP, &[op, ARG]),
             err(Errno::ENOSYS),

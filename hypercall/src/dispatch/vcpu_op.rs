@@ -6,9 +6,11 @@
 //! `vcpuid` are the low 32 bits. A `vcpuid` the domain does not have is
 //! `-ENOENT` before the command is looked at (so even for an unknown one).
 //!
-//! - `initialise`: copies in a `vcpu_hvm_context` (`-EFAULT`); a `mode`
-//!   other than 32B/64B is `-EINVAL` (Xen finds that later, after its
-//!   "already initialised" `-EEXIST`); then [`Domain::vcpu_initialise`].
+//! - `initialise`: copies in a `vcpu_hvm_context` (`-EFAULT`) and hands it
+//!   to [`Domain::vcpu_initialise`] unchecked: Xen's next check is "already
+//!   initialised" (`-EEXIST`), state only the kernel has, and only after it
+//!   does `arch_set_info_hvm_guest` look at `pad` and `mode` (`-EINVAL`),
+//!   so the kernel makes all of them, in that order.
 //! - `up`, `down`, `is_up` (returns 1 or 0): the domain decides.
 //! - `get_runstate_info`: [`Domain::vcpu_runstate`] copied out in the
 //!   caller's layout (48 bytes native, 44 compat; `-EFAULT`).
@@ -45,8 +47,15 @@
 //!   faults. Xen instead forces a rewrite of the primary copy too
 //!   (`force_update_vcpu_system_time`), which bumps its version; keel's
 //!   never changes, so it is left alone. Any vCPU of the domain, as Xen.
-//! - `send_nmi`, `get_physid`, the physical-area registrations (14, 15),
-//!   and unknown commands: `-ENOSYS`.
+//! - `send_nmi`: `extra_args` must be NULL (`-EINVAL`, after the vCPU
+//!   check, as Xen); then [`Domain::vcpu_send_nmi`]. Any vCPU of the
+//!   domain, the caller included.
+//! - `get_physid`: [`Domain::vcpu_get_physid`] (`-EINVAL` but for a
+//!   hardware domain's vCPU pinned to one pCPU, as Xen's
+//!   `is_hwdom_pinned_vcpu`; for HVM/PVH as for PV), then the ids are
+//!   copied out (`-EFAULT`).
+//! - The physical-area registrations (14, 15), and unknown commands:
+//!   `-ENOSYS`.
 //!
 //! # The secondary time area
 //!
@@ -58,9 +67,9 @@
 //! maps it into its vDSO for `clock_gettime`). The kernel writes it with
 //! [`update_secondary_system_time`] too, so the protocol lives here once.
 
-use super::{Ctx, Domain, GuestWidth, Outcome, VcpuHvmRegs};
+use super::{Ctx, Domain, GuestWidth, Outcome};
 use crate::abi::Errno;
-use crate::abi::hvm::{VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
+use crate::abi::hvm::VcpuHvmContext;
 use crate::abi::vcpu::*;
 use crate::abi::xen::{VcpuInfo, VcpuTimeInfo};
 
@@ -91,12 +100,7 @@ fn vcpu_op<D: Domain + ?Sized>(
     match cmd {
         VCPUOP_INITIALISE => {
             let ctx = VcpuHvmContext::from_bytes(&cx.read(arg)?);
-            let regs = match ctx.mode {
-                VCPU_HVM_MODE_32B => VcpuHvmRegs::Bits32(ctx.x86_32()),
-                VCPU_HVM_MODE_64B => VcpuHvmRegs::Bits64(ctx.x86_64()),
-                _ => return Err(Errno::EINVAL),
-            };
-            cx.d.vcpu_initialise(vcpu, &regs).map(|()| 0)
+            cx.d.vcpu_initialise(vcpu, &ctx).map(|()| 0)
         }
         VCPUOP_UP => cx.d.vcpu_up(vcpu).map(|()| 0),
         VCPUOP_DOWN => cx.d.vcpu_down(vcpu).map(|()| 0),
@@ -193,6 +197,19 @@ fn vcpu_op<D: Domain + ?Sized>(
             let a = VcpuRegisterVcpuInfo::from_bytes(&cx.read(arg)?);
             check_vcpu_info_area(a.mfn, a.offset, cx.width)?;
             cx.d.register_vcpu_info(vcpu, a.mfn, a.offset).map(|()| 0)
+        }
+        VCPUOP_SEND_NMI => {
+            // `guest_handle_is_null`: the argument register, cut to the
+            // caller's width, is 0.
+            if arg != 0 {
+                return Err(Errno::EINVAL);
+            }
+            cx.d.vcpu_send_nmi(vcpu).map(|()| 0)
+        }
+        VCPUOP_GET_PHYSID => {
+            let phys_id = cx.d.vcpu_get_physid(vcpu)?;
+            cx.write(arg, &VcpuGetPhysid { phys_id }.to_bytes())
+                .map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -1,4 +1,4 @@
-//! `HVMOP_set_evtchn_upcall_vector`.
+//! `HVMOP_set_evtchn_upcall_vector`, `HVMOP_flush_tlbs`.
 
 use super::*;
 
@@ -38,4 +38,40 @@ fn set_evtchn_upcall_vector() {
             err(Errno::EFAULT)
         );
     }
+}
+
+#[test]
+fn flush_tlbs() {
+    let op = u64::from(HVMOP_FLUSH_TLBS);
+    for width in WIDTHS {
+        let mut d = domu();
+        assert_eq!(run(&mut d, width, nr::HVM_OP, &[op, 0]), ok());
+        assert_eq!(d.tlb_flushes, 1);
+        // `arg` must be NULL; it is not read.
+        for arg in [ARG, 1, 0xffff_ffff] {
+            assert_eq!(
+                run(&mut d, width, nr::HVM_OP, &[op, arg]),
+                err(Errno::EINVAL),
+                "arg {arg:#x}"
+            );
+        }
+        // The domain's verdict is passed on.
+        d.flush_err = Some(Errno::EINVAL);
+        assert_eq!(run(&mut d, width, nr::HVM_OP, &[op, 0]), err(Errno::EINVAL));
+        assert_eq!(d.calls, ["hvm_flush_tlbs", "hvm_flush_tlbs"]);
+        assert_eq!(d.tlb_flushes, 1);
+    }
+    // A 32-bit caller passes `op` and the handle in 32-bit registers.
+    let mut d = dom0();
+    assert_eq!(run32(&mut d, nr::HVM_OP, &[1 << 32 | op, 1 << 32]), ok());
+    assert_eq!(
+        run64(&mut d, nr::HVM_OP, &[op, 1 << 32]),
+        err(Errno::EINVAL)
+    );
+    assert_eq!(
+        run64(&mut d, nr::HVM_OP, &[1 << 32 | op, 0]),
+        err(Errno::ENOSYS),
+        "`unsigned long op`: all 64 bits count"
+    );
+    assert_eq!(d.tlb_flushes, 1);
 }

@@ -49,7 +49,7 @@ fn up_down_is_up() {
 }
 
 #[test]
-fn initialise_decodes_the_mode() {
+fn initialise_passes_the_context_as_copied_in() {
     for width in WIDTHS {
         let mut d = domu();
         let r32 = VcpuHvmX86_32 {
@@ -75,21 +75,125 @@ fn initialise_decodes_the_mode() {
         ctx.cpu_regs[..112].copy_from_slice(&r64.to_bytes());
         d.poke(ARG, &ctx.to_bytes());
         assert_eq!(run(&mut d, width, OP, &[0, 2, ARG]), ok());
+
+        // An unknown mode and a nonzero pad are the kernel's to refuse,
+        // after its "already initialised" check, as in Xen.
+        ctx.mode = 2;
+        d.poke(ARG, &ctx.to_bytes());
+        assert_eq!(run(&mut d, width, OP, &[0, 3, ARG]), ok());
+        ctx.mode = VCPU_HVM_MODE_64B;
+        ctx.pad = 7;
+        d.poke(ARG, &ctx.to_bytes());
+        d.vcpu_err = Some(Errno::EEXIST);
+        assert_eq!(run(&mut d, width, OP, &[0, 2, ARG]), err(Errno::EEXIST));
+        d.vcpu_err = Some(Errno::EINVAL);
+        assert_eq!(run(&mut d, width, OP, &[0, 3, ARG]), err(Errno::EINVAL));
         assert_eq!(
             d.calls,
             [
-                "vcpu_initialise(1, 32 eip=0x100000)",
-                "vcpu_initialise(2, 64 rip=0xffff800000001000)"
+                "vcpu_initialise(1, mode 0 eip=0x100000)",
+                "vcpu_initialise(2, mode 1 rip=0xffff800000001000)",
+                "vcpu_initialise(3, mode 2)",
+                "vcpu_initialise(2, mode 1 rip=0xffff800000001000 pad=0x7)",
+                "vcpu_initialise(3, mode 1 rip=0xffff800000001000 pad=0x7)",
             ]
         );
 
-        ctx.mode = 2;
-        d.poke(ARG, &ctx.to_bytes());
-        assert_eq!(run(&mut d, width, OP, &[0, 2, ARG]), err(Errno::EINVAL));
-        // 128 bytes are read.
+        // All 128 bytes are read, before the domain is asked.
         d.faults.push(ARG + 127..ARG + 128);
         assert_eq!(run(&mut d, width, OP, &[0, 2, ARG]), err(Errno::EFAULT));
-        assert_eq!(d.calls.len(), 2);
+        assert_eq!(run(&mut d, width, OP, &[0, 2, 0]), err(Errno::EFAULT));
+        assert_eq!(d.calls.len(), 5);
+    }
+}
+
+#[test]
+fn send_nmi() {
+    for width in WIDTHS {
+        let mut d = domu();
+        d.vcpu_id = 1;
+        // Any vCPU, the caller included.
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_SEND_NMI.into(), 2, 0]),
+            ok()
+        );
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_SEND_NMI.into(), 1, 0]),
+            ok()
+        );
+        assert_eq!(d.nmi_pending, [false, true, true, false]);
+        // extra_args must be NULL.
+        for arg in [ARG, 1, 0xffff_ffff] {
+            assert_eq!(
+                run(&mut d, width, OP, &[VCPUOP_SEND_NMI.into(), 0, arg]),
+                err(Errno::EINVAL),
+                "arg {arg:#x}"
+            );
+        }
+        // The vCPU is checked first.
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_SEND_NMI.into(), 4, ARG]),
+            err(Errno::ENOENT)
+        );
+        d.vcpu_err = Some(Errno::ENOSYS);
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_SEND_NMI.into(), 3, 0]),
+            err(Errno::ENOSYS)
+        );
+        assert_eq!(
+            d.calls,
+            ["vcpu_send_nmi(2)", "vcpu_send_nmi(1)", "vcpu_send_nmi(3)"]
+        );
+    }
+    // A 32-bit caller's handle is the low half of the register: NULL here.
+    let mut d = domu();
+    assert_eq!(
+        run32(&mut d, OP, &[VCPUOP_SEND_NMI.into(), 0, 1 << 32]),
+        ok()
+    );
+    assert_eq!(
+        run64(&mut d, OP, &[VCPUOP_SEND_NMI.into(), 0, 1 << 32]),
+        err(Errno::EINVAL)
+    );
+    assert_eq!(d.calls, ["vcpu_send_nmi(0)"]);
+}
+
+#[test]
+fn get_physid() {
+    for width in WIDTHS {
+        // Not a pinned hardware-domain vCPU: `-EINVAL`, before the copy-out.
+        let mut d = dom0();
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_GET_PHYSID.into(), 0, BUF]),
+            err(Errno::EINVAL)
+        );
+        assert_eq!(d.peek(BUF, 8), [0xAA; 8]);
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_GET_PHYSID.into(), 0, 0]),
+            err(Errno::EINVAL)
+        );
+
+        d.physid = Some(0x0000_0003_0000_0006);
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_GET_PHYSID.into(), 1, BUF]),
+            ok()
+        );
+        assert_eq!(
+            d.peek(BUF, 9),
+            [6, 0, 0, 0, 3, 0, 0, 0, 0xAA],
+            "8 bytes: APIC id, then ACPI id"
+        );
+        for bad in [0, END - 4] {
+            assert_eq!(
+                run(&mut d, width, OP, &[VCPUOP_GET_PHYSID.into(), 1, bad]),
+                err(Errno::EFAULT)
+            );
+        }
+        d.read_only.push(BUF..BUF + 8);
+        assert_eq!(
+            run(&mut d, width, OP, &[VCPUOP_GET_PHYSID.into(), 1, BUF]),
+            err(Errno::EFAULT)
+        );
     }
 }
 
@@ -485,8 +589,6 @@ fn register_vcpu_info_checks() {
 fn unimplemented_vcpu_ops() {
     let mut d = dom0();
     for cmd in [
-        VCPUOP_SEND_NMI,
-        VCPUOP_GET_PHYSID,
         VCPUOP_REGISTER_RUNSTATE_PHYS_AREA,
         VCPUOP_REGISTER_VCPU_TIME_PHYS_AREA,
         16,
