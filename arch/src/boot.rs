@@ -369,6 +369,9 @@ ap_tramp_far:
     .short 0x08
 keel_ap_trampoline_end:
     .code64
+    /* Back to .text: global_asm! blocks of one codegen unit are assembled as
+       one file, so a block that does not name its section lands in this one. */
+    .text
 "#,
     stack = sym KEEL_BOOT_STACK,
     stack_top = const 4096 + BOOT_STACK_SIZE,

@@ -39,6 +39,7 @@ const _: () = {
 
 core::arch::global_asm!(
     r#"
+    .pushsection .text.keel_vmx_enter, "ax"
     .p2align 4
     .global keel_vmx_enter
 keel_vmx_enter:
@@ -114,6 +115,7 @@ keel_vmx_exit:
     pop rbx
     pop rbp
     ret
+    .popsection
 "#,
     host_rsp = const super::vmcs::HOST_RSP.encoding(),
 );
