@@ -28,9 +28,21 @@
 //! event-channel upcall) with [`HvmVcpu::inject_interrupt`] when
 //! [`HvmVcpu::interrupt_ready`] says the guest can take one, and otherwise asks for
 //! an [`Exit::InterruptWindow`] (VMX interrupt-window exiting; SVM a V_IRQ with the
-//! VINTR intercept).
+//! VINTR intercept). NMIs likewise: [`HvmVcpu::inject_nmi`] once
+//! [`HvmVcpu::nmi_ready`].
+//!
+//! Whole states: [`HvmVcpu::load_context`] replaces everything architectural with a
+//! [`Context`] (checked by `keel_x86::context` against Xen's and VM entry's rules):
+//! each backend's constructor builds its PVH start state that way too, so one
+//! function per vendor writes guest state. What only the CPU can decide (its CR0/CR4
+//! bits, its physical-address width, PDPTEs in guest memory) the backend checks
+//! before writing; a state it refuses is not loaded, and the next
+//! [`HvmVcpu::run`] reports [`LoadContextError`] as [`Exit::Failed`] without
+//! entering (Xen crashes the domain in these cases too).
 
 use core::fmt;
+
+use keel_x86::context::{Context, Gprs};
 
 use crate::cpu::CpuInfo;
 use crate::svm::caps::SvmCaps;
@@ -137,6 +149,28 @@ pub struct GuestGprs {
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
+}
+
+impl From<&Gprs> for GuestGprs {
+    fn from(g: &Gprs) -> GuestGprs {
+        GuestGprs {
+            rax: g.rax,
+            rbx: g.rbx,
+            rcx: g.rcx,
+            rdx: g.rdx,
+            rsi: g.rsi,
+            rdi: g.rdi,
+            rbp: g.rbp,
+            r8: g.r8,
+            r9: g.r9,
+            r10: g.r10,
+            r11: g.r11,
+            r12: g.r12,
+            r13: g.r13,
+            r14: g.r14,
+            r15: g.r15,
+        }
+    }
 }
 
 impl GuestGprs {
@@ -385,6 +419,31 @@ pub trait HvmVcpu {
     /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an
     /// interrupt (`true`), or withdraws the request.
     fn set_interrupt_window_exit(&mut self, on: bool);
+    /// Whether the guest would take an NMI at the next entry: no event already
+    /// queued, no STI/MOV-SS shadow, and, where the hardware shows it (VMX with
+    /// "virtual NMIs"), not inside the handler of an earlier NMI. SVM without vNMI
+    /// and VMX without virtual NMIs cannot see the last, so there an NMI injected
+    /// while the guest still handles one nests; see each backend.
+    fn nmi_ready(&self) -> bool;
+    /// Queues an NMI for the next entry (the caller checked
+    /// [`HvmVcpu::nmi_ready`]).
+    fn inject_nmi(&mut self);
+    /// Replaces the vCPU's whole architectural state with `ctx`: GPRs, RIP, RSP,
+    /// RFLAGS, CR0/CR3/CR4, EFER, every segment register and GDTR/IDTR. It also
+    /// resets what a new state must not inherit: a queued event, the interrupt
+    /// shadow and (VMX) NMI blocking and activity state, the interrupt-window
+    /// request, CR2, DR7 (0x400), and the x87/SSE state (to
+    /// `FxState::initial()`); and the guest's TLB entries are flushed before it
+    /// next runs. MSRs other than EFER and the FS/GS bases are kept.
+    ///
+    /// The x87/SSE registers themselves are not touched (they may hold another
+    /// vCPU's state): the caller runs [`HvmVcpu::restore_lazy_state`] before the
+    /// next entry. On VMX the VMCS becomes current on this CPU, as with any access.
+    ///
+    /// A `ctx` this CPU cannot run ([`LoadContextError`]) is not loaded: the vCPU
+    /// keeps its old state and every [`HvmVcpu::run`] returns [`Exit::Failed`]
+    /// naming the reason, without entering, until a later `load_context` succeeds.
+    fn load_context(&mut self, ctx: &Context);
     /// Saves the guest registers a VM exit leaves live in the CPU (x87/SSE; on VMX
     /// also CR2, KERNEL_GS_BASE and the SYSCALL MSRs, which SVM's VMSAVE and VMCB
     /// already keep) into the vCPU, before another vCPU runs on this CPU.
@@ -412,6 +471,86 @@ pub enum HypercallInsnKind {
 pub struct PvhStart {
     pub entry: u32,
     pub start_info: u32,
+}
+
+impl PvhStart {
+    /// The whole register state ([`Context::pvh_start`]).
+    pub fn context(&self) -> Context {
+        Context::pvh_start(self.entry, self.start_info)
+    }
+}
+
+/// Why a backend cannot run a [`Context`] that `keel_x86::context` accepted: what
+/// depends on the CPU. Each variant's doc is its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadContextError {
+    /// CR0 sets bits this CPU cannot run a guest with
+    Cr0Unsupported { rejected: u64 },
+    /// CR4 sets bits this CPU cannot run a guest with (VMXE among them: keel offers
+    /// no nested virtualization)
+    Cr4Unsupported { rejected: u64 },
+    /// CR3 sets bits beyond this CPU's physical-address width
+    Cr3BeyondPhysicalWidth { cr3: u64 },
+    /// PAE paging, but the four PDPTEs at CR3 are not guest memory or set reserved
+    /// bits
+    BadPdptes { cr3: u64 },
+}
+
+impl LoadContextError {
+    /// The message, as a static string.
+    pub fn message(&self) -> &'static str {
+        match self {
+            LoadContextError::Cr0Unsupported { .. } => {
+                "loaded state: CR0 sets bits this CPU cannot run a guest with"
+            }
+            LoadContextError::Cr4Unsupported { .. } => {
+                "loaded state: CR4 sets bits this CPU cannot run a guest with"
+            }
+            LoadContextError::Cr3BeyondPhysicalWidth { .. } => {
+                "loaded state: CR3 sets bits beyond this CPU's physical-address width"
+            }
+            LoadContextError::BadPdptes { .. } => {
+                "loaded state: PAE paging, but the PDPTEs at CR3 are not guest memory or set reserved bits"
+            }
+        }
+    }
+
+    /// The value the message is about (the rejected bits, or CR3).
+    pub fn value(&self) -> u64 {
+        match *self {
+            LoadContextError::Cr0Unsupported { rejected }
+            | LoadContextError::Cr4Unsupported { rejected } => rejected,
+            LoadContextError::Cr3BeyondPhysicalWidth { cr3 }
+            | LoadContextError::BadPdptes { cr3 } => cr3,
+        }
+    }
+
+    /// What [`HvmVcpu::run`] returns for a vCPU whose last load was refused.
+    pub fn exit(&self) -> Exit {
+        Exit::Failed {
+            why: self.message(),
+            code: 0,
+            info: self.value(),
+        }
+    }
+}
+
+impl fmt::Display for LoadContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:#x})", self.message(), self.value())
+    }
+}
+
+/// Whether `cr3` fits a CPU with `width` physical-address bits as VM entry checks
+/// it: bits 63:52, and those of 51:32 at or above `width`, are 0 (SDM Vol. 3C
+/// §26.3.1.1; APM Vol. 2 §15.5.1, "any MBZ bit of CR3").
+pub fn check_cr3_width(cr3: u64, width: u8) -> Result<(), LoadContextError> {
+    let width = u32::from(width).clamp(32, 52);
+    if cr3 >> width == 0 {
+        Ok(())
+    } else {
+        Err(LoadContextError::Cr3BeyondPhysicalWidth { cr3 })
+    }
 }
 
 /// Physical frames a backend needs for one vCPU (VMCS/VMCB, bitmaps), provided by
@@ -513,6 +652,15 @@ impl HvmVcpu for Vcpu {
     fn set_interrupt_window_exit(&mut self, on: bool) {
         delegate!(self, v => v.set_interrupt_window_exit(on))
     }
+    fn nmi_ready(&self) -> bool {
+        delegate!(self, v => v.nmi_ready())
+    }
+    fn inject_nmi(&mut self) {
+        delegate!(self, v => v.inject_nmi())
+    }
+    fn load_context(&mut self, ctx: &Context) {
+        delegate!(self, v => v.load_context(ctx))
+    }
     fn save_lazy_state(&mut self) {
         delegate!(self, v => v.save_lazy_state())
     }
@@ -545,6 +693,56 @@ mod tests {
         assert_eq!(c(true, false, true, true), CodeMode::Prot32);
         assert_eq!(c(false, false, false, false), CodeMode::Real16);
         assert!(CpuMode::Long64.is_64bit() && !CpuMode::Compat32.is_64bit());
+    }
+
+    #[test]
+    fn cr3_width() {
+        assert_eq!(check_cr3_width(0xFFFF_F000, 36), Ok(()));
+        assert_eq!(check_cr3_width(0xF_FFFF_F000, 36), Ok(()));
+        assert!(check_cr3_width(0x10_0000_0000, 36).is_err());
+        assert_eq!(check_cr3_width(0x10_0000_0000, 39), Ok(()));
+        // Bits below 32 are never checked, bits 63:52 always are.
+        assert_eq!(check_cr3_width(0xFFFF_FFFF, 20), Ok(()));
+        assert_eq!(
+            check_cr3_width(1 << 52, 64),
+            Err(LoadContextError::Cr3BeyondPhysicalWidth { cr3: 1 << 52 })
+        );
+    }
+
+    #[test]
+    fn load_errors_become_failed_exits() {
+        let e = LoadContextError::BadPdptes { cr3: 0x1000 };
+        assert_eq!(
+            e.exit(),
+            Exit::Failed {
+                why: e.message(),
+                code: 0,
+                info: 0x1000
+            }
+        );
+        assert!(e.to_string().ends_with("(0x1000)"));
+    }
+
+    #[test]
+    fn gprs_from_a_context() {
+        let c = Context::pvh_start(0x10_0000, 0x5000);
+        let g = GuestGprs::from(c.gprs());
+        assert_eq!(
+            g,
+            GuestGprs {
+                rbx: 0x5000,
+                ..GuestGprs::default()
+            }
+        );
+        assert_eq!(g.by_encoding(3), Some(0x5000));
+        assert_eq!(
+            PvhStart {
+                entry: 0x10_0000,
+                start_info: 0x5000
+            }
+            .context(),
+            c
+        );
     }
 
     #[test]

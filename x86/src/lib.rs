@@ -1,6 +1,7 @@
 //! x86 facts keel needs as pure logic, apart from the hardware access around them:
-//! the instruction decoder ([`insn`]), the CPUID a guest sees ([`cpuid_policy`]) and
-//! the Xen hypercall page ([`hypercall_page`]).
+//! the instruction decoder ([`insn`]), the CPUID a guest sees ([`cpuid_policy`]),
+//! the Xen hypercall page ([`hypercall_page`]) and a vCPU's whole register state with
+//! the rules for loading one ([`context`]).
 //!
 //! # Why a crate of its own
 //!
@@ -22,6 +23,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod context;
 pub mod cpuid_policy;
 pub mod hypercall_page;
 pub mod insn;

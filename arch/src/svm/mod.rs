@@ -21,6 +21,23 @@
 //! machine), INTR/NMI/SMI, INIT, task switches, and the SVM, MONITOR/MWAIT and
 //! XSETBV instructions (the guest gets #UD: keel hides SVM, MONITOR and XSAVE in
 //! CPUID). VMRUN must be intercepted or VMRUN of this VMCB fails (APM §15.5.1).
+//!
+//! # Whole states (`load_context`)
+//! `new` builds its PVH start state (`Context::pvh_start`) with the same writer,
+//! `write_context`. The VMCB holds the guest's CR0/CR3/CR4 and segments as they
+//! are (nested paging intercepts no CR access; the segment attributes are the
+//! packed form a `Context` already uses), so the writer copies them, with EFER.SVME
+//! kept set and the CPL from SS.DPL (0 in real mode). `prepare` checks CR3 against
+//! the physical-address width first; CR4 bits the CPU lacks are the `cr4_valid` the
+//! kernel passes to `Context::from_vcpu_hvm` (from its CPUID policy) to exclude. It
+//! clears a queued event, the interrupt shadow and the interrupt-window V_IRQ, and
+//! resets CR2, DR6, DR7 and the x87/SSE image; the next VMRUN flushes the ASID.
+//!
+//! # NMIs
+//! Injected through EVENTINJ (type 2). Without vNMI the VMCB does not show whether
+//! the guest is still in the handler of an earlier NMI (that would take the IRET
+//! intercept and tracking its completion): `nmi_ready` is only "nothing queued,
+//! no interrupt shadow", so an NMI injected while the guest handles one nests.
 
 pub mod caps;
 pub mod exit;
@@ -30,8 +47,11 @@ pub mod vmcb;
 use core::arch::asm;
 
 use keel_mm::addr::Hpa;
+use keel_x86::context::Context;
 
-use crate::hvm::{CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, PvhStart};
+use crate::hvm::{
+    CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, LoadContextError, PvhStart,
+};
 use crate::msr;
 use caps::SvmCaps;
 use vmcb::{Seg, Segment, Vmcb, attrib, intercept1, intercept2};
@@ -51,6 +71,8 @@ pub enum SvmError {
     OutOfMemory,
     /// setting EFER.SVME did not stick (SVM disabled by firmware?)
     SvmeRefused,
+    /// the start-of-day state does not load on this CPU
+    StartState(LoadContextError),
 }
 
 impl core::fmt::Display for SvmError {
@@ -59,6 +81,9 @@ impl core::fmt::Display for SvmError {
             SvmError::NoNpt => "the CPU has no nested paging (NPT), which keel requires",
             SvmError::OutOfMemory => "out of memory for SVM structures",
             SvmError::SvmeRefused => "setting EFER.SVME did not stick (SVM disabled by firmware?)",
+            SvmError::StartState(e) => {
+                return write!(f, "the start-of-day state does not load on this CPU: {e}");
+            }
         })
     }
 }
@@ -132,7 +157,18 @@ pub struct SvmVcpu {
     /// The CPU the guest last ran on: on another one its ASID's TLB entries
     /// there may predate p2m changes made since, so the first VMRUN flushes.
     last_cpu: u32,
+    /// The CPU's physical-address width, for CR3 checks.
+    maxphyaddr: u8,
+    /// The last `load_context` was refused: `run` reports it instead of entering.
+    refused: Option<LoadContextError>,
 }
+
+/// DR6 and DR7 reset values (APM Vol. 2 §14.1.3, table 14-1).
+const DR6_DEFAULT: u64 = 0xFFFF_0FF0;
+const DR7_DEFAULT: u64 = 0x400;
+/// EVENTINJ (APM Vol. 2 §15.20): V (valid, bit 31), type in bits 10:8.
+const EVENTINJ_VALID: u64 = 1 << 31;
+const EVENTINJ_TYPE_NMI: u64 = 2 << 8;
 
 /// VMCB VINTR bits (APM Vol. 2 §15.21.1): V_IRQ, V_INTR_PRIO (19:16), V_IGN_TPR.
 const V_IRQ: u64 = 1 << 8;
@@ -204,74 +240,97 @@ impl SvmVcpu {
         v.set(vmcb::VINTR, 1 << 24); // V_INTR_MASKING: host IF masks host interrupts
         v.set(vmcb::NP_ENABLE, 1);
         v.set(vmcb::N_CR3, ncr3.as_u64());
-
-        // PVH start of day (Xen docs/misc/pvh.pandoc).
-        let flat = |selector, attrib| Segment {
-            selector,
-            attrib,
-            limit: 0xFFFF_FFFF,
-            base: 0,
-        };
-        v.set_seg(Seg::Cs, flat(0x10, attrib::CODE32));
-        for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
-            v.set_seg(s, flat(0x18, attrib::DATA32));
-        }
-        v.set_seg(
-            Seg::Tr,
-            Segment {
-                selector: 0x20,
-                attrib: attrib::TSS_BUSY,
-                limit: 0x67,
-                base: 0,
-            },
-        );
-        v.set_seg(
-            Seg::Ldtr,
-            Segment {
-                selector: 0,
-                attrib: attrib::LDT,
-                limit: 0xFFFF,
-                base: 0,
-            },
-        );
-        v.set_seg(
-            Seg::Gdtr,
-            Segment {
-                limit: 0xFFFF,
-                ..Segment::default()
-            },
-        );
-        v.set_seg(
-            Seg::Idtr,
-            Segment {
-                limit: 0xFFFF,
-                ..Segment::default()
-            },
-        );
-        v.set(vmcb::CPL, 0);
-        v.set(vmcb::CR0, 0x11); // PE | ET
-        v.set(vmcb::CR3, 0);
-        v.set(vmcb::CR4, 0);
-        v.set(vmcb::EFER, EFER_SVME); // must be set in the VMCB (APM §15.5.1)
-        v.set(vmcb::RFLAGS, 2);
-        v.set(vmcb::RIP, u64::from(start.entry));
-        v.set(vmcb::RSP, 0);
-        v.set(vmcb::RAX, 0);
-        v.set(vmcb::DR6, 0xFFFF_0FF0);
-        v.set(vmcb::DR7, 0x400);
+        // The MSRs a context does not hold start at their power-on values (the
+        // frame is zeroed) and keep what the guest writes across loads; PAT's is
+        // not 0 (APM Vol. 2 §7.8.2).
         v.set(vmcb::G_PAT, 0x0007_0406_0007_0406);
 
-        Ok(SvmVcpu {
+        let mut vcpu = SvmVcpu {
             vmcb: v,
-            gprs: GuestGprs {
-                rbx: u64::from(start.start_info),
-                ..GuestGprs::default()
-            },
+            gprs: GuestGprs::default(),
             nrip_save: caps.nrip_save,
             flush: true,
             fx: crate::cpu::FxState::initial(),
             last_cpu: crate::percpu::index(),
-        })
+            maxphyaddr: (crate::cpu::cpuid(0x8000_0008, 0).0 & 0xFF) as u8,
+            refused: None,
+        };
+        // PVH start of day (Xen docs/misc/pvh.pandoc).
+        let ctx = start.context();
+        vcpu.prepare(&ctx).map_err(SvmError::StartState)?;
+        vcpu.write_context(&ctx);
+        Ok(vcpu)
+    }
+
+    /// Checks `ctx` against what this CPU allows, touching nothing.
+    fn prepare(&self, ctx: &Context) -> Result<(), LoadContextError> {
+        crate::hvm::check_cr3_width(ctx.cr3(), self.maxphyaddr)
+    }
+
+    /// Writes the whole architectural state `ctx` (checked by `prepare`) and clears
+    /// what the old state left pending (module doc). The one writer of guest state
+    /// for `new` and `load_context`. What VMRUN checks (APM Vol. 2 §15.5.1,
+    /// "consistency checks"): EFER.SVME set (kept here), CR0.NW not without CD,
+    /// CR0[63:32], CR3 and CR4 MBZ bits, DR6/DR7[63:32] zero, no long mode with
+    /// paging but without PAE or PE, not CS.L and CS.D together (in long mode;
+    /// Bochs checks it always), EFER MBZ bits: `keel_x86::context` guarantees the
+    /// architectural ones, `prepare` CR3's width, and CR4's are the kernel's
+    /// `cr4_valid`.
+    fn write_context(&mut self, ctx: &Context) {
+        let v = &mut self.vmcb;
+        for (seg, s) in [
+            (Seg::Cs, ctx.cs()),
+            (Seg::Ss, ctx.ss()),
+            (Seg::Ds, ctx.ds()),
+            (Seg::Es, ctx.es()),
+            (Seg::Fs, ctx.fs()),
+            (Seg::Gs, ctx.gs()),
+            (Seg::Tr, ctx.tr()),
+            (Seg::Ldtr, ctx.ldtr()),
+        ] {
+            v.set_seg(
+                seg,
+                Segment {
+                    selector: s.selector,
+                    attrib: s.attr,
+                    limit: s.limit,
+                    base: s.base,
+                },
+            );
+        }
+        for (seg, t) in [(Seg::Gdtr, ctx.gdtr()), (Seg::Idtr, ctx.idtr())] {
+            v.set_seg(
+                seg,
+                Segment {
+                    limit: u32::from(t.limit),
+                    base: t.base,
+                    ..Segment::default()
+                },
+            );
+        }
+        // VMRUN takes the CPL from here, not from SS (APM Vol. 2 §15.5.1).
+        v.set(vmcb::CPL, ctx.cpl());
+        v.set(vmcb::CR0, ctx.cr0());
+        v.set(vmcb::CR2, 0);
+        v.set(vmcb::CR3, ctx.cr3());
+        v.set(vmcb::CR4, ctx.cr4());
+        // SVME must be set in the guest's EFER or VMRUN fails (§15.5.1).
+        v.set(vmcb::EFER, ctx.efer() | EFER_SVME);
+        v.set(vmcb::RFLAGS, ctx.rflags());
+        v.set(vmcb::RIP, ctx.rip());
+        v.set(vmcb::RSP, ctx.rsp());
+        v.set(vmcb::RAX, ctx.gprs().rax);
+        v.set(vmcb::DR6, DR6_DEFAULT);
+        v.set(vmcb::DR7, DR7_DEFAULT);
+        v.set(vmcb::EVENTINJ, 0);
+        v.set(vmcb::INTERRUPT_SHADOW, 0);
+        self.set_interrupt_window_exit(false);
+        self.gprs = GuestGprs::from(ctx.gprs());
+        self.fx = crate::cpu::FxState::initial();
+        // Nothing of the old state's translations may be used (TLB_CONTROL at the
+        // next VMRUN).
+        self.flush = true;
+        self.refused = None;
     }
 
     /// The VMCB, for diagnostics.
@@ -371,6 +430,9 @@ unsafe fn svm_run(vmcb: u64, host: u64, gprs: *mut GuestGprs) {
 
 impl HvmVcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
+        if let Some(e) = self.refused {
+            return e.exit();
+        }
         let Some(host) = crate::percpu::this().svm_host_vmcb() else {
             return Exit::Failed {
                 why: "svm::enable was not called on this CPU",
@@ -566,12 +628,13 @@ impl HvmVcpu for SvmVcpu {
         const RFLAGS_IF: u64 = 1 << 9;
         self.vmcb.get(vmcb::RFLAGS) & RFLAGS_IF != 0
             && self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 == 0
-            && self.vmcb.get(vmcb::EVENTINJ) & (1 << 31) == 0
+            && self.vmcb.get(vmcb::EVENTINJ) & EVENTINJ_VALID == 0
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
         // EVENTINJ type 0 = external interrupt (APM Vol. 2 §15.20).
-        self.vmcb.set(vmcb::EVENTINJ, u64::from(vector) | (1 << 31));
+        self.vmcb
+            .set(vmcb::EVENTINJ, u64::from(vector) | EVENTINJ_VALID);
     }
 
     fn set_interrupt_window_exit(&mut self, on: bool) {
@@ -588,6 +651,26 @@ impl HvmVcpu for SvmVcpu {
             self.vmcb.set(vmcb::VINTR, vintr);
             self.vmcb
                 .set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
+        }
+    }
+
+    fn nmi_ready(&self) -> bool {
+        // See the module doc: NMI blocking itself is not visible without vNMI.
+        self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.get(vmcb::EVENTINJ) & EVENTINJ_VALID == 0
+    }
+
+    fn inject_nmi(&mut self) {
+        // EVENTINJ type 2 = NMI; the vector field is ignored for it (APM Vol. 2
+        // §15.20), 2 for the record.
+        self.vmcb
+            .set(vmcb::EVENTINJ, EVENTINJ_VALID | EVENTINJ_TYPE_NMI | 2);
+    }
+
+    fn load_context(&mut self, ctx: &Context) {
+        match self.prepare(ctx) {
+            Ok(()) => self.write_context(ctx),
+            Err(e) => self.refused = Some(e),
         }
     }
 

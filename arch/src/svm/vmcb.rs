@@ -41,21 +41,15 @@ pub struct Segment {
     pub base: u64,
 }
 
-/// Segment attribute bits (APM Vol. 2 §15.5.1, "Segment state in the VMCB").
+/// Segment attribute bits (APM Vol. 2 §15.5.1, "Segment state in the VMCB"): the
+/// packed form `keel_x86::context::Segment::attr` uses, which holds the shapes keel
+/// loads.
 pub mod attrib {
     pub const PRESENT: u16 = 1 << 7;
     pub const S: u16 = 1 << 4;
     pub const L: u16 = 1 << 9;
     pub const DB: u16 = 1 << 10;
     pub const G: u16 = 1 << 11;
-    /// Flat 32-bit code: execute/read, accessed.
-    pub const CODE32: u16 = 0xB | S | PRESENT | DB | G;
-    /// Flat 32-bit data: read/write, accessed.
-    pub const DATA32: u16 = 0x3 | S | PRESENT | DB | G;
-    /// A busy 32-bit TSS.
-    pub const TSS_BUSY: u16 = 0xB | PRESENT;
-    /// An LDT.
-    pub const LDT: u16 = 0x2 | PRESENT;
 }
 
 /// Segment registers of the state save area, 16 bytes each from 0x400 (table B-2).

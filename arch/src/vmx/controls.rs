@@ -16,6 +16,15 @@
 //! - external interrupts and NMIs (pin-based): the host owns every interrupt;
 //!   "acknowledge interrupt on exit" stays 0, so an external interrupt stays pending
 //!   in the LAPIC and keel takes it through its IDT when it enables interrupts;
+//! - "virtual NMIs" (pin-based) when the CPU allows it, so that the guest's NMI
+//!   blocking is its own: an NMI keel injects blocks further ones until the guest's
+//!   IRET, and the interruptibility state shows it (SDM Vol. 3C §24.6.1, §25.3,
+//!   §26.5 "Event Injection"). Without it, with NMI exiting on, a guest IRET does
+//!   not lift NMI blocking at all (§25.3 "IRET"): the blocking an injected NMI sets
+//!   stays in the guest's interruptibility state for good, so keel cannot tell when
+//!   the guest's handler is done (an NMI injected later may nest in it), and host
+//!   NMIs that arrive while such a guest runs are held off at least until its next
+//!   VM exit;
 //! - HLT, all port I/O (both I/O bitmaps all ones), MONITOR/MWAIT;
 //! - every MSR except the ones the VMCS switches itself or keel never uses (see
 //!   [`PASSTHROUGH_MSRS`]);
@@ -250,6 +259,8 @@ pub fn adjust(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Controls {
     pub pin: u32,
+    /// "Virtual NMIs" is on (see the module doc).
+    pub virtual_nmis: bool,
     pub proc: u32,
     pub proc2: u32,
     pub exit: u32,
@@ -278,7 +289,7 @@ pub fn compute(m: &VmxMsrs) -> Result<Controls, Missing> {
             ),
             (pin::NMI_EXITING, "NMI exiting"),
         ],
-        0,
+        pin::VIRTUAL_NMIS,
     )?;
     let proc = adjust(
         m.procbased,
@@ -358,6 +369,7 @@ pub fn compute(m: &VmxMsrs) -> Result<Controls, Missing> {
     }
     Ok(Controls {
         pin,
+        virtual_nmis: pin & pin::VIRTUAL_NMIS != 0,
         proc,
         proc2,
         exit,
@@ -427,6 +439,7 @@ pub struct AccessRights {
     pub code_data: bool,
     pub dpl: u8,
     pub present: bool,
+    pub avl: bool,
     pub long: bool,
     pub default_big: bool,
     pub granularity: bool,
@@ -440,11 +453,26 @@ impl AccessRights {
         code_data: false,
         dpl: 0,
         present: false,
+        avl: false,
         long: false,
         default_big: false,
         granularity: false,
         unusable: true,
     };
+
+    /// From the 12-bit packed attributes of Xen and the VMCB
+    /// (`keel_x86::context::Segment::attr`): bits 0..7 are the same here, bits 8..11
+    /// (AVL, L, D/B, G) move to 12..15, and a segment that is not present is
+    /// unusable (§24.4.1: the VMCS's null segment). The other bits are kept even
+    /// then: SS.DPL is the CPL whether or not SS is usable (§24.4.1), and VM entry
+    /// ignores the rest of an unusable segment's access rights (§26.3.1.2).
+    pub const fn from_attr(attr: u16) -> AccessRights {
+        let raw = (attr as u32 & 0xFF) | ((attr as u32 & 0xF00) << 4);
+        AccessRights {
+            unusable: attr & 0x80 == 0,
+            ..AccessRights::decode(raw)
+        }
+    }
 
     /// A flat 4 GiB ring-0 32-bit segment of descriptor type `kind` (0xB: code,
     /// execute/read, accessed; 0x3: data, read/write, accessed).
@@ -454,6 +482,7 @@ impl AccessRights {
             code_data: true,
             dpl: 0,
             present: true,
+            avl: false,
             long: false,
             default_big: true,
             granularity: true,
@@ -468,6 +497,7 @@ impl AccessRights {
             code_data: false,
             dpl: 0,
             present: true,
+            avl: false,
             long: false,
             default_big: false,
             granularity: false,
@@ -480,6 +510,7 @@ impl AccessRights {
             | (self.code_data as u32) << 4
             | (self.dpl as u32 & 3) << 5
             | (self.present as u32) << 7
+            | (self.avl as u32) << 12
             | (self.long as u32) << 13
             | (self.default_big as u32) << 14
             | (self.granularity as u32) << 15
@@ -492,6 +523,7 @@ impl AccessRights {
             code_data: v & (1 << 4) != 0,
             dpl: ((v >> 5) & 3) as u8,
             present: v & (1 << 7) != 0,
+            avl: v & (1 << 12) != 0,
             long: v & (1 << 13) != 0,
             default_big: v & (1 << 14) != 0,
             granularity: v & (1 << 15) != 0,
@@ -598,7 +630,8 @@ mod tests {
         let c = compute(&skylake()).unwrap();
         assert_ne!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING, 0);
         assert_ne!(c.pin & pin::NMI_EXITING, 0);
-        assert_eq!(c.pin & pin::VIRTUAL_NMIS, 0);
+        assert_ne!(c.pin & pin::VIRTUAL_NMIS, 0);
+        assert!(c.virtual_nmis);
         for bit in [
             proc::HLT_EXITING,
             proc::USE_IO_BITMAPS,
@@ -643,6 +676,16 @@ mod tests {
         let mut m = skylake();
         m.procbased2 &= !(u64::from(proc2::UNRESTRICTED_GUEST) << 32);
         assert_eq!(compute(&m), Err(Missing("unrestricted guest")));
+    }
+
+    #[test]
+    fn virtual_nmis_are_optional() {
+        let mut m = skylake();
+        m.pinbased &= !(u64::from(pin::VIRTUAL_NMIS) << 32);
+        let c = compute(&m).unwrap();
+        assert!(!c.virtual_nmis);
+        assert_eq!(c.pin & pin::VIRTUAL_NMIS, 0);
+        assert_ne!(c.pin & pin::NMI_EXITING, 0);
     }
 
     #[test]
@@ -698,8 +741,45 @@ mod tests {
             ..AccessRights::flat32(0xB)
         };
         assert_eq!(long_cs.encode(), 0xA09B);
-        for v in [0xC09B, 0xC093, 0x8B, 0x1_0000, 0xA09B, 0x00F3] {
+        for v in [0xC09B, 0xC093, 0x8B, 0x1_0000, 0xA09B, 0x00F3, 0x1093] {
             assert_eq!(AccessRights::decode(v).encode(), v);
+        }
+    }
+
+    #[test]
+    fn access_rights_from_packed_attributes() {
+        use keel_x86::context::{Context, attr};
+        let ar = |a: u16| AccessRights::from_attr(a).encode();
+        // The shapes keel starts vCPUs with: the PVH start's are what `new` wrote
+        // before contexts existed.
+        assert_eq!(ar(attr::CODE32), AccessRights::flat32(0xB).encode());
+        assert_eq!(ar(attr::DATA32), AccessRights::flat32(0x3).encode());
+        assert_eq!(ar(attr::TSS_BUSY), AccessRights::system(0xB).encode());
+        assert_eq!(ar(0), AccessRights::UNUSABLE.encode());
+        assert_eq!(ar(attr::CODE64), 0xA09B);
+        assert_eq!(ar(attr::REAL_CODE), 0x9B);
+        assert_eq!(ar(attr::REAL_DATA), 0x93);
+        assert_eq!(ar(attr::LDT), 0x82);
+        // AVL, L, D/B, G: attr bits 8..11 to AR bits 12..15.
+        assert_eq!(ar(0xF93), 0xF093);
+        assert_eq!(ar(1 << 8 | 0x93), 0x1093);
+        // Not present: unusable, the rest kept (SS.DPL is the CPL).
+        assert_eq!(ar(0xC73), 0x1_C073);
+        assert!(AccessRights::from_attr(0x73).unusable);
+        assert_eq!(AccessRights::from_attr(0x73).dpl, 3);
+        let pvh = Context::pvh_start(0, 0);
+        assert_eq!(ar(pvh.ldtr().attr), 0x1_0000);
+        assert_eq!(ar(pvh.cs().attr), 0xC09B);
+        // The SIPI state: usable everywhere, real-mode shapes (§26.3.1.2).
+        let s = Context::sipi(0x9A);
+        for a in [
+            s.cs().attr,
+            s.ss().attr,
+            s.ds().attr,
+            s.tr().attr,
+            s.ldtr().attr,
+        ] {
+            assert!(!AccessRights::from_attr(a).unusable);
         }
     }
 

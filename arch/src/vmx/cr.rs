@@ -16,11 +16,15 @@
 //!
 //! The PDPTE load needs the guest's memory: [`ept_translate`] walks the p2m (EPT) to
 //! the host frame, through a reader the caller provides.
+//!
+//! A whole new state (`HvmVcpu::load_context`) goes through the same [`CrUpdate`]:
+//! [`load`] computes the real registers, shadows and EFER for it.
 
 use keel_mm::p2m::SlptFormat;
 
 use super::controls::{CrFixed, cr0, cr4, efer};
 use super::ept::EptFormat;
+use crate::hvm::LoadContextError;
 
 /// The state a CR write depends on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +115,52 @@ pub fn write_cr0(s: &CrState, f: &CrFixed, value: u64) -> Result<CrUpdate, Gener
         efer: new_efer,
         load_pdptes: pae_paging && changed & (cr0::PG | cr0::CD | cr0::NW) != 0,
         flush_tlb: changed & (cr0::PG | cr0::PE | cr0::WP | cr0::CD | cr0::NW) != 0,
+    })
+}
+
+/// A whole new CR0, CR4 and EFER as the guest is to see them (a loaded
+/// `keel_x86::context::Context`, which has checked the architectural rules), with
+/// `cr0_now` the real CR0 before (its CD and NW are the host's and stay, see
+/// [`CrFixed`]). Refused: CR0 or CR4 bits this CPU's VMX does not allow (FIXED1,
+/// §26.3.1.1; the guest's CR0.PE and PG are free with unrestricted guest), and
+/// CR4.VMXE, which keel does not offer (CPUID hides it; MOV to CR4 refuses it too).
+/// EFER.LMA is recomputed from LME and PG, as the "IA-32e mode guest" entry
+/// control must match it (§26.2.1.3, §26.3.1.1). The PDPTEs are loaded for PAE
+/// paging and the TLB always flushed.
+pub fn load(
+    f: &CrFixed,
+    cr0_now: u64,
+    cr0: u64,
+    cr4: u64,
+    efer: u64,
+) -> Result<CrUpdate, LoadContextError> {
+    let cr0_rejected = cr0 & !(f.cr0_allowed | cr0::PE | cr0::PG);
+    if cr0_rejected != 0 {
+        return Err(LoadContextError::Cr0Unsupported {
+            rejected: cr0_rejected,
+        });
+    }
+    let cr4_rejected = (cr4 & !f.cr4_allowed) | (cr4 & cr4::VMXE);
+    if cr4_rejected != 0 {
+        return Err(LoadContextError::Cr4Unsupported {
+            rejected: cr4_rejected,
+        });
+    }
+    let pg = cr0 & cr0::PG != 0;
+    let new_efer = if pg && efer & efer::LME != 0 {
+        efer | efer::LMA
+    } else {
+        efer & !efer::LMA
+    };
+    let host_bits = cr0::CD | cr0::NW;
+    Ok(CrUpdate {
+        cr0: (cr0 & !host_bits) | (cr0_now & host_bits) | f.cr0_on | cr0::ET,
+        cr0_shadow: cr0,
+        cr4: cr4 | f.cr4_on,
+        cr4_shadow: cr4,
+        efer: new_efer,
+        load_pdptes: pg && cr4 & cr4::PAE != 0 && new_efer & efer::LMA == 0,
+        flush_tlb: true,
     })
 }
 
@@ -350,6 +400,60 @@ mod tests {
         assert_eq!(
             write_cr4(&dirty_cr3, &f, cr4::PAE | cr4::PCIDE),
             Err(GeneralProtection)
+        );
+    }
+
+    #[test]
+    fn whole_state_loads() {
+        let f = fixed();
+        // The PVH start: what `new` wrote before contexts existed.
+        let u = load(&f, 0, cr0::PE | cr0::ET, 0, 0).unwrap();
+        assert_eq!((u.cr0, u.cr0_shadow), (pvh().cr0, pvh().cr0_shadow));
+        assert_eq!((u.cr4, u.cr4_shadow, u.efer), (cr4::VMXE, 0, 0));
+        assert!(!u.load_pdptes && u.flush_tlb);
+        // A SIPI: real mode. PE is free with unrestricted guest; NE stays forced.
+        let u = load(&f, pvh().cr0, cr0::ET, 0, 0).unwrap();
+        assert_eq!(u.cr0, cr0::ET | cr0::NE);
+        assert_eq!(u.cr0_shadow, cr0::ET);
+        // The host's CD/NW stay in the real register, the guest's in the shadow.
+        let u = load(&f, pvh().cr0 | cr0::CD | cr0::NW, cr0::PE | cr0::ET, 0, 0).unwrap();
+        assert_eq!(u.cr0 & (cr0::CD | cr0::NW), cr0::CD | cr0::NW);
+        assert_eq!(u.cr0_shadow, cr0::PE | cr0::ET);
+        let u = load(&f, 0, cr0::PE | cr0::CD, 0, 0).unwrap();
+        assert_eq!((u.cr0 & cr0::CD, u.cr0_shadow & cr0::CD), (0, cr0::CD));
+        // Long mode: LMA from LME and PG; no PDPTEs.
+        let long = cr0::PE | cr0::PG | cr0::ET;
+        let u = load(&f, 0, long, cr4::PAE, efer::LME).unwrap();
+        assert_eq!(u.efer, efer::LME | efer::LMA);
+        assert!(!u.load_pdptes);
+        let u = load(&f, 0, cr0::PE, 0, efer::LME | efer::LMA).unwrap();
+        assert_eq!(u.efer, efer::LME);
+        // PAE paging outside long mode loads the PDPTEs.
+        assert!(load(&f, 0, long, cr4::PAE, 0).unwrap().load_pdptes);
+        assert!(!load(&f, 0, long, 0, 0).unwrap().load_pdptes);
+    }
+
+    #[test]
+    fn whole_state_loads_refuse_what_vmx_does_not_allow() {
+        let f = fixed();
+        assert_eq!(
+            load(&f, 0, cr0::PE, cr4::VMXE, 0),
+            Err(LoadContextError::Cr4Unsupported {
+                rejected: cr4::VMXE
+            })
+        );
+        // Not in FIXED1 (0x0037_27FF).
+        assert_eq!(
+            load(&f, 0, cr0::PE, 1 << 22 | cr4::PAE, 0),
+            Err(LoadContextError::Cr4Unsupported { rejected: 1 << 22 })
+        );
+        let narrow = CrFixed {
+            cr0_allowed: f.cr0_allowed & !cr0::WP,
+            ..f
+        };
+        assert_eq!(
+            load(&narrow, 0, cr0::PE | cr0::WP, 0, 0),
+            Err(LoadContextError::Cr0Unsupported { rejected: cr0::WP })
         );
     }
 

@@ -270,6 +270,31 @@ pub fn reinjection(e: &ExitInfo) -> Option<Event> {
     ))
 }
 
+/// The NMI event that delivers an NMI to the guest (type 2, vector 2; §24.8.3).
+pub const NMI_EVENT: Event = Event {
+    info: intr::VALID | intr::TYPE_NMI << 8 | 2,
+    error_code: 0,
+    insn_len: 0,
+};
+
+/// Whether the exit interrupted a guest IRET after that IRET had lifted the
+/// guest's virtual-NMI blocking (with "virtual NMIs" on): the IRET is executed
+/// again after the exit, so the VMM must set "blocking by NMI" before re-entering,
+/// or an NMI could be injected inside the guest's handler (SDM Vol. 3C §27.2.2: bit
+/// 12 of the exit interruption information; table 27-7: bit 12 of an EPT
+/// violation's qualification; §31.7.1.2). Not for #DF (the IRET is abandoned), nor
+/// when the exit happened during event delivery (the bit is then undefined).
+pub fn nmi_unblocked_by_iret(e: &ExitInfo) -> bool {
+    if e.entry_failed() || e.idt_vectoring_info & intr::VALID != 0 {
+        return false;
+    }
+    let info = e.interruption_info;
+    let by_exception =
+        info & intr::VALID != 0 && info & intr::NMI_UNBLOCKING != 0 && intr::vector(info) != 8;
+    let by_ept = e.basic_reason() == reason::EPT_VIOLATION && e.qualification & (1 << 12) != 0;
+    by_exception || by_ept
+}
+
 /// A control-register access (exit qualification, table 27-3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrAccess {
@@ -431,6 +456,54 @@ mod tests {
             reason: u32::from(reason),
             ..ExitInfo::default()
         }
+    }
+
+    #[test]
+    fn iret_nmi_unblocking() {
+        // #GP during an IRET that had lifted NMI blocking.
+        let gp = ExitInfo {
+            interruption_info: intr::VALID
+                | intr::NMI_UNBLOCKING
+                | intr::ERROR_CODE
+                | intr::TYPE_HARDWARE_EXCEPTION << 8
+                | 13,
+            ..exit(reason::EXCEPTION_OR_NMI)
+        };
+        assert!(nmi_unblocked_by_iret(&gp));
+        // #DF abandons the IRET.
+        let df = ExitInfo {
+            interruption_info: (gp.interruption_info & !0xFF) | 8,
+            ..gp
+        };
+        assert!(!nmi_unblocked_by_iret(&df));
+        // Undefined during event delivery.
+        let during = ExitInfo {
+            idt_vectoring_info: intr::VALID | intr::TYPE_EXTERNAL << 8 | 0x30,
+            ..gp
+        };
+        assert!(!nmi_unblocked_by_iret(&during));
+        // An EPT violation on the IRET's stack read.
+        let ept = ExitInfo {
+            qualification: 1 << 12 | 1,
+            ..exit(reason::EPT_VIOLATION)
+        };
+        assert!(nmi_unblocked_by_iret(&ept));
+        assert!(!nmi_unblocked_by_iret(&ExitInfo {
+            qualification: 1,
+            ..ept
+        }));
+        // Bit 12 of another exit's qualification means something else.
+        assert!(!nmi_unblocked_by_iret(&ExitInfo {
+            qualification: 1 << 12,
+            ..exit(reason::CR_ACCESS)
+        }));
+        assert!(!nmi_unblocked_by_iret(&exit(reason::HLT)));
+    }
+
+    #[test]
+    fn nmi_event_shape() {
+        assert_eq!(NMI_EVENT.info, 0x8000_0202);
+        assert_eq!(exception_event(2, None, true, 1), Some(NMI_EVENT));
     }
 
     #[test]

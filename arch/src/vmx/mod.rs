@@ -9,7 +9,8 @@
 //!   against the capability MSRs (pure, host-tested);
 //! - [`exit`]: exit decoding into `hvm::Exit` (pure, host-tested);
 //! - [`ept`]: the EPT entry format for `keel_mm::p2m` and the EPTP;
-//! - [`cr`]: emulation of the CR0/CR4 writes that exit (pure, host-tested);
+//! - [`cr`]: emulation of the CR0/CR4 writes that exit, and the CR0/CR4/EFER a
+//!   whole new state loads with (pure, host-tested);
 //! - `entry`: the VMLAUNCH/VMRESUME stub;
 //! - `vcpu`: [`VmxVcpu`], which ties them together.
 //!
@@ -77,6 +78,8 @@ pub enum VmxError {
     NoHostTr,
     /// out of memory for VMX structures
     OutOfMemory,
+    /// the start-of-day state does not load on this CPU
+    StartState(crate::hvm::LoadContextError),
 }
 
 impl fmt::Display for VmxError {
@@ -107,6 +110,9 @@ impl fmt::Display for VmxError {
                 f.write_str("keel has no task register loaded (VMX needs a host TR)")
             }
             VmxError::OutOfMemory => f.write_str("out of memory for VMX structures"),
+            VmxError::StartState(e) => {
+                write!(f, "the start-of-day state does not load on this CPU: {e}")
+            }
         }
     }
 }

@@ -4,8 +4,21 @@
 //! Controls from [`controls::compute`]; I/O bitmaps all ones (every port exits); the
 //! MSR bitmap intercepting all but [`controls::PASSTHROUGH_MSRS`]; EPT with the
 //! caller's p2m root (write-back, 4-level, A/D flags off); VPID when the CPU offers
-//! it; the PVH start-of-day state (32-bit protected mode, paging off, flat segments,
-//! EBX = start info); and the host state keel runs with now.
+//! it; the host state keel runs with now; the power-on values of the MSRs the VMCS
+//! holds (PAT, DEBUGCTL, SYSENTER_*); and the PVH start-of-day state
+//! (`Context::pvh_start`) through `load_context`'s own writer.
+//!
+//! # Whole states (`load_context`)
+//! `prepare` checks what only this CPU can decide (CR0/CR4 against FIXED1 and
+//! VMXE, CR3 against MAXPHYADDR) and reads the PDPTEs for PAE paging through the
+//! EPT; only then does `write_context` touch the VMCS, so a refused state leaves
+//! the vCPU as it was (and `run` reports the refusal). The writer goes through the
+//! CR machinery of [`cr`] ([`cr::load`]: real CR0/CR4 with the fixed bits, the read
+//! shadows, EFER.LMA and the "IA-32e mode guest" entry control), writes every
+//! segment with access rights from [`AccessRights::from_attr`], and clears what the
+//! old state left pending: the queued event, interruptibility (STI, MOV SS, NMI
+//! blocking), the activity state (active), pending debug exceptions, the
+//! interrupt-window request; DR7 is reset, CR2 and the x87/SSE image too.
 //!
 //! # Run loop (`run`)
 //! Enter, read what the exit recorded, re-queue an event whose delivery the exit
@@ -39,32 +52,66 @@ use core::arch::asm;
 
 use keel_mm::addr::Hpa;
 use keel_mm::layout::directmap_va;
+use keel_x86::context::{Context, Segment};
 
 use super::VmxError;
 use super::controls::{self, AccessRights, Controls, VmxMsrs, cr0, cr4, efer, entry};
 use super::cr::{self, CrState, CrUpdate, GeneralProtection};
 use super::entry::{self as world, Outcome};
 use super::exit::{self, Action, CrAccess, CrAccessKind, Event, ExitInfo};
-use super::vmcs::{self, Field, Width};
-use crate::hvm::{CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, PvhStart};
+use super::vmcs::{self, Field, W16, W32, WNat, Width};
+use crate::hvm::{
+    CpuMode, Exit, FrameSource, GuestGprs, HvmVcpu, HypercallInsnKind, LoadContextError, PvhStart,
+};
 
 /// IA32_PAT's power-on value (SDM Vol. 3A §11.12.4): WB, WT, UC-, UC, repeated.
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// DR7's reset value (bit 10 reads as 1).
 const DR7_DEFAULT: u64 = 0x400;
-/// RFLAGS bit 1 is always 1; TF and RF matter to RIP advancement.
-const RFLAGS_FIXED: u64 = 1 << 1;
+/// RFLAGS TF and RF matter to RIP advancement.
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
 /// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (§24.4.2).
 const BLOCKING_STI_MOVSS: u32 = 0b11;
+/// Interruptibility state: blocking by NMI (bit 3; virtual-NMI blocking with
+/// "virtual NMIs") (§24.4.2).
+const BLOCKING_NMI: u32 = 1 << 3;
 /// Pending debug exceptions: BS, a single-step trap is pending (§24.4.2).
 const PENDING_DBG_BS: u64 = 1 << 14;
+/// No CPU: a `tlb_cpu` that makes the next entry, wherever it is, flush.
+const NO_CPU: u32 = u32::MAX;
 
-/// PVH start-of-day selectors: any nonzero values do (the guest loads its own GDT).
-const PVH_CS: u16 = 0x10;
-const PVH_DS: u16 = 0x18;
-const PVH_TR: u16 = 0x20;
+/// The VMCS fields of one segment register (§24.4.1).
+struct SegmentFields {
+    selector: Field<W16>,
+    base: Field<WNat>,
+    limit: Field<W32>,
+    access_rights: Field<W32>,
+}
+
+macro_rules! segment_fields {
+    ($($name:ident = $sel:ident, $base:ident, $limit:ident, $ar:ident;)*) => {
+        $(
+            const $name: SegmentFields = SegmentFields {
+                selector: vmcs::$sel,
+                base: vmcs::$base,
+                limit: vmcs::$limit,
+                access_rights: vmcs::$ar,
+            };
+        )*
+    };
+}
+
+segment_fields! {
+    CS_FIELDS = GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS_RIGHTS;
+    SS_FIELDS = GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_ACCESS_RIGHTS;
+    DS_FIELDS = GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_ACCESS_RIGHTS;
+    ES_FIELDS = GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_ACCESS_RIGHTS;
+    FS_FIELDS = GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_ACCESS_RIGHTS;
+    GS_FIELDS = GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_ACCESS_RIGHTS;
+    LDTR_FIELDS = GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_ACCESS_RIGHTS;
+    TR_FIELDS = GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_ACCESS_RIGHTS;
+}
 
 /// The MSRs whose guest values live in VMCS fields (read/write_held_msr).
 mod msr {
@@ -101,10 +148,19 @@ pub struct VmxVcpu {
     ctl: Controls,
     /// What the last exit recorded.
     last: ExitInfo,
-    /// The CPU's physical-address width, for PDPTE checks.
+    /// The CPU's physical-address width, for PDPTE and CR3 checks.
     maxphyaddr: u8,
     /// Guest state VM exits leave in the CPU, kept here while another vCPU runs.
     lazy: LazyState,
+    /// The last `load_context` was refused: `run` reports it instead of entering.
+    refused: Option<LoadContextError>,
+}
+
+/// A context checked against this CPU, with what it needs from guest memory: all
+/// `write_context` needs, so that writing cannot fail on the guest's account.
+struct Prepared {
+    cr: CrUpdate,
+    pdptes: [u64; 4],
 }
 
 /// The guest registers VMX neither saves nor loads (SDM Vol. 3C §28.3, §28.5): the
@@ -158,6 +214,24 @@ unsafe fn put<W: Width>(f: Field<W>, v: W::Value) -> Result<(), VmxError> {
         field: f.name(),
         error,
     })
+}
+
+/// Writes one segment register's four fields while guest state is being written.
+///
+/// # Safety
+/// As [`vmcs::vmwrite`].
+unsafe fn put_segment(
+    f: &SegmentFields,
+    s: &Segment,
+    rights: AccessRights,
+) -> Result<(), VmxError> {
+    // SAFETY: forwarded to the caller; all four are guest-state fields.
+    unsafe {
+        put(f.selector, s.selector)?;
+        put(f.base, s.base)?;
+        put(f.limit, s.limit)?;
+        put(f.access_rights, rights.encode())
+    }
 }
 
 impl VmxVcpu {
@@ -224,12 +298,9 @@ impl VmxVcpu {
             vmcs::vmptrld(vmcs_frame.as_u64()).map_err(VmxError::VmptrldFailed)?;
         }
 
-        let vcpu = VmxVcpu {
+        let mut vcpu = VmxVcpu {
             vmcs: vmcs_frame,
-            gprs: GuestGprs {
-                rbx: u64::from(start.start_info),
-                ..GuestGprs::default()
-            },
+            gprs: GuestGprs::default(),
             launched: false,
             host_cpu: core::cell::Cell::new(crate::percpu::index()),
             tlb_cpu: core::cell::Cell::new(crate::percpu::index()),
@@ -244,14 +315,20 @@ impl VmxVcpu {
                 cr2: 0,
                 msrs: [0; 5],
             },
+            refused: None,
         };
+        let ctx = start.context();
+        // Paging is off at the PVH start: no guest memory is read.
+        let prepared = vcpu.prepare(&ctx, 0).map_err(VmxError::StartState)?;
         // SAFETY: VMX is on and the new VMCS is current (VMPTRLD above). The control
         // fields name the bitmaps just allocated and the EPT the caller vouches for;
-        // the host state is keel's own, read from the CPU just now.
+        // the host state is keel's own, read from the CPU just now; the rest is
+        // guest state.
         unsafe {
             vcpu.write_controls(io_bitmaps, msr_bitmap)?;
             vcpu.write_host_state(host_tr)?;
-            vcpu.write_guest_state(start)?;
+            vcpu.write_guest_msrs()?;
+            vcpu.write_context(&ctx, &prepared)?;
         }
         // At rest a VMCS is active on no CPU (module doc, "Per CPU").
         // SAFETY: VMX is on and the region is this vCPU's.
@@ -366,98 +443,122 @@ impl VmxVcpu {
         Ok(())
     }
 
-    /// The PVH start-of-day state (Xen `docs/misc/pvh.pandoc`; SDM Vol. 3C §26.3.1
-    /// for what VM entry checks).
+    /// The power-on values of the MSRs the VMCS holds for the guest (SDM Vol. 3A
+    /// §10.1.1, table 10-1: PAT's default, the rest 0). A loaded context keeps them.
     ///
     /// # Safety
     /// VMX is on and this VMCS is current.
-    unsafe fn write_guest_state(&self, start: PvhStart) -> Result<(), VmxError> {
+    unsafe fn write_guest_msrs(&self) -> Result<(), VmxError> {
         use vmcs::*;
-        let f = &self.ctl.cr;
-        let cs = AccessRights::flat32(0xB).encode();
-        let data = AccessRights::flat32(0x3).encode();
-        // A busy 32-bit TSS: VM entry needs a usable TR even though nothing uses it.
-        let tss = AccessRights::system(0xB).encode();
-        let shadow_cr0 = cr0::PE | cr0::ET;
         // SAFETY: guest-state fields cannot affect the host; VM entry checks them.
         // The contract gives VMX on and this VMCS current.
         unsafe {
-            put(GUEST_CR0, shadow_cr0 | f.cr0_on)?;
-            put(CR0_READ_SHADOW, shadow_cr0)?;
-            put(GUEST_CR4, f.cr4_on)?;
-            put(CR4_READ_SHADOW, 0)?;
-            put(GUEST_CR3, 0)?;
-            put(GUEST_IA32_EFER, 0)?;
             put(GUEST_IA32_PAT, PAT_DEFAULT)?;
             put(GUEST_IA32_DEBUGCTL, 0)?;
-            put(GUEST_DR7, DR7_DEFAULT)?;
-            put(GUEST_RIP, u64::from(start.entry))?;
-            put(GUEST_RSP, 0)?;
-            put(GUEST_RFLAGS, RFLAGS_FIXED)?;
-            put(GUEST_CS_SELECTOR, PVH_CS)?;
-            put(GUEST_CS_BASE, 0)?;
-            put(GUEST_CS_LIMIT, u32::MAX)?;
-            put(GUEST_CS_ACCESS_RIGHTS, cs)?;
-            for (sel, base, limit, ar) in [
-                (
-                    GUEST_DS_SELECTOR,
-                    GUEST_DS_BASE,
-                    GUEST_DS_LIMIT,
-                    GUEST_DS_ACCESS_RIGHTS,
-                ),
-                (
-                    GUEST_ES_SELECTOR,
-                    GUEST_ES_BASE,
-                    GUEST_ES_LIMIT,
-                    GUEST_ES_ACCESS_RIGHTS,
-                ),
-                (
-                    GUEST_SS_SELECTOR,
-                    GUEST_SS_BASE,
-                    GUEST_SS_LIMIT,
-                    GUEST_SS_ACCESS_RIGHTS,
-                ),
-                (
-                    GUEST_FS_SELECTOR,
-                    GUEST_FS_BASE,
-                    GUEST_FS_LIMIT,
-                    GUEST_FS_ACCESS_RIGHTS,
-                ),
-                (
-                    GUEST_GS_SELECTOR,
-                    GUEST_GS_BASE,
-                    GUEST_GS_LIMIT,
-                    GUEST_GS_ACCESS_RIGHTS,
-                ),
-            ] {
-                put(sel, PVH_DS)?;
-                put(base, 0)?;
-                put(limit, u32::MAX)?;
-                put(ar, data)?;
-            }
-            put(GUEST_TR_SELECTOR, PVH_TR)?;
-            put(GUEST_TR_BASE, 0)?;
-            put(GUEST_TR_LIMIT, 0x67)?;
-            put(GUEST_TR_ACCESS_RIGHTS, tss)?;
-            put(GUEST_LDTR_SELECTOR, 0)?;
-            put(GUEST_LDTR_BASE, 0)?;
-            put(GUEST_LDTR_LIMIT, 0)?;
-            put(GUEST_LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.encode())?;
-            put(GUEST_GDTR_BASE, 0)?;
-            put(GUEST_GDTR_LIMIT, 0xFFFF)?;
-            put(GUEST_IDTR_BASE, 0)?;
-            put(GUEST_IDTR_LIMIT, 0xFFFF)?;
             put(GUEST_SYSENTER_CS, 0)?;
             put(GUEST_SYSENTER_ESP, 0)?;
             put(GUEST_SYSENTER_EIP, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Checks `ctx` against what this CPU allows and reads the PDPTEs it needs,
+    /// touching nothing; `cr0_now` is the real CR0 (whose CD/NW are the host's).
+    fn prepare(&self, ctx: &Context, cr0_now: u64) -> Result<Prepared, LoadContextError> {
+        let cr = cr::load(&self.ctl.cr, cr0_now, ctx.cr0(), ctx.cr4(), ctx.efer())?;
+        crate::hvm::check_cr3_width(ctx.cr3(), self.maxphyaddr)?;
+        let pdptes = if cr.load_pdptes {
+            self.read_pdptes(ctx.cr3())
+                .map_err(|GeneralProtection| LoadContextError::BadPdptes { cr3: ctx.cr3() })?
+        } else {
+            // Not used without PAE paging; VM entry checks them only with it
+            // (§26.3.1.6).
+            [0; 4]
+        };
+        Ok(Prepared { cr, pdptes })
+    }
+
+    /// Writes the whole architectural state `ctx` (checked into `p` by
+    /// `prepare`), and clears what the old state left pending (module doc). The
+    /// one writer of guest state for `new` and `load_context`. Every value is one
+    /// VM entry accepts (SDM Vol. 3C §26.3.1; `keel_x86::context` for the
+    /// architectural rules, `prepare` for this CPU's):
+    /// - CR0/CR4 with the FIXED0 bits on and the guest's values in the read
+    ///   shadows; CR0.PE/PG free under unrestricted guest (§26.3.1.1);
+    /// - EFER.LMA equal to "IA-32e mode guest", and to LME with paging (§26.3.1.1);
+    /// - segment access rights in the VMCS format, a null segment unusable, TR
+    ///   always usable (it must be, §26.3.1.2; a context's TR is present);
+    /// - GDTR/IDTR limits of 16 bits (§26.3.1.3);
+    /// - interruptibility 0 and activity "active" (§26.3.1.5), no event injected.
+    ///
+    /// # Safety
+    /// VMX is on and this VMCS is current.
+    unsafe fn write_context(&mut self, ctx: &Context, p: &Prepared) -> Result<(), VmxError> {
+        use vmcs::*;
+        let entry_controls = if p.cr.efer & efer::LMA != 0 {
+            self.ctl.entry | entry::IA32E_MODE_GUEST
+        } else {
+            self.ctl.entry
+        };
+        self.ctl.proc &= !controls::proc::INTERRUPT_WINDOW_EXITING;
+        let segments = [
+            (CS_FIELDS, ctx.cs()),
+            (SS_FIELDS, ctx.ss()),
+            (DS_FIELDS, ctx.ds()),
+            (ES_FIELDS, ctx.es()),
+            (FS_FIELDS, ctx.fs()),
+            (GS_FIELDS, ctx.gs()),
+            (LDTR_FIELDS, ctx.ldtr()),
+        ];
+        let tr = ctx.tr();
+        let tr_rights = AccessRights {
+            unusable: false,
+            ..AccessRights::from_attr(tr.attr)
+        };
+        // SAFETY: guest-state fields, the CR shadows, the entry and primary
+        // processor-based controls (with only "IA-32e mode guest" and
+        // interrupt-window exiting changed from what `compute` allowed) and event
+        // injection: none can point the CPU at host memory, and VM entry checks
+        // them all. The contract gives VMX on and this VMCS current.
+        unsafe {
+            put(GUEST_CR0, p.cr.cr0)?;
+            put(CR0_READ_SHADOW, p.cr.cr0_shadow)?;
+            put(GUEST_CR4, p.cr.cr4)?;
+            put(CR4_READ_SHADOW, p.cr.cr4_shadow)?;
+            put(GUEST_CR3, ctx.cr3())?;
+            put(GUEST_IA32_EFER, p.cr.efer)?;
+            put(VM_ENTRY_CONTROLS, entry_controls)?;
+            for (f, v) in [GUEST_PDPTE0, GUEST_PDPTE1, GUEST_PDPTE2, GUEST_PDPTE3]
+                .into_iter()
+                .zip(p.pdptes)
+            {
+                put(f, v)?;
+            }
+            put(GUEST_RIP, ctx.rip())?;
+            put(GUEST_RSP, ctx.rsp())?;
+            put(GUEST_RFLAGS, ctx.rflags())?;
+            for (f, seg) in &segments {
+                put_segment(f, seg, AccessRights::from_attr(seg.attr))?;
+            }
+            put_segment(&TR_FIELDS, &tr, tr_rights)?;
+            put(GUEST_GDTR_BASE, ctx.gdtr().base)?;
+            put(GUEST_GDTR_LIMIT, u32::from(ctx.gdtr().limit))?;
+            put(GUEST_IDTR_BASE, ctx.idtr().base)?;
+            put(GUEST_IDTR_LIMIT, u32::from(ctx.idtr().limit))?;
+            put(GUEST_DR7, DR7_DEFAULT)?;
             put(GUEST_INTERRUPTIBILITY, 0)?;
             put(GUEST_ACTIVITY_STATE, 0)?;
             put(GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
-            put(GUEST_PDPTE0, 0)?;
-            put(GUEST_PDPTE1, 0)?;
-            put(GUEST_PDPTE2, 0)?;
-            put(GUEST_PDPTE3, 0)?;
+            put(VM_ENTRY_INTERRUPTION_INFO, 0)?;
+            put(VM_ENTRY_EXCEPTION_ERROR_CODE, 0)?;
+            put(VM_ENTRY_INSTRUCTION_LEN, 0)?;
+            put(PROC_BASED_CONTROLS, self.ctl.proc)?;
         }
+        self.gprs = GuestGprs::from(ctx.gprs());
+        self.lazy.fx = crate::cpu::FxState::initial();
+        self.lazy.cr2 = 0;
+        self.last = ExitInfo::default();
+        self.refused = None;
         Ok(())
     }
 
@@ -551,6 +652,15 @@ impl VmxVcpu {
         self.read(vmcs::VM_ENTRY_INTERRUPTION_INFO) & exit::intr::VALID != 0
     }
 
+    /// Sets or clears `bits` of the guest's interruptibility state.
+    fn set_blocking(&mut self, bits: u32, on: bool) {
+        let now = self.read(vmcs::GUEST_INTERRUPTIBILITY);
+        let new = if on { now | bits } else { now & !bits };
+        if new != now {
+            self.write(vmcs::GUEST_INTERRUPTIBILITY, new);
+        }
+    }
+
     fn cr_state(&self) -> CrState {
         use vmcs::*;
         CrState {
@@ -602,10 +712,10 @@ impl VmxVcpu {
         self.write(vmcs::VM_ENTRY_CONTROLS, ctls);
     }
 
-    /// Loads the four PDPTEs for PAE paging from guest-physical `cr3` through the
-    /// EPT into the VMCS (§26.3.2.4); `Err` (#GP for the guest) if CR3 points at
-    /// memory the p2m does not map or an entry sets a reserved bit.
-    fn load_pdptes(&mut self, cr3: u64) -> Result<(), GeneralProtection> {
+    /// Reads the four PDPTEs for PAE paging from guest-physical `cr3` through the
+    /// EPT (§26.3.2.4); `Err` (#GP for the guest) if CR3 points at memory the p2m
+    /// does not map or an entry sets a reserved bit.
+    fn read_pdptes(&self, cr3: u64) -> Result<[u64; 4], GeneralProtection> {
         let gpa = cr3 & 0xFFFF_FFE0;
         let read_entry = |hpa: u64| {
             // SAFETY: `new`'s contract: the EPT is keel's, so every table the walk
@@ -628,6 +738,12 @@ impl VmxVcpu {
         if !cr::pdptes_valid(&pdptes, self.maxphyaddr) {
             return Err(GeneralProtection);
         }
+        Ok(pdptes)
+    }
+
+    /// Loads the four PDPTEs at `cr3` into the VMCS (see `read_pdptes`).
+    fn load_pdptes(&mut self, cr3: u64) -> Result<(), GeneralProtection> {
+        let pdptes = self.read_pdptes(cr3)?;
         use vmcs::*;
         for (f, v) in [GUEST_PDPTE0, GUEST_PDPTE1, GUEST_PDPTE2, GUEST_PDPTE3]
             .into_iter()
@@ -745,6 +861,9 @@ fn write_dr6(v: u64) {
 
 impl HvmVcpu for VmxVcpu {
     fn run(&mut self) -> Exit {
+        if let Some(e) = self.refused {
+            return e.exit();
+        }
         loop {
             self.make_current();
             self.flush_if_moved();
@@ -775,7 +894,17 @@ impl HvmVcpu for VmxVcpu {
             if !self.last.entry_failed() {
                 self.launched = true;
             }
+            if self.ctl.virtual_nmis && exit::nmi_unblocked_by_iret(&self.last) {
+                // The guest's IRET runs again and must find NMIs still blocked.
+                self.set_blocking(BLOCKING_NMI, true);
+            }
             if let Some(e) = exit::reinjection(&self.last) {
+                if self.ctl.virtual_nmis && exit::intr::kind(e.info) == exit::intr::TYPE_NMI {
+                    // An NMI whose delivery the exit cut short is delivered again;
+                    // VM entry refuses to inject one while blocking by NMI is set
+                    // (§26.3.1.5), and its delivery will set it (§31.7.1.2).
+                    self.set_blocking(BLOCKING_NMI, false);
+                }
                 self.set_pending_event(e);
             }
             match exit::decode(&self.last) {
@@ -1004,6 +1133,46 @@ impl HvmVcpu for VmxVcpu {
         };
         let proc = self.ctl.proc;
         self.write(vmcs::PROC_BASED_CONTROLS, proc);
+    }
+
+    fn nmi_ready(&self) -> bool {
+        // With virtual NMIs, bit 3 is the guest's own NMI blocking (set by an NMI's
+        // delivery, lifted by its IRET). Without, it is blocking a guest IRET never
+        // lifts (controls module doc): waiting for it to clear would wait forever,
+        // so only the shadow counts and a later NMI may nest in the handler.
+        let blocked = if self.ctl.virtual_nmis {
+            BLOCKING_STI_MOVSS | BLOCKING_NMI
+        } else {
+            BLOCKING_STI_MOVSS
+        };
+        // VM entry refuses an NMI under MOV-SS blocking, and may under STI blocking
+        // (§26.3.1.5).
+        self.read(vmcs::GUEST_INTERRUPTIBILITY) & blocked == 0 && !self.event_pending()
+    }
+
+    fn inject_nmi(&mut self) {
+        self.set_pending_event(exit::NMI_EVENT);
+    }
+
+    fn load_context(&mut self, ctx: &Context) {
+        let prepared = match self.prepare(ctx, self.read(vmcs::GUEST_CR0)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.refused = Some(e);
+                return;
+            }
+        };
+        self.make_current();
+        // SAFETY: VMX is on wherever a VmxVcpu exists, and `make_current` made this
+        // vCPU's VMCS current on this CPU.
+        if let Err(e) = unsafe { self.write_context(ctx, &prepared) } {
+            // Each field was written by `new` (module doc, failure policy).
+            panic!("VMX: writing a vCPU's state failed: {e}");
+        }
+        // Nothing of the old state's translations may be used: flush this VPID
+        // here, and EPTP-tagged entries wherever the vCPU enters next.
+        self.flush_vpid();
+        self.tlb_cpu.set(NO_CPU);
     }
 
     fn save_lazy_state(&mut self) {
