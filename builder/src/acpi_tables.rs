@@ -51,8 +51,10 @@
 //!   tables leave it clear too). Bit 4 (PCIe ASPM controls) is clear.
 //! - **Hypervisor vendor identity**: `"KEEL"` padded with zeros (Linux ignores it).
 //! - **MADT**: local APIC address `lapic_base`, flags 0 (no `PCAT_COMPAT`: there is
-//!   no 8259), Processor Local APIC entries with ACPI processor UID = APIC id = vCPU
-//!   index (keel's CPUID reports initial APIC id = vcpu_id), flags `Enabled`. No
+//!   no 8259), Processor Local APIC entries with ACPI processor UID = vCPU index and
+//!   APIC id = 2 x vCPU index (as Xen's; keel's CPUID reports the same initial APIC
+//!   id), flags `Enabled` for the vCPUs online at boot (`online`) and clear for the
+//!   rest, which Linux counts as hot-pluggable (Xen's `vcpu_online` map). No
 //!   I/O APIC, interrupt source override or NMI entries: there is nothing to route.
 //!   Linux then picks "virtual wire" APIC mode with its processors from the MADT.
 //! - **DSDT**: `Scope (\_SB) { Device (CPxx) { Name (_HID, "ACPI0007")
@@ -97,8 +99,11 @@ use alloc::vec::Vec;
 /// The vCPUs and local APIC a PVH domain's ACPI tables describe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PvhAcpi {
-    /// Number of vCPUs, 1 ..= [`MAX_VCPUS`]; vCPU `i` has APIC id and ACPI UID `i`.
+    /// Number of vCPUs, 1 ..= [`MAX_VCPUS`]; vCPU `i` has ACPI UID `i` and APIC id
+    /// `2 * i`.
     pub vcpus: u32,
+    /// The first `online` of them are enabled (the rest may be brought up later).
+    pub online: u32,
     /// Guest-physical base of every local APIC (normally [`LAPIC_BASE`]); 4 KiB-aligned.
     pub lapic_base: u32,
 }
@@ -124,8 +129,8 @@ const FOUR_GIB: u64 = 1 << 32;
 const _: () = assert!(blob_len(MAX_VCPUS) <= MAX_SIZE);
 const _: () = assert!(blob_len(ONE_PAGE_VCPUS) <= PAGE_SIZE);
 const _: () = assert!(blob_len(ONE_PAGE_VCPUS + 1) > PAGE_SIZE);
-// APIC ids 0..MAX_VCPUS must avoid 0xFF; UIDs must fit a byte and two hex digits.
-const _: () = assert!(MAX_VCPUS <= 0xFF);
+// APIC ids 2 x (0..MAX_VCPUS) must avoid 0xFF; UIDs must fit a byte and two hex digits.
+const _: () = assert!(2 * MAX_VCPUS <= 0xFF + 1);
 
 /// Why the ACPI tables cannot be built. The variant's doc is the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, displaydoc::Display)]
@@ -134,6 +139,8 @@ pub enum AcpiError {
     NoVcpus,
     /// {vcpus} vCPUs are more than the {max} keel's ACPI tables describe
     TooManyVcpus { vcpus: u32, max: u32 },
+    /// {online} vCPUs online of {vcpus}: between 1 and all of them may be
+    OnlineVcpus { online: u32, vcpus: u32 },
     /// the local APIC base {0:#x} is not 4 KiB-aligned
     LapicBaseMisaligned(u32),
     /// the ACPI tables' guest-physical base {0:#x} is not 4 KiB-aligned
@@ -156,6 +163,12 @@ pub fn build(cfg: &PvhAcpi, base: u64) -> Result<(Vec<u8>, u64), AcpiError> {
         return Err(AcpiError::TooManyVcpus {
             vcpus: cfg.vcpus,
             max: MAX_VCPUS,
+        });
+    }
+    if cfg.online == 0 || cfg.online > cfg.vcpus {
+        return Err(AcpiError::OnlineVcpus {
+            online: cfg.online,
+            vcpus: cfg.vcpus,
         });
     }
     if !cfg.lapic_base.is_multiple_of(PAGE_SIZE as u32) {
@@ -394,13 +407,13 @@ fn madt(cfg: &PvhAcpi) -> Vec<u8> {
     put_u32(&mut t, HEADER_LEN + 4, 0); // flags: no PCAT_COMPAT, there is no 8259
     let (entries, _) = t[MADT_FIXED_LEN..].as_chunks_mut::<LAPIC_ENTRY_LEN>();
     for (i, e) in entries.iter_mut().enumerate() {
-        // i < vcpus <= MAX_VCPUS <= 0xFF.
-        let id = i as u8;
+        // i < vcpus <= MAX_VCPUS <= 0x7F, so 2i < 0xFF.
         e[0] = MADT_TYPE_LOCAL_APIC;
         e[1] = LAPIC_ENTRY_LEN as u8;
-        e[2] = id; // ACPI processor UID, matching the DSDT device's _UID
-        e[3] = id; // APIC id: keel reports initial APIC id = vcpu_id
-        put_u32(e, 4, LAPIC_ENABLED);
+        e[2] = i as u8; // ACPI processor UID, matching the DSDT device's _UID
+        e[3] = (2 * i) as u8; // APIC id: 2 x vcpu_id, as CPUID reports
+        let enabled = (i as u32) < cfg.online;
+        put_u32(e, 4, if enabled { LAPIC_ENABLED } else { 0 });
     }
     seal(t)
 }
@@ -518,6 +531,7 @@ mod tests {
     fn cfg(vcpus: u32) -> PvhAcpi {
         PvhAcpi {
             vcpus,
+            online: vcpus,
             lapic_base: LAPIC_BASE,
         }
     }
@@ -661,8 +675,15 @@ mod tests {
         assert_eq!(u64_at(&blob, 24), at(p.xsdt));
     }
 
-    fn check_madt(vcpus: u32) {
-        let blob = build_ok(vcpus);
+    fn check_madt(vcpus: u32, online: u32) {
+        let (blob, _) = build(
+            &PvhAcpi {
+                online,
+                ..cfg(vcpus)
+            },
+            BASE,
+        )
+        .unwrap();
         let m = parse(&blob, BASE, BASE).madt;
         assert_eq!(m[8], 5, "MADT revision");
         assert_eq!(u32_at(m, 36), LAPIC_BASE);
@@ -674,8 +695,8 @@ mod tests {
             assert_eq!(ty, 0, "only Processor Local APIC entries");
             assert_eq!(len, 8);
             assert_eq!(m[off + 2], n as u8, "ACPI processor UID");
-            assert_eq!(m[off + 3], n as u8, "APIC id");
-            assert_eq!(u32_at(m, off + 4), 1, "Enabled");
+            assert_eq!(m[off + 3], 2 * n as u8, "APIC id");
+            assert_eq!(u32_at(m, off + 4), u32::from(n < online), "Enabled");
             off += len;
             n += 1;
         }
@@ -686,7 +707,9 @@ mod tests {
     #[test]
     fn madt_one_entry_per_vcpu() {
         for v in [1, 2, 3, ONE_PAGE_VCPUS, MAX_VCPUS] {
-            check_madt(v);
+            check_madt(v, v);
+            check_madt(v, 1);
+            check_madt(v, v.div_ceil(2));
         }
     }
 
@@ -694,6 +717,7 @@ mod tests {
     fn madt_carries_lapic_base() {
         let c = PvhAcpi {
             vcpus: 1,
+            online: 1,
             lapic_base: 0xFEC0_1000,
         };
         let (blob, rsdp) = build(&c, BASE).unwrap();
@@ -792,6 +816,12 @@ mod tests {
     #[test]
     fn vcpu_count_errors() {
         assert_eq!(build(&cfg(0), BASE), Err(AcpiError::NoVcpus));
+        for (online, vcpus) in [(0, 2), (3, 2)] {
+            assert_eq!(
+                build(&PvhAcpi { online, ..cfg(vcpus) }, BASE),
+                Err(AcpiError::OnlineVcpus { online, vcpus })
+            );
+        }
         for v in [MAX_VCPUS + 1, 255, 256, u32::MAX] {
             assert_eq!(
                 build(&cfg(v), BASE),
@@ -850,6 +880,7 @@ mod tests {
     fn lapic_base_must_be_aligned() {
         let c = PvhAcpi {
             vcpus: 1,
+            online: 1,
             lapic_base: LAPIC_BASE + 0x10,
         };
         assert_eq!(
@@ -876,7 +907,7 @@ mod tests {
         #[test]
         fn build_never_panics(vcpus in 0u32..300, lapic in any::<u32>(), page in any::<u64>(), misalign in 0u64..2) {
             let base = (page << 12) | (misalign * 0x800);
-            let c = PvhAcpi { vcpus, lapic_base: lapic & !(0xFFF * (lapic & 1)) };
+            let c = PvhAcpi { vcpus, online: vcpus, lapic_base: lapic & !(0xFFF * (lapic & 1)) };
             match build(&c, base) {
                 Ok((blob, rsdp)) => {
                     prop_assert!(blob.len() <= MAX_SIZE);
@@ -887,6 +918,7 @@ mod tests {
                 }
                 Err(AcpiError::NoVcpus) => prop_assert_eq!(vcpus, 0),
                 Err(AcpiError::TooManyVcpus { .. }) => prop_assert!(vcpus > MAX_VCPUS),
+                Err(AcpiError::OnlineVcpus { .. }) => prop_assert!(false, "online = vcpus is valid"),
                 Err(AcpiError::LapicBaseMisaligned(l)) => prop_assert_ne!(l % 4096, 0),
                 Err(AcpiError::BaseMisaligned(b)) => prop_assert_ne!(b % 4096, 0),
                 Err(AcpiError::BaseZero) => prop_assert_eq!(base, 0),

@@ -121,6 +121,33 @@ pub struct Options {
     /// `dom0_vcpus_pin`: dom0's vCPU i is pinned to pCPU i (its hard affinity is
     /// that pCPU alone), as in Xen. Off by default: dom0's vCPUs may run anywhere.
     pub dom0_vcpus_pin: bool,
+    /// `dom0_max_vcpus=`: how many vCPUs dom0 gets ([`Dom0Vcpus::count`]).
+    pub dom0_max_vcpus: Dom0Vcpus,
+}
+
+/// `dom0_max_vcpus=<min>-<max>`, `<max>` or `<min>-` (Xen's syntax): dom0 gets
+/// one vCPU per pCPU, but at least `min` and at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dom0Vcpus {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for Dom0Vcpus {
+    fn default() -> Self {
+        Dom0Vcpus {
+            min: 1,
+            max: u32::MAX,
+        }
+    }
+}
+
+impl Dom0Vcpus {
+    /// The count for a machine with `pcpus` pCPUs, at most `limit` (what keel
+    /// allows a domain): Xen's `dom0_max_vcpus()`.
+    pub fn count(&self, pcpus: u32, limit: u32) -> u32 {
+        pcpus.max(self.min).min(self.max).clamp(1, limit.max(1))
+    }
 }
 
 /// What `sched=` asks for.
@@ -255,6 +282,7 @@ impl Default for Options {
             max_cpus: None,
             debug_crash_cpu: 0,
             dom0_vcpus_pin: false,
+            dom0_max_vcpus: Dom0Vcpus::default(),
         }
     }
 }
@@ -333,6 +361,7 @@ const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const SCHED_EXPECTED: &str = "credit2 or null";
 const CPUS_EXPECTED: &str = "a number of CPUs, at least 1";
+const DOM0_VCPUS_EXPECTED: &str = "<max>, <min>-<max> or <min>- (vCPU counts, at least 1, min <= max)";
 const CPU_EXPECTED: &str = "a CPU index (0 is the boot CPU)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 const BOOL_EXPECTED: &str = "a boolean (1, on, yes, true, enable or 0, no, off, false, disable; \
@@ -634,6 +663,24 @@ pub fn parse<'a>(
                 }
             };
             opts.max_cpus = Some(opts.max_cpus.map_or(n, |m| m.min(n)));
+        } else if name_is(name, "dom0_max_vcpus") {
+            let v = value_of(word, value, DOM0_VCPUS_EXPECTED)?;
+            let bad = CmdlineError::BadValue {
+                option: word,
+                value: v,
+                expected: DOM0_VCPUS_EXPECTED,
+            };
+            let r = match v.split_once('-') {
+                None => parse_u32(v).map(|max| Dom0Vcpus { min: 1, max }),
+                Some((lo, "")) => parse_u32(lo).map(|min| Dom0Vcpus { min, max: u32::MAX }),
+                Some((lo, hi)) => parse_u32(lo)
+                    .zip(parse_u32(hi))
+                    .map(|(min, max)| Dom0Vcpus { min, max }),
+            };
+            opts.dom0_max_vcpus = match r {
+                Some(r) if r.min >= 1 && r.max >= r.min => r,
+                _ => return Err(bad),
+            };
         } else if name_is(name, "debug_crash_cpu") {
             let v = value_of(word, value, CPU_EXPECTED)?;
             opts.debug_crash_cpu = parse_u32(v).ok_or(CmdlineError::BadValue {
@@ -955,6 +1002,32 @@ mod tests {
             parse("debug-crash-cpu=1", |_| {}).unwrap().debug_crash_cpu,
             1
         );
+    }
+
+    #[test]
+    fn dom0_max_vcpus_follows_xen() {
+        fn v(line: &str) -> Option<Dom0Vcpus> {
+            parse(line, |_| {}).ok().map(|o| o.dom0_max_vcpus)
+        }
+        assert_eq!(v(""), Some(Dom0Vcpus::default()));
+        assert_eq!(v("dom0_max_vcpus=2"), Some(Dom0Vcpus { min: 1, max: 2 }));
+        assert_eq!(v("dom0-max-vcpus=2-4"), Some(Dom0Vcpus { min: 2, max: 4 }));
+        assert_eq!(
+            v("dom0_max_vcpus=3-"),
+            Some(Dom0Vcpus {
+                min: 3,
+                max: u32::MAX
+            })
+        );
+        for bad in ["dom0_max_vcpus=0", "dom0_max_vcpus=4-2", "dom0_max_vcpus=x", "dom0_max_vcpus"] {
+            assert!(v(bad).is_none(), "{bad}");
+        }
+        // One per pCPU, within min..=max and keel's limit.
+        let d = Dom0Vcpus::default();
+        assert_eq!(d.count(4, 32), 4);
+        assert_eq!(d.count(64, 32), 32);
+        assert_eq!(Dom0Vcpus { min: 1, max: 2 }.count(4, 32), 2);
+        assert_eq!(Dom0Vcpus { min: 3, max: 8 }.count(1, 32), 3);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! | leaf | guest sees |
 //! |---|---|
 //! | 0 | EAX = min(host max, 0xD); vendor string from the host |
-//! | 1 | EAX (signature) from the host. EBX: \[15:0\] (brand index, CLFLUSH size) from the host, \[23:16\] = 1 logical processor, \[31:24\] = initial APIC id = vcpu_id (low 8 bits). ECX: only SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND from the host, plus HYPERVISOR (31) always set. Hidden: MONITOR, DS-CPL, VMX, SMX, EST, TM2, CNXT-ID, SDBG, FMA, xTPR, PDCM, PCID, DCA, x2APIC, TSC-deadline, XSAVE, OSXSAVE, AVX, F16C, DTES64. EDX: only FPU, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, APIC, SEP, MTRR, PGE, MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2, SS from the host. Hidden: PSN, DS, ACPI, HTT, TM, PBE |
+//! | 1 | EAX (signature) from the host. EBX: \[15:0\] (brand index, CLFLUSH size) from the host, \[23:16\] = 1 logical processor, \[31:24\] = initial APIC id = 2 x vcpu_id (low 8 bits; Xen's numbering). ECX: only SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND from the host, plus HYPERVISOR (31) always set. Hidden: MONITOR, DS-CPL, VMX, SMX, EST, TM2, CNXT-ID, SDBG, FMA, xTPR, PDCM, PCID, DCA, x2APIC, TSC-deadline, XSAVE, OSXSAVE, AVX, F16C, DTES64. EDX: only FPU, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, APIC, SEP, MTRR, PGE, MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2, SS from the host. Hidden: PSN, DS, ACPI, HTT, TM, PBE |
 //! | 2 | Intel: host (cache descriptors). AMD: zero |
 //! | 3 | zero (no processor serial number) |
 //! | 4 | Intel: the host's subleaf with EAX\[31:14\] = 0 (one core per package, one thread per cache). AMD: zero |
@@ -68,7 +68,7 @@
 //! # Hazards
 //!
 //! * The initial APIC id in leaf 1 is 8 bits wide; with x2APIC hidden, vcpu_ids above
-//!   255 would alias. keel's domains have far fewer vCPUs.
+//!   127 would alias. keel's domains have far fewer vCPUs.
 //! * Keeping MCE/MCA, MTRR, PAT and APIC means the MSR and APIC emulation must answer
 //!   for them (MCG_CAP, MTRRcap, IA32_PAT, the local APIC page).
 
@@ -134,6 +134,12 @@ pub const XEN_HVM_CPUID_DOMID_PRESENT: u32 = 1 << 4;
 
 /// Whether XSAVE is offered. Not yet: keel does not manage XCR0 or extended state.
 const XSAVE_OFFERED: bool = false;
+
+/// Whether guests see x2APIC (leaf 1 ECX bit 21). keel's local APIC emulates
+/// the x2APIC MSR interface whatever the host has (`keel_devices::vlapic`), so
+/// the bit does not depend on the host; the kernel refuses `IA32_APIC_BASE.EXTD`
+/// while this is off.
+pub const X2APIC_OFFERED: bool = false;
 
 /// CPUID.01H:ECX (SDM Vol. 2A Table 3-10).
 pub mod leaf1_ecx {
@@ -407,8 +413,13 @@ fn basic_leaf(
             };
             CpuidResult {
                 eax: h.eax,
-                ebx: (h.ebx & 0x0000_FFFF) | (1 << 16) | ((ctx.vcpu_id & 0xFF) << 24),
-                ecx: (h.ecx & LEAF1_ECX_ALLOW) | leaf1_ecx::HYPERVISOR | osxsave,
+                ebx: (h.ebx & 0x0000_FFFF)
+                    | (1 << 16)
+                    | ((ctx.vcpu_id.wrapping_mul(2) & 0xFF) << 24),
+                ecx: (h.ecx & LEAF1_ECX_ALLOW)
+                    | leaf1_ecx::HYPERVISOR
+                    | osxsave
+                    | if X2APIC_OFFERED { leaf1_ecx::X2APIC } else { 0 },
                 edx: h.edx & LEAF1_EDX_ALLOW,
             }
         }
@@ -883,7 +894,7 @@ mod tests {
             ..ctx(Vendor::Intel)
         };
         let l = guest_cpuid(1, 0, &c, &bochs_skylake);
-        assert_eq!(l.ebx >> 24, 5, "initial APIC id");
+        assert_eq!(l.ebx >> 24, 10, "initial APIC id: 2 x vcpu_id");
         assert_eq!((l.ebx >> 16) & 0xff, 1, "logical processor count");
         assert_eq!(l.ebx & 0xffff, 0x0800, "CLFLUSH line size from the host");
     }
@@ -1074,7 +1085,7 @@ mod tests {
             let l1 = g(1, 0);
             assert_eq!(l1.ecx, LEAF1_ECX_ALLOW | leaf1_ecx::HYPERVISOR);
             assert_eq!(l1.edx, LEAF1_EDX_ALLOW);
-            assert_eq!(l1.ebx, 0x0301_ffff);
+            assert_eq!(l1.ebx, 0x0601_ffff);
             let l7 = g(7, 0);
             assert_eq!(l7, r(0, LEAF7_EBX_ALLOW, LEAF7_ECX_ALLOW, LEAF7_EDX_ALLOW));
             let e1 = g(0x8000_0001, 0);
