@@ -215,8 +215,12 @@ pub struct Domain {
     /// xl.cfg scheduling parameters.
     pub weight: u32,
     pub cap: u32,
-    /// The vCPUs, by id. Dropped before `mem`'s frames are freed.
+    /// The vCPUs, by id (`maxvcpus` of them; those past `vcpus` start down).
+    /// Dropped before `mem`'s frames are freed.
     pub vcpus: ManuallyDrop<Vec<Vcpu>>,
+    /// Taken for every vCPU going up or down (`online.rs`, Xen's
+    /// `domain_lock` there), so "is this the last vCPU up?" has one answer.
+    pub online: spin::Mutex<()>,
     pub mem: spin::Mutex<DomainMem>,
     pub hvm_params: spin::Mutex<[u64; HVM_NR_PARAMS as usize]>,
     /// `HVM_PARAM_CALLBACK_IRQ` of type vector: 0x100 | vector, or 0 for none.
@@ -528,7 +532,23 @@ pub struct PvhSpec<'a> {
     pub max_evtchn: u32,
     /// xl's `max_grant_frames`.
     pub max_grant_frames: u32,
+    /// vCPUs up at boot (xl's `vcpus`, Xen's `dom0_max_vcpus`), 1 ..= `max_vcpus`.
+    pub vcpus: u32,
+    /// vCPUs the domain has (xl's `maxvcpus`), at most [`MAX_VCPUS`].
+    pub max_vcpus: u32,
 }
+
+/// The most vCPUs a domain may have: one per `vcpu_info` slot in shared_info
+/// (Xen's `XEN_LEGACY_MAX_VCPUS`), so that every vCPU has a `vcpu_info` from
+/// the start. (Xen allows up to `HVM_MAX_VCPUS`, 128, giving the vCPUs past 32
+/// a dummy until the guest registers one; keel does not yet.)
+pub const MAX_VCPUS: u32 = 32;
+
+/// VPIDs (VMX) and ASIDs (SVM) handed out so far: one per vCPU, never 0 (the
+/// host's). Tags of a destroyed domain are not reused yet: keel builds its
+/// domains at boot, far below the 65535 VPIDs (and the CPU's ASID count,
+/// checked at build).
+static NEXT_TAG: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
 
 /// Grant mappings a domain may hold at once (Xen's default
 /// `gnttab_max_maptrack_frames` of 1024 frames of 512 entries is far more than
@@ -613,7 +633,8 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     // a hardware-reduced platform. Linux takes its Xen timer path only with them.
     let (tables, rsdp) = keel_builder::acpi_tables::build(
         &keel_builder::acpi_tables::PvhAcpi {
-            vcpus: 1,
+            vcpus: spec.max_vcpus,
+            online: spec.vcpus,
             lapic_base: keel_builder::acpi_tables::LAPIC_BASE,
         },
         pvh::ACPI_TABLES_GPA,
@@ -632,41 +653,31 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     )
     .map_err(BuildError::Kernel)?;
 
+    if spec.vcpus == 0 || spec.vcpus > spec.max_vcpus || spec.max_vcpus > MAX_VCPUS {
+        return Err(BuildError::Vcpu(alloc::format!(
+            "{} vCPUs up of {}: 1 ..= maxvcpus <= {MAX_VCPUS} are possible",
+            spec.vcpus, spec.max_vcpus
+        )));
+    }
     let start = PvhStart {
         entry: layout.entry,
         start_info: layout.start_info_gpa as u32,
     };
-    // ASIDs and VPIDs: one per domain, never 0 (the host's).
-    let tag = u32::from(spec.id) + 1;
     let root = p2m.root();
-    let mut frames = RecordingFrames {
-        got: &mut part.vcpu_frames,
-    };
-    let vcpu = match hvm {
-        HvmSupport::Svm(caps) => {
-            keel_arch::svm::enable(&mut KernelFrames, caps)
-                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            // SAFETY: `root` is this domain's NPT, built from frames keel owns and
-            // mapping only the domain's memory (module invariant); the Domain keeps
-            // it alive for as long as the vCPU can run.
-            let v = unsafe { keel_arch::svm::SvmVcpu::new(&mut frames, caps, root, tag, start) }
-                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            HwVcpu::Svm(v)
-        }
-        HvmSupport::Vmx(caps) => {
-            keel_arch::vmx::enable(&mut KernelFrames, caps)
-                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            // SAFETY: as for SVM: `root` is this domain's EPT.
-            let v =
-                unsafe { keel_arch::vmx::VmxVcpu::new(&mut frames, caps, root, tag as u16, start) }
-                    .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
-            HwVcpu::Vmx(v)
-        }
-        HvmSupport::None => return Err(BuildError::NoHap),
-    };
+    // Each vCPU's hardware state, with the frames it uses; vCPU 0 starts at the
+    // PVH entry, the others get their state when the guest brings them up.
+    let mut arch_vcpus = Vec::with_capacity(spec.max_vcpus as usize);
+    for _ in 0..spec.max_vcpus {
+        let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+        let mut frames = RecordingFrames {
+            got: &mut part.vcpu_frames,
+        };
+        let hw = new_hw_vcpu(hvm, &mut frames, root, tag, start)?;
+        arch_vcpus.push(ArchVcpu::new(hw, core::mem::take(&mut part.vcpu_frames)));
+    }
 
     // xl's max_event_channels is the highest port; the table holds one more.
-    let evtchn = keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), 1)
+    let evtchn = keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), spec.max_vcpus)
         .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
     let grants =
         keel_grant::DomainGrants::new(spec.id, spec.max_grant_frames, DEFAULT_MAX_MAPTRACK)
@@ -681,16 +692,25 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
     let owned = core::mem::take(&mut part.owned);
     LIVE.fetch_add(1, Ordering::AcqRel);
-    let arch = ArchVcpu::new(vcpu, core::mem::take(&mut part.vcpu_frames));
-    let vcpu0 = Vcpu::new(
-        spec.id,
-        0,
-        arch,
-        VcpuInfoAt {
-            mfn: shared_info,
-            offset: 0,
-        },
-    );
+    // vCPU n's vcpu_info starts in shared_info's slot n (64 bytes each, at the
+    // page's start; MAX_VCPUS keeps n within the 32 slots). Only vCPU 0 starts
+    // up: the guest brings the others up (INIT/SIPI or VCPUOP_up), as on Xen.
+    let vcpus = arch_vcpus
+        .into_iter()
+        .zip(0u16..)
+        .map(|(arch, id)| {
+            Vcpu::new(
+                spec.id,
+                u32::from(id),
+                arch,
+                VcpuInfoAt {
+                    mfn: shared_info,
+                    offset: id * 64,
+                },
+                id == 0,
+            )
+        })
+        .collect();
     Ok(Domain {
         id: spec.id,
         name: String::from(spec.name),
@@ -702,7 +722,8 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         memmap: pvh::memory_map(spec.ram_bytes),
         weight: spec.weight,
         cap: spec.cap,
-        vcpus: ManuallyDrop::new(alloc::vec![vcpu0]),
+        vcpus: ManuallyDrop::new(vcpus),
+        online: spin::Mutex::new(()),
         mem: spin::Mutex::new(DomainMem {
             p2m,
             owned,
@@ -721,6 +742,46 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         console_ring: spin::Once::new(),
         dying: AtomicBool::new(false),
     })
+}
+
+/// One hardware vCPU of this CPU's backend, starting at `start`, tagged `tag`
+/// (VPID/ASID), on the second-level tables rooted at `root`.
+fn new_hw_vcpu(
+    hvm: &HvmSupport,
+    frames: &mut RecordingFrames<'_>,
+    root: Hpa,
+    tag: u32,
+    start: PvhStart,
+) -> Result<HwVcpu, BuildError> {
+    match hvm {
+        HvmSupport::Svm(caps) => {
+            if tag >= caps.asids {
+                return Err(BuildError::Vcpu(alloc::format!(
+                    "out of ASIDs (the CPU has {})",
+                    caps.asids
+                )));
+            }
+            keel_arch::svm::enable(&mut KernelFrames, caps)
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            // SAFETY: `root` is this domain's NPT, built from frames keel owns and
+            // mapping only the domain's memory (module invariant); the Domain keeps
+            // it alive for as long as the vCPU can run.
+            let v = unsafe { keel_arch::svm::SvmVcpu::new(frames, caps, root, tag, start) }
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            Ok(HwVcpu::Svm(v))
+        }
+        HvmSupport::Vmx(caps) => {
+            let vpid = u16::try_from(tag)
+                .map_err(|_| BuildError::Vcpu(String::from("out of VPIDs")))?;
+            keel_arch::vmx::enable(&mut KernelFrames, caps)
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            // SAFETY: as for SVM: `root` is this domain's EPT.
+            let v = unsafe { keel_arch::vmx::VmxVcpu::new(frames, caps, root, vpid, start) }
+                .map_err(|e| BuildError::Vcpu(alloc::format!("{e}")))?;
+            Ok(HwVcpu::Vmx(v))
+        }
+        HvmSupport::None => Err(BuildError::NoHap),
+    }
 }
 
 /// The builder's view of guest memory: guest-physical writes through the p2m.

@@ -142,7 +142,8 @@ pub fn admit(d: Domain, place: &Placement) -> Result<(), String> {
             dom: id,
             vcpu: v.id,
         };
-        scheduler::add(vid, params, place.get(v.id as usize).copied())
+        let runnable = v.st.lock().runnable();
+        scheduler::add(vid, params, place.get(v.id as usize).copied(), runnable)
             .map_err(|e| format!("scheduler: {e}"))?;
     }
     DOMAINS.write().insert(id, d);

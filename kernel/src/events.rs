@@ -163,13 +163,22 @@ pub fn raise(d: &Domain, vcpu: u32, port: u32, wakes: &mut Wakes) {
     if wake {
         wake_locked(v, &mut st, wakes);
     }
+    drop(st);
+    if kick {
+        // An upcall is pending now: a vCPU in guest mode on another pCPU
+        // exits to take it (Xen's vcpu_kick).
+        v.notify();
+    }
 }
 
-/// Makes a blocked or polling vCPU runnable (its `st` already locked).
+/// Makes a blocked or polling vCPU runnable (its `st` already locked), unless
+/// it is down: then it only stops waiting.
 pub fn wake_locked(v: &Vcpu, st: &mut VcpuState, wakes: &mut Wakes) {
     if st.wait != Wait::None {
         st.wait = Wait::None;
-        wakes.push(v.domid, v.id);
+        if !st.down {
+            wakes.push(v.domid, v.id);
+        }
     }
 }
 
@@ -277,6 +286,21 @@ pub fn write_runstate(d: &Domain, st: &VcpuState, walk: &WalkCtx) {
 /// A local APIC interrupt competes with the upcall by vector, as the two would on
 /// hardware: the higher goes first, the other waits for the next entry.
 pub fn prepare_entry(d: &Domain, st: &mut VcpuState, arch: &mut ArchVcpu) {
+    // An NMI goes before any interrupt; what else is pending asks for the
+    // window after it.
+    let mut nmi_injected = false;
+    if st.nmi_pending {
+        if arch.nmi_ready() {
+            arch.inject_nmi();
+            st.nmi_pending = false;
+            nmi_injected = true;
+        } else {
+            // Approximate: the NMI waits for the next window keel is told of
+            // (an interrupt window; keel asks for no NMI window exits).
+            arch.set_interrupt_window_exit(true);
+            return;
+        }
+    }
     let upcall = d
         .upcall_vector(st)
         .filter(|_| SharedWords::of(d, st).has_upcall());
@@ -284,7 +308,7 @@ pub fn prepare_entry(d: &Domain, st: &mut VcpuState, arch: &mut ArchVcpu) {
     let Some(vector) = upcall.into_iter().chain(lapic).max() else {
         return;
     };
-    if arch.interrupt_ready() {
+    if !nmi_injected && arch.interrupt_ready() {
         if lapic == Some(vector) && upcall != Some(vector) {
             st.lapic.ack(vector);
         }

@@ -12,7 +12,7 @@
 //! `Domain::flush_tlbs` before the frame behind it can be reused.
 
 use keel_hypercall::abi::Errno;
-use keel_hypercall::abi::hvm::HVM_NR_PARAMS;
+use keel_hypercall::abi::hvm::{HVM_NR_PARAMS, VcpuHvmContext};
 use keel_hypercall::abi::memory::E820Entry;
 use keel_hypercall::dispatch::{Domain as HcDomain, VersionInfo};
 use keel_mm::addr::Gfn;
@@ -35,7 +35,7 @@ use keel_hypercall::abi::vcpu::VcpuRunstateInfo;
 use keel_hypercall::abi::xen::VcpuTimeInfo;
 use keel_hypercall::dispatch::{
     EvtchnState, EvtchnStatusInfo, GnttabCopyOp, GnttabCopyTarget, GnttabMapped, GnttabSize,
-    GuestWidth, PollResult, VcpuHvmRegs,
+    GuestWidth, PollResult,
 };
 use keel_mm::addr::Mfn;
 
@@ -50,6 +50,9 @@ pub struct Ctx<'a> {
     pub v: &'a Vcpu,
     pub arch: &'a mut ArchVcpu,
     pub wakes: &'a mut Wakes,
+    /// Set when `VCPUOP_down` found the vCPU to be the domain's last one up:
+    /// the domain powers off once the call returns (Xen's `domain_shutdown`).
+    pub last_down: bool,
 }
 
 impl Ctx<'_> {
@@ -295,6 +298,8 @@ impl HcDomain for Ctx<'_> {
             // The port was pending: its vCPU has an upcall now.
             if target.id != self.v.id {
                 crate::events::wake_locked(target, &mut st, self.wakes);
+                drop(st);
+                target.notify();
             }
         }
         Ok(())
@@ -336,21 +341,32 @@ impl HcDomain for Ctx<'_> {
 
     // ------------------------------------------------------------ vCPUs, timers
 
-    fn vcpu_initialise(&mut self, _vcpu: u32, _regs: &VcpuHvmRegs) -> Result<(), Errno> {
-        // One vCPU per domain for now: there is no second one to initialise.
-        Err(Errno::ENOSYS)
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmContext) -> Result<(), Errno> {
+        let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
+        crate::online::initialise(self.d, v, ctx)
     }
 
-    fn vcpu_up(&mut self, _vcpu: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
+        let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
+        crate::online::up(self.d, v, self.wakes)
     }
 
-    fn vcpu_down(&mut self, _vcpu: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno> {
+        let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
+        if crate::online::down(self.d, v) == crate::online::Down::LastVcpu {
+            self.last_down = true;
+        }
+        Ok(())
     }
 
     fn vcpu_is_up(&self, vcpu: u32) -> bool {
-        (vcpu as usize) < self.d.vcpus.len()
+        self.d.vcpu(vcpu).is_some_and(crate::online::is_up)
+    }
+
+    fn vcpu_send_nmi(&mut self, vcpu: u32) -> Result<(), Errno> {
+        let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
+        crate::online::nmi(self.d, v, self.wakes);
+        Ok(())
     }
 
     fn vcpu_runstate(&self, vcpu: u32) -> VcpuRunstateInfo {
@@ -560,6 +576,13 @@ impl HcDomain for Ctx<'_> {
     fn set_evtchn_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), Errno> {
         let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
         v.st.lock().upcall_vector = Some(vector);
+        // An upcall already pending goes in on the new vector.
+        v.notify();
+        Ok(())
+    }
+
+    fn hvm_flush_tlbs(&mut self) -> Result<(), Errno> {
+        self.d.flush_tlbs();
         Ok(())
     }
 

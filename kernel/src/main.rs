@@ -27,6 +27,7 @@ mod hypercalls;
 mod logger;
 mod memory;
 mod paging;
+mod online;
 mod percpu;
 mod registry;
 mod run;
@@ -454,7 +455,11 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
 
     if let Some(d0) = &plan.dom0 {
         let m = &mods[d0.kernel];
-        match build_dom0(m, d0, mods, hvm, &opts.dom0_mem) {
+        // dom0_max_vcpus: one vCPU per pCPU unless limited (Xen's default).
+        let vcpus = opts
+            .dom0_max_vcpus
+            .count(percpu::nr_online(), domain::MAX_VCPUS);
+        match build_dom0(m, d0, mods, hvm, &opts.dom0_mem, vcpus) {
             Ok(d) => {
                 // dom0_vcpus_pin: Dom0's vCPU i runs on pCPU i only.
                 let nr = percpu::nr_online();
@@ -593,6 +598,7 @@ fn build_dom0(
     mods: &[keel_builder::bootinfo::Module<'_>],
     hvm: &HvmSupport,
     dom0_mem: &cmdline::Dom0Mem,
+    vcpus: u32,
 ) -> Result<domain::Domain, &'static str> {
     let name = m.name();
     let Some(bytes) = memory::module_bytes(m.start, m.len()) else {
@@ -650,6 +656,8 @@ fn build_dom0(
         cap: 0,
         max_evtchn: channels::DEFAULT_MAX_EVTCHN,
         max_grant_frames: domains::DEFAULT_MAX_GRANT_FRAMES,
+        vcpus,
+        max_vcpus: vcpus,
     };
     let d = match domain::build_pvh(hvm, &spec) {
         Ok(d) => d,
@@ -669,8 +677,9 @@ fn build_dom0(
         }
     };
     say!(
-        "d0: PVH, {} MiB, {} module(s), entry {:#x}, command line '{}'",
+        "d0: PVH, {} MiB, {} vCPU(s), {} module(s), entry {:#x}, command line '{}'",
         ram >> 20,
+        vcpus,
         extra.len(),
         d.vcpus[0].arch().rip(),
         m.cmdline()
@@ -708,10 +717,11 @@ fn build_domu(
     for w in &c.warnings {
         log::warn!("d{} ({}): {w}", du.id, c.name);
     }
-    if c.vcpus != 1 {
+    if c.max_vcpus > domain::MAX_VCPUS {
         return Err(format!(
-            "vcpus = {}: keel runs one vCPU per domain for now",
-            c.vcpus
+            "maxvcpus = {}: keel gives a domain at most {} vCPUs",
+            c.max_vcpus,
+            domain::MAX_VCPUS
         ));
     }
     let ram = c.memory_mib.saturating_mul(1 << 20);
@@ -724,7 +734,7 @@ fn build_domu(
     let sched = c.sched_params();
     let mut warnings = alloc::vec::Vec::new();
     let place = domains::placement(
-        c.vcpus,
+        c.max_vcpus,
         percpu::nr_online(),
         |v| c.cpus.as_ref().and_then(|a| a.for_vcpu(v).copied()),
         |v| c.cpus_soft.as_ref().and_then(|a| a.for_vcpu(v).copied()),
@@ -746,12 +756,16 @@ fn build_domu(
         cap: sched.cap,
         max_evtchn: c.max_event_channels,
         max_grant_frames: c.max_grant_frames,
+        vcpus: c.vcpus,
+        max_vcpus: c.max_vcpus,
     };
     let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
     say!(
-        "d{}: PVH, {} MiB, {} module(s), entry {:#x}, command line '{}' ({})",
+        "d{}: PVH, {} MiB, {} vCPU(s) ({} at most), {} module(s), entry {:#x}, command line '{}' ({})",
         du.id,
         ram >> 20,
+        c.vcpus,
+        c.max_vcpus,
         extra.len(),
         d.vcpus[0].arch().rip(),
         du.cmdline,

@@ -201,7 +201,7 @@ pub fn run_cpu(index: u32) {
                 // An event from another pCPU may have made the vCPU runnable
                 // between the slice's end and the block just now: its wake then
                 // found the vCPU still running and did nothing. Look again.
-                if vcpu.st.lock().wait == Wait::None {
+                if vcpu.st.lock().runnable() {
                     wakes.push(v.dom, v.vcpu);
                     apply_wakes(&mut cpu, &mut wakes);
                 }
@@ -255,7 +255,7 @@ const IDLE_RECHECK_NS: u64 = 100_000_000;
 fn all_waiting() -> bool {
     domains::DOMAINS.read().values().all(|d| {
         d.vcpus.iter().all(|v| {
-            v.running_on.load(Ordering::Acquire) == NOT_RUNNING && v.st.lock().wait != Wait::None
+            v.running_on.load(Ordering::Acquire) == NOT_RUNNING && !v.st.lock().runnable()
         })
     })
 }
@@ -270,18 +270,28 @@ fn run_slice(
     wakes: &mut Wakes,
 ) -> SliceEnd {
     loop {
+        // In guest mode from here (for what others see): a remote TLB flush
+        // that sets the flag after this store waits for the exit below
+        // (Domain::flush_tlbs), and whoever changes the vCPU's state after the
+        // look below interrupts this pCPU (Vcpu::notify).
+        vcpu.in_guest.store(true, Ordering::SeqCst);
         {
             let mut st = vcpu.st.lock();
-            if st.wait != Wait::None {
+            if !st.runnable() {
+                drop(st);
+                vcpu.in_guest.store(false, Ordering::SeqCst);
                 return SliceEnd::Blocked;
+            }
+            if let Some(ctx) = st.start.take() {
+                // VCPUOP_initialise or a SIPI gave it a new state: all of it,
+                // x87/SSE included (which is in this CPU's registers now).
+                arch.load_context(&ctx);
+                arch.restore_lazy_state();
             }
             events::prepare_entry(d, &mut st, arch);
         }
         let stop = earliest(Some(end), cpu.cached_deadline()).unwrap_or(end);
         clock::arm(stop);
-        // In guest mode from here: a remote TLB flush that sets the flag after
-        // this store waits for the exit below (Domain::flush_tlbs).
-        vcpu.in_guest.store(true, Ordering::SeqCst);
         vcpu.apply_flush(arch);
         let exit = arch.run();
         vcpu.in_guest.store(false, Ordering::SeqCst);
@@ -301,7 +311,7 @@ fn run_slice(
             }
             Ok(Flow::Yield) => return SliceEnd::Yield,
             Ok(Flow::Block) => {
-                if vcpu.st.lock().wait != Wait::None {
+                if !vcpu.st.lock().runnable() {
                     return SliceEnd::Blocked;
                 }
             }

@@ -50,11 +50,13 @@ pub fn add_overhead(ns: u64) {
 }
 
 /// Adds a vCPU with its (hard, soft) affinity, if it has one, and makes it
-/// runnable: placed where its affinity lets it run from the first wake.
+/// runnable if `runnable` (placed where its affinity lets it run from the
+/// first wake); a vCPU that starts down waits for its first wake.
 pub fn add(
     v: VcpuId,
     p: Params,
     affinity: Option<(keel_sched::CpuSet, keel_sched::CpuSet)>,
+    runnable: bool,
 ) -> Result<(), keel_sched::SchedError> {
     with(|s| {
         s.add(v, p)?;
@@ -64,7 +66,9 @@ pub fn add(
             s.remove(v, now());
             return Err(e);
         }
-        s.wake(v, now());
+        if runnable {
+            s.wake(v, now());
+        }
         Ok(())
     })
     .unwrap_or(Ok(()))

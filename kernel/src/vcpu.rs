@@ -32,6 +32,8 @@ use keel_devices::vlapic::Vlapic;
 use keel_mm::addr::{Hpa, Mfn};
 use keel_mm::guest_walk::{PagingMode, WalkCtx};
 
+use keel_x86::context::Context;
+
 use crate::frames::Frame;
 
 /// A vCPU's hardware state and the frames its backend uses (VMCS/VMCB, bitmaps),
@@ -182,9 +184,27 @@ pub struct VcpuState {
     /// Where the guest asked keel to keep a copy of its `vcpu_time_info`
     /// (guest-virtual; `VCPUOP_register_vcpu_time_memory_area`), if it did.
     pub time_area: Option<u64>,
+    /// Xen's `is_initialised`: the vCPU has a start state (vCPU 0 from the
+    /// build, others from `VCPUOP_initialise` or a SIPI). An INIT clears it.
+    pub initialised: bool,
+    /// Xen's `_VPF_down`: the vCPU is offline (not yet brought up, or taken
+    /// down by `VCPUOP_down`, an INIT, or HLT with interrupts off). Events
+    /// still become pending; nothing wakes it but `VCPUOP_up`, a SIPI or an NMI.
+    pub down: bool,
+    /// A whole register state to load before the vCPU next enters the guest
+    /// (`VCPUOP_initialise`, a SIPI). Loaded by the pCPU that runs it, so no
+    /// CPU ever touches another's hardware vCPU state (VMX: the VMCS).
+    pub start: Option<Context>,
+    /// An NMI waits for delivery (an NMI IPI, `VCPUOP_send_nmi`).
+    pub nmi_pending: bool,
 }
 
 impl VcpuState {
+    /// Whether the vCPU may run: online and not waiting.
+    pub fn runnable(&self) -> bool {
+        !self.down && self.wait == Wait::None
+    }
+
     /// The next deadline the vCPU has: a timer, a poll timeout, its APIC timer.
     pub fn next_deadline(&self) -> Option<u64> {
         let poll = match &self.wait {
@@ -235,6 +255,12 @@ pub struct Vcpu {
     pub lazy_cpu: AtomicU32,
 }
 
+/// The local APIC id of vCPU `id`: 2 x id, as Xen gives HVM and PVH vCPUs
+/// (CPUID leaf 1 and 0xB, the MADT and the APIC ID register agree on it).
+pub fn apic_id(id: u32) -> u32 {
+    id.saturating_mul(2)
+}
+
 /// [`Vcpu::running_on`] when no pCPU holds the vCPU.
 pub const NOT_RUNNING: u32 = u32::MAX;
 
@@ -263,8 +289,10 @@ impl Drop for ArchGuard<'_> {
 
 impl Vcpu {
     /// vCPU `id` of domain `domid`, over `arch`, its `vcpu_info` at `vcpu_info`
-    /// (shared_info's slot until the guest registers another place).
-    pub fn new(domid: u16, id: u32, arch: ArchVcpu, vcpu_info: VcpuInfoAt) -> Vcpu {
+    /// (shared_info's slot until the guest registers another place). `up`: it
+    /// starts online with the state `arch` was built with (vCPU 0); otherwise
+    /// it is down and not initialised until the guest brings it up.
+    pub fn new(domid: u16, id: u32, arch: ArchVcpu, vcpu_info: VcpuInfoAt, up: bool) -> Vcpu {
         Vcpu {
             id,
             domid,
@@ -274,11 +302,14 @@ impl Vcpu {
                 vcpu_info_registered: false,
                 upcall_vector: None,
                 timers: Timers::default(),
-                // APIC id = vCPU id (docs/abi.md); vCPU ids stay below 256 here.
-                lapic: Vlapic::new(id as u8, id == 0),
+                lapic: Vlapic::new(apic_id(id), id == 0),
                 wait: Wait::None,
                 runstate: Runstate::default(),
                 time_area: None,
+                initialised: up,
+                down: !up,
+                start: None,
+                nmi_pending: false,
             }),
             flush: AtomicBool::new(false),
             in_guest: AtomicBool::new(false),
@@ -291,6 +322,25 @@ impl Vcpu {
     /// Takes the vCPU's hardware state on this pCPU.
     pub fn arch(&self) -> ArchGuard<'_> {
         ArchGuard(self.arch.lock())
+    }
+
+    /// Makes the vCPU look at its state soon (an event or interrupt for it, an
+    /// NMI, going down): if it is in guest mode on another pCPU, that pCPU is
+    /// interrupted, so the vCPU exits and looks before it enters again. The
+    /// run loop sets `in_guest` before it looks at the vCPU's state for an
+    /// entry, and the caller changed that state before calling this: either
+    /// the entry sees the change, or this sees `in_guest` (the fence orders
+    /// the caller's stores before the load, as the loop's store is ordered
+    /// before its look by the `st` lock's locked instruction).
+    pub fn notify(&self) {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if !self.in_guest.load(Ordering::SeqCst) {
+            return;
+        }
+        let cpu = self.running_on.load(Ordering::SeqCst);
+        if cpu != NOT_RUNNING && cpu != crate::percpu::me() {
+            crate::percpu::interrupt(cpu);
+        }
     }
 
     /// Asks for the guest TLB to be flushed before the vCPU next runs.

@@ -40,6 +40,9 @@ pub struct X<'a> {
     pub v: &'a Vcpu,
     pub arch: &'a mut ArchVcpu,
     pub wakes: &'a mut Wakes,
+    /// Set when the exit took the domain's last vCPU down (an INIT IPI): the
+    /// domain powers off once the exit is done.
+    pub last_down: bool,
 }
 
 impl X<'_> {
@@ -83,8 +86,32 @@ pub fn handle(
     exit: Exit,
     wakes: &mut Wakes,
 ) -> Result<Flow, DomainEnd> {
-    let x = &mut X { d, v, arch, wakes };
-    let d = x;
+    let x = &mut X {
+        d,
+        v,
+        arch,
+        wakes,
+        last_down: false,
+    };
+    let flow = handle_exit(x, exit);
+    if x.last_down && flow.is_ok() {
+        return Err(all_down(x));
+    }
+    flow
+}
+
+/// The domain's last vCPU went down: Xen powers the domain off.
+fn all_down(d: &X<'_>) -> DomainEnd {
+    log::info!(
+        "d{}: all vCPUs down (last: vCPU {} at rip {:#x}): powering off",
+        d.d.id,
+        d.v.id,
+        d.arch.rip()
+    );
+    DomainEnd::Shutdown(ShutdownReason::Poweroff)
+}
+
+fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
     let done = |h: Handled| h.map(|()| Flow::Continue);
     match exit {
         Exit::Cpuid => done(cpuid(d)),
@@ -174,7 +201,7 @@ fn cpuid(d: &mut X<'_>) -> Handled {
     let ctx = GuestCpuidCtx {
         vendor: crate::host_vendor(),
         domid: d.d.id,
-        vcpu_id: 0,
+        vcpu_id: d.v.id,
         xen_major: crate::XEN_MAJOR,
         xen_minor: crate::XEN_MINOR,
         hypercall_msr: HYPERCALL_MSR,
@@ -198,6 +225,10 @@ fn cpuid(d: &mut X<'_>) -> Handled {
 pub const HYPERCALL_MSR: u32 = 0x4000_0000;
 
 const MSR_TSC: u32 = 0x10;
+/// The x2APIC register MSRs (SDM Vol. 3A §11.12.1.2: 0x800..=0xBFF are
+/// reserved for it; the registers are below 0x900).
+const X2APIC_MSRS_FIRST: u32 = 0x800;
+const X2APIC_MSRS_LAST: u32 = 0xBFF;
 const MSR_EFER: u32 = 0xC000_0080;
 const EFER_SCE: u64 = 1 << 0;
 const EFER_LME: u64 = 1 << 8;
@@ -232,6 +263,14 @@ fn rdmsr(d: &mut X<'_>) -> Handled {
         // MISC_ENABLE: fast strings (bit 0), as hardware reports after reset.
         0x1A0 => Some(1),
         keel_devices::vlapic::MSR_APIC_BASE => Some(d.v.st.lock().lapic.apic_base_msr()),
+        // x2APIC registers (a refused access is #GP, as on hardware).
+        X2APIC_MSRS_FIRST..=X2APIC_MSRS_LAST => d
+            .v
+            .st
+            .lock()
+            .lapic
+            .read_msr(msr, crate::clock::now())
+            .ok(),
         _ => d.arch.read_held_msr(msr),
     };
     let Some(v) = value else {
@@ -267,9 +306,34 @@ fn wrmsr(d: &mut X<'_>) -> Handled {
         }
         0x277 if !pat_valid(value) => return gp(d),
         keel_devices::vlapic::MSR_APIC_BASE => {
+            let x2apic = value & keel_devices::vlapic::APIC_BASE_EXTD != 0;
+            if x2apic && !keel_x86::cpuid_policy::X2APIC_OFFERED {
+                return gp(d);
+            }
             if let Err(e) = d.v.st.lock().lapic.set_apic_base_msr(value) {
                 log::debug!("d{}: APIC base {value:#x} refused: {e}", d.d.id);
                 return gp(d);
+            }
+        }
+        X2APIC_MSRS_FIRST..=X2APIC_MSRS_LAST => {
+            // It may arm the APIC timer.
+            crate::vcpu::deadlines_changed();
+            let r = d
+                .v
+                .st
+                .lock()
+                .lapic
+                .write_msr(msr, value, crate::clock::now());
+            match r {
+                Ok(effect) => {
+                    complete(d, |k| matches!(k, InsnKind::Wrmsr), "WRMSR")?;
+                    lapic_effect(d, effect);
+                    return Ok(());
+                }
+                Err(e) => {
+                    log::debug!("d{}: x2APIC write {msr:#x} = {value:#x} refused: {e}", d.d.id);
+                    return gp(d);
+                }
             }
         }
         // Microcode update trigger, MTRRdefType, MISC_ENABLE, MCG_STATUS: accepted and
@@ -406,32 +470,29 @@ fn read_reg(d: &X<'_>, reg: insn::Reg, size: u8) -> u64 {
     reg.read(full, size)
 }
 
-/// A write to the local APIC page, and what it sets off.
+/// A write to the local APIC page, and what it sets off: an IPI goes to every
+/// vCPU of the domain it targets (`online::deliver_ipi`).
 fn lapic_write(d: &mut X<'_>, offset: u32, size: u8, value: u64) -> Result<(), String> {
     // It may arm the APIC timer.
     crate::vcpu::deadlines_changed();
-    use keel_devices::vlapic::{DeliveryMode, Trigger, WriteEffect};
     let effect =
         d.v.st
             .lock()
             .lapic
             .write_mmio(offset, usize::from(size), value, crate::clock::now())
             .map_err(|e| format!("{e}"))?;
-    if let WriteEffect::Ipi(ipi) = effect {
-        // One vCPU per domain: a fixed IPI can only be for this one (irq_work's
-        // self-IPI); anything else has no target.
-        let fixed = matches!(
-            ipi.delivery,
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority
-        );
-        let mut st = d.v.st.lock();
-        if fixed && st.lapic.targets_me(&ipi) {
-            st.lapic.accept(ipi.vector, ipi.trigger == Trigger::Level);
-        } else {
-            log::debug!("d{}: IPI {ipi:?} has no target", d.d.id);
-        }
-    }
+    lapic_effect(d, effect);
     Ok(())
+}
+
+/// What a local APIC write (MMIO or x2APIC MSR) sets off: an IPI goes to every
+/// vCPU of the domain it targets (`online::deliver_ipi`).
+fn lapic_effect(d: &mut X<'_>, effect: keel_devices::vlapic::WriteEffect) {
+    if let keel_devices::vlapic::WriteEffect::Ipi(ipi) = effect
+        && crate::online::deliver_ipi(d.d, d.v, &ipi, d.wakes) == crate::online::Down::LastVcpu
+    {
+        d.last_down = true;
+    }
 }
 
 fn npf(d: &mut X<'_>, gpa: u64, write: bool, fetch: bool) -> Handled {
@@ -483,19 +544,20 @@ fn npf(d: &mut X<'_>, gpa: u64, write: bool, fetch: bool) -> Handled {
 
 fn hlt(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
     const RFLAGS_IF: u64 = 1 << 9;
-    if d.arch.rflags() & RFLAGS_IF == 0 {
-        // Xen's hvm_hlt: a vCPU that halts with interrupts off goes down, and a
-        // domain whose vCPUs are all down is powered off. This is how a guest with
-        // no ACPI power-off ends (Linux's `poweroff` falls back to halting with
-        // interrupts disabled). Every domain has one vCPU, so this is the last.
-        log::info!(
-            "d{}: vCPU 0 halted with interrupts disabled at rip {:#x}: all vCPUs down, powering off",
-            d.d.id,
-            d.arch.rip()
-        );
-        return Err(DomainEnd::Shutdown(ShutdownReason::Poweroff));
-    }
     complete(d, |k| matches!(k, InsnKind::Hlt), "HLT")?;
+    if d.arch.rflags() & RFLAGS_IF == 0 {
+        // Xen's hvm_hlt: a vCPU that halts with interrupts off goes down (Linux's
+        // CPU offlining ends so), and a domain whose vCPUs are all down is
+        // powered off: this is how a guest with no ACPI power-off ends (Linux's
+        // `poweroff` falls back to halting with interrupts disabled).
+        return match crate::online::down(d.d, d.v) {
+            crate::online::Down::Done => {
+                log::debug!("d{}: vCPU {} halted with interrupts off: down", d.d.id, d.v.id);
+                Ok(Flow::Block)
+            }
+            crate::online::Down::LastVcpu => Err(all_down(d)),
+        };
+    }
     // Xen's hvm_hlt: block until an event is pending for the vCPU (its upcall or
     // a local APIC interrupt).
     // Checked and set under the vCPU's lock, which event delivery takes too: no
@@ -544,8 +606,11 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
             v: d.v,
             arch: &mut *d.arch,
             wakes: &mut *d.wakes,
+            last_down: false,
         };
-        keel_hypercall::dispatch::dispatch(&mut ctx, &call)
+        let outcome = keel_hypercall::dispatch::dispatch(&mut ctx, &call);
+        d.last_down |= ctx.last_down;
+        outcome
     };
     if let Action::Preempted { args } = outcome.action {
         // A continuation (Xen: hypercall_create_continuation): RIP stays on the

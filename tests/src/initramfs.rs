@@ -7,7 +7,8 @@
 //! root file system and runs `/init` (Linux `Documentation/driver-api/early-userspace/
 //! buffer-format.rst`). [`CpioWriter`] writes that format; [`archive`] fills it with
 //! `/bin /dev /proc /sys /sbin`, `/dev/console` (char 5,1: where the kernel points
-//! init's stdio, i.e. `console=hvc0`), `/bin/busybox`, `/bin/sh -> busybox` and
+//! init's stdio, i.e. `console=hvc0`), `/dev/null` (char 1,3: the shell points a
+//! background job's stdin there), `/bin/busybox`, `/bin/sh -> busybox` and
 //! [`init_script`]. The script prints [`MARKER`], `uname -a`,
 //! `hypervisor type: <type>` ([`HYPERVISOR_TYPE_PREFIX`]), the first lines of
 //! `/proc/cpuinfo` and the Xen-related lines of `dmesg` (each prefixed
@@ -67,6 +68,7 @@ pub const S_IFCHR: u32 = 0o020_000;
 /// The `/init` script (run by busybox's `sh`).
 pub fn init_script() -> String {
     let bb = "/bin/busybox";
+    let smp = smp_script(bb);
     format!(
         "#!/bin/sh\n\
          # keel's real-guest test init: report, then power off.\n\
@@ -81,11 +83,56 @@ pub fn init_script() -> String {
          fi\n\
          {bb} head -n {CPUINFO_LINES} /proc/cpuinfo\n\
          {bb} dmesg | {bb} grep -i -E '{DMESG_PATTERN}' | {bb} sed 's/^/{DMESG_PREFIX}/'\n\
+         {smp}\
          {bb} poweroff -f\n\
          # poweroff -f does not return; if it does, say so rather than let init exit\n\
          # (which panics the kernel).\n\
          echo 'keel-init: poweroff -f returned'\n\
          while true; do {bb} sleep 1; done\n"
+    )
+}
+
+/// The prefix of every line the SMP part of `/init` prints.
+pub const SMP_PREFIX: &str = "keel-smp: ";
+/// How many additions each CPU's work does (`s = 0 + 1 + ... + (N-1)`).
+pub const SMP_WORK: u64 = 3000;
+/// The sum each CPU's work must print.
+pub const SMP_SUM: u64 = SMP_WORK * (SMP_WORK - 1) / 2;
+
+/// The SMP part of `/init`: how many CPUs Linux has, one busy loop pinned to
+/// each (`taskset`, all at once) printing its sum and the CPU it ran on
+/// (`/proc/self/stat` field 39 of a process forked by the pinned shell), then,
+/// with several CPUs, the last one unplugged and plugged again through sysfs,
+/// what `/sys/devices/system/cpu/online` says after each, and the work run on
+/// it again. Lines:
+///
+/// - `keel-smp: processors N online <list>`
+/// - `keel-smp: cpu I sum S ran-on C` (one per CPU, any order)
+/// - `keel-smp: unplugged cpu L online <list>`, `keel-smp: replugged cpu L online <list>`
+/// - `keel-smp: again cpu L sum S ran-on C`
+fn smp_script(bb: &str) -> String {
+    let p = SMP_PREFIX;
+    let n = SMP_WORK;
+    // One CPU's work, pinned to CPU $1 (a function, so the shell that taskset
+    // runs is the pinned one and `$(...)` forks from it).
+    format!(
+        "work() {{\n\
+         \t{bb} taskset -c $1 /bin/sh -c \"s=0; j=0; while [ \\$j -lt {n} ]; do s=\\$((s+j)); j=\\$((j+1)); done; \
+         echo \\\"{p}$2cpu $1 sum \\$s ran-on \\$({bb} cut -d' ' -f39 /proc/self/stat)\\\"\"\n\
+         }}\n\
+         n=$({bb} grep -c ^processor /proc/cpuinfo)\n\
+         echo \"{p}processors $n online $({bb} cat /sys/devices/system/cpu/online)\"\n\
+         i=0\n\
+         while [ $i -lt $n ]; do work $i '' & i=$((i+1)); done\n\
+         wait\n\
+         if [ $n -gt 1 ]; then\n\
+         \tl=$((n-1))\n\
+         \techo 0 > /sys/devices/system/cpu/cpu$l/online\n\
+         \techo \"{p}unplugged cpu $l online $({bb} cat /sys/devices/system/cpu/online)\"\n\
+         \techo 1 > /sys/devices/system/cpu/cpu$l/online\n\
+         \techo \"{p}replugged cpu $l online $({bb} cat /sys/devices/system/cpu/online)\"\n\
+         \twork $l 'again '\n\
+         fi\n"
     )
 }
 
@@ -227,6 +274,7 @@ pub fn archive(busybox: &[u8]) -> Vec<u8> {
         w.dir(dir, 0o755);
     }
     w.char_dev("dev/console", 0o600, 5, 1)
+        .char_dev("dev/null", 0o666, 1, 3)
         .file("bin/busybox", 0o755, busybox)
         .symlink("bin/sh", "busybox")
         .file("init", 0o755, init_script().as_bytes());
@@ -248,10 +296,14 @@ pub fn cache_dir() -> PathBuf {
 static NEXT_TMP: AtomicU32 = AtomicU32::new(0);
 
 /// The initramfs for `busybox`, built once: cached under [`cache_dir`] keyed on
-/// busybox's path, size and modification time and on the `/init` script.
+/// busybox's path, size and modification time, the `/init` script and the layout.
 pub fn cached(busybox: &Path) -> Result<PathBuf, HarnessError> {
     cached_in(&cache_dir(), busybox)
 }
+
+/// What [`archive`] puts besides busybox and `/init`, for the cache key: change
+/// it with the layout, so that a cached archive of an older layout is not used.
+const ARCHIVE_LAYOUT: &[u8] = b"bin dev proc sys sbin dev/console dev/null bin/sh";
 
 /// [`cached`] with the cache in `dir`.
 pub fn cached_in(dir: &Path, busybox: &Path) -> Result<PathBuf, HarnessError> {
@@ -267,6 +319,7 @@ pub fn cached_in(dir: &Path, busybox: &Path) -> Result<PathBuf, HarnessError> {
         &meta.len().to_le_bytes(),
         &mtime.to_le_bytes(),
         init_script().as_bytes(),
+        ARCHIVE_LAYOUT,
     ]);
     let path = dir.join(format!("initramfs-{key:016x}.cpio"));
     if path.is_file() {
@@ -408,6 +461,7 @@ mod tests {
                 "sys",
                 "sbin",
                 "dev/console",
+                "dev/null",
                 "bin/busybox",
                 "bin/sh",
                 "init",
@@ -421,6 +475,9 @@ mod tests {
         let console = get("dev/console");
         assert_eq!((console.mode, console.rdev), (S_IFCHR | 0o600, (5, 1)));
         assert!(console.data.is_empty());
+        // Where the shell points a background job's stdin.
+        let null = get("dev/null");
+        assert_eq!((null.mode, null.rdev), (S_IFCHR | 0o666, (1, 3)));
         let bb = get("bin/busybox");
         assert_eq!(
             (bb.mode, bb.data.as_slice()),
@@ -514,14 +571,27 @@ mod tests {
         let marker = s.find(MARKER).expect("marker");
         let poweroff = s.find("poweroff -f").expect("poweroff");
         assert!(marker < poweroff);
-        // Only busybox applets by full path (there is no PATH set up) or sh builtins.
+        // Only busybox applets by full path (there is no PATH set up), sh
+        // builtins and keywords, shell variables and the script's `work`.
         for line in s.lines().filter(|l| !l.trim_start().starts_with('#')) {
             let first = line.split_whitespace().next().unwrap_or("");
+            let assignment = first
+                .split_once('=')
+                .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_lowercase()));
             assert!(
-                ["", "/bin/busybox", "echo", "if", "else", "fi", "while"].contains(&first),
+                assignment
+                    || [
+                        "", "/bin/busybox", "echo", "if", "else", "fi", "while", "wait", "work",
+                        "work()", "}"
+                    ]
+                    .contains(&first),
                 "{line:?}"
             );
         }
+        // The SMP part: one pinned worker per CPU, then an unplug and replug.
+        assert!(s.contains("taskset -c $1"));
+        assert!(s.contains("/sys/devices/system/cpu/cpu$l/online"));
+        assert!(s.find(SMP_PREFIX).expect("smp") < poweroff);
     }
 
     #[test]
@@ -534,7 +604,8 @@ mod tests {
         let out = dir.join("out.cpio");
         build(&bb, &out).expect("built");
         let entries = read(&fs::read(&out).expect("read back"));
-        assert_eq!(entries[6].data, b"first");
+        let busybox = entries.iter().find(|e| e.name == "bin/busybox");
+        assert_eq!(busybox.map(|e| e.data.as_slice()), Some(&b"first"[..]));
         let cache = dir.join("cache");
         let a = cached_in(&cache, &bb).expect("cached");
         let b = cached_in(&cache, &bb).expect("cached again");
@@ -542,9 +613,11 @@ mod tests {
         fs::write(&bb, b"second, longer").expect("busybox changed");
         let c = cached_in(&cache, &bb).expect("rebuilt");
         assert_ne!(a, c, "a different busybox gets a different archive");
+        let entries = read(&fs::read(&c).expect("read"));
+        let busybox = entries.iter().find(|e| e.name == "bin/busybox");
         assert_eq!(
-            read(&fs::read(&c).expect("read"))[6].data,
-            b"second, longer"
+            busybox.map(|e| e.data.as_slice()),
+            Some(&b"second, longer"[..])
         );
         let leftovers = fs::read_dir(&cache)
             .expect("cache")

@@ -736,12 +736,13 @@ fn configs_name_the_guest_module_and_the_settings() {
 
 /// Broken domU configurations are refused, each with a message naming it, and do
 /// not stop the domU beside them: a syntax error, a kernel module that does not
-/// exist, and a setting keel does not support (two vCPUs). The good domU (d4:
+/// exist, and a setting keel does not support (more vCPUs than shared_info has
+/// `vcpu_info` slots: 33). The good domU (d4:
 /// refused configs keep their ids) runs to a clean end and every frame comes back.
 #[test]
 fn bad_configs_are_refused_and_the_rest_run_on_qemu_svm() {
     let good = dom("good", "mode=hello", "");
-    let two_vcpus = config(&dom("twovcpus", "mode=hello", "")).replace("vcpus = 1", "vcpus = 2");
+    let many_vcpus = config(&dom("manyvcpus", "mode=hello", "")).replace("vcpus = 1", "vcpus = 33");
     let run = Boot::new("domu_bad_configs", Backend::QemuSvm)
         .module(guests::guest(PVH64), "")
         .domu("broken", "name = \"broken\"\nmemory = = 3\n")
@@ -749,12 +750,14 @@ fn bad_configs_are_refused_and_the_rest_run_on_qemu_svm() {
             "nokernel",
             "name = \"nokernel\"\ntype = \"pvh\"\nkernel = \"nosuch.elf\"\n",
         )
-        .domu("twovcpus", &two_vcpus)
+        .domu("manyvcpus", &many_vcpus)
         .domu("good", &config(&good))
         .run();
     run.assert_line(r"^\(KEEL\) domU: module \d+ \(broken\.cfg\): .*line 2");
     run.assert_line(r"^\(KEEL\) domU: module \d+ \(nokernel\.cfg\): .*nosuch\.elf");
-    run.assert_line(r"^\(KEEL\) d3 \(twovcpus\): cannot build: vcpus = 2: keel runs one vCPU per domain for now$");
+    run.assert_line(
+        r"^\(KEEL\) d3 \(manyvcpus\): cannot build: maxvcpus = 33: keel gives a domain at most 32 vCPUs$",
+    );
     run.assert_line(r"^\(d4\) hello from ");
     run.assert_line(&domain_shut_down(4, "poweroff"));
     assert_all_ended(&run, &[(4, "poweroff")]);

@@ -57,10 +57,10 @@ const BOCHS_LINUX_TIMEOUT: Duration = Duration::from_secs(900);
 const MEMORY_MIB: u32 = 256;
 
 /// The xl.cfg of the Linux domU.
-fn config(memory: u32) -> String {
+fn config(memory: u32, vcpus: u32) -> String {
     format!(
         "name = \"linux\"\ntype = \"pvh\"\nkernel = \"vmlinuz\"\nramdisk = \"initrd\"\n\
-         cmdline = \"{CMDLINE}\"\nmemory = {memory}\nvcpus = 1\n"
+         cmdline = \"{CMDLINE}\"\nmemory = {memory}\nvcpus = {vcpus}\n"
     )
 }
 
@@ -93,6 +93,7 @@ fn boot(
     backend: Backend,
     kernel: &Kernel,
     initrd: &std::path::Path,
+    smp: Smp,
 ) -> (RunResult, Option<Duration>) {
     let timeout = if backend.is_qemu() {
         QEMU_LINUX_TIMEOUT
@@ -100,9 +101,10 @@ fn boot(
         BOCHS_LINUX_TIMEOUT
     };
     let boot = Boot::new(test, backend)
+        .cpus(smp.pcpus)
         .module_as(&kernel.vmlinuz, "vmlinuz", "")
         .module_as(initrd, "initrd", "")
-        .domu("linux", &config(MEMORY_MIB))
+        .domu("linux", &config(MEMORY_MIB, smp.vcpus))
         .timeout(timeout);
     let marker = Regex::new(&domain_line(1, initramfs::MARKER)).expect("a literal line");
     let mut marker_seen: Option<Instant> = None;
@@ -124,9 +126,53 @@ fn boot(
     (run, after_start)
 }
 
-fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour) {
+/// The machine's pCPUs and the domU's vCPUs.
+#[derive(Clone, Copy, Debug)]
+struct Smp {
+    pcpus: u32,
+    vcpus: u32,
+}
+
+impl Smp {
+    /// As many vCPUs as the backend's machine has pCPUs (QEMU 4, Bochs 2).
+    fn native(backend: Backend) -> Smp {
+        let n = backend.default_cpus();
+        Smp { pcpus: n, vcpus: n }
+    }
+}
+
+/// The `/proc/cpuinfo` count, one pinned worker per CPU with the right sum on
+/// the right CPU, and the last CPU unplugged, plugged again and working (the
+/// `keel-smp:` lines of `initramfs::init_script`).
+fn assert_smp(run: &RunResult, dom: u16, vcpus: u32) {
+    let p = format!(r"\(d{dom}\) {}", regex::escape(initramfs::SMP_PREFIX));
+    let sum = initramfs::SMP_SUM;
+    let all = if vcpus == 1 {
+        "0".to_string()
+    } else {
+        format!("0-{}", vcpus - 1)
+    };
+    let mut want = vec![format!(r"^{p}processors {vcpus} online {all}$")];
+    for i in 0..vcpus {
+        want.push(format!(r"^{p}cpu {i} sum {sum} ran-on {i}$"));
+    }
+    if vcpus > 1 {
+        let l = vcpus - 1;
+        let rest = if l == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", l - 1)
+        };
+        want.push(format!(r"^{p}unplugged cpu {l} online {rest}$"));
+        want.push(format!(r"^{p}replugged cpu {l} online {all}$"));
+        want.push(format!(r"^{p}again cpu {l} sum {sum} ran-on {l}$"));
+    }
+    guests::assert_lines(run, &want);
+}
+
+fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour, smp: Smp) {
     let (kernel, initrd) = guest(flavour);
-    let (run, marker_after) = boot(test, backend, &kernel, &initrd);
+    let (run, marker_after) = boot(test, backend, &kernel, &initrd, smp);
     match marker_after {
         Some(t) => eprintln!(
             "linux: {} kernel ({} {}) on {backend}: userspace marker {:.2} s after the \
@@ -189,6 +235,7 @@ fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour) {
         ],
     );
     run.assert_no_line(r"^\(d1\) keel-init: poweroff -f returned");
+    assert_smp(&run, 1, smp.vcpus);
 
     // The end: a clean poweroff of the domain, then of the machine.
     run.assert_line(&domain_shut_down(1, "poweroff"));
@@ -204,22 +251,70 @@ fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour) {
 
 #[test]
 fn cloud_kernel_boots_to_userspace_on_qemu_svm() {
-    linux_boots_to_userspace("linux_cloud", Backend::QemuSvm, Flavour::Cloud);
+    let b = Backend::QemuSvm;
+    linux_boots_to_userspace("linux_cloud", b, Flavour::Cloud, Smp::native(b));
 }
 
 #[test]
 fn generic_kernel_boots_to_userspace_on_qemu_svm() {
-    linux_boots_to_userspace("linux_generic", Backend::QemuSvm, Flavour::Generic);
+    let b = Backend::QemuSvm;
+    linux_boots_to_userspace("linux_generic", b, Flavour::Generic, Smp::native(b));
+}
+
+/// More vCPUs than pCPUs: 4 vCPUs time-share 2.
+#[test]
+fn cloud_kernel_with_4_vcpus_on_2_pcpus_on_qemu_svm() {
+    let smp = Smp { pcpus: 2, vcpus: 4 };
+    linux_boots_to_userspace("linux_cloud_4on2", Backend::QemuSvm, Flavour::Cloud, smp);
 }
 
 #[test]
 fn cloud_kernel_boots_to_userspace_on_bochs_vmx() {
-    linux_boots_to_userspace("linux_cloud", Backend::BochsVmx, Flavour::Cloud);
+    let b = Backend::BochsVmx;
+    linux_boots_to_userspace("linux_cloud", b, Flavour::Cloud, Smp::native(b));
 }
 
 #[test]
 fn generic_kernel_boots_to_userspace_on_bochs_vmx() {
-    linux_boots_to_userspace("linux_generic", Backend::BochsVmx, Flavour::Generic);
+    let b = Backend::BochsVmx;
+    linux_boots_to_userspace("linux_generic", b, Flavour::Generic, Smp::native(b));
+}
+
+#[test]
+fn cloud_kernel_boots_to_userspace_on_bochs_svm() {
+    let b = Backend::BochsSvm;
+    linux_boots_to_userspace("linux_cloud", b, Flavour::Cloud, Smp::native(b));
+}
+
+/// Debian's generic kernel as an SMP Dom0 (`dom0_max_vcpus=2`): the same init
+/// runs as Dom0's userspace, printing through the hypercall console (`(d0)`
+/// lines); its `poweroff -f` ends Dom0 and with it the machine.
+#[test]
+fn generic_kernel_as_dom0_with_2_vcpus_on_qemu_svm() {
+    let backend = Backend::QemuSvm;
+    let (kernel, initrd) = guest(Flavour::Generic);
+    let run = Boot::new("linux_dom0_smp", backend)
+        .extra_cmdline("dom0_mem=256M dom0_max_vcpus=2")
+        .module(&kernel.vmlinuz, CMDLINE)
+        .module(&initrd, "")
+        .timeout(QEMU_LINUX_TIMEOUT)
+        .run();
+    eprintln!("linux: work directory {}", run.work_dir.display());
+    run.assert_no_line(FATAL);
+    run.assert_line(r"^\(KEEL\) d0: PVH, 256 MiB, 2 vCPU\(s\)");
+    guests::assert_lines(
+        &run,
+        &[
+            r"^\(d0\) .*Booting kernel on Xen PVH".to_string(),
+            domain_line(0, initramfs::MARKER),
+            domain_line(0, &format!("{}xen", initramfs::HYPERVISOR_TYPE_PREFIX)),
+        ],
+    );
+    run.assert_no_line(r"^\(d0\) .*Kernel panic - not syncing");
+    assert_smp(&run, 0, 2);
+    run.assert_line(&domain_shut_down(0, "poweroff"));
+    guests::assert_frames_balance(&run);
+    run.assert_powered_off_cleanly();
 }
 
 /// The inputs themselves, without keel: both kernels are bzImages whose release
