@@ -125,8 +125,9 @@ pub struct Options {
     pub dom0_max_vcpus: Dom0Vcpus,
 }
 
-/// `dom0_max_vcpus=<min>-<max>`, `<max>` or `<min>-` (Xen's syntax): dom0 gets
-/// one vCPU per pCPU, but at least `min` and at most `max`.
+/// `dom0_max_vcpus=` in Xen's syntax: `<n>` gives dom0 exactly n vCPUs;
+/// `<min>-<max>` (either may be left out) one per pCPU, but at least `min` and
+/// at most `max` (`max` wins over `min`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dom0Vcpus {
     pub min: u32,
@@ -144,7 +145,7 @@ impl Default for Dom0Vcpus {
 
 impl Dom0Vcpus {
     /// The count for a machine with `pcpus` pCPUs, at most `limit` (what keel
-    /// allows a domain): Xen's `dom0_max_vcpus()`.
+    /// allows a domain), and at least 1: Xen's `dom0_max_vcpus()`.
     pub fn count(&self, pcpus: u32, limit: u32) -> u32 {
         pcpus.max(self.min).min(self.max).clamp(1, limit.max(1))
     }
@@ -361,7 +362,7 @@ const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const SCHED_EXPECTED: &str = "credit2 or null";
 const CPUS_EXPECTED: &str = "a number of CPUs, at least 1";
-const DOM0_VCPUS_EXPECTED: &str = "<max>, <min>-<max> or <min>- (vCPU counts, at least 1, min <= max)";
+const DOM0_VCPUS_EXPECTED: &str = "<n>, <min>-<max>, <min>- or -<max> (vCPU counts)";
 const CPU_EXPECTED: &str = "a CPU index (0 is the boot CPU)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
 const BOOL_EXPECTED: &str = "a boolean (1, on, yes, true, enable or 0, no, off, false, disable; \
@@ -670,17 +671,24 @@ pub fn parse<'a>(
                 value: v,
                 expected: DOM0_VCPUS_EXPECTED,
             };
+            // Xen's parse_dom0_max_vcpus: `-M`, `N` (exactly N), `N-`, `N-M`;
+            // a minimum of 0 means 1.
             let r = match v.split_once('-') {
-                None => parse_u32(v).map(|max| Dom0Vcpus { min: 1, max }),
-                Some((lo, "")) => parse_u32(lo).map(|min| Dom0Vcpus { min, max: u32::MAX }),
-                Some((lo, hi)) => parse_u32(lo)
-                    .zip(parse_u32(hi))
-                    .map(|(min, max)| Dom0Vcpus { min, max }),
+                None => parse_u32(v).map(|n| Dom0Vcpus {
+                    min: n.max(1),
+                    max: n.max(1),
+                }),
+                Some(("", hi)) => parse_u32(hi).map(|max| Dom0Vcpus { min: 1, max }),
+                Some((lo, "")) => parse_u32(lo).map(|min| Dom0Vcpus {
+                    min: min.max(1),
+                    max: u32::MAX,
+                }),
+                Some((lo, hi)) => parse_u32(lo).zip(parse_u32(hi)).map(|(min, max)| Dom0Vcpus {
+                    min: min.max(1),
+                    max,
+                }),
             };
-            opts.dom0_max_vcpus = match r {
-                Some(r) if r.min >= 1 && r.max >= r.min => r,
-                _ => return Err(bad),
-            };
+            opts.dom0_max_vcpus = r.ok_or(bad)?;
         } else if name_is(name, "debug_crash_cpu") {
             let v = value_of(word, value, CPU_EXPECTED)?;
             opts.debug_crash_cpu = parse_u32(v).ok_or(CmdlineError::BadValue {
@@ -1010,16 +1018,14 @@ mod tests {
             parse(line, |_| {}).ok().map(|o| o.dom0_max_vcpus)
         }
         assert_eq!(v(""), Some(Dom0Vcpus::default()));
-        assert_eq!(v("dom0_max_vcpus=2"), Some(Dom0Vcpus { min: 1, max: 2 }));
-        assert_eq!(v("dom0-max-vcpus=2-4"), Some(Dom0Vcpus { min: 2, max: 4 }));
-        assert_eq!(
-            v("dom0_max_vcpus=3-"),
-            Some(Dom0Vcpus {
-                min: 3,
-                max: u32::MAX
-            })
-        );
-        for bad in ["dom0_max_vcpus=0", "dom0_max_vcpus=4-2", "dom0_max_vcpus=x", "dom0_max_vcpus"] {
+        let r = |min, max| Some(Dom0Vcpus { min, max });
+        assert_eq!(v("dom0_max_vcpus=2"), r(2, 2));
+        assert_eq!(v("dom0_max_vcpus=0"), r(1, 1));
+        assert_eq!(v("dom0-max-vcpus=2-4"), r(2, 4));
+        assert_eq!(v("dom0_max_vcpus=3-"), r(3, u32::MAX));
+        assert_eq!(v("dom0_max_vcpus=-3"), r(1, 3));
+        assert_eq!(v("dom0_max_vcpus=4-2"), r(4, 2));
+        for bad in ["dom0_max_vcpus=x", "dom0_max_vcpus", "dom0_max_vcpus=1-2-3", "dom0_max_vcpus=-"] {
             assert!(v(bad).is_none(), "{bad}");
         }
         // One per pCPU, within min..=max and keel's limit.
@@ -1028,6 +1034,13 @@ mod tests {
         assert_eq!(d.count(64, 32), 32);
         assert_eq!(Dom0Vcpus { min: 1, max: 2 }.count(4, 32), 2);
         assert_eq!(Dom0Vcpus { min: 3, max: 8 }.count(1, 32), 3);
+        // Xen's table for 4-8: 2 -> 4, 4 -> 4, 6 -> 6, 8 -> 8, 10 -> 8.
+        let x = Dom0Vcpus { min: 4, max: 8 };
+        let got: Vec<u32> = [2, 4, 6, 8, 10].iter().map(|&p| x.count(p, 32)).collect();
+        assert_eq!(got, [4, 4, 6, 8, 8]);
+        // max wins over min; never 0.
+        assert_eq!(Dom0Vcpus { min: 4, max: 2 }.count(8, 32), 2);
+        assert_eq!(Dom0Vcpus { min: 1, max: 0 }.count(8, 32), 1);
     }
 
     #[test]
