@@ -365,7 +365,7 @@ impl HcDomain for Ctx<'_> {
 
     fn vcpu_send_nmi(&mut self, vcpu: u32) -> Result<(), Errno> {
         let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
-        crate::online::nmi(self.d, v, self.wakes);
+        crate::online::nmi(self.d, v, crate::online::NmiFrom::Hypercall, self.wakes);
         Ok(())
     }
 

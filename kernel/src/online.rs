@@ -49,13 +49,13 @@ pub enum Down {
     LastVcpu,
 }
 
-/// CR4 bits a start context may set (Xen: `hvm_cr4_guest_valid_bits`): the
-/// architectural ones keel's CPUID policy can offer. A bit the CPU lacks after
-/// all makes the entry fail, which crashes that guest alone.
+/// CR4 bits a start context may set (Xen: `hvm_cr4_guest_valid_bits`, from the
+/// domain's CPUID policy): those whose features `keel_x86::cpuid_policy` may
+/// show. Of these, FSGSBASE, SMEP and SMAP are shown only if the host has them;
+/// a guest setting one its CPUID hid makes its own entry fail (the hardware
+/// checks CR4 against what it has), which crashes that guest alone.
 const CR4_VALID: u64 = 0x7FF // VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT
-    | 1 << 11 // UMIP
     | 1 << 16 // FSGSBASE
-    | 1 << 18 // OSXSAVE
     | 1 << 20 // SMEP
     | 1 << 21; // SMAP
 
@@ -157,16 +157,25 @@ pub fn sipi(d: &Domain, v: &Vcpu, vector: u8, wakes: &mut Wakes) {
     bring_up(v, &mut st, wakes);
 }
 
-/// An NMI for `v` (an NMI IPI, `VCPUOP_send_nmi`): pending until delivered;
-/// an initialised vCPU that is down comes back up for it, as in Xen.
-pub fn nmi(d: &Domain, v: &Vcpu, wakes: &mut Wakes) {
+/// How an NMI came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NmiFrom {
+    /// The local APIC (an NMI IPI): an initialised vCPU that is down comes
+    /// back up for it (Xen's `vlapic_accept_irq`).
+    Ipi,
+    /// `VCPUOP_send_nmi`: only pending and a kick, as Xen's.
+    Hypercall,
+}
+
+/// An NMI for `v`: pending until delivered (NMIs do not queue).
+pub fn nmi(d: &Domain, v: &Vcpu, from: NmiFrom, wakes: &mut Wakes) {
     let _online = d.online.lock();
     let mut st = v.st.lock();
     if st.nmi_pending {
         return;
     }
     st.nmi_pending = true;
-    if st.initialised {
+    if st.initialised && from == NmiFrom::Ipi {
         bring_up(v, &mut st, wakes);
     }
     events::wake_locked(v, &mut st, wakes);
@@ -218,7 +227,7 @@ pub fn deliver_ipi(d: &Domain, from: &Vcpu, ipi: &Ipi, wakes: &mut Wakes) -> Dow
         }
         DeliveryMode::Nmi => {
             for t in targets {
-                nmi(d, t, wakes);
+                nmi(d, t, NmiFrom::Ipi, wakes);
             }
         }
         DeliveryMode::Init => {

@@ -41,7 +41,8 @@ use crate::logger::say;
 use crate::percpu;
 use crate::scheduler;
 use crate::vcpu::{
-    NOT_RUNNING, RUNSTATE_BLOCKED, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING, Vcpu, Wait, earliest,
+    NOT_RUNNING, RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING, Vcpu,
+    Wait, earliest,
 };
 use crate::vmexit::{self, Flow};
 
@@ -183,6 +184,7 @@ pub fn run_cpu(index: u32) {
             vcpu.lazy_cpu.store(cpu.index, Ordering::Relaxed);
             let state = match how {
                 SliceEnd::Preempted | SliceEnd::Yield => Some(RUNSTATE_RUNNABLE),
+                SliceEnd::Blocked if vcpu.st.lock().down => Some(RUNSTATE_OFFLINE),
                 SliceEnd::Blocked => Some(RUNSTATE_BLOCKED),
                 SliceEnd::Ended(_) | SliceEnd::Gone => None,
             };

@@ -14,9 +14,10 @@
 //!   through atomics ([`Vcpu::flush`]) that the running pCPU acts on at its next
 //!   entry.
 //! - [`Vcpu::st`] is short-lived: taken by the vCPU's own exits and hypercalls, by
-//!   event delivery from any CPU, and by the timer code. It is taken after the
-//!   grant and event-channel locks, before its domain's `mem` and before the
-//!   scheduler's (docs/architecture.md, "Lock order"). Whatever blocks the vCPU
+//!   event delivery and IPIs from any CPU, and by the timer code. It is taken
+//!   after the grant and event-channel locks and the domain's `online` lock,
+//!   before its domain's `mem` and before the scheduler's; two vCPUs' are never
+//!   held at once (docs/architecture.md, "Lock order"). Whatever blocks the vCPU
 //!   (HLT, `SCHEDOP_block`, `SCHEDOP_poll`) checks for a pending event and sets
 //!   [`VcpuState::wait`] under one hold of it, and event delivery sets the event
 //!   and reads `wait` under one hold too: no wake-up is lost between them.
@@ -154,6 +155,7 @@ pub enum Wait {
 pub const RUNSTATE_RUNNING: i32 = 0;
 pub const RUNSTATE_RUNNABLE: i32 = 1;
 pub const RUNSTATE_BLOCKED: i32 = 2;
+pub const RUNSTATE_OFFLINE: i32 = 3;
 
 /// The vCPU's runstate accounting (`vcpu_runstate_info`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -256,7 +258,7 @@ pub struct Vcpu {
 }
 
 /// The local APIC id of vCPU `id`: 2 x id, as Xen gives HVM and PVH vCPUs
-/// (CPUID leaf 1 and 0xB, the MADT and the APIC ID register agree on it).
+/// (CPUID leaf 1, the MADT and the APIC ID register agree on it).
 pub fn apic_id(id: u32) -> u32 {
     id.saturating_mul(2)
 }
@@ -304,7 +306,10 @@ impl Vcpu {
                 timers: Timers::default(),
                 lapic: Vlapic::new(apic_id(id), id == 0),
                 wait: Wait::None,
-                runstate: Runstate::default(),
+                runstate: Runstate {
+                    state: if up { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
+                    ..Runstate::default()
+                },
                 time_area: None,
                 initialised: up,
                 down: !up,

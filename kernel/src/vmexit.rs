@@ -122,7 +122,7 @@ fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
         Exit::NestedPageFault { gpa, write, fetch } => done(npf(d, gpa, write, fetch)),
         Exit::Hlt => hlt(d),
         Exit::ExternalInterrupt => Ok(Flow::Interrupted),
-        // The upcall goes in at the next entry (world::prepare_entry).
+        // The upcall goes in at the next entry (events::prepare_entry).
         Exit::InterruptWindow => Ok(Flow::Continue),
         Exit::Exception { vector, error_code } => done(crash(format!(
             "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
@@ -563,7 +563,8 @@ fn hlt(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
     // Checked and set under the vCPU's lock, which event delivery takes too: no
     // wake-up is lost in between.
     let mut st = d.v.st.lock();
-    if !SharedWords::of(d.d, &st).has_upcall() && st.lapic.pending().is_none() {
+    if !SharedWords::of(d.d, &st).has_upcall() && st.lapic.pending().is_none() && !st.nmi_pending
+    {
         st.wait = Wait::Blocked;
     }
     Ok(Flow::Block)

@@ -47,7 +47,7 @@ pub const DMESG_PREFIX: &str = "dmesg: ";
 /// How many lines of `/proc/cpuinfo` `/init` prints.
 pub const CPUINFO_LINES: u32 = 8;
 /// What `/init` selects from `dmesg` (an `grep -i -E` pattern).
-pub const DMESG_PATTERN: &str = "xen|pvh|clocksource|evtchn|upcall";
+pub const DMESG_PATTERN: &str = "xen|pvh|clocksource|evtchn|upcall|x2apic";
 
 /// The magic of a newc archive entry (no checksums).
 pub const NEWC_MAGIC: &[u8; 6] = b"070701";

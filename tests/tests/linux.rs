@@ -210,6 +210,10 @@ fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour, smp:
             kernel_log("Booting kernel on Xen PVH"),
             kernel_log("clocksource: Switched to clocksource xen"),
             kernel_log("xen:events: Xen HVM callback vector for event delivery is enabled"),
+            // keel offers x2APIC (emulated), and Linux takes it: its IPIs,
+            // INIT and SIPI go through the x2APIC MSRs.
+            kernel_log("x2apic enabled"),
+            kernel_log("Switched APIC routing to physical x2apic."),
         ],
     );
     run.assert_no_line(r"^\(d1\) .*Kernel panic - not syncing");
@@ -286,6 +290,12 @@ fn cloud_kernel_boots_to_userspace_on_bochs_svm() {
     linux_boots_to_userspace("linux_cloud", b, Flavour::Cloud, Smp::native(b));
 }
 
+#[test]
+fn generic_kernel_boots_to_userspace_on_bochs_svm() {
+    let b = Backend::BochsSvm;
+    linux_boots_to_userspace("linux_generic", b, Flavour::Generic, Smp::native(b));
+}
+
 /// Debian's generic kernel as an SMP Dom0 (`dom0_max_vcpus=2`): the same init
 /// runs as Dom0's userspace, printing through the hypercall console (`(d0)`
 /// lines); its `poweroff -f` ends Dom0 and with it the machine.
@@ -306,6 +316,7 @@ fn generic_kernel_as_dom0_with_2_vcpus_on_qemu_svm() {
         &run,
         &[
             r"^\(d0\) .*Booting kernel on Xen PVH".to_string(),
+            r"^\(d0\) .*x2apic enabled$".to_string(),
             domain_line(0, initramfs::MARKER),
             domain_line(0, &format!("{}xen", initramfs::HYPERVISOR_TYPE_PREFIX)),
         ],

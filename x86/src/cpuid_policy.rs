@@ -5,8 +5,8 @@
 //!
 //! CPUID is how a guest decides what hardware it has. Everything it reports must be
 //! something keel actually provides: a guest that sees VMX will try VMXON, one that sees
-//! XSAVE will set CR4.OSXSAVE and execute XSETBV, one that sees x2APIC will use MSRs keel
-//! does not emulate. So the host's answers are *filtered through allow-lists*: a feature
+//! XSAVE will set CR4.OSXSAVE and execute XSETBV, one that sees TSC-deadline will use an
+//! MSR keel does not emulate. So the host's answers are *filtered through allow-lists*: a feature
 //! bit reaches the guest only if it is named below as one keel can stand behind, and a
 //! bit the policy has never heard of (a future CPU's) stays hidden. This follows Xen's
 //! model of a per-domain CPUID policy derived from the host's (xen/arch/x86/cpuid.c,
@@ -23,7 +23,7 @@
 //! | leaf | guest sees |
 //! |---|---|
 //! | 0 | EAX = min(host max, 0xD); vendor string from the host |
-//! | 1 | EAX (signature) from the host. EBX: \[15:0\] (brand index, CLFLUSH size) from the host, \[23:16\] = 1 logical processor, \[31:24\] = initial APIC id = 2 x vcpu_id (low 8 bits; Xen's numbering). ECX: only SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND from the host, plus HYPERVISOR (31) always set. Hidden: MONITOR, DS-CPL, VMX, SMX, EST, TM2, CNXT-ID, SDBG, FMA, xTPR, PDCM, PCID, DCA, x2APIC, TSC-deadline, XSAVE, OSXSAVE, AVX, F16C, DTES64. EDX: only FPU, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, APIC, SEP, MTRR, PGE, MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2, SS from the host. Hidden: PSN, DS, ACPI, HTT, TM, PBE |
+//! | 1 | EAX (signature) from the host. EBX: \[15:0\] (brand index, CLFLUSH size) from the host, \[23:16\] = 1 logical processor, \[31:24\] = initial APIC id = 2 x vcpu_id (low 8 bits; Xen's numbering). ECX: only SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND from the host, plus HYPERVISOR (31) and x2APIC (21: keel emulates it) always set. Hidden: MONITOR, DS-CPL, VMX, SMX, EST, TM2, CNXT-ID, SDBG, FMA, xTPR, PDCM, PCID, DCA, TSC-deadline, XSAVE, OSXSAVE, AVX, F16C, DTES64. EDX: only FPU, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, APIC, SEP, MTRR, PGE, MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2, SS from the host. Hidden: PSN, DS, ACPI, HTT, TM, PBE |
 //! | 2 | Intel: host (cache descriptors). AMD: zero |
 //! | 3 | zero (no processor serial number) |
 //! | 4 | Intel: the host's subleaf with EAX\[31:14\] = 0 (one core per package, one thread per cache). AMD: zero |
@@ -58,7 +58,7 @@
 //!   MPX, PKU, CET, AMX, XOP, FMA4, LWP) are hidden: keel does not context-switch
 //!   extended state yet, so guests use FXSAVE. OSXSAVE would mirror the guest's
 //!   CR4.OSXSAVE (as in Xen) once XSAVE is offered; until then the guest cannot set it.
-//! * Features that exist only through MSRs or instructions keel does not handle (x2APIC,
+//! * Features that exist only through MSRs or instructions keel does not handle (
 //!   TSC-deadline, TSC_ADJUST, PCID/INVPCID, RDTSCP/RDPID, SPEC_CTRL, ARCH_CAPABILITIES,
 //!   PMU, MONITOR/MWAIT, TSX) are hidden.
 //! * Kept bits are kept only if the host has them: the policy is `host & allow`.
@@ -67,8 +67,9 @@
 //!
 //! # Hazards
 //!
-//! * The initial APIC id in leaf 1 is 8 bits wide; with x2APIC hidden, vcpu_ids above
-//!   127 would alias. keel's domains have far fewer vCPUs.
+//! * The initial APIC id in leaf 1 is 8 bits wide and leaf 0xB (the x2APIC id) is
+//!   not offered, so vcpu_ids above 127 would alias there. keel's domains have at
+//!   most 32 vCPUs.
 //! * Keeping MCE/MCA, MTRR, PAT and APIC means the MSR and APIC emulation must answer
 //!   for them (MCG_CAP, MTRRcap, IA32_PAT, the local APIC page).
 
@@ -139,7 +140,7 @@ const XSAVE_OFFERED: bool = false;
 /// the x2APIC MSR interface whatever the host has (`keel_devices::vlapic`), so
 /// the bit does not depend on the host; the kernel refuses `IA32_APIC_BASE.EXTD`
 /// while this is off.
-pub const X2APIC_OFFERED: bool = false;
+pub const X2APIC_OFFERED: bool = true;
 
 /// CPUID.01H:ECX (SDM Vol. 2A Table 3-10).
 pub mod leaf1_ecx {
@@ -833,8 +834,17 @@ mod tests {
         };
         assert_eq!(
             guest_cpuid(1, 0, &ctx(Vendor::Intel), &bare).ecx,
-            leaf1_ecx::HYPERVISOR
+            leaf1_ecx::HYPERVISOR | leaf1_ecx::X2APIC
         );
+    }
+
+    #[test]
+    fn x2apic_is_offered_whatever_the_host() {
+        // keel emulates the x2APIC MSRs itself; hosts without x2APIC (QEMU's
+        // AMD model) still give guests the bit.
+        for l in [q(1, 0), b(1, 0)] {
+            assert_ne!(l.ecx & leaf1_ecx::X2APIC, 0, "{l:x?}");
+        }
     }
 
     #[test]
@@ -847,7 +857,6 @@ mod tests {
             | EST
             | TM2
             | PDCM
-            | X2APIC
             | TSC_DEADLINE
             | XSAVE
             | OSXSAVE
@@ -1083,7 +1092,10 @@ mod tests {
             let g = |leaf, sub| guest_cpuid(leaf, sub, &c, &all_ones);
             assert_eq!(g(0, 0).eax, MAX_BASIC_LEAF);
             let l1 = g(1, 0);
-            assert_eq!(l1.ecx, LEAF1_ECX_ALLOW | leaf1_ecx::HYPERVISOR);
+            assert_eq!(
+                l1.ecx,
+                LEAF1_ECX_ALLOW | leaf1_ecx::HYPERVISOR | leaf1_ecx::X2APIC
+            );
             assert_eq!(l1.edx, LEAF1_EDX_ALLOW);
             assert_eq!(l1.ebx, 0x0601_ffff);
             let l7 = g(7, 0);
