@@ -143,7 +143,11 @@ pub fn admit(d: Domain, place: &Placement) -> Result<(), String> {
             vcpu: v.id,
         };
         let runnable = v.st.lock().runnable();
-        scheduler::add(vid, params, place.get(v.id as usize).copied(), runnable)
+        let affinity = place.get(v.id as usize).copied();
+        if let Some((hard, soft)) = affinity {
+            log::debug!("d{id}v{}: runs on pCPUs {hard:?}, prefers {soft:?}", v.id);
+        }
+        scheduler::add(vid, params, affinity, runnable)
             .map_err(|e| format!("scheduler: {e}"))?;
     }
     DOMAINS.write().insert(id, d);

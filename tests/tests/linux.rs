@@ -296,15 +296,16 @@ fn generic_kernel_boots_to_userspace_on_bochs_svm() {
     linux_boots_to_userspace("linux_generic", b, Flavour::Generic, Smp::native(b));
 }
 
-/// Debian's generic kernel as an SMP Dom0 (`dom0_max_vcpus=2`): the same init
-/// runs as Dom0's userspace, printing through the hypercall console (`(d0)`
-/// lines); its `poweroff -f` ends Dom0 and with it the machine.
+/// Debian's generic kernel as an SMP Dom0 (`dom0_max_vcpus=2`, each vCPU pinned
+/// to its own pCPU by `dom0_vcpus_pin`): the same init runs as Dom0's userspace,
+/// printing through the hypercall console (`(d0)` lines); its `poweroff -f` ends
+/// Dom0 and with it the machine.
 #[test]
 fn generic_kernel_as_dom0_with_2_vcpus_on_qemu_svm() {
     let backend = Backend::QemuSvm;
     let (kernel, initrd) = guest(Flavour::Generic);
     let run = Boot::new("linux_dom0_smp", backend)
-        .extra_cmdline("dom0_mem=256M dom0_max_vcpus=2")
+        .extra_cmdline("dom0_mem=256M dom0_max_vcpus=2 dom0_vcpus_pin")
         .module(&kernel.vmlinuz, CMDLINE)
         .module(&initrd, "")
         .timeout(QEMU_LINUX_TIMEOUT)
@@ -312,6 +313,8 @@ fn generic_kernel_as_dom0_with_2_vcpus_on_qemu_svm() {
     eprintln!("linux: work directory {}", run.work_dir.display());
     run.assert_no_line(FATAL);
     run.assert_line(r"^\(KEEL\) d0: PVH, 256 MiB, 2 vCPU\(s\)");
+    run.assert_line(r"^\(KEEL\) d0v0: runs on pCPUs \{0\}, prefers \{\}$");
+    run.assert_line(r"^\(KEEL\) d0v1: runs on pCPUs \{1\}, prefers \{\}$");
     guests::assert_lines(
         &run,
         &[
