@@ -19,10 +19,21 @@
 //! [`LINE_MAX`] bytes per write, longer ones in pieces) so that the prefix lands
 //! where the tests expect it.
 //!
+//! # Locking
+//!
+//! One lock, `LOCK`, held for the whole of a [`print_line`] (formatting and
+//! writing), so that with several vCPUs (the smp mode) lines never interleave
+//! and the ring keeps a single producer. Nothing else is taken while it is held.
+//! It is a test-and-set spinlock whose waiters `pause`, then `SCHEDOP_yield` (the
+//! holder may be a vCPU that is not running: one pCPU, or more vCPUs than
+//! pCPUs), and after [`LOCK_STUCK_YIELDS`] yields take it anyway: a holder that
+//! never lets go (it faulted while printing and is now printing its own report,
+//! or it was taken down) must cost interleaved output, never a hang.
+//!
 //! # Invariants and hazards
 //!
-//! - The ring has one producer (this guest, which is single-threaded; the upcall
-//!   handler never prints) and one consumer (the backend). `out_cons` is the
+//! - The ring has one producer at a time (whoever holds `LOCK`; the upcall
+//!   handlers never print) and one consumer (the backend). `out_cons` is the
 //!   backend's and only read here; a value that makes the ring look more than full
 //!   is treated as full.
 //! - A full ring is waited out with `SCHEDOP_yield`, boundedly: after
@@ -272,8 +283,48 @@ impl Write for Line {
     }
 }
 
+/// Serialises [`print_line`] across vCPUs (see "Locking" in the module docs).
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Yields a waiter for `LOCK` makes before it takes the lock regardless.
+pub const LOCK_STUCK_YIELDS: u32 = 20_000;
+
+/// Spins on `LOCK` before each yield.
+const LOCK_SPINS: u32 = 64;
+
+/// Takes `LOCK` (or gives up waiting, see the module docs).
+fn lock() {
+    let mut yields = 0u32;
+    let mut spins = 0u32;
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins < LOCK_SPINS {
+            arch::pause();
+            continue;
+        }
+        spins = 0;
+        yields += 1;
+        if yields > LOCK_STUCK_YIELDS {
+            return;
+        }
+        // Before the hypercall page there is only ever one vCPU (the boot one).
+        if xen_console() {
+            hypercall::sched_op(SCHEDOP_YIELD, 0);
+        }
+    }
+}
+
+/// Releases `LOCK`.
+fn unlock() {
+    LOCK.store(false, Ordering::Release);
+}
+
 /// Prints `args` and a newline as one console write (if it fits).
 pub fn print_line(args: fmt::Arguments<'_>) {
+    lock();
     let mut line = Line {
         buf: [0; LINE_MAX],
         len: 0,
@@ -282,6 +333,7 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
     line.flush();
+    unlock();
     // The first line's end is a benchmark point (`crate::bench`); later lines
     // leave it alone.
     let _ = FIRST_LINE_TSC.compare_exchange(0, arch::rdtsc(), Ordering::Relaxed, Ordering::Relaxed);

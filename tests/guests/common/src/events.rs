@@ -28,6 +28,10 @@
 //! an upcall ([`upcalls_registered`] false) polls with interrupts off and scans the
 //! bitmaps itself ([`collect`]) — what the pingpong server does.
 //!
+//! With several vCPUs (the smp mode) each vCPU scans its own `vcpu_info` and
+//! takes only the ports bound to it ([`collect_on`]); the smp mode keeps its own
+//! per-vCPU counts and installs its own handler (`crate::smp`).
+//!
 //! # Invariants and hazards
 //!
 //! - The counters are atomics, touched by the handler (between two instructions
@@ -51,7 +55,7 @@ use keel_hypercall::abi::hvm::{
     XenHvmEvtchnUpcallVector, XenHvmParam,
 };
 use keel_hypercall::abi::hypercall as nr;
-use keel_hypercall::abi::sched::{SCHEDOP_BLOCK, SCHEDOP_POLL, SchedPoll};
+use keel_hypercall::abi::sched::{SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_YIELD, SchedPoll};
 
 use crate::hypercall::{self, Xen};
 use crate::shared::{self, WORDS};
@@ -100,17 +104,7 @@ impl Upcall {
 pub fn register_upcall(how: Upcall) -> i64 {
     trap::set_upcall_handler(upcall);
     let rc = match how {
-        Upcall::Vector => {
-            let arg = XenHvmEvtchnUpcallVector {
-                vcpu: 0,
-                vector: trap::UPCALL_VECTOR,
-                pad: [0; 3],
-            };
-            hypercall::with_arg(arg.to_bytes(), |a| {
-                hypercall::hvm_op(HVMOP_SET_EVTCHN_UPCALL_VECTOR, a)
-            })
-            .0
-        }
+        Upcall::Vector => set_upcall_vector(0),
         Upcall::Callback => {
             let arg = XenHvmParam {
                 domid: DOMID_SELF,
@@ -125,6 +119,22 @@ pub fn register_upcall(how: Upcall) -> i64 {
         REGISTERED.store(true, Ordering::Relaxed);
     }
     rc
+}
+
+/// `HVMOP_set_evtchn_upcall_vector(vcpu, trap::UPCALL_VECTOR)`: upcalls for
+/// `vcpu` arrive on that vector (Xen: through `vcpu`'s local APIC, so only while
+/// it is software-enabled, and each wants an EOI); returns the hypercall's
+/// result. Xen expects each vCPU to ask for itself, as Linux does.
+pub fn set_upcall_vector(vcpu: u32) -> i64 {
+    let arg = XenHvmEvtchnUpcallVector {
+        vcpu,
+        vector: trap::UPCALL_VECTOR,
+        pad: [0; 3],
+    };
+    hypercall::with_arg(arg.to_bytes(), |a| {
+        hypercall::hvm_op(HVMOP_SET_EVTCHN_UPCALL_VECTOR, a)
+    })
+    .0
 }
 
 /// Whether upcalls were asked for successfully.
@@ -147,13 +157,24 @@ pub fn upcall() {
 /// `evtchn_upcall_pending`, then takes every pending, unmasked port of every word
 /// the selector names, counting each. Returns how many events it counted.
 pub fn collect() -> u32 {
+    collect_on(0, |_| u64::MAX, record)
+}
+
+/// [`collect`] for vCPU `vcpu`, as Linux's 2-level upcall does on a vCPU of
+/// its own: clears `vcpu_info[vcpu].evtchn_upcall_pending`, then takes the
+/// selector words `vcpu_info[vcpu]` names and, in each, the pending, unmasked
+/// ports that `owned(word)` has a bit for (the ports bound to this vCPU: another
+/// vCPU's ports in the same word are left for it; their selector bit is in its
+/// own `vcpu_info`). Each taken port's pending bit is cleared, then `seen(port)`
+/// is called. Returns how many it took.
+pub fn collect_on(vcpu: usize, owned: impl Fn(usize) -> u64, mut seen: impl FnMut(u32)) -> u32 {
     if !shared::is_mapped() {
         return 0;
     }
-    let mut seen = 0;
-    shared::upcall_pending().store(0, Ordering::SeqCst);
+    let mut taken = 0;
+    shared::upcall_pending_of(vcpu).store(0, Ordering::SeqCst);
     loop {
-        let sel = shared::pending_sel().swap(0, Ordering::SeqCst);
+        let sel = shared::pending_sel_of(vcpu).swap(0, Ordering::SeqCst);
         if sel == 0 {
             break;
         }
@@ -164,19 +185,20 @@ pub fn collect() -> u32 {
             }
             loop {
                 let ready = shared::pending(w).load(Ordering::SeqCst)
-                    & !shared::mask(w).load(Ordering::SeqCst);
+                    & !shared::mask(w).load(Ordering::SeqCst)
+                    & owned(w);
                 if ready == 0 {
                     break;
                 }
                 for b in bits(ready) {
                     shared::pending(w).fetch_and(!(1u64 << b), Ordering::SeqCst);
-                    record(w as u32 * 64 + b);
-                    seen += 1;
+                    seen(w as u32 * 64 + b);
+                    taken += 1;
                 }
             }
         }
     }
-    seen
+    taken
 }
 
 /// The set bits of `word`, lowest first.
@@ -340,6 +362,14 @@ fn call_irq(xen: &Xen, nr: u32, args: [usize; 5]) -> i64 {
 /// is pending (its upcall has run by then).
 pub fn block(xen: &Xen) -> i64 {
     call_irq(xen, nr::SCHED_OP, [SCHEDOP_BLOCK as usize, 0, 0, 0, 0])
+}
+
+/// `SCHEDOP_yield` with interrupts enabled for the call: gives the pCPU to
+/// another runnable vCPU if there is one, and runs whatever upcall or local
+/// APIC interrupt became pending meanwhile. Never sleeps, so a wait built on it
+/// cannot miss a wake-up (the smp mode's waits).
+pub fn yield_irq(xen: &Xen) -> i64 {
+    call_irq(xen, nr::SCHED_OP, [SCHEDOP_YIELD as usize, 0, 0, 0, 0])
 }
 
 /// `SCHEDOP_poll` on `ports` until `timeout` (absolute system time, 0 for none);

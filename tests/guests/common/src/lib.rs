@@ -37,15 +37,22 @@
 //!    [`probe`], the full list of checks; `hello`, `crash`, `reboot` and
 //!    `triple-fault` exercise keel's handling of a domain's end; the domU modes
 //!    (pvh64 only, `domu`) test event channels, grant tables, timers and
-//!    scheduling between domains.
+//!    scheduling between domains; `smp` (pvh64 only, [`smp`]) starts the
+//!    domain's other vCPUs and tests them.
 //!
 //! # Invariants and hazards
 //!
-//! - Single vCPU, interrupts off except for the duration of the hypercalls that
+//! - One vCPU, interrupts off except for the duration of the hypercalls that
 //!   wait for events (the domU modes' `SCHEDOP_block`/`SCHEDOP_poll`): the statics
 //!   here are touched by one thread of execution only, plus the exception and
 //!   event-upcall handlers ([`trap`]), which run on the same CPU between
 //!   instructions and touch nothing but atomics. That is why plain atomics suffice.
+//! - Except in `mode=smp`, where the other vCPUs run too. Then: the console
+//!   serialises whole lines under a lock ([`console`]); the IDT is filled once,
+//!   before any other vCPU starts, and only loaded by them ([`trap`]); everything
+//!   else the other vCPUs touch is theirs (a stack each, per-vCPU atomics in
+//!   [`smp`]) or atomics. vCPU 0 alone prints check lines, uses the `Page`
+//!   statics and arms expected faults.
 //! - The guest's own image (linked at 1 MiB) and everything the checks pass to the
 //!   hypervisor live in the identity-mapped low 2 MiB (the stack included: small
 //!   hypercall arguments are built there), or in the "window" of 4 KiB mappings
@@ -77,6 +84,8 @@ pub mod paging;
 pub mod probe;
 #[cfg(target_arch = "x86_64")]
 pub mod shared;
+#[cfg(target_arch = "x86_64")]
+pub mod smp;
 pub mod start_info;
 #[cfg(target_arch = "x86_64")]
 pub mod time;

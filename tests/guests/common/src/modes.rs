@@ -14,6 +14,9 @@
 //! - the domU modes ([`DOMU_MODES`], pvh64 only; `crate::domu`): `pingpong`,
 //!   `timers`, `spin`, `block`, `hostile-evtchn`, `hostile-grant`, `granter`,
 //!   `die-holding`; they end like `probe`. pvh32 answers them as unknown modes.
+//! - `smp` (pvh64 only; `crate::smp`): the domain's other vCPUs, started and
+//!   exercised (domU or Dom0); ends like `probe`. pvh32 answers it as an
+//!   unknown mode.
 //!
 //! If `SCHEDOP_shutdown` returns (it must not), the guest says so and halts with
 //! interrupts off.
@@ -63,6 +66,11 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
         #[cfg(target_arch = "x86_64")]
         b"bench" => crate::bench::run(xen, boot),
         #[cfg(target_arch = "x86_64")]
+        SMP_MODE => {
+            crate::smp::run(xen, boot);
+            finish()
+        }
+        #[cfg(target_arch = "x86_64")]
         m if DOMU_MODES.contains(&m) => {
             crate::domu::run(m, xen, boot);
             finish()
@@ -71,6 +79,12 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
             if DOMU_MODES.contains(&other) {
                 out!(
                     "unknown mode={} in {} (the domU modes are pvh64-only)",
+                    Escaped(other),
+                    GUEST_NAME
+                );
+            } else if other == SMP_MODE {
+                out!(
+                    "unknown mode={} in {} (the smp mode is pvh64-only)",
                     Escaped(other),
                     GUEST_NAME
                 );
@@ -95,6 +109,9 @@ pub const DOMU_MODES: &[&[u8]] = &[
     b"granter",
     b"die-holding",
 ];
+
+/// The multi-vCPU mode ([`crate::smp`], pvh64 only).
+pub const SMP_MODE: &[u8] = b"smp";
 
 /// Prints the verdict and shuts down accordingly.
 pub fn finish() -> ! {

@@ -35,7 +35,11 @@ use core::cell::UnsafeCell;
 #[repr(C, align(4096))]
 pub struct Page(UnsafeCell<[u8; 4096]>);
 
-// SAFETY: the guest is single-threaded (one vCPU, interrupts off); see the crate docs.
+// SAFETY: a `Page` is only accessed through raw pointers, never references. Its
+// byte accessors are used by one vCPU (vCPU 0, interrupts off; see the crate
+// docs); the pages the smp mode's other vCPUs touch too are the hypercall page
+// (executed, never written after the hypervisor filled it) and the shared-info
+// page (atomics only, `crate::shared`).
 unsafe impl Sync for Page {}
 
 impl Page {
@@ -119,7 +123,8 @@ pub unsafe fn write_virt(va: usize, bytes: &[u8]) {
 #[repr(C, align(4096))]
 pub struct Table(UnsafeCell<[u64; 512]>);
 
-// SAFETY: single-threaded guest; see the crate docs.
+// SAFETY: as for `Page`: one vCPU edits page tables (the smp mode's other
+// vCPUs only run on them, after vCPU 0 has finished editing); see the crate docs.
 unsafe impl Sync for Table {}
 
 impl Table {

@@ -10,7 +10,10 @@
 //!
 //! What the domU modes read and write in it: `vcpu_info[0]` (the upcall flags, the
 //! 2-level `evtchn_pending_sel`, and the pvclock parameters in `time`) and the
-//! 2-level `evtchn_pending[]`/`evtchn_mask[]` bitmaps. Offsets come from
+//! 2-level `evtchn_pending[]`/`evtchn_mask[]` bitmaps. The smp mode also uses
+//! `vcpu_info[k]` of its other vCPUs (the `_of` accessors): a vCPU that has not
+//! registered a `vcpu_info` of its own (`VCPUOP_register_vcpu_info`) has slot
+//! `k` of the page, for k below `XEN_LEGACY_MAX_VCPUS` (32). Offsets come from
 //! `keel_hypercall::abi::xen` (the native layout: this module is pvh64-only; the
 //! compat layout of a 32-bit guest is different).
 //!
@@ -30,7 +33,7 @@ use keel_hypercall::abi::domid::DOMID_SELF;
 use keel_hypercall::abi::memory::{
     XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XenAddToPhysmap,
 };
-use keel_hypercall::abi::xen::{SharedInfo, VcpuInfo, VcpuTimeInfo};
+use keel_hypercall::abi::xen::{SharedInfo, VcpuInfo, VcpuTimeInfo, XEN_LEGACY_MAX_VCPUS};
 
 use crate::hypercall;
 use crate::paging::Page;
@@ -99,9 +102,18 @@ fn u8_at(offset: usize) -> &'static AtomicU8 {
     unsafe { AtomicU8::from_ptr((SHARED_INFO.addr() + offset) as *mut u8) }
 }
 
+/// vCPUs whose `vcpu_info` is in the page.
+pub const VCPU_SLOTS: usize = XEN_LEGACY_MAX_VCPUS;
+
+/// Offset of `vcpu_info[vcpu]` (panics for a vCPU beyond the page's slots).
+fn vcpu_info(vcpu: usize) -> usize {
+    assert!(vcpu < VCPU_SLOTS);
+    VCPU0 + vcpu * size_of::<VcpuInfo>()
+}
+
 /// `vcpu_info[0].evtchn_upcall_pending`.
 pub fn upcall_pending() -> &'static AtomicU8 {
-    u8_at(VCPU0 + offset_of!(VcpuInfo, evtchn_upcall_pending))
+    upcall_pending_of(0)
 }
 
 /// `vcpu_info[0].evtchn_upcall_mask`.
@@ -111,7 +123,17 @@ pub fn upcall_mask() -> &'static AtomicU8 {
 
 /// `vcpu_info[0].evtchn_pending_sel`.
 pub fn pending_sel() -> &'static AtomicU64 {
-    u64_at(VCPU0 + offset_of!(VcpuInfo, evtchn_pending_sel))
+    pending_sel_of(0)
+}
+
+/// `vcpu_info[vcpu].evtchn_upcall_pending`.
+pub fn upcall_pending_of(vcpu: usize) -> &'static AtomicU8 {
+    u8_at(vcpu_info(vcpu) + offset_of!(VcpuInfo, evtchn_upcall_pending))
+}
+
+/// `vcpu_info[vcpu].evtchn_pending_sel`.
+pub fn pending_sel_of(vcpu: usize) -> &'static AtomicU64 {
+    u64_at(vcpu_info(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel))
 }
 
 /// `evtchn_pending[word]`.
@@ -181,4 +203,6 @@ const _: () = {
         time_field::TSC_TIMESTAMP.is_multiple_of(8) && time_field::SYSTEM_TIME.is_multiple_of(8)
     );
     assert!(core::mem::size_of::<VcpuTimeInfo>() == 32);
+    // The per-vCPU slots' selector words stay 8-aligned.
+    assert!(size_of::<VcpuInfo>() == 64);
 };

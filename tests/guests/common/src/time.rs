@@ -20,6 +20,12 @@
 //! (the periodic one a period) and raise `VIRQ_TIMER` on the vCPU, which the guest
 //! must have bound to see anything (see [`crate::events`]).
 //!
+//! Every vCPU reads `vcpu_info[0].time` (the smp mode's too): under
+//! `XEN_PVCLOCK_TSC_STABLE_BIT` one vCPU's parameters are valid on all (Xen
+//! syncs every vCPU's TSC offset to vCPU 0's), and vCPU 0's copy is the one every
+//! hypervisor keeps up to date from the start; another vCPU's own copy is
+//! written only once it runs.
+//!
 //! # Invariants and hazards
 //!
 //! - Needs the shared-info page ([`crate::shared::map`]); before that every read
@@ -121,13 +127,19 @@ pub fn now() -> u64 {
 /// `VCPUOP_set_singleshot_timer(vcpu 0)`: fire `VIRQ_TIMER` at `deadline` (with
 /// `future`, ask for `-ETIME` if it has passed).
 pub fn set_singleshot(deadline: u64, future: bool) -> i64 {
+    set_singleshot_for(0, deadline, future)
+}
+
+/// `VCPUOP_set_singleshot_timer(vcpu)`: as [`set_singleshot`] for `vcpu`, which
+/// must be the calling vCPU (Xen: `-EINVAL` otherwise).
+pub fn set_singleshot_for(vcpu: u32, deadline: u64, future: bool) -> i64 {
     let arg = VcpuSetSingleshotTimer {
         timeout_abs_ns: deadline,
         flags: if future { VCPU_SSHOTTMR_FUTURE } else { 0 },
         pad: 0,
     };
     let (rc, _) = hypercall::with_arg(arg.to_bytes(), |a| {
-        hypercall::vcpu_op(VCPUOP_SET_SINGLESHOT_TIMER, 0, a)
+        hypercall::vcpu_op(VCPUOP_SET_SINGLESHOT_TIMER, vcpu, a)
     });
     rc
 }
@@ -139,16 +151,27 @@ pub fn stop_singleshot() -> i64 {
 
 /// `VCPUOP_set_periodic_timer(vcpu 0)`: `VIRQ_TIMER` every `period` ns.
 pub fn set_periodic(period: u64) -> i64 {
+    set_periodic_for(0, period)
+}
+
+/// `VCPUOP_set_periodic_timer(vcpu)`: `VIRQ_TIMER` on `vcpu` every `period` ns
+/// (any vCPU of the domain may set it, unlike the single-shot one).
+pub fn set_periodic_for(vcpu: u32, period: u64) -> i64 {
     let arg = VcpuSetPeriodicTimer { period_ns: period };
     let (rc, _) = hypercall::with_arg(arg.to_bytes(), |a| {
-        hypercall::vcpu_op(VCPUOP_SET_PERIODIC_TIMER, 0, a)
+        hypercall::vcpu_op(VCPUOP_SET_PERIODIC_TIMER, vcpu, a)
     });
     rc
 }
 
 /// `VCPUOP_stop_periodic_timer(vcpu 0)`.
 pub fn stop_periodic() -> i64 {
-    hypercall::vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, 0, 0)
+    stop_periodic_for(0)
+}
+
+/// `VCPUOP_stop_periodic_timer(vcpu)`.
+pub fn stop_periodic_for(vcpu: u32) -> i64 {
+    hypercall::vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, vcpu, 0)
 }
 
 /// `HYPERVISOR_set_timer_op(deadline)`: the single-shot timer by the old

@@ -9,15 +9,29 @@
 //! marker and crashes the domain, so a broken hypervisor shows up as a readable line
 //! rather than as a triple fault.
 //!
-//! All 32 exception vectors have gates, and so has [`UPCALL_VECTOR`], the one
-//! interrupt a guest ever takes: the hypervisor's event-channel upcall. Its handler
-//! is whatever [`set_upcall_handler`] installed (the domU modes' event code);
-//! interrupts are enabled only around the hypercalls that wait for events
-//! ([`crate::arch`]'s `hypercall_sti_cli`), so the handler runs between two
-//! instructions of a wait and must touch nothing but atomics. The other 223
-//! vectors have not-present gates: one delivered by mistake becomes a #NP, which
-//! is reported like any other unexpected exception. [`remove`] loads an empty IDT
-//! for the triple-fault mode.
+//! All 32 exception vectors have gates, and so have the three interrupts a guest
+//! can take: [`UPCALL_VECTOR`], the hypervisor's event-channel upcall (every mode
+//! that waits for events), and, for the smp mode only ([`crate::smp`], which
+//! software-enables the local APICs), [`IPI_VECTOR`] for fixed IPIs between vCPUs
+//! and [`SPURIOUS_VECTOR`], the local APIC's spurious vector. The upcall's and the
+//! IPI's handlers are whatever [`set_upcall_handler`] and [`set_ipi_handler`]
+//! installed (the domU modes' or the smp mode's event code); a spurious interrupt
+//! is only counted (it must not be acknowledged, SDM Vol. 3A §11.9). Interrupts
+//! are enabled only around the hypercalls that wait for events
+//! ([`crate::arch`]'s `hypercall_sti_cli`), so a handler runs between two
+//! instructions of a wait and must touch nothing but atomics (and, for the smp
+//! mode's, its own vCPU's local APIC). The other 221 vectors have not-present
+//! gates: one delivered by mistake becomes a #NP, which is reported like any
+//! other unexpected exception. [`remove`] loads an empty IDT for the
+//! triple-fault mode.
+//!
+//! # Several vCPUs
+//!
+//! The smp mode's vCPUs share the one IDT: the boot vCPU fills it ([`install`])
+//! before any other vCPU starts, and the others only load it ([`load`]). The
+//! handlers are per-vCPU-safe (they keep their counts per vCPU themselves). The
+//! expected-fault machinery ([`expect`]) is global and used by vCPU 0's checks
+//! only: a fault on another vCPU is always unexpected, and ends the test.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
@@ -35,11 +49,21 @@ const VECTORS: usize = 256;
 /// (0xf3). Xen requires at least 0x10 (`HVMOP_set_evtchn_upcall_vector`).
 pub const UPCALL_VECTOR: u8 = 0xF3;
 
+/// The vector of the fixed IPIs the smp mode's vCPUs send each other through
+/// their local APICs (below the upcall's, in the same priority class).
+pub const IPI_VECTOR: u8 = 0xF0;
+
+/// The local APIC's spurious-interrupt vector (its SVR's low byte, set by the
+/// smp mode; the architectural reset value 0xFF).
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+
 /// The IDT itself.
 #[repr(C, align(16))]
 struct Idt(UnsafeCell<[[u8; arch::GATE_SIZE]; VECTORS]>);
 
-// SAFETY: single-threaded guest; see the crate docs.
+// SAFETY: only `install` writes it, on the boot vCPU, before any interrupt can
+// arrive and before any other vCPU exists (see the module docs); after that it
+// is only read, by the CPUs.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([[0; arch::GATE_SIZE]; VECTORS]));
@@ -63,8 +87,21 @@ pub fn install() {
         usize::from(UPCALL_VECTOR),
         arch::gate(arch::upcall_stub(), cs),
     );
-    // SAFETY: every exception vector and the upcall vector now have gates to stubs
-    // that save the state and call `dispatch`; the rest are not present (zero).
+    set_gate(usize::from(IPI_VECTOR), arch::gate(arch::ipi_stub(), cs));
+    set_gate(
+        usize::from(SPURIOUS_VECTOR),
+        arch::gate(arch::spurious_stub(), cs),
+    );
+    load();
+}
+
+/// Loads the IDT [`install`] filled (on another vCPU: the smp mode's APs, whose
+/// code segment selector is the boot vCPU's).
+pub fn load() {
+    let base = IDT.0.get() as usize;
+    // SAFETY: `install` gave every exception vector and the three interrupt
+    // vectors gates to stubs that save the state and call `dispatch`; the rest
+    // are not present (zero).
     unsafe { arch::lidt(base, (VECTORS * arch::GATE_SIZE - 1) as u16) };
 }
 
@@ -72,6 +109,12 @@ pub fn install() {
 static UPCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// Upcalls taken with no handler installed.
 static STRAY_UPCALLS: AtomicU32 = AtomicU32::new(0);
+/// The fixed-IPI handler, as a `fn()` address (0: none).
+static IPI_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// IPIs taken with no handler installed.
+static STRAY_IPIS: AtomicU32 = AtomicU32::new(0);
+/// Spurious interrupts taken.
+static SPURIOUS: AtomicU32 = AtomicU32::new(0);
 
 /// Installs `handler` to run on every [`UPCALL_VECTOR`] interrupt.
 pub fn set_upcall_handler(handler: fn()) {
@@ -81,6 +124,35 @@ pub fn set_upcall_handler(handler: fn()) {
 /// Upcalls that arrived before a handler was installed (counted and ignored).
 pub fn stray_upcalls() -> u32 {
     STRAY_UPCALLS.load(Ordering::Relaxed)
+}
+
+/// Installs `handler` to run on every [`IPI_VECTOR`] interrupt (it must
+/// acknowledge the local APIC itself).
+pub fn set_ipi_handler(handler: fn()) {
+    IPI_HANDLER.store(handler as usize, Ordering::Relaxed);
+}
+
+/// IPIs that arrived with no handler installed (counted and not acknowledged).
+pub fn stray_ipis() -> u32 {
+    STRAY_IPIS.load(Ordering::Relaxed)
+}
+
+/// Spurious local APIC interrupts taken ([`SPURIOUS_VECTOR`]).
+pub fn spurious_interrupts() -> u32 {
+    SPURIOUS.load(Ordering::Relaxed)
+}
+
+/// Runs the `fn()` stored in `slot`, or counts the interrupt in `stray`.
+fn run_handler(slot: &AtomicUsize, stray: &AtomicU32) {
+    let handler = slot.load(Ordering::Relaxed);
+    if handler == 0 {
+        stray.fetch_add(1, Ordering::Relaxed);
+    } else {
+        // SAFETY: the only values stored are `fn()` addresses
+        // (`set_upcall_handler`, `set_ipi_handler`).
+        let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
+        handler();
+    }
 }
 
 /// Loads an empty IDT (limit 0): the next exception cannot be delivered, nor the
@@ -156,15 +228,15 @@ pub fn mnemonic(vector: u32) -> &'static str {
 pub extern "C" fn dispatch(frame: &mut Frame) {
     let vector = frame.vector();
     if vector == u32::from(UPCALL_VECTOR) {
-        let handler = UPCALL_HANDLER.load(Ordering::Relaxed);
-        if handler == 0 {
-            STRAY_UPCALLS.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // SAFETY: the only values stored are `fn()` addresses
-            // (`set_upcall_handler`).
-            let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
-            handler();
-        }
+        run_handler(&UPCALL_HANDLER, &STRAY_UPCALLS);
+        return;
+    }
+    if vector == u32::from(IPI_VECTOR) {
+        run_handler(&IPI_HANDLER, &STRAY_IPIS);
+        return;
+    }
+    if vector == u32::from(SPURIOUS_VECTOR) {
+        SPURIOUS.fetch_add(1, Ordering::Relaxed);
         return;
     }
     if ARMED_VECTOR.load(Ordering::Relaxed) == vector {

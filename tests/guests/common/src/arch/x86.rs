@@ -287,9 +287,9 @@ impl Frame {
 }
 
 unsafe extern "C" {
-    /// The 32 exception stubs' addresses, then the event upcall's (`global_asm!`
-    /// below).
-    static pvh_trap_table: [u32; 33];
+    /// The 32 exception stubs' addresses, then the event upcall's, the fixed
+    /// IPI's and the spurious vector's (`global_asm!` below).
+    static pvh_trap_table: [u32; 35];
 }
 
 /// The address of vector `v`'s entry stub (`v` < 32).
@@ -303,6 +303,18 @@ pub fn trap_stub(v: usize) -> usize {
 pub fn upcall_stub() -> usize {
     // SAFETY: as in `trap_stub`; entry 32 is the upcall vector's stub.
     (unsafe { pvh_trap_table[32] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::IPI_VECTOR`].
+pub fn ipi_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 33 is the IPI vector's stub.
+    (unsafe { pvh_trap_table[33] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::SPURIOUS_VECTOR`].
+pub fn spurious_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 34 is the spurious vector's stub.
+    (unsafe { pvh_trap_table[34] }) as usize
 }
 
 // Per-vector stubs: vectors 8, 10-14, 17, 21, 29 and 30 come with an error code.
@@ -356,6 +368,8 @@ pvh_trap_\v:
     pvh_trap_err 30
     pvh_trap_noerr 31
     pvh_trap_noerr {upcall}
+    pvh_trap_noerr {ipi}
+    pvh_trap_noerr {spurious}
 
 pvh_trap_common:
     pushad
@@ -378,8 +392,12 @@ pvh_trap_table:
     .long pvh_trap_\v
     .endr
     .long pvh_trap_{upcall}
+    .long pvh_trap_{ipi}
+    .long pvh_trap_{spurious}
     .popsection
 "#,
     dispatch = sym crate::trap::dispatch,
     upcall = const crate::trap::UPCALL_VECTOR,
+    ipi = const crate::trap::IPI_VECTOR,
+    spurious = const crate::trap::SPURIOUS_VECTOR,
 );

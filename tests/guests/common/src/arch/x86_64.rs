@@ -234,6 +234,41 @@ pub unsafe fn write_cr3(value: usize) {
     unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
+/// CR0.
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects (ring 0).
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// CR4.
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects (ring 0).
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The `IA32_EFER` MSR (SDM Vol. 4 Table 2-2).
+pub const MSR_EFER: u32 = 0xC000_0080;
+
+/// EFER (LME, LMA, NXE...).
+pub fn read_efer() -> u64 {
+    // SAFETY: EFER exists on every CPU that runs in long mode, which this code
+    // does; reading it has no side effects.
+    unsafe { super::rdmsr_raw(MSR_EFER) }
+}
+
+/// The stack pointer (which stack the caller runs on says which vCPU it is:
+/// `crate::smp`).
+pub fn stack_pointer() -> usize {
+    let v: usize;
+    // SAFETY: copies RSP into a register; nothing else happens.
+    unsafe { asm!("mov {}, rsp", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// The current code segment selector (for IDT gates).
 pub fn read_cs() -> u16 {
     let v: u16;
@@ -328,9 +363,9 @@ impl Frame {
 }
 
 unsafe extern "C" {
-    /// The 32 exception stubs' addresses, then the event upcall's (`global_asm!`
-    /// below).
-    static pvh_trap_table: [u64; 33];
+    /// The 32 exception stubs' addresses, then the event upcall's, the fixed
+    /// IPI's and the spurious vector's (`global_asm!` below).
+    static pvh_trap_table: [u64; 35];
 }
 
 /// The address of vector `v`'s entry stub (`v` < 32).
@@ -344,6 +379,18 @@ pub fn trap_stub(v: usize) -> usize {
 pub fn upcall_stub() -> usize {
     // SAFETY: as in `trap_stub`; entry 32 is the upcall vector's stub.
     (unsafe { pvh_trap_table[32] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::IPI_VECTOR`].
+pub fn ipi_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 33 is the IPI vector's stub.
+    (unsafe { pvh_trap_table[33] }) as usize
+}
+
+/// The address of the entry stub of [`crate::trap::SPURIOUS_VECTOR`].
+pub fn spurious_stub() -> usize {
+    // SAFETY: as in `trap_stub`; entry 34 is the spurious vector's stub.
+    (unsafe { pvh_trap_table[34] }) as usize
 }
 
 // Per-vector stubs: vectors 8, 10-14, 17, 21, 29 and 30 come with an error code.
@@ -397,6 +444,8 @@ pvh_trap_\v:
     pvh_trap_err 30
     pvh_trap_noerr 31
     pvh_trap_noerr {upcall}
+    pvh_trap_noerr {ipi}
+    pvh_trap_noerr {spurious}
 
 pvh_trap_common:
     push rax
@@ -446,8 +495,12 @@ pvh_trap_table:
     .quad pvh_trap_\v
     .endr
     .quad pvh_trap_{upcall}
+    .quad pvh_trap_{ipi}
+    .quad pvh_trap_{spurious}
     .popsection
 "#,
     dispatch = sym crate::trap::dispatch,
     upcall = const crate::trap::UPCALL_VECTOR,
+    ipi = const crate::trap::IPI_VECTOR,
+    spurious = const crate::trap::SPURIOUS_VECTOR,
 );

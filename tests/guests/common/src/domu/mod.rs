@@ -154,7 +154,7 @@ pub fn self_domid() -> Option<u16> {
 
 /// Maps the shared-info page (check `shared_info mapped`) and says what the
 /// pvclock looks like.
-fn map_shared_info(env: &Env<'_>) -> bool {
+pub fn map_shared_info(env: &Env<'_>) -> bool {
     let rc = shared::map();
     if !env.c.rc("shared_info mapped", rc, 0) {
         return false;
