@@ -75,12 +75,19 @@ impl Ctx<'_> {
 /// These never leave the domain while it lives.
 /// `grant_frames` are `d`'s grant-table frames (its grant lock is the caller's).
 fn is_special(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
-    mfn == d.shared_info
-        || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
+    is_special_but_vcpu_info(d, grant_frames, mfn)
         || d.vcpus.iter().any(|v| {
             let st = v.st.lock();
             st.vcpu_info_registered && st.vcpu_info.mfn == mfn
         })
+}
+
+/// [`is_special`] leaving out the pages that hold registered `vcpu_info`s:
+/// several vCPUs may keep theirs in one page (Xen allows it; their 64-byte
+/// areas are apart or the guest's own doing).
+fn is_special_but_vcpu_info(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
+    mfn == d.shared_info
+        || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
         || grant_frames.contains(&mfn.as_u64())
 }
 
@@ -424,7 +431,7 @@ impl HcDomain for Ctx<'_> {
                 return Err(Errno::EACCES);
             }
             drop(mem);
-            if is_special(self.d, grants.table_frames(), mfn) {
+            if is_special_but_vcpu_info(self.d, grants.table_frames(), mfn) {
                 return Err(Errno::EINVAL);
             }
             mfn
