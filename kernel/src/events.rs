@@ -287,19 +287,15 @@ pub fn write_runstate(d: &Domain, st: &VcpuState, walk: &WalkCtx) {
 /// hardware: the higher goes first, the other waits for the next entry.
 pub fn prepare_entry(d: &Domain, st: &mut VcpuState, arch: &mut ArchVcpu) {
     // An NMI goes before any interrupt; what else is pending asks for the
-    // window after it.
+    // window after it. An NMI the vCPU cannot take now (in its NMI handler, an
+    // STI shadow, an event already queued) waits for a later entry: keel asks
+    // for no NMI-window exits, and an interrupt window would exit at once, over
+    // and over, while the guest sat in an NMI handler with interrupts on.
     let mut nmi_injected = false;
-    if st.nmi_pending {
-        if arch.nmi_ready() {
-            arch.inject_nmi();
-            st.nmi_pending = false;
-            nmi_injected = true;
-        } else {
-            // Approximate: the NMI waits for the next window keel is told of
-            // (an interrupt window; keel asks for no NMI window exits).
-            arch.set_interrupt_window_exit(true);
-            return;
-        }
+    if st.nmi_pending && arch.nmi_ready() {
+        arch.inject_nmi();
+        st.nmi_pending = false;
+        nmi_injected = true;
     }
     let upcall = d
         .upcall_vector(st)
