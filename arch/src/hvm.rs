@@ -42,7 +42,7 @@
 
 use core::fmt;
 
-use keel_x86::context::{Context, Gprs};
+use keel_x86::context::Context;
 
 use crate::cpu::CpuInfo;
 use crate::svm::caps::SvmCaps;
@@ -129,97 +129,10 @@ impl fmt::Display for HvmSupport {
 }
 
 /// A guest's general-purpose registers other than RSP (and, on SVM, RAX, which the
-/// VMCB holds; the backend keeps this copy in sync so callers never care).
-/// The entry stubs rely on this exact layout (offsets 8 * index).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GuestGprs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
-
-impl From<&Gprs> for GuestGprs {
-    fn from(g: &Gprs) -> GuestGprs {
-        GuestGprs {
-            rax: g.rax,
-            rbx: g.rbx,
-            rcx: g.rcx,
-            rdx: g.rdx,
-            rsi: g.rsi,
-            rdi: g.rdi,
-            rbp: g.rbp,
-            r8: g.r8,
-            r9: g.r9,
-            r10: g.r10,
-            r11: g.r11,
-            r12: g.r12,
-            r13: g.r13,
-            r14: g.r14,
-            r15: g.r15,
-        }
-    }
-}
-
-impl GuestGprs {
-    /// Register by its instruction-encoding number (0 = rax, 1 = rcx, 2 = rdx,
-    /// 3 = rbx, 4 = rsp, 5 = rbp, 6 = rsi, 7 = rdi, 8..15 = r8..r15). RSP is not here:
-    /// `None` for 4, which the caller reads from the VMCS/VMCB.
-    pub fn by_encoding(&self, n: u8) -> Option<u64> {
-        Some(match n {
-            0 => self.rax,
-            1 => self.rcx,
-            2 => self.rdx,
-            3 => self.rbx,
-            5 => self.rbp,
-            6 => self.rsi,
-            7 => self.rdi,
-            8 => self.r8,
-            9 => self.r9,
-            10 => self.r10,
-            11 => self.r11,
-            12 => self.r12,
-            13 => self.r13,
-            14 => self.r14,
-            15 => self.r15,
-            _ => return None,
-        })
-    }
-
-    /// Mutable register by encoding number; `None` for RSP (4) or out of range.
-    pub fn by_encoding_mut(&mut self, n: u8) -> Option<&mut u64> {
-        Some(match n {
-            0 => &mut self.rax,
-            1 => &mut self.rcx,
-            2 => &mut self.rdx,
-            3 => &mut self.rbx,
-            5 => &mut self.rbp,
-            6 => &mut self.rsi,
-            7 => &mut self.rdi,
-            8 => &mut self.r8,
-            9 => &mut self.r9,
-            10 => &mut self.r10,
-            11 => &mut self.r11,
-            12 => &mut self.r12,
-            13 => &mut self.r13,
-            14 => &mut self.r14,
-            15 => &mut self.r15,
-            _ => return None,
-        })
-    }
-}
+/// VMCB holds; the backend keeps this copy in sync so callers never care): the
+/// portable `keel_x86::context::Gprs`, whose `#[repr(C)]` layout the entry stubs
+/// rely on (offsets 8 * index).
+pub use keel_x86::context::Gprs as GuestGprs;
 
 /// The guest's execution mode, from CR0.PE, EFER.LMA, CS.L and CS.D/B: what
 /// instruction decoding and the hypercall calling convention depend on.
@@ -726,7 +639,7 @@ mod tests {
     #[test]
     fn gprs_from_a_context() {
         let c = Context::pvh_start(0x10_0000, 0x5000);
-        let g = GuestGprs::from(c.gprs());
+        let g = *c.gprs();
         assert_eq!(
             g,
             GuestGprs {

@@ -208,7 +208,9 @@ pub struct DescriptorTable {
     pub limit: u16,
 }
 
-/// The general-purpose registers other than RSP, in `arch::hvm::GuestGprs` order.
+/// The general-purpose registers other than RSP. The VMX and SVM entry stubs
+/// save and load them at offsets 8 * index (`arch::hvm::GuestGprs`).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Gprs {
     pub rax: u64,
@@ -226,6 +228,54 @@ pub struct Gprs {
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
+}
+
+impl Gprs {
+    /// Register by its instruction-encoding number (0 = rax, 1 = rcx, 2 = rdx,
+    /// 3 = rbx, 4 = rsp, 5 = rbp, 6 = rsi, 7 = rdi, 8..15 = r8..r15). RSP is not here:
+    /// `None` for 4, which the caller reads from the VMCS/VMCB.
+    pub fn by_encoding(&self, n: u8) -> Option<u64> {
+        Some(match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            15 => self.r15,
+            _ => return None,
+        })
+    }
+
+    /// Mutable register by encoding number; `None` for RSP (4) or out of range.
+    pub fn by_encoding_mut(&mut self, n: u8) -> Option<&mut u64> {
+        Some(match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
 }
 
 /// A segment register, to name one in a [`ContextError`].

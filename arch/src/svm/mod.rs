@@ -325,7 +325,7 @@ impl SvmVcpu {
         v.set(vmcb::EVENTINJ, 0);
         v.set(vmcb::INTERRUPT_SHADOW, 0);
         self.set_interrupt_window_exit(false);
-        self.gprs = GuestGprs::from(ctx.gprs());
+        self.gprs = *ctx.gprs();
         self.fx = crate::cpu::FxState::initial();
         // Nothing of the old state's translations may be used (TLB_CONTROL at the
         // next VMRUN).

@@ -554,7 +554,7 @@ impl VmxVcpu {
             put(VM_ENTRY_INSTRUCTION_LEN, 0)?;
             put(PROC_BASED_CONTROLS, self.ctl.proc)?;
         }
-        self.gprs = GuestGprs::from(ctx.gprs());
+        self.gprs = *ctx.gprs();
         self.lazy.fx = crate::cpu::FxState::initial();
         self.lazy.cr2 = 0;
         self.last = ExitInfo::default();
