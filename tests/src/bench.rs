@@ -10,9 +10,11 @@
 //! everything `cargo xtask bench` needs apart from building and printing:
 //!
 //! - [`parse`]: a serial log into a [`Report`], one [`Metric`] per `BENCH` line;
-//!   [`METRICS`] lists the metrics the guest is expected to print.
+//!   [`METRICS`] lists the metrics the guest is expected to print on one CPU,
+//!   [`IPI_METRICS`] those of the two-CPU boot ([`Cpus::metrics`]).
 //! - [`qemu_args`]: the one QEMU command line, differing between [`Hypervisor`]s only
-//!   in `-kernel` and `-append`.
+//!   in `-kernel` and `-append`, for each of the two machines a bench boots
+//!   ([`Cpus`]): one CPU for the metrics of one vCPU, two for the cross-CPU IPI.
 //! - [`boot`]: one bench boot in a fresh work directory, watched until `BENCH done`;
 //!   [`BenchRun::sample`] judges it.
 //! - [`fetch_xen`]: Debian's `xen-hypervisor-4.17-amd64`, fetched with
@@ -34,7 +36,11 @@
 //!   reached `BENCH done` without reporting an error.
 //! - The QEMU options of the two hypervisors are identical except `-kernel` and
 //!   `-append`; the files they name are copies in the boot's work directory, so a
-//!   rebuild during a bench cannot change a run's image.
+//!   rebuild during a bench cannot change a run's image. The two-CPU boot adds the
+//!   same words to both hypervisors' command lines ([`Cpus::hypervisor_args`]).
+//! - Statistics are per hypervisor, machine ([`Cpus`]) and metric: a metric both
+//!   boots print (`rdtsc_overhead`) is two metrics, and each boot's metrics are net
+//!   of its own `rdtsc_overhead`.
 //! - Every QEMU process [`boot`] starts is waited for (killed first if it has not
 //!   exited), on every path out.
 //!
@@ -77,6 +83,13 @@ pub const METRICS: &[&str] = &[
     "rdtsc_overhead",
 ];
 
+/// The metric of the two-CPU boot: an event-channel IPI round trip between two
+/// vCPUs on two pCPUs.
+pub const IPI_METRIC: &str = "evtchn_ipi_cross_cpu_round_trip";
+
+/// The metrics the bench guest prints with `vcpus=2` ([`Cpus::Two`]), in its order.
+pub const IPI_METRICS: &[&str] = &["rdtsc_overhead", IPI_METRIC];
+
 /// The unit of metrics counted in instructions (TSC ticks under icount).
 pub const INSTRUCTIONS: &str = "insns";
 
@@ -104,10 +117,11 @@ pub const KEEL_CMDLINE: &str = "console=com1";
 /// (QEMU's default machine has none).
 pub const XEN_CMDLINE: &str = "console=com1 dom0=pvh dom0-iommu=none";
 
-/// The QEMU options both hypervisors run under, before `-kernel`, `-append` and
-/// `-initrd`. TCG (the build machines have no KVM; it also emulates SVM for keel),
-/// `-icount shift=0,sleep=off` so the TSC counts instructions, one CPU, no display,
-/// monitor or reboot, serial to `serial.log`.
+/// The QEMU options both hypervisors run under, before `-smp`, `-kernel`, `-append`
+/// and `-initrd`. TCG (the build machines have no KVM; it also emulates SVM for
+/// keel), `-icount shift=0,sleep=off` so the TSC counts instructions (with several
+/// CPUs: the instructions all of them retire, as QEMU runs them in turns on one
+/// thread), no display, monitor or reboot, serial to `serial.log`.
 pub const QEMU_OPTIONS: &[&str] = &[
     "-accel",
     "tcg",
@@ -117,8 +131,6 @@ pub const QEMU_OPTIONS: &[&str] = &[
     "shift=0,sleep=off",
     "-m",
     "512M",
-    "-smp",
-    "1",
     "-display",
     "none",
     "-monitor",
@@ -182,11 +194,19 @@ impl Hypervisor {
         }
     }
 
-    /// Its command line (`-append`).
+    /// Its command line (`-append`) on one CPU.
     pub fn cmdline(self) -> &'static str {
         match self {
             Hypervisor::Keel => KEEL_CMDLINE,
             Hypervisor::Xen => XEN_CMDLINE,
+        }
+    }
+
+    /// Its command line on the machine `cpus`.
+    pub fn cmdline_on(self, cpus: Cpus) -> String {
+        match cpus.hypervisor_args() {
+            "" => self.cmdline().to_string(),
+            more => format!("{} {more}", self.cmdline()),
         }
     }
 
@@ -214,6 +234,74 @@ impl Hypervisor {
 impl fmt::Display for Hypervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The machine a bench boot runs on. A bench boots each hypervisor on both:
+/// the metrics of one vCPU keep the machine they have always had (a second pCPU
+/// changes a few of them a little, docs/performance.md), and the IPI gets its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cpus {
+    /// `-smp 1`, Dom0 with one vCPU: every metric but the IPI ([`METRICS`]).
+    One,
+    /// `-smp 2`, Dom0 with two vCPUs pinned to pCPUs 0 and 1, the guest with
+    /// `vcpus=2`: the cross-CPU IPI ([`IPI_METRICS`]).
+    Two,
+}
+
+impl Cpus {
+    /// Both, in the order a bench boots them.
+    pub const ALL: [Cpus; 2] = [Cpus::One, Cpus::Two];
+
+    /// QEMU's `-smp`.
+    pub fn count(self) -> u32 {
+        match self {
+            Cpus::One => 1,
+            Cpus::Two => 2,
+        }
+    }
+
+    /// Words added to either hypervisor's command line (the same for both):
+    /// Dom0 gets two vCPUs, each pinned to the pCPU of its number.
+    pub fn hypervisor_args(self) -> &'static str {
+        match self {
+            Cpus::One => "",
+            Cpus::Two => "dom0_max_vcpus=2 dom0_vcpus_pin",
+        }
+    }
+
+    /// The bench guest's command line on this machine: `base`, and for two CPUs
+    /// `vcpus=2`.
+    pub fn guest_cmdline(self, base: &str) -> String {
+        match self {
+            Cpus::One => base.to_string(),
+            Cpus::Two => format!("{base} vcpus=2"),
+        }
+    }
+
+    /// The metrics the guest prints on this machine.
+    pub fn metrics(self) -> &'static [&'static str] {
+        match self {
+            Cpus::One => METRICS,
+            Cpus::Two => IPI_METRICS,
+        }
+    }
+
+    /// Its key in the JSON and in work-directory names: `1cpu`, `2cpus`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Cpus::One => "1cpu",
+            Cpus::Two => "2cpus",
+        }
+    }
+}
+
+impl fmt::Display for Cpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cpus::One => f.write_str("1 CPU"),
+            Cpus::Two => f.write_str("2 CPUs"),
+        }
     }
 }
 
@@ -364,9 +452,9 @@ impl Report {
         self.metrics.iter().find(|m| m.name == name)
     }
 
-    /// The names in [`METRICS`] the guest did not print.
-    pub fn missing(&self) -> Vec<&'static str> {
-        METRICS
+    /// The names in `expected` (say [`Cpus::metrics`]) the guest did not print.
+    pub fn missing(&self, expected: &[&'static str]) -> Vec<&'static str> {
+        expected
             .iter()
             .copied()
             .filter(|name| self.get(name).is_none())
@@ -503,18 +591,25 @@ pub fn parse(serial: &str) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// QEMU's arguments (not the program name) for a bench boot of `hypervisor`, run in
-/// a work directory holding [`Hypervisor::kernel_file`] and [`GUEST_FILE`]:
-/// [`QEMU_OPTIONS`], then `-kernel`, `-append` and the guest as the one module.
-pub fn qemu_args(hypervisor: Hypervisor, guest_cmdline: &str) -> Result<Vec<String>, BenchError> {
+/// QEMU's arguments (not the program name) for a bench boot of `hypervisor` on the
+/// machine `cpus`, run in a work directory holding [`Hypervisor::kernel_file`] and
+/// [`GUEST_FILE`]: [`QEMU_OPTIONS`], `-smp`, then `-kernel`, `-append` and the guest
+/// as the one module, with `guest_cmdline` as [`Cpus::guest_cmdline`] makes it.
+pub fn qemu_args(
+    hypervisor: Hypervisor,
+    cpus: Cpus,
+    guest_cmdline: &str,
+) -> Result<Vec<String>, BenchError> {
     let mut args: Vec<String> = QEMU_OPTIONS.iter().map(|s| s.to_string()).collect();
     args.extend([
+        "-smp".to_string(),
+        cpus.count().to_string(),
         "-kernel".to_string(),
         hypervisor.kernel_file().to_string(),
         "-append".to_string(),
-        hypervisor.cmdline().to_string(),
+        hypervisor.cmdline_on(cpus),
     ]);
-    let module = [(GUEST_FILE.to_string(), guest_cmdline.to_string())];
+    let module = [(GUEST_FILE.to_string(), cpus.guest_cmdline(guest_cmdline))];
     if let Some(initrd) = qemu::initrd_arg(&module)? {
         args.extend(["-initrd".to_string(), initrd]);
     }
@@ -591,6 +686,8 @@ impl Watch {
 pub struct BenchRun {
     /// The hypervisor booted.
     pub hypervisor: Hypervisor,
+    /// On which machine.
+    pub cpus: Cpus,
     /// Everything on COM1 (cleaned by [`serial::clean`]).
     pub serial: String,
     /// Wall time from starting QEMU to the guest's first line.
@@ -616,6 +713,8 @@ pub struct BenchRun {
 pub struct Sample {
     /// The hypervisor booted.
     pub hypervisor: Hypervisor,
+    /// On which machine.
+    pub cpus: Cpus,
     /// The guest's metrics.
     pub report: Report,
     /// Wall time from starting QEMU to the guest's first line.
@@ -664,6 +763,7 @@ impl BenchRun {
         let first_line = self.first_line.ok_or(BenchError::NoFirstLine)?;
         Ok(Sample {
             hypervisor: self.hypervisor,
+            cpus: self.cpus,
             report,
             first_line,
             elapsed: self.elapsed,
@@ -685,22 +785,23 @@ pub fn copy_into(work: &Path, from: &Path, name: &str) -> Result<PathBuf, Harnes
         )))
 }
 
-/// Boots `guest` (run with `guest_cmdline`) as Dom0 of `hypervisor` (its image at
-/// `kernel`) under QEMU in a fresh work directory, and watches serial until the
-/// guest is done (see the module docs), failed, or `timeout` passed; QEMU is then
-/// killed if it has not exited, and always reaped. Judge the result with
-/// [`BenchRun::sample`].
+/// Boots `guest` (run with `guest_cmdline`, as [`Cpus::guest_cmdline`] makes it for
+/// `cpus`) as Dom0 of `hypervisor` (its image at `kernel`) under QEMU with `cpus`
+/// CPUs in a fresh work directory, and watches serial until the guest is done (see
+/// the module docs), failed, or `timeout` passed; QEMU is then killed if it has not
+/// exited, and always reaped. Judge the result with [`BenchRun::sample`].
 pub fn boot(
     hypervisor: Hypervisor,
+    cpus: Cpus,
     kernel: &Path,
     guest: &Path,
     guest_cmdline: &str,
     timeout: Duration,
 ) -> Result<BenchRun, BenchError> {
-    let work = workdir::create(&format!("bench-{}", hypervisor.key()))?;
+    let work = workdir::create(&format!("bench-{}-{}", hypervisor.key(), cpus.key()))?;
     copy_into(&work, kernel, hypervisor.kernel_file())?;
     copy_into(&work, guest, GUEST_FILE)?;
-    let args = qemu_args(hypervisor, guest_cmdline)?;
+    let args = qemu_args(hypervisor, cpus, guest_cmdline)?;
     let command_line = shell_line(QEMU, &args);
     std::fs::write(
         work.join("command.txt"),
@@ -732,6 +833,7 @@ pub fn boot(
     let watched = watch(child, &work.join(SERIAL_FILE), start, timeout)?;
     Ok(BenchRun {
         hypervisor,
+        cpus,
         serial: serial::clean(&watched.raw),
         first_line: watched.watch.first_line,
         elapsed: watched.elapsed,
@@ -932,11 +1034,13 @@ pub fn spread(values: &[u64]) -> f64 {
     }
 }
 
-/// One metric of one hypervisor across runs.
+/// One metric of one hypervisor on one machine across runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricStats {
     /// The metric.
     pub name: String,
+    /// The machine it was measured on.
+    pub cpus: Cpus,
     /// Its unit (from the first run that printed it).
     pub unit: String,
     /// Its iteration count (from the first run that printed it).
@@ -968,9 +1072,18 @@ impl MetricStats {
         self.unit == INSTRUCTIONS
     }
 
+    /// Its name in the table and in messages: the metric, and the machine unless
+    /// it is the one-CPU boot (`rdtsc_overhead, 2 CPUs`).
+    pub fn label(&self) -> String {
+        match self.cpus {
+            Cpus::One => self.name.clone(),
+            cpus => format!("{}, {cpus}", self.name),
+        }
+    }
+
     /// The headline number with the cost of the measurement taken out: the
     /// median less `overhead`'s minimum (the [`RDTSC_OVERHEAD`] of the same
-    /// hypervisor). Every instruction metric but that one brackets its operation
+    /// hypervisor and machine, [`overhead_of`]). Every instruction metric but that one brackets its operation
     /// with two TSC reads; on Xen under TCG each read is a VM exit (Xen traps
     /// RDTSC when the CPU has no invariant TSC), on keel it is one instruction.
     pub fn net(&self, overhead: Option<&MetricStats>) -> f64 {
@@ -986,16 +1099,25 @@ impl MetricStats {
 /// The metric that measures two back-to-back TSC reads ([`MetricStats::net`]).
 pub const RDTSC_OVERHEAD: &str = "rdtsc_overhead";
 
-/// Per-metric statistics over `reports`, in the order metrics first appear.
-pub fn stats<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Vec<MetricStats> {
+/// The [`RDTSC_OVERHEAD`] among `stats` measured on the same machine as `of`.
+pub fn overhead_of<'a>(stats: &'a [MetricStats], of: &MetricStats) -> Option<&'a MetricStats> {
+    stats
+        .iter()
+        .find(|s| s.name == RDTSC_OVERHEAD && s.cpus == of.cpus)
+}
+
+/// Per-metric statistics over `reports`, each with the machine it ran on, in the
+/// order metrics first appear; the same name on two machines is two metrics.
+pub fn stats<'a>(reports: impl IntoIterator<Item = (Cpus, &'a Report)>) -> Vec<MetricStats> {
     let mut out: Vec<MetricStats> = Vec::new();
-    for report in reports {
+    for (cpus, report) in reports {
         for m in &report.metrics {
-            let i = match out.iter().position(|s| s.name == m.name) {
+            let i = match out.iter().position(|s| s.name == m.name && s.cpus == cpus) {
                 Some(i) => i,
                 None => {
                     out.push(MetricStats {
                         name: m.name.clone(),
+                        cpus,
                         unit: m.unit.clone(),
                         n: m.n,
                         runs_min: Vec::new(),
@@ -1033,8 +1155,8 @@ pub struct HypervisorInfo {
     pub image: Option<ImageSize>,
     /// The Debian package and version it came from (Xen).
     pub package: Option<(String, String)>,
-    /// The QEMU command line of its runs.
-    pub qemu_command: String,
+    /// The QEMU command line of its runs on each machine.
+    pub qemu_commands: Vec<(Cpus, String)>,
 }
 
 /// A metric whose per-run medians spread by more than [`SPREAD_LIMIT`].
@@ -1042,7 +1164,7 @@ pub struct HypervisorInfo {
 pub struct Unstable {
     /// On which hypervisor.
     pub hypervisor: Hypervisor,
-    /// Which metric.
+    /// Which metric ([`MetricStats::label`]: with the machine).
     pub metric: String,
     /// Its spread ([`spread`]).
     pub spread: f64,
@@ -1055,7 +1177,7 @@ pub struct Unstable {
 pub struct Results {
     /// When it ran (seconds since the Unix epoch).
     pub unix_time: u64,
-    /// The guest's command line.
+    /// The guest's command line (on one CPU; see [`Cpus::guest_cmdline`]).
     pub guest_cmdline: String,
     /// One entry per hypervisor.
     pub hypervisors: Vec<HypervisorInfo>,
@@ -1153,15 +1275,17 @@ impl Results {
             .filter(move |s| s.hypervisor == hypervisor)
     }
 
-    /// Per-metric statistics of `hypervisor`'s runs.
+    /// Per-metric statistics of `hypervisor`'s runs (on either machine).
     pub fn stats(&self, hypervisor: Hypervisor) -> Vec<MetricStats> {
-        stats(self.samples_of(hypervisor).map(|s| &s.report))
+        stats(self.samples_of(hypervisor).map(|s| (s.cpus, &s.report)))
     }
 
-    /// The median wall time (seconds) from QEMU's start to the guest's first line.
+    /// The median wall time (seconds) from QEMU's start to the guest's first line,
+    /// on one CPU.
     pub fn wall_first_line(&self, hypervisor: Hypervisor) -> Option<f64> {
         let millis: Vec<u64> = self
             .samples_of(hypervisor)
+            .filter(|s| s.cpus == Cpus::One)
             .map(|s| s.first_line.as_millis() as u64)
             .collect();
         (!millis.is_empty()).then(|| median(&millis) / 1000.0)
@@ -1177,16 +1301,19 @@ impl Results {
         self.hypervisors.iter().find(|i| i.hypervisor == hypervisor)
     }
 
-    /// Metric names in table order: keel's order, then any only Xen printed.
-    fn metric_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
+    /// Metrics (machine, name) in table order: keel's order (one CPU first), then
+    /// any only Xen printed.
+    fn metric_names(&self) -> Vec<(Cpus, String)> {
+        let mut names: Vec<(Cpus, String)> = Vec::new();
         for hv in Hypervisor::ALL {
             for s in self.stats(hv) {
-                if !names.contains(&s.name) {
-                    names.push(s.name);
+                let key = (s.cpus, s.name);
+                if !names.contains(&key) {
+                    names.push(key);
                 }
             }
         }
+        names.sort_by_key(|(cpus, _)| *cpus);
         names
     }
 
@@ -1199,7 +1326,7 @@ impl Results {
                     out.push(Unstable {
                         hypervisor: hv,
                         spread: s.spread(),
-                        metric: s.name,
+                        metric: s.label(),
                         runs_median: s.runs_median,
                     });
                 }
@@ -1213,12 +1340,11 @@ impl Results {
     /// wall time to the guest's first line.
     pub fn table(&self) -> String {
         let (keel, xen) = (self.stats(Hypervisor::Keel), self.stats(Hypervisor::Xen));
-        let find = |stats: &[MetricStats], name: &str| {
-            let overhead = stats.iter().find(|s| s.name == RDTSC_OVERHEAD);
+        let find = |stats: &[MetricStats], cpus: Cpus, name: &str| {
             stats
                 .iter()
-                .find(|s| s.name == name)
-                .map(|s| s.net(overhead))
+                .find(|s| s.name == name && s.cpus == cpus)
+                .map(|s| s.net(overhead_of(stats, s)))
         };
         let mut rows = vec![vec![
             "metric".to_string(),
@@ -1226,18 +1352,23 @@ impl Results {
             "Xen".to_string(),
             "keel/Xen".to_string(),
         ]];
-        for name in self.metric_names() {
+        for (cpus, name) in self.metric_names() {
             let unit = keel
                 .iter()
                 .chain(&xen)
-                .find(|s| s.name == name)
+                .find(|s| s.name == name && s.cpus == cpus)
                 .map_or(INSTRUCTIONS, |s| s.unit.as_str());
-            let (k, x) = (find(&keel, &name), find(&xen, &name));
-            let label = if unit == INSTRUCTIONS && name != RDTSC_OVERHEAD {
-                format!("{name} ({unit}, net)")
+            let (k, x) = (find(&keel, cpus, &name), find(&xen, cpus, &name));
+            let net = if unit == INSTRUCTIONS && name != RDTSC_OVERHEAD {
+                ", net"
             } else {
-                format!("{name} ({unit})")
+                ""
             };
+            let machine = match cpus {
+                Cpus::One => String::new(),
+                cpus => format!(", {cpus}"),
+            };
+            let label = format!("{name} ({unit}{net}{machine})");
             rows.push(vec![
                 label,
                 or_dash(k.map(number)),
@@ -1298,8 +1429,8 @@ impl Results {
                         "pt_load_filesz": s.load_filesz,
                         "pt_load_memsz": s.load_memsz,
                     })),
-                    "cmdline": hv.cmdline(),
-                    "qemu_command": info.map(|i| i.qemu_command.clone()),
+                    "cmdlines": Cpus::ALL.iter().map(|c| (c.key().to_string(), json!(hv.cmdline_on(*c)))).collect::<serde_json::Map<_, _>>(),
+                    "qemu_commands": info.map(|i| i.qemu_commands.iter().map(|(c, q)| (c.key().to_string(), json!(q))).collect::<serde_json::Map<_, _>>()),
                     "runs": runs,
                     "wall_first_line_s_median": self.wall_first_line(hv),
                 }),
@@ -1311,6 +1442,7 @@ impl Results {
             .map(|s| {
                 json!({
                     "hypervisor": s.hypervisor.key(),
+                    "cpus": s.cpus.count(),
                     "wall_first_line_s": s.first_line.as_secs_f64(),
                     "elapsed_s": s.elapsed.as_secs_f64(),
                     "work_dir": s.work_dir.display().to_string(),
@@ -1327,23 +1459,23 @@ impl Results {
         let metrics: Vec<Value> = self
             .metric_names()
             .into_iter()
-            .map(|name| {
+            .map(|(cpus, name)| {
                 let mut entry = serde_json::Map::new();
                 entry.insert("name".into(), json!(name));
+                entry.insert("cpus".into(), json!(cpus.count()));
                 let mut medians = Vec::new();
                 for (hv, stats) in &per_hv {
-                    let overhead = stats.iter().find(|s| s.name == RDTSC_OVERHEAD);
-                    let s = stats.iter().find(|s| s.name == name);
+                    let s = stats.iter().find(|s| s.name == name && s.cpus == cpus);
                     if let Some(s) = s {
                         entry.entry("unit").or_insert_with(|| json!(s.unit));
                     }
-                    medians.push(s.map(|s| s.net(overhead)));
+                    medians.push(s.map(|s| s.net(overhead_of(stats, s))));
                     entry.insert(
                         hv.key().to_string(),
                         s.map_or(Value::Null, |s| {
                             json!({
                                 "median": s.median(),
-                                "net": s.net(overhead),
+                                "net": s.net(overhead_of(stats, s)),
                                 "min": s.min(),
                                 "n": s.n,
                                 "spread": s.spread(),
@@ -1371,6 +1503,7 @@ impl Results {
         json!({
             "unix_time": self.unix_time,
             "guest_cmdline": self.guest_cmdline,
+            "guest_cmdlines": Cpus::ALL.iter().map(|c| (c.key().to_string(), json!(c.guest_cmdline(&self.guest_cmdline)))).collect::<serde_json::Map<_, _>>(),
             "qemu_options": QEMU_OPTIONS,
             "spread_limit": SPREAD_LIMIT,
             "hypervisors": hypervisors,
@@ -1383,7 +1516,9 @@ impl Results {
 
 /// The largest relative change of any metric's median between two benches' JSON
 /// ([`Results::json`]): `(hypervisor key, metric, change)`, change as a fraction
-/// of the previous value. `None` if they share no metric.
+/// of the previous value; a metric of the two-CPU boot is named with its machine
+/// (`rdtsc_overhead, 2 CPUs`), and one without `cpus` (a bench from before the
+/// two-CPU boot) counts as the one-CPU boot's. `None` if they share no metric.
 pub fn drift(previous: &Value, current: &Value) -> Option<(String, String, f64)> {
     let medians = |v: &Value| -> Vec<(String, String, f64)> {
         let mut out = Vec::new();
@@ -1391,9 +1526,13 @@ pub fn drift(previous: &Value, current: &Value) -> Option<(String, String, f64)>
             let Some(name) = m["name"].as_str() else {
                 continue;
             };
+            let name = match m["cpus"].as_u64().unwrap_or(1) {
+                1 => name.to_string(),
+                n => format!("{name}, {n} CPUs"),
+            };
             for hv in Hypervisor::ALL {
                 if let Some(median) = m[hv.key()]["median"].as_f64() {
-                    out.push((hv.key().to_string(), name.to_string(), median));
+                    out.push((hv.key().to_string(), name.clone(), median));
                 }
             }
         }
@@ -1486,7 +1625,7 @@ Test result: SUCCESS
             ]
         );
         assert_eq!(
-            keel.missing(),
+            keel.missing(METRICS),
             [
                 "evtchn_send_upcall",
                 "grant_copy_4k",
@@ -1494,6 +1633,7 @@ Test result: SUCCESS
                 "rdtsc_overhead"
             ]
         );
+        assert_eq!(keel.missing(Cpus::Two.metrics()), IPI_METRICS);
         let xen = parse(XEN_LOG).expect("xen log parses");
         assert_eq!(xen.get("console_io_64b").map(|m| m.min), Some(4000));
         assert_eq!(Hypervisor::Keel.version(KEEL_LOG).as_deref(), Some("0.1.0"));
@@ -1603,13 +1743,13 @@ Test result: SUCCESS
         }
     }
 
-    fn strip(args: &[String], hv: Hypervisor) -> Vec<String> {
+    fn strip(args: &[String], hv: Hypervisor, cpus: Cpus) -> Vec<String> {
         let mut out = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
                 "-kernel" => assert_eq!(it.next().map(String::as_str), Some(hv.kernel_file())),
-                "-append" => assert_eq!(it.next().map(String::as_str), Some(hv.cmdline())),
+                "-append" => assert_eq!(it.next(), Some(&hv.cmdline_on(cpus))),
                 _ => out.push(a.clone()),
             }
         }
@@ -1618,25 +1758,71 @@ Test result: SUCCESS
 
     #[test]
     fn qemu_options_differ_only_in_kernel_and_append() {
-        let keel = qemu_args(Hypervisor::Keel, GUEST_CMDLINE).expect("keel args");
-        let xen = qemu_args(Hypervisor::Xen, GUEST_CMDLINE).expect("xen args");
-        assert_ne!(keel, xen);
-        assert_eq!(strip(&keel, Hypervisor::Keel), strip(&xen, Hypervisor::Xen));
+        for cpus in Cpus::ALL {
+            let keel = qemu_args(Hypervisor::Keel, cpus, GUEST_CMDLINE).expect("keel args");
+            let xen = qemu_args(Hypervisor::Xen, cpus, GUEST_CMDLINE).expect("xen args");
+            assert_ne!(keel, xen);
+            let (k, x) = (
+                strip(&keel, Hypervisor::Keel, cpus),
+                strip(&xen, Hypervisor::Xen, cpus),
+            );
+            assert_eq!(k, x, "{cpus}");
+        }
+        let keel = qemu_args(Hypervisor::Keel, Cpus::One, GUEST_CMDLINE).expect("keel args");
         let line = keel.join(" ");
         assert!(
-            line.starts_with("-accel tcg -cpu max -icount shift=0,sleep=off -m 512M -smp 1"),
+            line.starts_with("-accel tcg -cpu max -icount shift=0,sleep=off -m 512M"),
             "{line}"
         );
         assert!(line.contains("-serial file:serial.log"), "{line}");
         assert!(
-            line.ends_with("-kernel keel.elf -append console=com1 -initrd pvh64.elf mode=bench"),
+            line.ends_with(
+                "-smp 1 -kernel keel.elf -append console=com1 -initrd pvh64.elf mode=bench"
+            ),
             "{line}"
         );
+        let xen = qemu_args(Hypervisor::Xen, Cpus::One, GUEST_CMDLINE).expect("xen args");
         assert!(
-            xen.join(" ")
-                .contains("-kernel xen -append console=com1 dom0=pvh dom0-iommu=none")
+            xen.join(" ").contains(
+                "-smp 1 -kernel xen -append console=com1 dom0=pvh dom0-iommu=none -initrd"
+            )
         );
-        assert!(qemu_args(Hypervisor::Keel, "a,b").is_err());
+        assert!(qemu_args(Hypervisor::Keel, Cpus::One, "a,b").is_err());
+    }
+
+    #[test]
+    fn the_two_cpu_boot_gives_both_the_same_words() {
+        let two = |hv| {
+            qemu_args(hv, Cpus::Two, GUEST_CMDLINE)
+                .expect("args")
+                .join(" ")
+        };
+        assert!(
+            two(Hypervisor::Keel).ends_with(
+                "-smp 2 -kernel keel.elf -append console=com1 dom0_max_vcpus=2 dom0_vcpus_pin \
+                 -initrd pvh64.elf mode=bench vcpus=2"
+            ),
+            "{}",
+            two(Hypervisor::Keel)
+        );
+        assert!(
+            two(Hypervisor::Xen).contains(
+                "-smp 2 -kernel xen -append console=com1 dom0=pvh dom0-iommu=none \
+                 dom0_max_vcpus=2 dom0_vcpus_pin -initrd pvh64.elf mode=bench vcpus=2"
+            ),
+            "{}",
+            two(Hypervisor::Xen)
+        );
+        assert_eq!(Hypervisor::Keel.cmdline_on(Cpus::One), KEEL_CMDLINE);
+        assert_eq!(
+            Cpus::Two.guest_cmdline("mode=bench iterations=5"),
+            "mode=bench iterations=5 vcpus=2"
+        );
+        assert_eq!(Cpus::Two.metrics(), IPI_METRICS);
+        assert!(
+            IPI_METRICS.contains(&RDTSC_OVERHEAD),
+            "each boot nets its own"
+        );
     }
 
     #[test]
@@ -1700,6 +1886,7 @@ Test result: SUCCESS
     fn run(hv: Hypervisor, serial: &str) -> BenchRun {
         BenchRun {
             hypervisor: hv,
+            cpus: Cpus::One,
             serial: serial.to_string(),
             first_line: Some(ms(1500)),
             elapsed: ms(9000),
@@ -1782,6 +1969,7 @@ Test result: SUCCESS
     fn sample(hv: Hypervisor, values: &[(&str, u64, u64)], first_ms: u64) -> Sample {
         Sample {
             hypervisor: hv,
+            cpus: Cpus::One,
             report: report(values),
             first_line: ms(first_ms),
             elapsed: ms(first_ms * 2),
@@ -1813,7 +2001,10 @@ Test result: SUCCESS
                         load_memsz: 1024 * 1024,
                     }),
                     package: None,
-                    qemu_command: "qemu keel".into(),
+                    qemu_commands: vec![
+                        (Cpus::One, "qemu keel".into()),
+                        (Cpus::Two, "qemu keel -smp 2".into()),
+                    ],
                 },
                 HypervisorInfo {
                     hypervisor: x,
@@ -1824,7 +2015,10 @@ Test result: SUCCESS
                         load_memsz: 4096 * 1024,
                     }),
                     package: Some((XEN_PACKAGE.into(), "4.17.5+72-1".into())),
-                    qemu_command: "qemu xen".into(),
+                    qemu_commands: vec![
+                        (Cpus::One, "qemu xen".into()),
+                        (Cpus::Two, "qemu xen -smp 2".into()),
+                    ],
                 },
             ],
             samples: vec![
@@ -1900,6 +2094,7 @@ Test result: SUCCESS
     fn net_takes_out_the_minimum_rdtsc_overhead() {
         let m = |name: &str, unit: &str, mins: &[u64], medians: &[u64]| MetricStats {
             name: name.to_string(),
+            cpus: Cpus::One,
             unit: unit.to_string(),
             n: 10,
             runs_min: mins.to_vec(),
@@ -1934,7 +2129,17 @@ Test result: SUCCESS
         let v = results().json();
         assert_eq!(v["hypervisors"]["keel"]["version"], "0.1.0");
         assert_eq!(v["hypervisors"]["xen"]["package"]["version"], "4.17.5+72-1");
-        assert_eq!(v["hypervisors"]["xen"]["qemu_command"], "qemu xen");
+        assert_eq!(v["hypervisors"]["xen"]["qemu_commands"]["1cpu"], "qemu xen");
+        assert_eq!(
+            v["hypervisors"]["xen"]["qemu_commands"]["2cpus"],
+            "qemu xen -smp 2"
+        );
+        assert_eq!(
+            v["hypervisors"]["keel"]["cmdlines"]["2cpus"],
+            "console=com1 dom0_max_vcpus=2 dom0_vcpus_pin"
+        );
+        assert_eq!(v["guest_cmdlines"]["2cpus"], "mode=bench vcpus=2");
+        assert_eq!(v["runs"][0]["cpus"], 1);
         assert_eq!(
             v["hypervisors"]["xen"]["image"]["pt_load_filesz"],
             2048 * 1024
@@ -1944,6 +2149,7 @@ Test result: SUCCESS
         assert_eq!(v["runs"][1]["metrics"][0]["median"], 200);
         let a = &v["metrics"][0];
         assert_eq!(a["name"], "a");
+        assert_eq!(a["cpus"], 1);
         assert_eq!(a["unit"], "insns");
         assert_eq!(a["keel"]["median"], 100.0);
         assert_eq!(a["keel"]["runs_median"], json!([100, 103, 100]));
@@ -1953,6 +2159,122 @@ Test result: SUCCESS
         assert_eq!(v["metrics"][1]["keel_over_xen"], Value::Null);
         assert_eq!(v["unstable"][0]["metric"], "a");
         assert_eq!(v["qemu_options"][4], "-icount");
+    }
+
+    /// keel and Xen, each booted on one CPU and on two, with an `rdtsc_overhead`
+    /// on each machine that differs.
+    fn two_machines() -> Results {
+        let mut r = results();
+        r.samples.clear();
+        for (hv, o1, o2, first_ms) in [
+            (Hypervisor::Keel, 3, 4, 2000),
+            (Hypervisor::Xen, 5750, 5800, 8000),
+        ] {
+            for _ in 0..3 {
+                let mut one = sample(hv, &[(RDTSC_OVERHEAD, o1, o1), ("a", 100, 110)], first_ms);
+                one.cpus = Cpus::One;
+                let mut two = sample(
+                    hv,
+                    &[(RDTSC_OVERHEAD, o2, o2), (IPI_METRIC, 20_000, 20_500)],
+                    first_ms * 3,
+                );
+                two.cpus = Cpus::Two;
+                r.samples.extend([one, two]);
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn two_machines_are_kept_apart() {
+        let r = two_machines();
+        let keel = r.stats(Hypervisor::Keel);
+        let labels: Vec<String> = keel.iter().map(MetricStats::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "rdtsc_overhead",
+                "a",
+                "rdtsc_overhead, 2 CPUs",
+                &format!("{IPI_METRIC}, 2 CPUs")
+            ]
+        );
+        assert!(keel.iter().all(|s| s.runs_median.len() == 3), "{keel:?}");
+        let ipi = &keel[3];
+        assert_eq!(
+            ipi.net(overhead_of(&keel, ipi)),
+            20_500.0 - 4.0,
+            "net of its own machine's overhead"
+        );
+        assert_eq!(keel[1].net(overhead_of(&keel, &keel[1])), 107.0);
+        assert_eq!(
+            r.wall_first_line(Hypervisor::Keel),
+            Some(2.0),
+            "one CPU only"
+        );
+
+        let t = r.table();
+        let row = |label: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {label} ")))
+                .unwrap_or_else(|| panic!("no row {label} in\n{t}"))
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("rdtsc_overhead (insns)")[1..], ["3", "5750", "0.00052"]);
+        assert_eq!(
+            row("rdtsc_overhead (insns, 2 CPUs)")[1..],
+            ["4", "5800", "0.00069"]
+        );
+        assert_eq!(
+            row(&format!("{IPI_METRIC} (insns, net, 2 CPUs)"))[1..],
+            ["20496", "14700", "1.39"]
+        );
+        let order: Vec<&str> = t
+            .lines()
+            .map(|l| l.split('|').nth(1).unwrap_or("").trim())
+            .collect();
+        let at = |label: &str| order.iter().position(|l| l.starts_with(label));
+        assert!(
+            at("a (") < at("rdtsc_overhead (insns, 2"),
+            "one CPU first:\n{t}"
+        );
+
+        let v = r.json();
+        let ipi = v["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == IPI_METRIC))
+            .expect("the IPI metric in the JSON");
+        assert_eq!(ipi["cpus"], 2);
+        assert_eq!(ipi["xen"]["net"], 20_500.0 - 5800.0);
+        let overheads: Vec<&Value> = v["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["name"] == RDTSC_OVERHEAD)
+            .collect();
+        assert_eq!(overheads.len(), 2, "one per machine");
+
+        // The two-CPU boot's rdtsc_overhead is its own metric.
+        let mut later = two_machines();
+        for s in later.samples.iter_mut().filter(|s| s.cpus == Cpus::Two) {
+            s.report.metrics[0].median = 1_000_000;
+        }
+        let (_, metric, _) = drift(&r.json(), &later.json()).expect("shared metrics");
+        assert_eq!(metric, "rdtsc_overhead, 2 CPUs");
+        // A bench from before the two-CPU boot has no `cpus`: its metrics are
+        // the one-CPU boot's.
+        let mut old = r.json();
+        if let Some(metrics) = old["metrics"].as_array_mut() {
+            metrics.retain(|m| m["cpus"] == 1);
+            for m in metrics.iter_mut().filter_map(Value::as_object_mut) {
+                m.remove("cpus");
+            }
+        }
+        assert_eq!(drift(&old, &later.json()).map(|d| d.2), Some(0.0));
     }
 
     #[test]

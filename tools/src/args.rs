@@ -39,16 +39,19 @@ commands:
       Benchmark keel against Xen 4.17 (Debian's xen-hypervisor-4.17-amd64, fetched
       into target/keel/cache/xen/, never installed): boot the test guest pvh64 with
       mode=bench as Dom0 on each under the same QEMU options with
-      -icount shift=0,sleep=off, alternately N times (default 3), then print a
-      Markdown table (per metric the median instruction counts on keel and Xen and
-      their ratio; image sizes; wall time to the guest's first line) and write JSON
-      to target/bench/bench-<unix time>.json and target/bench/latest.json.
+      -icount shift=0,sleep=off, alternately N times (default 3), each time on one
+      CPU and again on two (-smp 2, Dom0's two vCPUs pinned apart, the guest's
+      vcpus=2: the cross-CPU IPI), then print a Markdown table (per metric the
+      median instruction counts on keel and Xen and their ratio; image sizes; wall
+      time to the guest's first line) and write JSON to
+      target/bench/bench-<unix time>.json and target/bench/latest.json.
       --no-build uses the keel.elf and guests already in target/keel/.
-      --guest-cmdline replaces the guest's mode=bench (to debug the harness).
+      --guest-cmdline replaces the guest's mode=bench (to debug the harness; the
+      two-CPU boot adds vcpus=2 to it).
       Exit status: 0 with results (a spread above 1% across runs is reported, not
       fatal), 1 if a run failed.
-  profile [--hypervisor keel|xen] [--guest-cmdline \"...\"] [--top N] [--functions N]
-      [--guest-range LO-HI] [--no-build]
+  profile [--hypervisor keel|xen] [--cpus 1|2] [--guest-cmdline \"...\"] [--top N]
+      [--functions N] [--guest-range LO-HI] [--no-build]
       Where each VM exit's instructions go: boot the bench guest as Dom0 on keel (or
       on Xen 4.17) under bench's QEMU options plus -d in_asm,exec,nochain, stream
       QEMU's log of every translation block through a FIFO (never to disk), and after
@@ -58,6 +61,8 @@ commands:
       --functions N (default 25) functions they ran most (from keel.elf's symbols;
       Xen's image is stripped: `?`), then the guest's BENCH lines. Stops at the
       guest's `Test result:`; about 2 minutes for keel.
+      --cpus 2 profiles bench's two-CPU boot (the cross-CPU IPI: -smp 2, Dom0's two
+      vCPUs pinned apart, the guest's vcpus=2); each CPU's exits are its own.
       --guest-cmdline defaults to \"mode=bench iterations=20\".
       --guest-range is where the guest's code runs (default 0x100000-0x200000).
       --no-build uses the keel.elf and guests already in target/keel/.
@@ -135,7 +140,9 @@ impl Default for BenchOpts {
 pub struct ProfileOpts {
     /// Which hypervisor to profile.
     pub hypervisor: keel_tests::bench::Hypervisor,
-    /// The guest's command line.
+    /// Which of bench's machines (`--cpus`).
+    pub cpus: keel_tests::bench::Cpus,
+    /// The guest's command line (on one CPU; see `Cpus::guest_cmdline`).
     pub guest_cmdline: String,
     /// Exit keys shown.
     pub top: usize,
@@ -155,6 +162,7 @@ impl Default for ProfileOpts {
     fn default() -> ProfileOpts {
         ProfileOpts {
             hypervisor: keel_tests::bench::Hypervisor::Keel,
+            cpus: keel_tests::bench::Cpus::One,
             guest_cmdline: PROFILE_GUEST_CMDLINE.to_string(),
             top: 10,
             functions: 25,
@@ -175,7 +183,7 @@ fn parse_range(v: &str) -> Option<Range<u64>> {
     (lo < hi).then_some(lo..hi)
 }
 
-/// Most runs `bench --runs` accepts (each run is two boots of about 10 s).
+/// Most runs `bench --runs` accepts (each run is four boots of 3 to 10 s).
 pub const MAX_BENCH_RUNS: u32 = 100;
 
 /// A command-line mistake; the message says which.
@@ -329,6 +337,18 @@ pub fn parse(args: &[String]) -> Result<Command, ArgError> {
                             _ => {
                                 return Err(ArgError(format!(
                                     "profile: --hypervisor wants keel or xen, not '{v}'"
+                                )));
+                            }
+                        };
+                    }
+                    "--cpus" => {
+                        let v = value(name, inline, &mut rest)?;
+                        opts.cpus = match v.as_str() {
+                            "1" => keel_tests::bench::Cpus::One,
+                            "2" => keel_tests::bench::Cpus::Two,
+                            _ => {
+                                return Err(ArgError(format!(
+                                    "profile: --cpus wants 1 or 2, not '{v}'"
                                 )));
                             }
                         };
@@ -548,13 +568,14 @@ mod tests {
 
     #[test]
     fn profile_options() {
-        use keel_tests::bench::Hypervisor;
+        use keel_tests::bench::{Cpus, Hypervisor};
         assert_eq!(
             p(&["profile"]),
             Ok(Command::Profile(ProfileOpts::default()))
         );
         let d = ProfileOpts::default();
         assert_eq!(d.hypervisor, Hypervisor::Keel);
+        assert_eq!(d.cpus, Cpus::One);
         assert_eq!(d.guest_cmdline, "mode=bench iterations=20");
         assert_eq!((d.top, d.functions, d.build), (10, 25, true));
         assert_eq!(d.guest_range, 0x10_0000..0x20_0000);
@@ -562,6 +583,8 @@ mod tests {
             p(&[
                 "profile",
                 "--hypervisor=xen",
+                "--cpus",
+                "2",
                 "--guest-cmdline",
                 "mode=bench iterations=5",
                 "--top",
@@ -573,6 +596,7 @@ mod tests {
             ]),
             Ok(Command::Profile(ProfileOpts {
                 hypervisor: Hypervisor::Xen,
+                cpus: Cpus::Two,
                 guest_cmdline: "mode=bench iterations=5".into(),
                 top: 3,
                 functions: 7,
@@ -582,6 +606,7 @@ mod tests {
         );
         for bad in [
             &["profile", "--hypervisor", "kvm"][..],
+            &["profile", "--cpus", "3"],
             &["profile", "--top", "0"],
             &["profile", "--functions=x"],
             &["profile", "--guest-range", "0x200000-0x100000"],

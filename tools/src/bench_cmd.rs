@@ -6,10 +6,13 @@
 //! cache, then boots the guest `pvh64.elf mode=bench` as Dom0 on keel and on Xen
 //! alternately, N times each, under the one QEMU command line of
 //! [`keel_tests::bench::qemu_args`] (`-icount shift=0,sleep=off`, so the guest's TSC
-//! deltas are instruction counts). It prints a progress line per step on stderr,
-//! then on stdout an aligned Markdown table (paste it into docs/performance.md as
-//! is), and writes everything ([`keel_tests::bench::Results::json`]) to
-//! `target/bench/bench-<unix time>.json` and `target/bench/latest.json`.
+//! deltas are instruction counts). Each run is two boots per hypervisor
+//! ([`Cpus`]): one CPU for the metrics of one vCPU, then two CPUs with Dom0's two
+//! vCPUs pinned apart and the guest's `vcpus=2` for the cross-CPU IPI. It prints a
+//! progress line per boot on stderr, then on stdout an aligned Markdown table
+//! (paste it into docs/performance.md as is), and writes everything
+//! ([`keel_tests::bench::Results::json`]) to `target/bench/bench-<unix time>.json`
+//! and `target/bench/latest.json`.
 //!
 //! # Invariants
 //!
@@ -26,12 +29,12 @@
 //! directories of earlier benches whose process is gone are removed.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use elf::ElfBytes;
 use elf::abi::PT_LOAD;
 use elf::endian::AnyEndian;
-use keel_tests::bench::{self, Hypervisor, HypervisorInfo, ImageSize, Results};
+use keel_tests::bench::{self, Cpus, Hypervisor, HypervisorInfo, ImageSize, Results};
 use keel_tests::qemu::QEMU;
 use keel_tests::workdir;
 
@@ -159,44 +162,65 @@ pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
                 None
             }
         };
-        let args = bench::qemu_args(*hv, &opts.guest_cmdline)?;
+        let mut qemu_commands = Vec::new();
+        for cpus in Cpus::ALL {
+            let args = bench::qemu_args(*hv, cpus, &opts.guest_cmdline)?;
+            qemu_commands.push((cpus, bench::shell_line(QEMU, &args)));
+        }
         hypervisors.push(HypervisorInfo {
             hypervisor: *hv,
             image_path: source.clone(),
             image,
             package: (*hv == Hypervisor::Xen).then(|| (xen.package.clone(), xen.version.clone())),
-            qemu_command: bench::shell_line(QEMU, &args),
+            qemu_commands,
         });
     }
     for info in &hypervisors {
-        eprintln!("bench: {}: {}", info.hypervisor, info.qemu_command);
+        for (cpus, command) in &info.qemu_commands {
+            eprintln!("bench: {}, {cpus}: {command}", info.hypervisor);
+        }
     }
 
     let unix_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut samples = Vec::new();
+    let started = Instant::now();
     for i in 1..=opts.runs {
         for (hv, kernel) in &kernels {
-            eprint!("bench: {hv} run {i}/{} ... ", opts.runs);
-            let result = bench::boot(*hv, kernel, &guest, &opts.guest_cmdline, bench::RUN_TIMEOUT)
+            for cpus in Cpus::ALL {
+                eprint!("bench: {hv} run {i}/{}, {cpus} ... ", opts.runs);
+                let result = bench::boot(
+                    *hv,
+                    cpus,
+                    kernel,
+                    &guest,
+                    &opts.guest_cmdline,
+                    bench::RUN_TIMEOUT,
+                )
                 .and_then(|run| run.sample());
-            match result {
-                Ok(sample) => {
-                    eprintln!(
-                        "{:.1} s (first guest line at {:.2} s)",
-                        sample.elapsed.as_secs_f64(),
-                        sample.first_line.as_secs_f64()
-                    );
-                    samples.push(sample);
-                }
-                Err(e) => {
-                    eprintln!("failed");
-                    return Err(e.into());
+                match result {
+                    Ok(sample) => {
+                        eprintln!(
+                            "{:.1} s (first guest line at {:.2} s)",
+                            sample.elapsed.as_secs_f64(),
+                            sample.first_line.as_secs_f64()
+                        );
+                        samples.push(sample);
+                    }
+                    Err(e) => {
+                        eprintln!("failed");
+                        return Err(e.into());
+                    }
                 }
             }
         }
     }
+    eprintln!(
+        "bench: {} boots in {:.0} s",
+        samples.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     let results = Results {
         unix_time,
@@ -219,9 +243,13 @@ pub fn bench(opts: &BenchOpts) -> Result<u8, Error> {
     print!("{}", results.table());
     println!();
     println!(
-        "net: the median less the same hypervisor's {} minimum (the two TSC reads \
-         around each operation; Xen traps RDTSC under TCG, keel does not).",
-        bench::RDTSC_OVERHEAD
+        "net: the median less the same hypervisor's {} minimum on the same machine (the \
+         two TSC reads around each operation; Xen traps RDTSC under TCG, keel does not). \
+         `2 CPUs`: measured in a boot of its own with -smp 2 and Dom0's two vCPUs pinned \
+         to pCPUs 0 and 1 ({}); {} is one round trip, both CPUs' instructions.",
+        bench::RDTSC_OVERHEAD,
+        Cpus::Two.hypervisor_args(),
+        bench::IPI_METRIC
     );
     println!();
 

@@ -17,6 +17,12 @@
 //! - After it, every maximal run of non-guest TBs is one *exit span*, keyed by the
 //!   pc of the last guest TB before it (the guest TB holding the exiting
 //!   instruction, or the one about to run when an interrupt came).
+//! - With several CPUs (`Trace <cpu>:`; under `-icount` QEMU runs them in turns on
+//!   one thread, so their lines interleave in runs) each CPU is followed on its
+//!   own: "before the guest's first TB", the span and its key are that CPU's, and
+//!   a key is a CPU and a guest pc. A span on an idle pCPU is then everything from
+//!   its vCPU's last instruction to its next: the exit, the way into idle, the
+//!   wake-up and the way back in.
 //! - Per key: the number of spans, the hypervisor instructions (the sum of the
 //!   sizes of the TBs run), and those instructions per function, from the
 //!   hypervisor ELF's symbol table ([`Symbols`]); without one (Xen's image is
@@ -339,18 +345,26 @@ fn hex(s: &[u8]) -> Option<(u64, &[u8])> {
     (n > 0).then(|| (value, &s[n..]))
 }
 
-/// A `Trace` line: the TB's host code address and its guest pc.
-fn parse_trace(line: &[u8]) -> Option<(u64, u64)> {
+/// Most CPUs followed; a `Trace` line naming a higher one is skipped.
+const MAX_CPUS: u32 = 64;
+
+/// A `Trace` line: the CPU, the TB's host code address and its guest pc.
+fn parse_trace(line: &[u8]) -> Option<(u32, u64, u64)> {
     // `Trace 0: 0x7f0efc000100 [00000000ffff0000/00000000fffffff0/00000040/ff020200] `
     let rest = line.strip_prefix(b"Trace ")?;
     let colon = rest.iter().position(|&b| b == b':')?;
+    let cpu = std::str::from_utf8(&rest[..colon])
+        .ok()?
+        .parse::<u32>()
+        .ok()
+        .filter(|&c| c < MAX_CPUS)?;
     let rest = rest[colon + 1..].strip_prefix(b" ")?;
     let (host, rest) = hex(rest)?;
     let rest = rest.strip_prefix(b" [")?;
     let (_cs_base, rest) = hex(rest)?;
     // A torn line (a killed QEMU's last) must not pass for a shorter pc.
     let (pc, rest) = hex(rest.strip_prefix(b"/")?)?;
-    rest.starts_with(b"/").then_some((host, pc))
+    rest.starts_with(b"/").then_some((cpu, host, pc))
 }
 
 /// A `Stopped execution of TB chain before 0x<host> [<pc>]` line: the host address.
@@ -369,6 +383,7 @@ struct Tb {
 /// The TB that ran last, to take back if QEMU says it never started.
 #[derive(Clone, Copy, Debug)]
 struct LastTb {
+    cpu: u32,
     host: u64,
     tb: Tb,
     /// Counted in the current span (or in the boot, before the guest).
@@ -386,6 +401,8 @@ struct KeyAcc {
 /// One exit key of a [`Profile`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExitKey {
+    /// The CPU the spans ran on (QEMU's index).
+    pub cpu: u32,
     /// The guest pc of the last guest TB before the spans.
     pub guest_pc: u64,
     /// How many spans (exits).
@@ -408,13 +425,15 @@ impl ExitKey {
 pub struct Profile {
     /// `Trace` lines (TB executions) seen.
     pub tbs: u64,
-    /// TBs before the guest's first.
+    /// CPUs seen (the highest index in a `Trace` line, plus one).
+    pub cpus: u32,
+    /// TBs before the guest's first (on each CPU).
     pub boot_tbs: u64,
     /// Hypervisor instructions before the guest's first TB.
     pub boot_insns: u64,
     /// Guest TBs run.
     pub guest_tbs: u64,
-    /// TBs after the guest's last TB (no span: nothing ended it).
+    /// TBs after the guest's last TB (on each CPU; no span: nothing ended it).
     pub tail_tbs: u64,
     /// Their instructions.
     pub tail_insns: u64,
@@ -474,9 +493,14 @@ impl Profile {
         }
         for key in self.keys.iter().take(top) {
             let what = guest(key.guest_pc).map_or(String::new(), |w| format!(", {w}"));
+            let cpu = if self.cpus > 1 {
+                format!("cpu {}, ", key.cpu)
+            } else {
+                String::new()
+            };
             line(String::new());
             line(format!(
-                "== after guest pc {:#x}{what}: {} exits, {} {hv} insns, {:.0} per exit",
+                "== {cpu}after guest pc {:#x}{what}: {} exits, {} {hv} insns, {:.0} per exit",
                 key.guest_pc,
                 key.spans,
                 key.insns,
@@ -510,6 +534,19 @@ impl Profile {
     }
 }
 
+/// One CPU's place in the log: its last guest TB and the span it is running.
+#[derive(Debug)]
+struct CpuSpan {
+    /// The pc of its last guest TB; `None` until its first.
+    last_guest: Option<u64>,
+    /// The span being run: TBs, instructions, per function (indexed by FuncId)
+    /// and which functions it touched.
+    span_tbs: u64,
+    span_insns: u64,
+    span_funcs: Vec<u64>,
+    touched: Vec<FuncId>,
+}
+
 /// Reads a QEMU `-d in_asm,exec,nochain` log line by line (see the module docs).
 #[derive(Debug)]
 pub struct Profiler {
@@ -523,22 +560,16 @@ pub struct Profiler {
     /// The last `IN:` block not yet bound to a `Trace`: its pc and size.
     pending: Option<(u64, u32)>,
     last: Option<LastTb>,
-    /// The pc of the last guest TB; `None` until the guest's first.
-    last_guest: Option<u64>,
-    /// The span being run: TBs, instructions, per function (indexed by FuncId)
-    /// and which functions it touched.
-    span_tbs: u64,
-    span_insns: u64,
-    span_funcs: Vec<u64>,
-    touched: Vec<FuncId>,
-    keys: AddrMap<KeyAcc>,
+    /// Each CPU seen so far, by index.
+    cpus: Vec<CpuSpan>,
+    /// Accumulated spans by (CPU, guest pc).
+    keys: HashMap<(u32, u64), KeyAcc>,
     profile: Profile,
 }
 
 impl Profiler {
     /// A profiler for a guest running at `guest`, attributing to `symbols`.
     pub fn new(guest: Range<u64>, symbols: Symbols) -> Profiler {
-        let span_funcs = vec![0; symbols.len() + 1];
         Profiler {
             guest,
             symbols,
@@ -547,14 +578,24 @@ impl Profiler {
             in_block: false,
             pending: None,
             last: None,
-            last_guest: None,
-            span_tbs: 0,
-            span_insns: 0,
-            span_funcs,
-            touched: Vec::new(),
-            keys: AddrMap::default(),
+            cpus: Vec::new(),
+            keys: HashMap::new(),
             profile: Profile::default(),
         }
+    }
+
+    /// CPU `cpu`'s state (created on its first line).
+    fn cpu(&mut self, cpu: u32) -> &mut CpuSpan {
+        while self.cpus.len() <= cpu as usize {
+            self.cpus.push(CpuSpan {
+                last_guest: None,
+                span_tbs: 0,
+                span_insns: 0,
+                span_funcs: vec![0; self.symbols.len() + 1],
+                touched: Vec::new(),
+            });
+        }
+        &mut self.cpus[cpu as usize]
     }
 
     /// `Trace` lines seen so far.
@@ -577,8 +618,8 @@ impl Profiler {
             }
             Some(b'T') => {
                 self.in_block = false;
-                if let Some((host, pc)) = parse_trace(line) {
-                    self.trace(host, pc);
+                if let Some((cpu, host, pc)) = parse_trace(line) {
+                    self.trace(cpu, host, pc);
                 }
             }
             Some(b'I') if line.starts_with(b"IN:") => {
@@ -595,9 +636,10 @@ impl Profiler {
         }
     }
 
-    /// The TB at `host` (guest pc `pc`) runs.
-    fn trace(&mut self, host: u64, pc: u64) {
+    /// The TB at `host` (guest pc `pc`) runs on CPU `cpu`.
+    fn trace(&mut self, cpu: u32, host: u64, pc: u64) {
         self.profile.tbs += 1;
+        self.profile.cpus = self.profile.cpus.max(cpu + 1);
         let tb = match self.pending.take() {
             Some((block_pc, insns)) if block_pc == pc => {
                 let tb = Tb {
@@ -621,7 +663,7 @@ impl Profiler {
         };
         let guest = self.guest.contains(&pc);
         let mut counted = false;
-        match (self.last_guest, guest) {
+        match (self.cpu(cpu).last_guest, guest) {
             (None, false) => {
                 self.profile.boot_tbs += 1;
                 self.profile.boot_insns += u64::from(tb.insns);
@@ -629,70 +671,81 @@ impl Profiler {
             }
             (_, true) => {
                 self.profile.guest_tbs += 1;
-                self.end_span();
-                self.last_guest = Some(pc);
+                self.end_span(cpu);
+                self.cpu(cpu).last_guest = Some(pc);
             }
             (Some(_), false) => {
-                self.span_tbs += 1;
-                self.span_insns += u64::from(tb.insns);
-                let slot = &mut self.span_funcs[tb.func as usize];
+                let c = self.cpu(cpu);
+                c.span_tbs += 1;
+                c.span_insns += u64::from(tb.insns);
+                let slot = &mut c.span_funcs[tb.func as usize];
                 if *slot == 0 {
-                    self.touched.push(tb.func);
+                    c.touched.push(tb.func);
                 }
                 *slot += u64::from(tb.insns);
                 counted = true;
             }
         }
-        self.last = Some(LastTb { host, tb, counted });
+        self.last = Some(LastTb {
+            cpu,
+            host,
+            tb,
+            counted,
+        });
     }
 
-    /// QEMU says the TB at `host` was entered but not run.
+    /// QEMU says the TB at `host` was entered but not run (by the CPU that ran
+    /// the last TB: the line names none, and one thread runs them in turns).
     fn stopped(&mut self, host: u64) {
         let Some(last) = self.last.take().filter(|l| l.host == host && l.counted) else {
             return;
         };
         let insns = u64::from(last.tb.insns);
-        if self.last_guest.is_none() {
+        self.cpu(last.cpu);
+        let c = &mut self.cpus[last.cpu as usize];
+        if c.last_guest.is_none() {
             self.profile.boot_tbs -= 1;
             self.profile.boot_insns -= insns;
         } else {
-            self.span_tbs -= 1;
-            self.span_insns -= insns;
+            c.span_tbs -= 1;
+            c.span_insns -= insns;
             // Stays in `touched` if it drops to 0: end_span skips zeros.
-            self.span_funcs[last.tb.func as usize] -= insns;
+            c.span_funcs[last.tb.func as usize] -= insns;
         }
     }
 
-    /// A guest TB runs: the span since the last one (if any) is an exit.
-    fn end_span(&mut self) {
-        if self.span_tbs == 0 {
+    /// A guest TB runs on `cpu`: its span since its last one (if any) is an exit.
+    fn end_span(&mut self, cpu: u32) {
+        self.cpu(cpu);
+        let c = &mut self.cpus[cpu as usize];
+        if c.span_tbs == 0 {
             return;
         }
-        let Some(key) = self.last_guest else {
+        let Some(pc) = c.last_guest else {
             return;
         };
-        let acc = self.keys.entry(key).or_default();
+        let acc = self.keys.entry((cpu, pc)).or_default();
         acc.spans += 1;
-        acc.insns += self.span_insns;
-        for func in self.touched.drain(..) {
-            let n = std::mem::take(&mut self.span_funcs[func as usize]);
+        acc.insns += c.span_insns;
+        for func in c.touched.drain(..) {
+            let n = std::mem::take(&mut c.span_funcs[func as usize]);
             if n > 0 {
                 *acc.funcs.entry(u64::from(func)).or_default() += n;
             }
         }
-        self.span_tbs = 0;
-        self.span_insns = 0;
+        c.span_tbs = 0;
+        c.span_insns = 0;
     }
 
     /// The profile of everything fed.
     pub fn finish(mut self) -> Profile {
-        self.profile.tail_tbs = self.span_tbs;
-        self.profile.tail_insns = self.span_insns;
+        self.profile.tail_tbs = self.cpus.iter().map(|c| c.span_tbs).sum();
+        self.profile.tail_insns = self.cpus.iter().map(|c| c.span_insns).sum();
         let symbols = &self.symbols;
         let mut keys: Vec<ExitKey> = self
             .keys
             .drain()
-            .map(|(guest_pc, acc)| {
+            .map(|((cpu, guest_pc), acc)| {
                 // Instantiations of one generic function become one line.
                 let mut merged: HashMap<String, u64> = HashMap::new();
                 for (f, n) in acc.funcs {
@@ -703,6 +756,7 @@ impl Profiler {
                 let mut functions: Vec<(String, u64)> = merged.into_iter().collect();
                 functions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 ExitKey {
+                    cpu,
                     guest_pc,
                     spans: acc.spans,
                     insns: acc.insns,
@@ -710,7 +764,12 @@ impl Profiler {
                 }
             })
             .collect();
-        keys.sort_by(|a, b| b.insns.cmp(&a.insns).then(a.guest_pc.cmp(&b.guest_pc)));
+        keys.sort_by(|a, b| {
+            b.insns
+                .cmp(&a.insns)
+                .then(a.cpu.cmp(&b.cpu))
+                .then(a.guest_pc.cmp(&b.guest_pc))
+        });
         self.profile.keys = keys;
         self.profile
     }
@@ -789,11 +848,11 @@ mod tests {
             parse_trace(
                 b"Trace 0: 0x7f0efc000100 [00000000ffff0000/00000000fffffff0/00000040/ff020200] \n"
             ),
-            Some((0x7f0e_fc00_0100, 0xffff_fff0))
+            Some((0, 0x7f0e_fc00_0100, 0xffff_fff0))
         );
         assert_eq!(
             parse_trace(b"Trace 12: 0x10 [0/149220/0/0] sym"),
-            Some((0x10, 0x14_9220))
+            Some((12, 0x10, 0x14_9220))
         );
         assert_eq!(parse_trace(b"Trace 0: 0x7f0efc000100 [000000"), None);
         assert_eq!(parse_trace(b"Trace"), None);
@@ -932,6 +991,69 @@ mod tests {
         assert_eq!(
             (other.guest_pc, other.spans, other.insns),
             (0x10_0040, 1, 5)
+        );
+    }
+
+    #[test]
+    fn each_cpu_has_its_own_spans() {
+        // Two CPUs in turns, as QEMU's icount runs them: CPU 1's hypervisor TBs
+        // while CPU 0 waits belong to CPU 1's span, not to CPU 0's.
+        let on = |cpu: u32, text: String| text.replace("Trace 0:", &format!("Trace {cpu}:"));
+        let mut text = on(
+            0,
+            log(&[
+                (0xa0, H + 0x1000, 3, true), // CPU 0 boots
+                (0xc0, 0x10_0000, 4, true),  // its guest
+                (0xd0, 0x14_9220, 2, true),  // exits (a hypercall)...
+                (0xb0, H + 0x1100, 2, true),
+            ]),
+        );
+        text += &on(
+            1,
+            log(&[
+                (0xa0, H + 0x1000, 0, false), // CPU 1: still booting
+                (0xf0, 0x10_0040, 1, true),   // its guest halts...
+                (0xe0, H + 0x2010, 5, true),  // into the hypervisor
+            ]),
+        );
+        text += &on(
+            0,
+            log(&[
+                (0xe0, H + 0x2010, 0, false), // CPU 0's exit goes on
+                (0xc0, 0x10_0000, 0, false),  // ... and ends
+            ]),
+        );
+        text += &on(
+            1,
+            log(&[
+                (0xb0, H + 0x1100, 0, false), // CPU 1's goes on
+                (0xf0, 0x10_0040, 0, false),  // ... and ends
+            ]),
+        );
+        text += "Stopped execution of TB chain before 0x1f0 [0000000000100040]\n";
+        let p = run(&text);
+        assert_eq!(p.cpus, 2);
+        assert_eq!((p.boot_tbs, p.boot_insns), (2, 6), "each CPU's own boot");
+        assert_eq!(p.spans(), 2);
+        let keys: Vec<(u32, u64, u64, u64)> = p
+            .keys
+            .iter()
+            .map(|k| (k.cpu, k.guest_pc, k.spans, k.insns))
+            .collect();
+        assert_eq!(keys, [(0, 0x14_9220, 1, 7), (1, 0x10_0040, 1, 7)]);
+        let shown = p.render("keel", 10, 5, &|_| None);
+        assert!(
+            shown.contains("== cpu 1, after guest pc 0x100040:"),
+            "{shown}"
+        );
+        let one = run(&log(&[
+            (0xc0, 0x10_0000, 1, true),
+            (0xa0, H + 0x1000, 1, true),
+            (0xc0, 0x10_0000, 0, false),
+        ]));
+        assert!(
+            !one.render("keel", 10, 5, &|_| None).contains("cpu 0"),
+            "one CPU: as before"
         );
     }
 

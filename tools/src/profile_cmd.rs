@@ -3,8 +3,9 @@
 //! # What
 //!
 //! Boots the bench guest as Dom0 on keel (or Xen) under exactly the QEMU command
-//! line of [`keel_tests::bench::qemu_args`] plus `-d in_asm,exec,nochain -D
-//! trace.fifo`: QEMU logs every translation block it translates and runs, tens of
+//! line of [`keel_tests::bench::qemu_args`] (on one CPU, or with `--cpus 2` on
+//! bench's two-CPU machine) plus `-d in_asm,exec,nochain -D trace.fifo`: QEMU
+//! logs every translation block it translates and runs, tens of
 //! millions of lines and gigabytes, into a FIFO that this process reads as QEMU
 //! writes (nothing goes to disk). [`crate::profile::Profiler`] turns the lines into
 //! exit spans per guest pc; the report names the guest pcs from the guest ELF
@@ -182,7 +183,7 @@ pub fn profile(opts: &ProfileOpts) -> Result<u8, Error> {
         }
     };
 
-    let work = workdir::create(&format!("profile-{}", hv.key()))?;
+    let work = workdir::create(&format!("profile-{}-{}", hv.key(), opts.cpus.key()))?;
     let kernel = bench::copy_into(&work, &kernel, hv.kernel_file())?;
     let guest = bench::copy_into(&work, &guest, bench::GUEST_FILE)?;
     let hv_symbols = Symbols::new(&symbols_of(&kernel, hv.name()));
@@ -265,7 +266,7 @@ fn run(
     symbols: Symbols,
 ) -> Result<(crate::profile::Profile, Watched), Error> {
     let hv = opts.hypervisor;
-    let mut args = bench::qemu_args(hv, &opts.guest_cmdline)?;
+    let mut args = bench::qemu_args(hv, opts.cpus, &opts.guest_cmdline)?;
     args.extend(["-d", LOG_ITEMS, "-D", FIFO].map(String::from));
     let command_line = bench::shell_line(QEMU, &args);
     std::fs::write(

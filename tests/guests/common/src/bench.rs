@@ -38,15 +38,47 @@
 //! - `boot_to_first_line`: from the entry stub's first instruction (`rdtsc`,
 //!   pvh64's `pvh_entry_tsc`) to the return of the first console write (n=1).
 //!
+//! With `vcpus=2` on the command line the guest prints `rdtsc_overhead` and
+//! this metric instead (see "Two vCPUs" below):
+//!
+//! - `evtchn_ipi_cross_cpu_round_trip`: a round trip of event-channel IPIs
+//!   between vCPU 0 and vCPU 1, each on a pCPU of its own and each waiting in
+//!   `sti; hlt`, so that the hypervisor blocks it and its pCPU idles. vCPU 0
+//!   sends on an IPI port bound to vCPU 1 (`EVTCHNOP_send`, interrupts off),
+//!   then waits in `sti; hlt`; vCPU 1's upcall handler counts the event and
+//!   answers on an IPI port bound to vCPU 0 from inside the handler, then goes
+//!   back to its `sti; hlt`; the round ends once vCPU 0's upcall handler has
+//!   counted the answer. Both upcalls are the domain's `HVM_PARAM_CALLBACK_IRQ`
+//!   vector, which Xen and keel deliver to every vCPU without an EOI. Under
+//!   `-icount` the TSC is one clock advanced by every instruction either CPU
+//!   retires, and neither CPU spins waiting for the other, so the delta is the
+//!   sum of what both execute for two IPIs: two hypercall exits, two kicks of
+//!   the other pCPU, two HLT exits and ways into idle and out, two schedules
+//!   and injections, two handlers. What it is not: a latency (QEMU runs the
+//!   CPUs in turns, in an order of its own; `bench/ipi.rs` and docs/performance.md
+//!   say what follows from that).
+//!
 //! `iterations=N` on the command line sets the rounds per metric (default
 //! [`DEFAULT_ITERATIONS`], at most [`MAX_ITERATIONS`]); the console metric does a
 //! fifth of them to keep the log short.
 //!
+//! # Two vCPUs
+//!
+//! `vcpus=2` needs a Dom0 with (at least) two vCPUs, each pinned to a pCPU of
+//! its own (`dom0_max_vcpus=2 dom0_vcpus_pin` on both hypervisors, QEMU `-smp
+//! 2`), and runs in a boot of its own (`bench/ipi.rs`). vCPU 1 is started with the smp
+//! mode's machinery (`crate::smp::vcpus`: `VCPUOP_initialise` with a 64-bit
+//! context, `VCPUOP_up`, its command mailbox) but asks for no upcall vector of
+//! its own, and waits in `sti; hlt` ([`crate::smp::vcpus::Cmd::Idle`]) for the whole
+//! metric. vCPU 0 binds both IPI ports and checks afterwards that every request
+//! and every answer was counted exactly once.
+//!
 //! # Invariants and hazards
 //!
-//! - Interrupts stay off except inside the event-channel send, so nothing but the
-//!   hypervisor's own work (its timer ticks included) lands between two reads:
-//!   the median is the typical cost, the minimum the cost without interference.
+//! - Interrupts stay off except inside the event-channel send (and, with two
+//!   vCPUs, the waits in `sti; hlt`), so nothing but the hypervisor's own work
+//!   (its timer ticks included) lands between two reads: the median is the
+//!   typical cost, the minimum the cost without interference.
 //! - The grant table frame is mapped over [`grants::TABLE`] and the shared-info
 //!   page over [`shared::SHARED_INFO`], both statics of this image; the copy's
 //!   source and destination are two more.
@@ -63,6 +95,8 @@ use crate::hypercall::{self, Xen};
 use crate::paging::Page;
 use crate::start_info::BootInfo;
 use crate::{arch, cmdline, console, domu, events, out, shared};
+
+mod ipi;
 
 /// Rounds per metric unless `iterations=` says otherwise.
 pub const DEFAULT_ITERATIONS: usize = 1000;
@@ -87,7 +121,18 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(DEFAULT_ITERATIONS)
         .clamp(1, MAX_ITERATIONS);
-    match measure_all(xen, boot, n) {
+    let vcpus = match cmdline::get(boot.cmdline(), "vcpus") {
+        None => Some(1),
+        Some(v) => core::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok()),
+    };
+    let result = match vcpus {
+        Some(1) => measure_all(xen, boot, n),
+        Some(2) => ipi::measure_all(xen, boot, n),
+        _ => fail(format_args!("vcpus= must be 1 or 2")),
+    };
+    match result {
         Ok(()) => {
             out!("BENCH done");
             out!("Test result: SUCCESS");
@@ -109,11 +154,7 @@ fn measure_all(xen: &Xen, boot: &BootInfo, n: usize) -> Result<(), Failed> {
         "boot_to_first_line",
         &mut [first.wrapping_sub(arch::entry_tsc())],
     );
-    if boot.raw.flags & SIF_INITDOMAIN == 0 {
-        return fail(format_args!(
-            "not the initial domain: console_io is Dom0's, boot me as Dom0"
-        ));
-    }
+    initial_domain(boot)?;
 
     metric("rdtsc_overhead", n, || Ok(()))?;
 
@@ -157,6 +198,16 @@ fn measure_all(xen: &Xen, boot: &BootInfo, n: usize) -> Result<(), Failed> {
     Ok(())
 }
 
+/// `Ok` if this is Dom0 (the metrics print through `console_io`, which is Dom0's).
+fn initial_domain(boot: &BootInfo) -> Result<(), Failed> {
+    if boot.raw.flags & SIF_INITDOMAIN == 0 {
+        return fail(format_args!(
+            "not the initial domain: console_io is Dom0's, boot me as Dom0"
+        ));
+    }
+    Ok(())
+}
+
 /// Times `n` rounds of `op` (after [`WARMUP`] unrecorded ones) and prints them.
 fn metric(name: &str, n: usize, mut op: impl FnMut() -> Result<(), Failed>) -> Result<(), Failed> {
     for _ in 0..WARMUP {
@@ -188,9 +239,14 @@ fn report(name: &str, samples: &mut [u64]) {
     );
 }
 
-fn fail(what: core::fmt::Arguments<'_>) -> Result<(), Failed> {
+/// Prints `BENCH error <what>`: the failure to return.
+fn error(what: core::fmt::Arguments<'_>) -> Failed {
     out!("BENCH error {}", what);
-    Err(Failed)
+    Failed
+}
+
+fn fail(what: core::fmt::Arguments<'_>) -> Result<(), Failed> {
+    Err(error(what))
 }
 
 /// `Ok` if `good(rc)`, else a `BENCH error` naming `what`.

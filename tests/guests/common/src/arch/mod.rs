@@ -232,6 +232,21 @@ pub fn ud2_resumable() {
     unsafe { asm!("ud2", options(nomem, nostack)) };
 }
 
+/// `sti; hlt; cli`: waits with interrupts enabled until one has been taken (its
+/// handler has run by the time this returns), then disables them again.
+///
+/// STI enables interrupts only after the next instruction, so one that is already
+/// pending, or becomes pending in between, is taken once HLT has begun and ends it:
+/// no wake-up is lost between a check and the wait. A hypervisor sees the HLT with
+/// interrupts enabled and blocks the vCPU until it has something to deliver (Xen's
+/// `hvm_hlt`), so the pCPU can idle: how Linux idles a vCPU.
+pub fn wait_for_interrupt() {
+    // SAFETY: interrupts are enabled for the HLT only; the gates of every vector
+    // that can arrive are installed (crate::trap) and their handlers save and
+    // restore everything they touch, on the interrupted stack.
+    unsafe { asm!("sti", "hlt", "cli") };
+}
+
 /// `cli; hlt` forever.
 pub fn halt() -> ! {
     loop {

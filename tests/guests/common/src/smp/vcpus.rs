@@ -150,6 +150,12 @@ pub enum Cmd {
     /// Mark itself offline and `cli; hlt` (Xen takes the vCPU down): comes back
     /// only by INIT + SIPI, as a new start.
     Halt = 7,
+    /// Wait in `sti; hlt` (the hypervisor blocks the vCPU and its pCPU idles)
+    /// until the next command is posted, which an event or interrupt must then
+    /// wake it to see; whatever upcall handler is installed runs at each wake-up.
+    /// Result 0 is 1 once it waits. (`mode=bench vcpus=2`: the receiving end of
+    /// the cross-CPU IPI, `crate::bench`.)
+    Idle = 8,
 }
 
 impl Cmd {
@@ -162,6 +168,7 @@ impl Cmd {
             5 => Cmd::Timer,
             6 => Cmd::SelfDown,
             7 => Cmd::Halt,
+            8 => Cmd::Idle,
             _ => return None,
         })
     }
@@ -270,6 +277,14 @@ pub static PORT_EVENTS: [AtomicU32; COUNTED_PORTS] = [const { AtomicU32::new(0) 
 /// Events on ports beyond [`COUNTED_PORTS`].
 pub static UNCOUNTED_EVENTS: AtomicU32 = AtomicU32::new(0);
 
+/// Whether each AP asks for its own upcall vector when it starts
+/// (`HVMOP_set_evtchn_upcall_vector`, as Linux does; the smp mode). Cleared,
+/// the APs rely on the domain's `HVM_PARAM_CALLBACK_IRQ` vector instead, which
+/// both Xen and keel deliver to every vCPU without a local-APIC EOI
+/// (`mode=bench vcpus=2`, which counts the instructions of an IPI and wants no
+/// EOI exit in them); `upcall_rc` then reads 0.
+pub static APS_SET_UPCALL_VECTOR: AtomicBool = AtomicBool::new(true);
+
 /// Starts on a stack that is no AP's, or with an id its stack does not match.
 pub static BAD_STARTS: AtomicU32 = AtomicU32::new(0);
 
@@ -281,6 +296,15 @@ pub fn port_events(port: u32) -> u32 {
     PORT_EVENTS
         .get(port as usize)
         .map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// Counts one event on `port` (in [`PORT_EVENTS`], or [`UNCOUNTED_EVENTS`]
+/// beyond them): for the upcall handler of the vCPU the port is bound to.
+pub fn count_event(port: u32) {
+    match PORT_EVENTS.get(port as usize) {
+        Some(c) => c.fetch_add(1, Ordering::SeqCst),
+        None => UNCOUNTED_EVENTS.fetch_add(1, Ordering::SeqCst),
+    };
 }
 
 /// Forgets `port` in every vCPU's bitmap (after closing or rebinding it).
@@ -318,10 +342,7 @@ fn on_upcall() {
         me,
         |w| s.owned[w].load(Ordering::SeqCst),
         |port| {
-            match PORT_EVENTS.get(port as usize) {
-                Some(c) => c.fetch_add(1, Ordering::SeqCst),
-                None => UNCOUNTED_EVENTS.fetch_add(1, Ordering::SeqCst),
-            };
+            count_event(port);
             if port == timer {
                 s.timer_last_ns.store(time::now(), Ordering::SeqCst);
                 s.timer_events.fetch_add(1, Ordering::SeqCst);
@@ -469,8 +490,12 @@ extern "C" fn smp_ap_main(arg: u64) -> ! {
     };
     lapic::enable();
     s.apic_id.store(lapic::id(), Ordering::SeqCst);
-    s.upcall_rc
-        .store(events::set_upcall_vector(me as u32), Ordering::SeqCst);
+    let upcall_rc = if APS_SET_UPCALL_VECTOR.load(Ordering::SeqCst) {
+        events::set_upcall_vector(me as u32)
+    } else {
+        0
+    };
+    s.upcall_rc.store(upcall_rc, Ordering::SeqCst);
     // A command the previous life did not finish (Halt) is abandoned.
     s.done_seq
         .store(s.cmd_seq.load(Ordering::Acquire), Ordering::Release);
@@ -574,6 +599,13 @@ fn run(xen: &Xen, me: usize, cmd: Cmd) {
             let rc = hypercall::vcpu_op(VCPUOP_DOWN, me as u32, 0);
             set_res(s, 0, rc);
             s.resumed.store(true, Ordering::SeqCst);
+        }
+        Cmd::Idle => {
+            let posted = s.cmd_seq.load(Ordering::Acquire);
+            set_res(s, 0, 1);
+            while s.cmd_seq.load(Ordering::Acquire) == posted {
+                arch::wait_for_interrupt();
+            }
         }
         Cmd::Halt => {
             s.online.store(false, Ordering::SeqCst);
