@@ -719,14 +719,27 @@ fn number_checks(c: &Checks, ctx: &Ctx<'_>) {
 
 /// `HYPERVISOR_vcpu_op` naming vCPUs the domain does not have: `-ENOENT`, before
 /// the command is looked at (Xen's `do_vcpu_op`: `domain_vcpu()` is NULL), for
-/// the first id past the last vCPU, the largest HVM id and every bit set.
+/// the first id past the last vCPU, the largest HVM id and every bit set. The
+/// domain may have several vCPUs (Dom0 gets one per pCPU): `VCPUOP_is_up` answers
+/// 0 or 1 for ids 0, 1, ... up to the first it does not have, which must come
+/// by 128 (Xen's `HVM_MAX_VCPUS`), with vCPU 0 up.
 fn vcpu_checks(c: &Checks) {
     use keel_hypercall::abi::vcpu::{VCPUOP_GET_RUNSTATE_INFO, VCPUOP_IS_UP, VCPUOP_UP};
-    c.errno(
+    const HVM_MAX_VCPUS: u32 = 128;
+    let enoent = Errno::ENOENT.neg();
+    let past = (0..=HVM_MAX_VCPUS).find(|&k| hypercall::vcpu_op(VCPUOP_IS_UP, k, 0) == enoent);
+    let answers_below = past.is_some_and(|n| {
+        n >= 1
+            && hypercall::vcpu_op(VCPUOP_IS_UP, 0, 0) == 1
+            && (1..n).all(|k| matches!(hypercall::vcpu_op(VCPUOP_IS_UP, k, 0), 0 | 1))
+    });
+    c.check(
         "vcpu_op is_up of a vCPU past the last",
-        hypercall::vcpu_op(VCPUOP_IS_UP, 1, 0),
-        Errno::ENOENT,
+        answers_below,
+        format_args!("is_up answered -ENOENT first at {past:?} (vCPU 0 up, 0/1 below)"),
     );
+    let past = past.unwrap_or(1);
+    c.info(format_args!("this domain has {past} vCPU(s)"));
     c.errno(
         "vcpu_op up of vCPU 127",
         hypercall::vcpu_op(VCPUOP_UP, 127, 0),
@@ -738,9 +751,14 @@ fn vcpu_checks(c: &Checks) {
         Errno::ENOENT,
     );
     c.errno(
-        "vcpu_op unknown command to vCPU 1",
-        hypercall::vcpu_op(0x7FFF, 1, 0),
+        "vcpu_op unknown command to a vCPU past the last",
+        hypercall::vcpu_op(0x7FFF, past, 0),
         Errno::ENOENT,
+    );
+    c.errno(
+        "vcpu_op unknown command to vCPU 0",
+        hypercall::vcpu_op(0x7FFF, 0, 0),
+        Errno::ENOSYS,
     );
 }
 
