@@ -182,14 +182,14 @@ pub fn run_cpu(index: u32) {
             t_exit = now;
             arch.save_lazy_state();
             vcpu.lazy_cpu.store(cpu.index, Ordering::Relaxed);
-            let state = match how {
-                SliceEnd::Preempted | SliceEnd::Yield => Some(RUNSTATE_RUNNABLE),
-                SliceEnd::Blocked if vcpu.st.lock().down => Some(RUNSTATE_OFFLINE),
-                SliceEnd::Blocked => Some(RUNSTATE_BLOCKED),
-                SliceEnd::Ended(_) | SliceEnd::Gone => None,
-            };
-            if let Some(s) = state {
-                events::set_runstate(&d, &mut vcpu.st.lock(), s, now, &arch);
+            if !matches!(how, SliceEnd::Ended(_) | SliceEnd::Gone) {
+                let mut st = vcpu.st.lock();
+                let state = match how {
+                    SliceEnd::Blocked if st.down => RUNSTATE_OFFLINE,
+                    SliceEnd::Blocked => RUNSTATE_BLOCKED,
+                    _ => RUNSTATE_RUNNABLE,
+                };
+                events::set_runstate(&d, &mut st, state, now, &arch);
             }
             vcpu.running_on.store(NOT_RUNNING, Ordering::Release);
             how
