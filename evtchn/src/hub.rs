@@ -33,12 +33,16 @@
 //!
 //! # Hazards
 //!
-//! As [`crate::table`]'s: the caller resolves `DOMID_SELF`; freed ports'
-//! pending bits are the kernel's to clear (after [`Hub::close`] the closed
-//! port, after [`Hub::reset`] every port); `EVTCHNOP_reset` of another
-//! domain needs it paused (the kernel's check).
+//! As [`crate::table`]'s: the caller resolves `DOMID_SELF`; under 2-level,
+//! freed ports' pending bits are the kernel's to clear (after [`Hub::close`]
+//! the closed port, after [`Hub::reset`] every port); `EVTCHNOP_reset` of
+//! another domain needs it paused (the kernel's check). After
+//! [`Hub::reset`] of a FIFO domain, and before [`Hub::remove_domain`] of
+//! one, its frames are the kernel's to unpin: [`Table::take_released_frames`]
+//! (for a removed domain, [`Hub::remove_domain`] answers them).
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 
 use keel_hypercall::abi::Errno;
 use keel_hypercall::abi::domid::DomId;
@@ -82,8 +86,10 @@ impl Hub {
     }
 
     /// Gives `dom` a table with ports `0..max_ports` (port 0 never
-    /// allocated; `max_ports` capped at `EVTCHN_2L_NR_CHANNELS`) and
-    /// `nr_vcpus` vCPUs ([`Table::new`]).
+    /// allocated; `max_ports` capped by the ABI in use, see
+    /// [`Table::port_limit`]) and `nr_vcpus` vCPUs ([`Table::new`]). The
+    /// table has no FIFO memory: for the FIFO ABI, give it some through
+    /// [`Hub::table_mut`] and [`Table::enable_fifo`].
     ///
     /// # Errors
     ///
@@ -103,16 +109,21 @@ impl Hub {
     /// Closes every port of `dom` (the peers of its interdomain channels
     /// become [`State::Unbound`] towards `dom`, as Xen's `evtchn_destroy`
     /// leaves them), stops it handling global VIRQs, and forgets it. Nothing
-    /// happens if `dom` has no table.
-    pub fn remove_domain(&mut self, dom: DomId) {
+    /// happens if `dom` has no table. Answers the frames its FIFO state
+    /// held, for the kernel to unpin ([`Table::take_released_frames`]).
+    pub fn remove_domain(&mut self, dom: DomId) -> Vec<u64> {
+        let mut frames = Vec::new();
         if let Some(t) = self.tables.get_mut(&dom) {
             let mut next = t.destroy();
             while let Some(peer) = next {
                 next = self.close_with(dom, peer);
             }
-            self.tables.remove(&dom);
+            if let Some(mut t) = self.tables.remove(&dom) {
+                frames = t.take_released_frames();
+            }
         }
         self.handlers.forget(dom);
+        frames
     }
 
     /// `EVTCHNOP_alloc_unbound`: a fresh port in `dom`, [`State::Unbound`]
@@ -131,7 +142,7 @@ impl Hub {
         dom: DomId,
         remote_dom: DomId,
     ) -> Result<Port, Errno> {
-        self.table_mut(dom)?
+        self.table_or_esrch(dom)?
             .alloc_unbound(caller, privileged, remote_dom)
     }
 
@@ -155,7 +166,7 @@ impl Hub {
             return Err(Errno::ESRCH);
         }
         if caller == remote_dom {
-            return self.table_mut(caller)?.bind_loopback(remote_port);
+            return self.table_or_esrch(caller)?.bind_loopback(remote_port);
         }
         let (local, remote) = self.pair_mut(caller, remote_dom).ok_or(Errno::ESRCH)?;
         bind_interdomain(local, remote, remote_port)
@@ -183,7 +194,7 @@ impl Hub {
     /// `ENOENT` if `caller` has no vCPU `vcpu` (`ESRCH` if no table);
     /// `ENOSPC`/`ENOMEM` if no port is free.
     pub fn bind_ipi(&mut self, caller: DomId, vcpu: u32) -> Result<Port, Errno> {
-        self.table_mut(caller)?.bind_ipi(vcpu)
+        self.table_or_esrch(caller)?.bind_ipi(vcpu)
     }
 
     /// `EVTCHNOP_bind_vcpu` ([`Table::bind_vcpu`]).
@@ -194,7 +205,7 @@ impl Hub {
     /// no table); `EINVAL` if `port` is not valid, or free, an IPI or a
     /// per-vCPU VIRQ.
     pub fn bind_vcpu(&mut self, caller: DomId, port: Port, vcpu: u32) -> Result<(), Errno> {
-        self.table_mut(caller)?.bind_vcpu(port, vcpu)
+        self.table_or_esrch(caller)?.bind_vcpu(port, vcpu)
     }
 
     /// `EVTCHNOP_close`: frees `port` of `caller`. An interdomain peer
@@ -206,7 +217,7 @@ impl Hub {
     /// `EINVAL` if `port` is not valid or already free (`ESRCH` if `caller`
     /// has no table).
     pub fn close(&mut self, caller: DomId, port: Port) -> Result<(), Errno> {
-        let Reach::Remote(remote_dom) = self.table_mut(caller)?.close(port)? else {
+        let Reach::Remote(remote_dom) = self.table_or_esrch(caller)?.close(port)? else {
             return Ok(());
         };
         match self.pair_mut(caller, remote_dom) {
@@ -214,7 +225,7 @@ impl Hub {
             None => {
                 // The peer's table is gone, which symmetry rules out: free
                 // our end rather than trust it (Xen BUG()s here).
-                self.table_mut(caller)?.forget_end(port);
+                self.table_or_esrch(caller)?.forget_end(port);
                 Ok(())
             }
         }
@@ -267,7 +278,7 @@ impl Hub {
     /// the caller is not privileged. (Xen's `EINVAL` for resetting a domain
     /// its controller has not paused is the kernel's check.)
     pub fn reset(&mut self, caller: DomId, privileged: bool, dom: DomId) -> Result<(), Errno> {
-        let mut next = self.table_mut(dom)?.reset(caller, privileged)?;
+        let mut next = self.table_or_esrch(dom)?.reset(caller, privileged)?;
         while let Some(peer) = next {
             next = self.close_with(dom, peer);
         }
@@ -341,7 +352,16 @@ impl Hub {
         self.tables.contains_key(&dom)
     }
 
-    fn table_mut(&mut self, dom: DomId) -> Result<&mut Table, Errno> {
+    /// `dom`'s table, for what the hub has no call of its own: the FIFO
+    /// ABI's operations ([`Table::enable_fifo`], [`Table::init_control`],
+    /// [`Table::fifo_mut`], ...), and [`Table::take_released_frames`] after
+    /// [`Hub::reset`].
+    #[must_use]
+    pub fn table_mut(&mut self, dom: DomId) -> Option<&mut Table> {
+        self.tables.get_mut(&dom)
+    }
+
+    fn table_or_esrch(&mut self, dom: DomId) -> Result<&mut Table, Errno> {
         self.tables.get_mut(&dom).ok_or(Errno::ESRCH)
     }
 

@@ -1,5 +1,5 @@
 //! keel's event channels: Xen's `EVTCHNOP_*` state machine and the 2-level
-//! delivery rules, portable and host-tested.
+//! and FIFO delivery rules, portable and host-tested.
 //!
 //! # What
 //!
@@ -9,23 +9,38 @@
 //! domain's ports live in its own [`Table`], which implements the hypercall
 //! sub-ops with Xen's semantics and error codes (`xen/common/event_channel.c`,
 //! `public/event_channel.h`); the sub-ops that reach a second domain are
-//! functions of both tables ([`table::interdomain`]). Nothing here touches
-//! guest memory: an operation that raises an event returns a [`Notify`], and
-//! the kernel sets the port pending with [`two_level::set_pending`] over the
-//! guest's `shared_info` and `vcpu_info` (an [`two_level::EventWords`]
-//! implementation).
+//! functions of both tables ([`table::interdomain`]). An operation that raises
+//! an event returns a [`Notify`], which the kernel delivers by the ABI the
+//! domain uses ([`Table::abi`]):
+//!
+//! - 2-level (every domain starts here): the kernel sets the port pending
+//!   with [`two_level::set_pending`] over the guest's `shared_info` and
+//!   `vcpu_info` (an [`two_level::EventWords`] implementation); the table
+//!   does not touch guest memory.
+//! - FIFO (from the domain's first `EVTCHNOP_init_control`, if the kernel
+//!   offers it with [`Table::enable_fifo`]): the table links the port into
+//!   the guest's queues itself, through the kernel's [`FifoMem`] accessor
+//!   ([`Table::fifo_mut`], [`FifoPorts::set_pending`]), and answers what is
+//!   left to the kernel ([`Raised`]: mark a vCPU's events pending, wake
+//!   pollers). The table holds the frames of the guest's control blocks and
+//!   event array and hands them back for unpinning when the domain leaves
+//!   FIFO ([`Table::take_released_frames`]).
 //!
 //! Split as Xen splits it: [`table`] is `event_channel.c` (ports, states,
 //! permissions), [`two_level`] is `event_2l.c` (the pending/mask bitmaps),
-//! [`virq`] classifies VIRQs and records who handles the global ones. [`hub`]
-//! keeps every table in one map behind the one-call-per-op API of a kernel
-//! with one lock.
+//! [`fifo`] is `event_fifo.c` (the queues), [`virq`] classifies VIRQs and
+//! records who handles the global ones. [`hub`] keeps every table in one map
+//! behind the one-call-per-op API of a kernel with one lock.
 //!
 //! # Invariants (each module states its own in full)
 //!
 //! - Interdomain channels are symmetric: if `(a, p)` is `Interdomain` with
 //!   `(b, q)` then `(b, q)` is `Interdomain` with `(a, p)`.
-//! - Nothing panics on guest input; every failure is a Xen [`Errno`].
+//! - A domain's ABI is 2-level until its first `init_control`, then FIFO
+//!   until its table has been emptied (`EVTCHNOP_reset`, destruction).
+//! - Nothing panics on guest input, whatever the guest writes into its
+//!   event words and control blocks, and no operation loops on what it
+//!   reads there; every failure is a Xen [`Errno`].
 //!
 //! # Locking
 //!
@@ -36,7 +51,8 @@
 //! ([`GlobalVirqHandlers`]) have their own lock, taken after table locks.
 //!
 //! - One table: allocating, binding VIRQs and IPIs, `bind_vcpu`, status,
-//!   unmask and poll checks, VIRQ delivery, and loopback binds.
+//!   unmask and poll checks, VIRQ delivery, loopback binds, and the FIFO
+//!   ABI's `init_control`, `expand_array` and `set_priority`.
 //! - Two tables: [`bind_interdomain`] to another domain; [`send_interdomain`]
 //!   and [`close_interdomain`] when [`Table::send`] or [`Table::close`]
 //!   answers [`Reach::Remote`]; [`close_peer`], a step of `EVTCHNOP_reset`
@@ -50,6 +66,11 @@
 //!   dropped (for an interdomain send, the remote's): closing a port clears
 //!   its pending bit under that lock, and a delivery that came after would
 //!   leave a freed port pending, to fire on whatever reuses it.
+//! - The FIFO queues have no lock of their own (Xen locks each queue): the
+//!   table's lock serializes every delivery, unmask, close and priority
+//!   change of the domain, so a FIFO delivery ([`FifoPorts::set_pending`]) is
+//!   made under the lock of the domain it names, like any other. The guest
+//!   races on its words regardless; see [`fifo`].
 //!
 //! [`Hub`] needs none of this inside: it is for a kernel that holds every
 //! table under one lock.
@@ -58,18 +79,20 @@
 
 extern crate alloc;
 
+pub mod fifo;
 pub mod hub;
 pub mod table;
 pub mod two_level;
 pub mod virq;
 
+pub use fifo::{FifoMem, PageMem, Raised};
 pub use hub::Hub;
 pub use keel_hypercall::abi::Errno;
 pub use keel_hypercall::abi::domid::DomId;
 pub use keel_hypercall::abi::evtchn::EvtchnPort as Port;
 pub use table::{
-    Notify, PORTS_PER_BUCKET, Reach, State, Status, Table, bind_interdomain, close_interdomain,
-    close_peer, send_interdomain,
+    Abi, FifoPorts, Notify, PORTS_PER_BUCKET, Reach, State, Status, Table, bind_interdomain,
+    close_interdomain, close_peer, send_interdomain,
 };
 pub use two_level::{ArrayWords, EventWords};
 pub use virq::{GlobalVirqHandlers, VirqKind};

@@ -266,6 +266,20 @@ abi_struct! {
     }
 }
 
+// The FIFO ABI (`public/event_channel.h`, "FIFO-based event channel ABI").
+
+/// Bits of an event word's LINK field (`EVTCHN_FIFO_LINK_BITS`), also
+/// `init_control`'s OUT `link_bits`.
+pub const EVTCHN_FIFO_LINK_BITS: u32 = 17;
+/// Ports the FIFO ABI can express (`EVTCHN_FIFO_NR_CHANNELS`).
+pub const EVTCHN_FIFO_NR_CHANNELS: u32 = 1 << EVTCHN_FIFO_LINK_BITS;
+/// Size of `struct evtchn_fifo_control_block`: `ready`, a reserved word and
+/// one 32-bit head per queue.
+pub const EVTCHN_FIFO_CONTROL_BLOCK_SIZE: u32 = 8 + 4 * 16;
+/// The largest `init_control` offset whose control block stays within the
+/// page (Xen: `offset > PAGE_SIZE - sizeof(control block)` is `-EINVAL`).
+pub const EVTCHN_FIFO_MAX_CONTROL_OFFSET: u32 = 4096 - EVTCHN_FIFO_CONTROL_BLOCK_SIZE;
+
 /// Size of the union in [`EvtchnOp`]: its largest member, [`EvtchnStatus`].
 pub const EVTCHN_OP_UNION_SIZE: usize = EvtchnStatus::SIZE;
 
@@ -283,3 +297,33 @@ abi_struct! {
 
 /// Offset of the union in [`EvtchnOp`].
 pub const EVTCHN_OP_UNION_OFFSET: u64 = 4;
+
+// ---- FIFO event words, queues and the event array (`public/event_channel.h`;
+// the page geometry from Xen's `event_fifo.c`). Used by `keel-evtchn`'s
+// `fifo` module; kept apart from the wire structures above. ----
+
+/// Bit number of PENDING in an event word (`EVTCHN_FIFO_PENDING`).
+pub const EVTCHN_FIFO_PENDING: u32 = 31;
+/// Bit number of MASKED in an event word (`EVTCHN_FIFO_MASKED`).
+pub const EVTCHN_FIFO_MASKED: u32 = 30;
+/// Bit number of LINKED in an event word (`EVTCHN_FIFO_LINKED`).
+pub const EVTCHN_FIFO_LINKED: u32 = 29;
+/// Bit number of BUSY in an event word (`EVTCHN_FIFO_BUSY`): set by the
+/// hypervisor while it links to the word, to hold off the guest's unmask.
+pub const EVTCHN_FIFO_BUSY: u32 = 28;
+/// The LINK field of an event word: the next port of the queue, 0 for none
+/// (`EVTCHN_FIFO_LINK_MASK`).
+pub const EVTCHN_FIFO_LINK_MASK: u32 = (1 << EVTCHN_FIFO_LINK_BITS) - 1;
+/// The highest priority (`EVTCHN_FIFO_PRIORITY_MAX`).
+pub const EVTCHN_FIFO_PRIORITY_MAX: u32 = 0;
+/// A newly bound port's priority (`EVTCHN_FIFO_PRIORITY_DEFAULT`).
+pub const EVTCHN_FIFO_PRIORITY_DEFAULT: u32 = 7;
+/// The lowest priority (`EVTCHN_FIFO_PRIORITY_MIN`).
+pub const EVTCHN_FIFO_PRIORITY_MIN: u32 = 15;
+/// Queues per vCPU, one per priority (`EVTCHN_FIFO_MAX_QUEUES`).
+pub const EVTCHN_FIFO_MAX_QUEUES: u32 = EVTCHN_FIFO_PRIORITY_MIN + 1;
+/// Event words (ports) per 4 KiB event-array page.
+pub const EVTCHN_FIFO_EVENT_WORDS_PER_PAGE: u32 = 4096 / 4;
+/// Event-array pages needed for every port the ABI can express: 128.
+pub const EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES: u32 =
+    EVTCHN_FIFO_NR_CHANNELS / EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
