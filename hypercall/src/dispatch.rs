@@ -413,6 +413,35 @@ pub trait Domain {
     /// `evtchn_upcall_pending`). Errors: `-EINVAL` for an invalid port.
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> Result<(), Errno>;
 
+    /// `EVTCHNOP_init_control` (FIFO ABI): register the calling domain's
+    /// control block for `vcpu` (checked to exist; it may be down: Linux
+    /// registers a CPU's block before bringing it up) at `offset` (checked:
+    /// 8-byte aligned, the block within the page) of its frame `gfn`. The
+    /// first call switches the domain to FIFO for good. Errors: `-EINVAL`
+    /// for a `gfn` that is not the domain's RAM, or a vCPU that already
+    /// has a block; `-ENOMEM`.
+    fn evtchn_init_control(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+        let _ = (vcpu, gfn, offset);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `EVTCHNOP_expand_array` (FIFO ABI): add the calling domain's frame
+    /// `gfn` as the next page of its event array (1024 ports each).
+    /// Errors: `-EOPNOTSUPP` before `init_control`; `-ENOSPC` past 128
+    /// pages; `-EINVAL` for a `gfn` that is not the domain's RAM.
+    fn evtchn_expand_array(&mut self, gfn: u64) -> Result<(), Errno> {
+        let _ = gfn;
+        Err(Errno::ENOSYS)
+    }
+
+    /// `EVTCHNOP_set_priority` (FIFO ABI), Xen's order: `-EINVAL` for an
+    /// invalid `port`, `-ENOSYS` for a 2-level domain, `-EACCES` for a free
+    /// port, `-EINVAL` for `priority` above 15 (the lowest).
+    fn evtchn_set_priority(&mut self, port: EvtchnPort, priority: u32) -> Result<(), Errno> {
+        let _ = (port, priority);
+        Err(Errno::ENOSYS)
+    }
+
     /// `EVTCHNOP_reset` (and `reset_cont`): close every port of `dom` (the
     /// caller, or another domain for a privileged caller). Errors:
     /// `-EINVAL` for another domain that is not paused, `-EBUSY` if a reset
@@ -572,12 +601,29 @@ pub trait Domain {
     fn decrease_reservation(&mut self, dom: DomId, gfn: u64, order: u32) -> Result<(), Errno>;
 
     /// `XENMEM_add_to_physmap` with `XENMAPSPACE_grant_table`: map the
-    /// caller's grant-table frame `idx` (v1 shared frames; status frames
-    /// are refused before this) at `gpfn`, first growing the table to
-    /// `idx + 1` frames if that is within its maximum, and moving the frame
-    /// from where it was mapped before; whatever RAM was at `gpfn` is freed.
-    /// Errors: `-EINVAL` if `idx` is beyond the table's maximum.
+    /// caller's grant-table frame `idx` (a table frame, of either version;
+    /// status frames are [`Domain::map_grant_status_frame`]) at `gpfn`,
+    /// first growing the table to `idx + 1` frames if that is within its
+    /// maximum, and moving the frame from where it was mapped before;
+    /// whatever RAM was at `gpfn` is freed. Errors: `-EINVAL` if `idx` is
+    /// beyond the table's maximum.
     fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno>;
+
+    /// `XENMEM_add_to_physmap` with `XENMAPSPACE_grant_table` and
+    /// `XENMAPIDX_grant_table_status` in `idx` (taken off: `idx` is below
+    /// 2^31): map the caller's status frame `idx` at `gpfn`, as
+    /// [`Domain::map_grant_frame`] does a table frame (Xen's
+    /// `gnttab_map_frame`, `gnttab_get_status_frame_mfn`). In version 2, a
+    /// missing status frame is made by growing the table to the `8 * (idx +
+    /// 1)` table frames that have it, if that is within its maximum;
+    /// `-EINVAL` if it is still missing. In version 1, `-EINVAL` (Xen takes
+    /// the index, flag and all, for a table frame beyond any table). The
+    /// default answers `-EINVAL`, right for a kernel whose domains stay at
+    /// version 1.
+    fn map_grant_status_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+        let _ = (idx, gpfn);
+        Err(Errno::EINVAL)
+    }
 
     // ---------------------------------------------------------- hvm_op
 
@@ -649,10 +695,122 @@ pub trait Domain {
     /// `GNTTABOP_copy`, one entry: copy `op.len` bytes. Checked: `len > 0`;
     /// each end's `offset + len <= 4096`; a gmfn end is the caller's; a
     /// gref end's domain exists. Each gref end must be granted to the
-    /// caller (the source may be read-only), and with a sub-page grant the
-    /// range must lie in it. Returns `GNTST_okay`, `GNTST_bad_gntref`,
-    /// `GNTST_permission_denied`, `GNTST_bad_page`, `GNTST_general_error`.
+    /// caller (the source may be read-only); the source is acquired, then
+    /// the dest. A version 2 transitive grant is followed to the grant it
+    /// names, which must be granted to the transitive grant's granter (one
+    /// level only: a loop or a longer chain is `GNTST_general_error`, as
+    /// is a grant naming no domain), and the copy touches that domain's
+    /// frame. With both ends acquired, each range must lie within what was
+    /// granted (a version 2 sub-page range, else the whole page), else
+    /// `GNTST_general_error`; every end acquired, on every hop, is released
+    /// on every path. Returns `GNTST_okay`, `GNTST_bad_domain`,
+    /// `GNTST_bad_gntref`, `GNTST_permission_denied`, `GNTST_bad_page`,
+    /// `GNTST_general_error`.
     fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16;
+
+    /// `GNTTABOP_set_version` by the caller, for itself, `version` being 1
+    /// or 2 (anything else is `-EINVAL` before). Xen's order from there
+    /// (`gnttab_set_version`): `-ENOSYS` for 2 when the domain may only have
+    /// version 1 (`max_grant_version=1`, or Xen's `gnttab=max-ver:1`: "as
+    /// before set_version was introduced"); 0 if it is in effect; `-EBUSY`
+    /// while an entry past the first 8 is mapped or copied; `-ENOMEM`
+    /// (status frames for version 2); `-ERANGE` (to version 1, a reserved
+    /// entry that version 1 cannot hold); else 0, the table cleared but for
+    /// the first 8 entries, converted. Status frames that go are removed
+    /// from the p2m, flushed from every pCPU and freed by the kernel. The
+    /// dispatcher then writes back [`Domain::gnttab_get_version`] whatever
+    /// the result. The default is a kernel with version 1 only: 0 for 1,
+    /// `-ENOSYS` for 2.
+    fn gnttab_set_version(&mut self, version: u32) -> Result<(), Errno> {
+        if version == 1 {
+            Ok(())
+        } else {
+            Err(Errno::ENOSYS)
+        }
+    }
+
+    /// `GNTTABOP_get_version` of `dom` (checked; the caller, for the write
+    /// back of `set_version`): its grant-table version, 1 or 2. Default 1.
+    fn gnttab_get_version(&self, dom: DomId) -> u32 {
+        let _ = dom;
+        1
+    }
+
+    /// `GNTTABOP_get_status_frames`, first half (Xen's
+    /// `gnttab_get_status_frames`): `dom` (checked) has at least
+    /// `nr_frames` status frames, else `Err(GNTST_general_error)` (Xen
+    /// checks the count alone: 0 passes in version 1). The dispatcher then
+    /// asks [`Domain::gnttab_status_gfn`] for each. The default is a
+    /// version 1 domain: none.
+    fn gnttab_get_status_frames(&mut self, dom: DomId, nr_frames: u32) -> Result<(), i16> {
+        let _ = dom;
+        if nr_frames == 0 {
+            Ok(())
+        } else {
+            Err(crate::abi::grant_table::GNTST_GENERAL_ERROR)
+        }
+    }
+
+    /// The gfn at which `dom`'s status frame `idx` (below the count
+    /// [`Domain::gnttab_get_status_frames`] just checked) is mapped in
+    /// `dom`'s physmap, or `u64::MAX` (`INVALID_GFN`) if it is not.
+    fn gnttab_status_gfn(&self, dom: DomId, idx: u32) -> u64 {
+        let _ = (dom, idx);
+        u64::MAX
+    }
+
+    /// `GNTTABOP_swap_grant_ref`, one entry: swap the caller's entries
+    /// `ref_a` and `ref_b` (in version 2 with their status words), under
+    /// the caller's grant lock. `Ok` with the entry's status, in Xen's
+    /// order: `GNTST_bad_gntref` (`ref_a`, then `ref_b`, beyond the table),
+    /// `GNTST_okay` for the same ref twice, `GNTST_eagain` if either is
+    /// mapped or being copied, else `GNTST_okay`. `Err(e)` ends the
+    /// hypercall with `-e`: the default is a kernel without the operation,
+    /// which answers `-ENOSYS` as keel did before (a kernel that implements
+    /// it never returns `Err`).
+    fn gnttab_swap_grant_ref(&mut self, ref_a: u32, ref_b: u32) -> Result<i16, Errno> {
+        let _ = (ref_a, ref_b);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `GNTTABOP_cache_flush`, one entry, past the argument checks (Xen's
+    /// `_cache_flush`): `offset + length` within the page, `op` only
+    /// `GNTTAB_CACHE_CLEAN` and/or `GNTTAB_CACHE_INVAL`, neither `length`
+    /// nor `op` 0. Xen's order from there: `-EINVAL` if `dev_bus_addr` is
+    /// not a frame of RAM; `-EPERM` if its owner has no grant table; if the
+    /// owner is another domain, `-EINVAL` unless one of its entries naming
+    /// that frame is pinned by the caller (`grant_map_exists`; the grant
+    /// crate's `is_frame_pinned_by`). Then on x86: `GNTTAB_CACHE_INVAL`
+    /// alone is `-EOPNOTSUPP`; otherwise the cache lines of the range are
+    /// written back and invalidated (`clflush`), 0. Only reached by an
+    /// unfiltered caller (see [`grant_table_op`'s filter]); the default
+    /// answers `-EINVAL`, as for a `dev_bus_addr` that names nothing (keel
+    /// reports none).
+    ///
+    /// [`grant_table_op`'s filter]: crate::dispatch#grant-tables
+    fn gnttab_cache_flush(
+        &mut self,
+        dev_bus_addr: u64,
+        offset: u16,
+        length: u16,
+        op: u32,
+    ) -> Result<(), Errno> {
+        let _ = (dev_bus_addr, offset, length, op);
+        Err(Errno::EINVAL)
+    }
+
+    /// `GNTTABOP_transfer`, one entry: give the caller's frame `gfn` to
+    /// `domid`'s `GTF_accept_transfer` entry `gref`. For a translated
+    /// (HVM/PVH) caller Xen answers `GNTST_bad_page` if `gfn` is not a
+    /// valid frame of its RAM, else `GNTST_general_error` (`steal_page`
+    /// refuses translated domains), and the frame stays the caller's. Only
+    /// reached by an unfiltered caller; the default answers
+    /// `GNTST_general_error` (a kernel that knows its RAM answers
+    /// `GNTST_bad_page` for a gfn that is not).
+    fn gnttab_transfer(&mut self, gfn: u64, domid: DomId, gref: u32) -> i16 {
+        let _ = (gfn, domid, gref);
+        crate::abi::grant_table::GNTST_GENERAL_ERROR
+    }
 }
 
 /// Why a domain shut itself down (`SHUTDOWN_*`, `sched.h`).

@@ -100,7 +100,7 @@ fn deliver(
     wakes: &mut Wakes,
 ) {
     match to {
-        Owner::Dom(d) => events::raise(d, n.vcpu, n.port, wakes),
+        Owner::Dom(d) => events::deliver(d, to_table, n, wakes),
         Owner::Xen => {
             // A domU kicked its console channel: serve the ring, kick it back.
             if let Some((Owner::Dom(d), dom_table)) = other {
@@ -140,7 +140,7 @@ fn serve_console(d: &Domain, dom_table: &mut Table, xen: &mut Table, wakes: &mut
     if avail > 0
         && let Ok(Some(n)) = keel_evtchn::send_interdomain(xen, ring.xen_port, dom_table)
     {
-        events::raise(d, n.vcpu, n.port, wakes);
+        events::deliver(d, dom_table, n, wakes);
     }
 }
 

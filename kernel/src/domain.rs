@@ -677,8 +677,11 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     }
 
     // xl's max_event_channels is the highest port; the table holds one more.
-    let evtchn = keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), spec.max_vcpus)
-        .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
+    let mut evtchn =
+        keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), spec.max_vcpus)
+            .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
+    // FIFO event channels on offer: the guest's frames, through the direct map.
+    evtchn.enable_fifo(alloc::boxed::Box::new(crate::frames::GuestFrames));
     let grants =
         keel_grant::DomainGrants::new(spec.id, spec.max_grant_frames, DEFAULT_MAX_MAPTRACK)
             .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;

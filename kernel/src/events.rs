@@ -1,5 +1,7 @@
 //! Getting things to a vCPU: Xen's 2-level event bits in `shared_info` and its
-//! `vcpu_info` ([`SharedWords`]), raising a port ([`raise`]), the upcall vector at
+//! `vcpu_info` ([`SharedWords`]), raising a port by the domain's event ABI
+//! ([`deliver`]: 2-level [`raise`], or the FIFO queues the event table keeps and
+//! [`raise_fifo`]), the upcall vector at
 //! the next entry ([`prepare_entry`]), and what keel publishes into guest memory:
 //! pvclock ([`publish_time`]), the wall clock, the runstate.
 //!
@@ -9,7 +11,8 @@
 //! and one place applies it).
 //!
 //! # Locking
-//! [`raise`] takes the target vCPU's `st` lock; callers hold the event-channel lock
+//! [`raise`] and [`raise_fifo`] take vCPU `st` locks, one at a time; callers hold
+//! the event-channel lock
 //! that produced the notification (so that a concurrent close, which clears the
 //! pending bit under the same lock, cannot be overtaken). The guest's words are
 //! changed with atomics: the guest writes them concurrently, as on Xen.
@@ -19,6 +22,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use keel_arch::hvm::HvmVcpu;
 use keel_evtchn::two_level::{self, EventWords};
+use keel_evtchn::{Notify, Raised, Table};
 use keel_hypercall::abi::xen::{VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
 use keel_hypercall::dispatch::update_secondary_system_time;
 use keel_mm::guest_walk::WalkCtx;
@@ -144,8 +148,21 @@ impl EventWords for SharedWords {
     }
 }
 
-/// Marks `port` pending for `d`'s vCPU `vcpu` and, if that makes an upcall pending
-/// or the vCPU polls the port, makes it runnable (recorded in `wakes`).
+/// Delivers `n` to `d`, whose event table the caller holds (`t`), by the ABI
+/// the domain uses: 2-level ([`raise`]) or FIFO ([`raise_fifo`]).
+pub fn deliver(d: &Domain, t: &mut Table, n: Notify, wakes: &mut Wakes) {
+    match t.fifo_mut() {
+        None => raise(d, n.vcpu, n.port, wakes),
+        Some(mut f) => {
+            let r = f.set_pending(n.port, n.vcpu);
+            raise_fifo(d, n.port, r, wakes);
+        }
+    }
+}
+
+/// Marks `port` pending for `d`'s vCPU `vcpu` (2-level) and, if that makes an
+/// upcall pending or the vCPU polls the port, makes it runnable (recorded in
+/// `wakes`).
 pub fn raise(d: &Domain, vcpu: u32, port: u32, wakes: &mut Wakes) {
     let Some(v) = d.vcpu(vcpu).or_else(|| d.vcpu(0)) else {
         return;
@@ -168,6 +185,36 @@ pub fn raise(d: &Domain, vcpu: u32, port: u32, wakes: &mut Wakes) {
         // An upcall is pending now: a vCPU in guest mode on another pCPU
         // exits to take it (Xen's vcpu_kick).
         v.notify();
+    }
+}
+
+/// Applies what the FIFO ABI asked after raising or unmasking `port` of `d`:
+/// Xen's `vcpu_mark_events_pending` on `r.mark` (set `evtchn_upcall_pending`;
+/// if that was clear, kick the vCPU), and, if the port became pending, Xen's
+/// `evtchn_check_pollers` (every vCPU of the domain polling it, or polling
+/// any port, is woken).
+pub fn raise_fifo(d: &Domain, port: u32, r: Raised, wakes: &mut Wakes) {
+    if let Some(v) = r.mark.and_then(|m| d.vcpu(m)) {
+        let mut st = v.st.lock();
+        let mut w = SharedWords::of(d, &st);
+        let kick = !w.set_upcall_pending(v.id);
+        // Its upcall is pending: a blocked or polling vCPU wakes (Xen's
+        // vcpu_kick unblocks both).
+        wake_locked(v, &mut st, wakes);
+        drop(st);
+        if kick {
+            v.notify();
+        }
+    }
+    if r.newly_pending {
+        for v in d.vcpus.iter() {
+            let mut st = v.st.lock();
+            if let Wait::Polling { ports, .. } = &st.wait
+                && (ports.is_empty() || ports.contains(&port))
+            {
+                wake_locked(v, &mut st, wakes);
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //! None: frames are plain memory; who may touch which frame when is the owner's
 //! rule (a domain's lock, the grant table's pins).
 
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use keel_mm::addr::{Hpa, Mfn};
 use keel_mm::layout::directmap_va;
@@ -163,5 +163,51 @@ impl keel_grant::FrameWords for GrantFrames {
         Self::frame(frame)
             .atomic_u16(offset & 0xFFE)
             .fetch_and(!bits, core::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Guest frames as FIFO event words (`keel_evtchn::FifoMem`): a handle is the
+/// machine frame number of a frame of the domain's RAM that its event table
+/// holds (a control block's or an event array page's). The domain keeps such a
+/// frame while the table holds it (`hypercalls::is_special`), and the table
+/// drops its handles before the domain's memory is freed.
+pub struct GuestFrames;
+
+impl GuestFrames {
+    /// Runs `op` on the word at `offset` of `frame`.
+    fn on<R>(frame: u64, offset: usize, op: impl FnOnce(&AtomicU32) -> R) -> R {
+        let mfn = Mfn::new(frame)
+            .unwrap_or_else(|| panic!("FIFO frame {frame:#x} is not a frame keel handed out"));
+        // SAFETY: `frame` is a RAM frame of a live domain (see the type's docs),
+        // reached through the direct map; the guest writes it concurrently,
+        // hence atomics only.
+        let f = unsafe { Frame::new(mfn) };
+        // The crate's offsets are 4-aligned and below 4096; masking keeps a
+        // slip inside the frame rather than panicking.
+        op(f.atomic_u32(offset & 0xFFC))
+    }
+}
+
+impl keel_evtchn::FifoMem for GuestFrames {
+    fn load(&self, frame: u64, offset: usize) -> u32 {
+        Self::on(frame, offset, |w| w.load(Ordering::SeqCst))
+    }
+
+    fn store(&self, frame: u64, offset: usize, val: u32) {
+        Self::on(frame, offset, |w| w.store(val, Ordering::SeqCst));
+    }
+
+    fn fetch_or(&self, frame: u64, offset: usize, val: u32) -> u32 {
+        Self::on(frame, offset, |w| w.fetch_or(val, Ordering::SeqCst))
+    }
+
+    fn fetch_and(&self, frame: u64, offset: usize, val: u32) -> u32 {
+        Self::on(frame, offset, |w| w.fetch_and(val, Ordering::SeqCst))
+    }
+
+    fn compare_exchange(&self, frame: u64, offset: usize, current: u32, new: u32) -> Result<u32, u32> {
+        Self::on(frame, offset, |w| {
+            w.compare_exchange(current, new, Ordering::SeqCst, Ordering::SeqCst)
+        })
     }
 }

@@ -29,7 +29,7 @@ use crate::frames::{self, Frame, GrantFrames};
 use crate::paging::PagingMode as _;
 use crate::registry;
 use crate::vcpu::{ArchVcpu, Vcpu, VcpuInfoAt};
-use keel_evtchn::two_level;
+use keel_evtchn::{Abi, two_level};
 use keel_hypercall::abi::evtchn::EvtchnPort;
 use keel_hypercall::abi::vcpu::VcpuRunstateInfo;
 use keel_hypercall::abi::xen::VcpuTimeInfo;
@@ -71,7 +71,8 @@ impl Ctx<'_> {
 }
 
 /// Whether `mfn` is one of `d`'s frames that are not plain RAM: shared_info, the
-/// console ring, a grant-table frame, or a page holding one of its vcpu_infos.
+/// console ring, a grant-table frame, a FIFO control block's or event array
+/// page's frame, or a page holding one of its vcpu_infos.
 /// These never leave the domain while it lives.
 /// `grant_frames` are `d`'s grant-table frames (its grant lock is the caller's).
 fn is_special(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
@@ -89,6 +90,7 @@ fn is_special_but_vcpu_info(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool 
     mfn == d.shared_info
         || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
         || grant_frames.contains(&mfn.as_u64())
+        || d.evtchn.lock().holds_frame(mfn.as_u64())
 }
 
 /// Translates `gfn` of a domain whose memory is `mem` to a frame it owns as RAM
@@ -98,6 +100,28 @@ fn own_frame(mem: &DomainMem, gfn: u64) -> Option<(Mfn, Access)> {
         return None;
     }
     mem.p2m.translate(Gfn::new(gfn)?)
+}
+
+/// The frame of `d`'s RAM at `gfn` for a FIFO control block or event array
+/// page (Xen's `map_guest_page`: a page of the domain's, writable): `EINVAL`
+/// for a gfn that is not the domain's own writable RAM, or whose frame keel
+/// gave another role (shared_info, the console ring, a grant-table frame).
+/// A page holding vcpu_infos or other FIFO structures is fine, as on Xen.
+/// The caller holds `d`'s grant lock (`grant_frames` are its frames).
+fn fifo_frame(d: &Domain, grant_frames: &[u64], gfn: u64) -> Result<Mfn, Errno> {
+    let mem = d.mem.lock();
+    let (mfn, access) = own_frame(&mem, gfn).ok_or(Errno::EINVAL)?;
+    if !access.write || mem.owned_run(mfn).is_none() {
+        return Err(Errno::EINVAL);
+    }
+    drop(mem);
+    if mfn == d.shared_info
+        || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
+        || grant_frames.contains(&mfn.as_u64())
+    {
+        return Err(Errno::EINVAL);
+    }
+    Ok(mfn)
 }
 
 /// A grant operation's result as the `GNTST_*` status the guest gets.
@@ -263,9 +287,12 @@ impl HcDomain for Ctx<'_> {
     fn evtchn_close(&mut self, port: EvtchnPort) -> Result<(), Errno> {
         channels::close(self.d, port)?;
         // The freed port's pending bit goes too (shared_info's bitmap, which
-        // every vCPU of the domain shares).
-        let st = self.v.st.lock();
-        two_level::clear_pending(&mut SharedWords::of(self.d, &st), port);
+        // every vCPU of the domain shares); the FIFO table cleared its event
+        // word's itself.
+        if self.d.evtchn.lock().abi() == Abi::TwoLevel {
+            let st = self.v.st.lock();
+            two_level::clear_pending(&mut SharedWords::of(self.d, &st), port);
+        }
         Ok(())
     }
 
@@ -295,7 +322,12 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn evtchn_unmask(&mut self, port: EvtchnPort) -> Result<(), Errno> {
-        let t = self.d.evtchn.lock();
+        let mut t = self.d.evtchn.lock();
+        if let Some(mut f) = t.fifo_mut() {
+            let r = f.unmask(port)?;
+            crate::events::raise_fifo(self.d, port, r, self.wakes);
+            return Ok(());
+        }
         let vcpu = t.notify_vcpu(port).ok_or(Errno::EINVAL)?;
         let Some(target) = self.d.vcpu(vcpu) else {
             return Ok(());
@@ -319,6 +351,9 @@ impl HcDomain for Ctx<'_> {
             return Err(Errno::EINVAL);
         }
         channels::reset(self.d)?;
+        // Back to 2-level if the domain was on FIFO (Xen's evtchn_reset); the
+        // frames the FIFO state held are plain RAM again.
+        drop(self.d.evtchn.lock().take_released_frames());
         let st = self.v.st.lock();
         let mut words = SharedWords::of(self.d, &st);
         for port in 0..keel_hypercall::abi::evtchn::EVTCHN_2L_NR_CHANNELS {
@@ -329,7 +364,7 @@ impl HcDomain for Ctx<'_> {
 
     fn sched_poll(&mut self, ports: &[EvtchnPort]) -> Result<PollResult, Errno> {
         // The event table's lock before the vCPU's (the lock order).
-        let t = self.d.evtchn.lock();
+        let mut t = self.d.evtchn.lock();
         let st = self.v.st.lock();
         let words = SharedWords::of(self.d, &st);
         if words.has_upcall() && !words.upcalls_masked() {
@@ -339,11 +374,46 @@ impl HcDomain for Ctx<'_> {
             if !t.is_valid(p) {
                 return Err(Errno::EINVAL);
             }
-            if two_level::is_pending(&words, p) {
+            let pending = match t.fifo_mut() {
+                Some(f) => f.is_pending(p),
+                None => two_level::is_pending(&words, p),
+            };
+            if pending {
                 return Ok(PollResult::Ready);
             }
         }
         Ok(PollResult::Block)
+    }
+
+    fn evtchn_init_control(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+        // Xen's order: the arguments (the dispatcher checked them), then the
+        // frame, then the table's state. The grant lock, held from the frame's
+        // check until the table holds it, keeps decrease_reservation (which
+        // holds it from its own check to the free) from freeing it between.
+        self.d.evtchn.lock().check_init_control(vcpu, offset)?;
+        let grants = self.d.grants.lock();
+        let mfn = fifo_frame(self.d, grants.table_frames(), gfn)?;
+        let mut t = self.d.evtchn.lock();
+        let st = self.v.st.lock();
+        t.init_control(vcpu, offset, mfn.as_u64(), &SharedWords::of(self.d, &st))?;
+        Ok(())
+    }
+
+    fn evtchn_expand_array(&mut self, gfn: u64) -> Result<(), Errno> {
+        self.d.evtchn.lock().check_expand_array()?;
+        // The grant lock as in `evtchn_init_control`.
+        let grants = self.d.grants.lock();
+        let mfn = fifo_frame(self.d, grants.table_frames(), gfn)?;
+        let mut t = self.d.evtchn.lock();
+        drop(grants);
+        for (port, r) in t.expand_array(mfn.as_u64())? {
+            crate::events::raise_fifo(self.d, port, r, self.wakes);
+        }
+        Ok(())
+    }
+
+    fn evtchn_set_priority(&mut self, port: EvtchnPort, priority: u32) -> Result<(), Errno> {
+        self.d.evtchn.lock().set_priority(port, priority)
     }
 
     // ------------------------------------------------------------ vCPUs, timers

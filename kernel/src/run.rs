@@ -397,9 +397,9 @@ fn fire_due_in(d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
     }
     if fire {
         // Delivered under the table's lock (channels.rs, "Locking").
-        let t = d.evtchn.lock();
+        let mut t = d.evtchn.lock();
         if let Some(n) = t.virq(v.id, VIRQ_TIMER) {
-            events::raise(d, n.vcpu, n.port, wakes);
+            events::deliver(d, &mut t, n, wakes);
         }
     }
 }

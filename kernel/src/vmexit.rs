@@ -653,13 +653,18 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
         // sched_poll found nothing pending (hypercalls.rs): wait for the port
         // (any port if none was named), an upcall, or the timeout.
         Action::Poll { port, timeout } => {
-            // Checked again under the vCPU's lock, which event delivery takes
-            // too: an event sent from another pCPU since `sched_poll` looked is
-            // either seen here or finds the vCPU polling and wakes it.
+            // Checked again under the event table's lock and then the vCPU's
+            // (the lock order), which event delivery holds too: an event sent
+            // from another pCPU since `sched_poll` looked is either seen here
+            // or finds the vCPU polling and wakes it.
+            let mut t = d.d.evtchn.lock();
             let mut st = d.v.st.lock();
             let words = SharedWords::of(d.d, &st);
-            let ready = (words.has_upcall() && !words.upcalls_masked())
-                || port.is_some_and(|p| keel_evtchn::two_level::is_pending(&words, p));
+            let pending = |p| match t.fifo_mut() {
+                Some(f) => f.is_pending(p),
+                None => keel_evtchn::two_level::is_pending(&words, p),
+            };
+            let ready = (words.has_upcall() && !words.upcalls_masked()) || port.is_some_and(pending);
             if ready {
                 return Ok(Flow::Continue);
             }
@@ -668,6 +673,7 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
                 deadline: (timeout != 0).then_some(timeout),
             };
             drop(st);
+            drop(t);
             if timeout != 0 {
                 crate::vcpu::deadlines_changed();
             }

@@ -20,6 +20,10 @@
 //!   against a `granter` peer, each answered with Xen's exact errno or `GNTST_*`.
 //! - `die_holding`: a domain crashes while its peer has its grant mapped and an
 //!   event channel bound to it; the peer survives and cleans up.
+//! - `fifo_beside_pingpong`: FIFO event channels (10,050 ports, priorities,
+//!   masking, busy ports, Xen's errnos, a guest scribbling over its own queues)
+//!   beside a pingpong between a FIFO + grant v2 server and a 2-level + v1
+//!   client.
 //!
 //! Every test lists each check line it expects per domain, so a check that does
 //! not run fails the test as surely as one that fails. Around the guests' own
@@ -222,6 +226,136 @@ fn pingpong_on_bochs_vmx() {
 #[test]
 fn pingpong_on_bochs_svm() {
     pingpong("domu_pingpong", Backend::BochsSvm, 1000);
+}
+
+// ---------------------------------------------------------------------------
+// FIFO event channels, and pingpong over FIFO and grant tables v2
+
+/// `max_event_channels` of the fifo domain: room for its 10,050 ports and the
+/// few it keeps besides.
+const FIFO_MAX_EVTCHN: u32 = 10_240;
+
+/// Every check `mode=fifo offline-vcpu=1` makes.
+fn fifo_checks() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "shared_info mapped",
+        "2-level port bound",
+        "2-level send while masked",
+        "2-level port pending at the switch",
+        "set_priority before init_control",
+        "expand_array before init_control",
+        "init_control vCPU 0",
+        "link_bits",
+        "init_control twice on vCPU 0",
+        "init_control for a vCPU not yet up",
+        "send before any array page",
+        "expand_array",
+        "2-level pending port delivered after the switch",
+        "ports bound",
+        "sends",
+        "every port consumed exactly once",
+        "consumed in the order sent",
+        "set_priority",
+        "set_priority 16",
+        "set_priority u32::MAX",
+        "set_priority of a free port",
+        "set_priority beyond the table",
+        "highest priority consumed first",
+        "a pending port is queued once",
+        "masked port not delivered",
+        "unmask",
+        "unmasked port delivered",
+        "close a queued port",
+        "a queued port is not reused",
+        "a closed port is not delivered",
+        "an unlinked port is reused",
+        "upcall registered",
+        "timer through FIFO",
+        "expand_array with a gfn beyond RAM",
+        "expand_array to 128 pages",
+        "expand_array beyond 128 pages",
+        "scribbled while sending",
+        "keel answers after the scribbling",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for label in [
+        "absent vCPU",
+        "vCPU u32::MAX",
+        "offset crossing the page",
+        "offset at the page end",
+        "unaligned offset",
+        "gfn beyond RAM",
+        "gfn of the local APIC",
+        "gfn u64::MAX",
+    ] {
+        v.push(format!("init_control {label}"));
+        v.push(format!("init_control {label} writes nothing back"));
+    }
+    v
+}
+
+/// d1 runs `mode=fifo` (10,050 ports, priorities, Xen's errnos, and at the end
+/// scribbles over its own queues while events flow) beside a pingpong pair: a
+/// server on FIFO event channels with a version 2 grant table, and a client on
+/// 2-level channels with version 1, so every message crosses between the two
+/// ABIs both ways.
+fn fifo_beside_pingpong(test: &str, backend: Backend, count: u32) {
+    let fifo_cfg = format!("max_event_channels = {FIFO_MAX_EVTCHN}\nmaxvcpus = 2\n");
+    let run = boot(
+        test,
+        backend,
+        &[
+            dom("fifo", "mode=fifo offline-vcpu=1", &fifo_cfg),
+            dom(
+                "ping-server",
+                format!("mode=pingpong role=server peer=3 count={count} evtchn=fifo"),
+                "",
+            ),
+            dom(
+                "ping-client",
+                format!("mode=pingpong role=client peer=2 count={count}"),
+                "",
+            ),
+        ],
+    );
+    let checks = fifo_checks();
+    assert_domain_passed(
+        &run,
+        1,
+        &checks.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    run.assert_line(r"^\(d1\) info: ports \d+\.\.=(\d{5}) bound$");
+    let mut server = pingpong_server_checks(count);
+    server.extend(["FIFO event channels".into()]);
+    let client = pingpong_client_checks(count);
+    assert_domain_passed(
+        &run,
+        2,
+        &server.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_domain_passed(
+        &run,
+        3,
+        &client.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff"), (3, "poweroff")]);
+}
+
+#[test]
+fn fifo_beside_pingpong_v2_on_qemu_svm() {
+    fifo_beside_pingpong("domu_fifo", Backend::QemuSvm, 1000);
+}
+
+#[test]
+fn fifo_beside_pingpong_v2_on_bochs_vmx() {
+    fifo_beside_pingpong("domu_fifo", Backend::BochsVmx, 300);
+}
+
+#[test]
+fn fifo_beside_pingpong_v2_on_bochs_svm() {
+    fifo_beside_pingpong("domu_fifo", Backend::BochsSvm, 300);
 }
 
 // ---------------------------------------------------------------------------

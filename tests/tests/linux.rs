@@ -16,7 +16,8 @@
 //! - the kernel took the Xen PVH boot path (`Booting kernel on Xen PVH`), switched
 //!   to the Xen clocksource (`clocksource: Switched to clocksource xen`) and
 //!   enabled the event-channel upcall (`xen:events: Xen HVM callback vector for
-//!   event delivery is enabled`): the exact strings Debian's 6.1 images print
+//!   event delivery is enabled`) over FIFO event channels (`xen:events: Using
+//!   FIFO-based ABI`, never `Using 2-level ABI`): the exact strings Debian's 6.1 images print
 //!   (checked against their `vmlinux` and a boot log), as console lines or as
 //!   init's reprint of `dmesg`;
 //! - userspace ran: the marker, a `uname -a` naming the package's kernel release
@@ -210,6 +211,8 @@ fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour, smp:
             kernel_log("Booting kernel on Xen PVH"),
             kernel_log("clocksource: Switched to clocksource xen"),
             kernel_log("xen:events: Xen HVM callback vector for event delivery is enabled"),
+            // keel offers FIFO event channels, which Linux tries first.
+            kernel_log("xen:events: Using FIFO-based ABI"),
             // keel offers x2APIC (emulated), and Linux takes it: its IPIs,
             // INIT and SIPI go through the x2APIC MSRs.
             kernel_log("x2apic enabled"),
@@ -217,6 +220,7 @@ fn linux_boots_to_userspace(test: &str, backend: Backend, flavour: Flavour, smp:
         ],
     );
     run.assert_no_line(r"^\(d1\) .*Kernel panic - not syncing");
+    run.assert_no_line(r"^\(d1\) .*Using 2-level ABI");
     run.assert_no_line(r"^\(d1\) .*Xen doesn't support pvclock on HVM");
     // VCPUOP_register_vcpu_time_memory_area works: the vDSO reads pvclock.
     run.assert_no_line(r"^\(d1\) .*VDSO_CLOCKMODE_PVCLOCK not supported");

@@ -26,9 +26,16 @@
 //!   guest passed them, as in Xen).
 //! - `reset`, and `reset_cont` (Xen-internal, 14) the same: `dom` through
 //!   [`Ctx::target`].
+//! - `init_control` (FIFO ABI, Xen's `evtchn_fifo_init_control`): `link_bits`
+//!   is filled in; an absent vCPU is `-ENOENT`; an `offset` past
+//!   [`EVTCHN_FIFO_MAX_CONTROL_OFFSET`] (the control block would cross the
+//!   page end) or not 8-byte aligned is `-EINVAL`; then the domain (the
+//!   frame, a second block for one vCPU); the structure is copied back
+//!   only on success, as in Xen.
+//! - `expand_array`, `set_priority`: straight to the domain (Xen checks
+//!   nothing before taking the domain's lock).
 //! - `bind_pirq` is `-ENOSYS` (keel has no physical IRQs for guests);
-//!   `init_control`, `expand_array`, `set_priority` are `-ENOSYS`, which
-//!   makes Linux keep the 2-level ABI; unknown commands are `-ENOSYS`.
+//!   unknown commands are `-ENOSYS`.
 //!
 //! Xen checks a domain's existence, then allocates, then asks XSM; keel
 //! checks existence and permission together first, so an unprivileged
@@ -147,7 +154,27 @@ fn event_channel_op<D: Domain + ?Sized>(
             let dom = cx.target(a.dom)?;
             cx.d.evtchn_reset(dom)
         }
-        // No physical IRQs for guests; the FIFO ABI is not offered.
+        EVTCHNOP_INIT_CONTROL => {
+            let mut a = EvtchnInitControl::from_bytes(&cx.read(arg)?);
+            // Xen fills this in first, but copies the structure back only
+            // on success.
+            a.link_bits = EVTCHN_FIFO_LINK_BITS as u8;
+            let vcpu = cx.vcpu(a.vcpu)?;
+            if a.offset > EVTCHN_FIFO_MAX_CONTROL_OFFSET || !a.offset.is_multiple_of(8) {
+                return Err(Errno::EINVAL);
+            }
+            cx.d.evtchn_init_control(vcpu, a.control_gfn, a.offset)?;
+            cx.write(arg, &a.to_bytes())
+        }
+        EVTCHNOP_EXPAND_ARRAY => {
+            let a = EvtchnExpandArray::from_bytes(&cx.read(arg)?);
+            cx.d.evtchn_expand_array(a.array_gfn)
+        }
+        EVTCHNOP_SET_PRIORITY => {
+            let a = EvtchnSetPriority::from_bytes(&cx.read(arg)?);
+            cx.d.evtchn_set_priority(a.port, a.priority)
+        }
+        // No physical IRQs for guests.
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -489,6 +489,18 @@ impl Domain for FakeDomain {
         p.masked = false;
         Ok(())
     }
+    fn evtchn_init_control(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+        self.log(format!("evtchn_init_control({vcpu}, {gfn:#x}, {offset})"));
+        self.evtchn_err.map_or(Ok(()), Err)
+    }
+    fn evtchn_expand_array(&mut self, gfn: u64) -> Result<(), Errno> {
+        self.log(format!("evtchn_expand_array({gfn:#x})"));
+        self.evtchn_err.map_or(Ok(()), Err)
+    }
+    fn evtchn_set_priority(&mut self, port: EvtchnPort, priority: u32) -> Result<(), Errno> {
+        self.log(format!("evtchn_set_priority({port}, {priority})"));
+        self.evtchn_err.map_or(Ok(()), Err)
+    }
     fn evtchn_reset(&mut self, dom: DomId) -> Result<(), Errno> {
         self.log(format!("evtchn_reset({dom})"));
         if let Some(e) = self.evtchn_err {

@@ -357,9 +357,6 @@ fn unsupported_commands_are_enosys() {
     d.poke(ARG, &[0; 32]);
     for cmd in [
         EVTCHNOP_BIND_PIRQ,
-        EVTCHNOP_INIT_CONTROL,
-        EVTCHNOP_EXPAND_ARRAY,
-        EVTCHNOP_SET_PRIORITY,
         15,
         0x7fff_ffff,
         u32::MAX,
@@ -371,6 +368,107 @@ fn unsupported_commands_are_enosys() {
         );
     }
     assert!(d.calls.is_empty());
+}
+
+fn init_control(gfn: u64, offset: u32, vcpu: u32) -> EvtchnInitControl {
+    EvtchnInitControl {
+        control_gfn: gfn,
+        offset,
+        vcpu,
+        link_bits: 0xaa,
+        pad: [0x55; 7],
+    }
+}
+
+#[test]
+fn init_control_checks_then_reports_link_bits() {
+    for width in WIDTHS {
+        let mut d = domu();
+        // Xen's order: the vCPU, then the offset (past the page end, then
+        // alignment), then the domain.
+        for (a, e) in [
+            (init_control(0x1234, 0, 4), Errno::ENOENT),
+            (init_control(0x1234, 0, u32::MAX), Errno::ENOENT),
+            (init_control(0x1234, 4096 - 72 + 8, 4), Errno::ENOENT),
+            (init_control(0x1234, 4096 - 72 + 8, 0), Errno::EINVAL),
+            (init_control(0x1234, !7, 0), Errno::EINVAL),
+            (init_control(0x1234, 4, 0), Errno::EINVAL),
+        ] {
+            d.poke(ARG, &a.to_bytes());
+            assert_eq!(
+                run(&mut d, width, OP, &[EVTCHNOP_INIT_CONTROL.into(), ARG]),
+                err(e),
+                "{a:?}"
+            );
+            // Nothing is copied back on failure.
+            assert_eq!(d.peek(ARG, 24), a.to_bytes());
+        }
+        assert!(d.calls.is_empty());
+        // The last offset whose block fits, on the last vCPU.
+        let a = init_control(0x1234_5678_9abc, 4096 - 72, 3);
+        d.poke(ARG, &a.to_bytes());
+        assert_eq!(
+            run(&mut d, width, OP, &[EVTCHNOP_INIT_CONTROL.into(), ARG]),
+            ok()
+        );
+        assert_eq!(d.calls, ["evtchn_init_control(3, 0x123456789abc, 4024)"]);
+        let back = EvtchnInitControl::from_bytes(d.peek(ARG, 24).try_into().unwrap());
+        assert_eq!(back, EvtchnInitControl { link_bits: 17, ..a });
+        // The domain's error, and then no copy back.
+        d.evtchn_err = Some(Errno::EINVAL);
+        d.poke(ARG, &a.to_bytes());
+        assert_eq!(
+            run(&mut d, width, OP, &[EVTCHNOP_INIT_CONTROL.into(), ARG]),
+            err(Errno::EINVAL)
+        );
+        assert_eq!(d.peek(ARG, 24), a.to_bytes());
+    }
+}
+
+#[test]
+fn expand_array_and_set_priority_pass_through() {
+    for width in WIDTHS {
+        let mut d = domu();
+        d.poke(ARG, &EvtchnExpandArray { array_gfn: u64::MAX }.to_bytes());
+        assert_eq!(
+            run(&mut d, width, OP, &[EVTCHNOP_EXPAND_ARRAY.into(), ARG]),
+            ok()
+        );
+        d.poke(
+            ARG,
+            &EvtchnSetPriority {
+                port: 77,
+                priority: 99,
+            }
+            .to_bytes(),
+        );
+        assert_eq!(
+            run(&mut d, width, OP, &[EVTCHNOP_SET_PRIORITY.into(), ARG]),
+            ok()
+        );
+        assert_eq!(
+            d.calls,
+            [
+                "evtchn_expand_array(0xffffffffffffffff)",
+                "evtchn_set_priority(77, 99)"
+            ]
+        );
+        d.evtchn_err = Some(Errno::ENOSPC);
+        assert_eq!(
+            run(&mut d, width, OP, &[EVTCHNOP_EXPAND_ARRAY.into(), ARG]),
+            err(Errno::ENOSPC)
+        );
+        for cmd in [
+            EVTCHNOP_INIT_CONTROL,
+            EVTCHNOP_EXPAND_ARRAY,
+            EVTCHNOP_SET_PRIORITY,
+        ] {
+            assert_eq!(
+                run(&mut d, width, OP, &[cmd.into(), 0xffff_ffff_ffff_fff0]),
+                err(Errno::EFAULT)
+            );
+        }
+    }
 }
 
 #[test]

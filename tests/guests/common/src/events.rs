@@ -153,10 +153,14 @@ pub fn upcall() {
     collect();
 }
 
-/// Scans the shared-info bitmaps as the upcall does: clears
+/// Scans the shared-info bitmaps as the upcall does (or, once the guest is on
+/// FIFO event channels, consumes its queues: [`crate::fifo::collect`]): clears
 /// `evtchn_upcall_pending`, then takes every pending, unmasked port of every word
 /// the selector names, counting each. Returns how many events it counted.
 pub fn collect() -> u32 {
+    if crate::fifo::is_active() {
+        return crate::fifo::collect();
+    }
     collect_on(0, |_| u64::MAX, record)
 }
 
@@ -206,8 +210,8 @@ fn bits(word: u64) -> impl Iterator<Item = u32> {
     (0..64).filter(move |b| word & (1 << b) != 0)
 }
 
-/// Counts one event on `port`.
-fn record(port: u32) {
+/// Counts one event on `port` (also for [`crate::fifo`]).
+pub(crate) fn record(port: u32) {
     let p = port as usize;
     if p < TRACKED {
         COUNTS[p].fetch_add(1, Ordering::SeqCst);

@@ -30,18 +30,19 @@
 //!   `-EFAULT` for an unreadable argument array) and each op's `status`
 //!   (`GNTST_*`); [`Gnt`] keeps both.
 
-use core::sync::atomic::{AtomicU16, AtomicU32, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering, fence};
 
 use keel_hypercall::abi::domid::DOMID_SELF;
 use keel_hypercall::abi::grant_table::{
     GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTTABOP_COPY, GNTTABOP_GET_VERSION, GNTTABOP_MAP_GRANT_REF,
     GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_SETUP_TABLE, GNTTABOP_UNMAP_GRANT_REF,
-    GRANT_ENTRIES_PER_FRAME_V1, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
+    GRANT_ENTRIES_PER_FRAME_V1, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_SUB_PAGE,
+    GTF_TRANSITIVE, GTF_WRITING,
     GnttabCopy, GnttabCopyPtr, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize,
     GnttabSetVersion, GnttabSetupTable, GnttabUnmapGrantRef, GrantEntryV1, gntst_name,
 };
 use keel_hypercall::abi::memory::{
-    XENMAPSPACE_GRANT_TABLE, XENMEM_ADD_TO_PHYSMAP, XenAddToPhysmap,
+    XENMAPIDX_GRANT_TABLE_STATUS, XENMAPSPACE_GRANT_TABLE, XENMEM_ADD_TO_PHYSMAP, XenAddToPhysmap,
 };
 use keel_hypercall::abi::start_info::XEN_HVM_MEMMAP_TYPE_RAM;
 
@@ -67,13 +68,31 @@ pub fn map_table() -> i64 {
     .0
 }
 
-/// Entries this guest can fill in (frame 0 only).
+/// Entries this guest can fill in (frame 0 only) with version 1 tables.
 pub const ENTRIES: u32 = GRANT_ENTRIES_PER_FRAME_V1;
+/// Entries of frame 0 with version 2 tables (16 bytes each).
+pub const ENTRIES_V2: u32 = 4096 / 16;
+
+/// Whether this guest switched its table to version 2 ([`use_v2`]).
+static V2: AtomicBool = AtomicBool::new(false);
+
+/// The page status frame 0 is mapped over once the table is version 2.
+pub static STATUS: Page = Page::new();
+
+/// Whether the table is version 2 (as [`use_v2`] left it).
+pub fn is_v2() -> bool {
+    V2.load(Ordering::Acquire)
+}
 
 /// Byte offset of entry `gref` in [`TABLE`].
 fn entry_offset(gref: u32) -> usize {
-    assert!(gref < ENTRIES);
-    gref as usize * GrantEntryV1::SIZE
+    if is_v2() {
+        assert!(gref < ENTRIES_V2);
+        gref as usize * 16
+    } else {
+        assert!(gref < ENTRIES);
+        gref as usize * GrantEntryV1::SIZE
+    }
 }
 
 /// The entry's `flags`, as an atomic.
@@ -90,30 +109,134 @@ fn header_of(gref: u32) -> &'static AtomicU32 {
     unsafe { AtomicU32::from_ptr((TABLE.addr() + entry_offset(gref)) as *mut u32) }
 }
 
-/// The entry's `frame`.
-fn frame_of(gref: u32) -> &'static AtomicU32 {
-    // SAFETY: as in `flags_of` (offset 4 of the 8-byte entry).
-    unsafe { AtomicU32::from_ptr((TABLE.addr() + entry_offset(gref) + 4) as *mut u32) }
+/// The 32-bit word at byte `at` of the entry (v1: 4 is `frame`; v2: 4 is the
+/// sub-page offset and length or the transitive domain, 8 and 12 the frame
+/// or the transitive ref).
+fn word_of(gref: u32, at: usize) -> &'static AtomicU32 {
+    assert!(at % 4 == 0 && at < 16);
+    // SAFETY: as in `flags_of`; `at` stays inside the entry.
+    unsafe { AtomicU32::from_ptr((TABLE.addr() + entry_offset(gref) + at) as *mut u32) }
 }
 
-/// Grants `gfn` to `domid` at entry `gref` (read-only if asked).
-pub fn grant(gref: u32, domid: u16, gfn: u64, readonly: bool) {
-    frame_of(gref).store(gfn as u32, Ordering::Relaxed);
-    // domid is the high half of the header; flags stay 0 until the barrier.
+/// Entry `gref`'s status word in a version 2 table (`grant_status_t`).
+fn status_of(gref: u32) -> &'static AtomicU16 {
+    assert!(gref < 2048);
+    // SAFETY: inside STATUS (2 bytes per entry, 2048 per frame); shared with the
+    // hypervisor, accessed only atomically.
+    unsafe { AtomicU16::from_ptr((STATUS.addr() + 2 * gref as usize) as *mut u16) }
+}
+
+/// `GNTTABOP_set_version(2)`, then status frame 0 placed over [`STATUS`]
+/// (`XENMEM_add_to_physmap(XENMAPSPACE_grant_table, idx 0 |
+/// XENMAPIDX_grant_table_status)`). Entries are written in the version 2
+/// layout from here. Returns the first failure's errno, or 0.
+pub fn use_v2() -> i64 {
+    let (rc, version) = set_version(2);
+    if rc != 0 {
+        return rc;
+    }
+    if version != 2 {
+        return -1;
+    }
+    let arg = XenAddToPhysmap {
+        domid: DOMID_SELF,
+        size: 0,
+        space: XENMAPSPACE_GRANT_TABLE,
+        idx: u64::from(XENMAPIDX_GRANT_TABLE_STATUS),
+        gpfn: (STATUS.addr() >> 12) as u64,
+    };
+    let rc = hypercall::with_arg(arg.to_bytes(), |a| {
+        hypercall::memory_op(XENMEM_ADD_TO_PHYSMAP, a)
+    })
+    .0;
+    if rc == 0 {
+        V2.store(true, Ordering::Release);
+    }
+    rc
+}
+
+/// Publishes an entry: the body words first, then `domid` with flags 0, then
+/// after a barrier the flags.
+fn publish(gref: u32, domid: u16, body: &[(usize, u32)], flags: u16) {
+    for &(at, v) in body {
+        word_of(gref, at).store(v, Ordering::Relaxed);
+    }
     header_of(gref).store(u32::from(domid) << 16, Ordering::Relaxed);
     fence(Ordering::Release);
-    let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
     flags_of(gref).store(flags, Ordering::Release);
 }
 
-/// The entry's current `flags`.
+/// Grants `gfn` to `domid` at entry `gref` (read-only if asked), in the
+/// table's version's layout.
+pub fn grant(gref: u32, domid: u16, gfn: u64, readonly: bool) {
+    let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
+    if is_v2() {
+        publish(
+            gref,
+            domid,
+            &[(4, 0), (8, gfn as u32), (12, (gfn >> 32) as u32)],
+            flags,
+        );
+    } else {
+        publish(gref, domid, &[(4, gfn as u32)], flags);
+    }
+}
+
+/// Version 2 only: grants bytes `off..off + len` of `gfn` to `domid`
+/// (`GTF_sub_page`; copy only).
+pub fn grant_sub_page(gref: u32, domid: u16, gfn: u64, off: u16, len: u16, readonly: bool) {
+    let flags = GTF_PERMIT_ACCESS | GTF_SUB_PAGE | if readonly { GTF_READONLY } else { 0 };
+    publish(
+        gref,
+        domid,
+        &[
+            (4, u32::from(off) | u32::from(len) << 16),
+            (8, gfn as u32),
+            (12, (gfn >> 32) as u32),
+        ],
+        flags,
+    );
+}
+
+/// Version 2 only: lets `domid` use `trans_dom`'s grant `trans_gref` through
+/// this domain's entry `gref` (`GTF_transitive`; copy only).
+pub fn grant_transitive(gref: u32, domid: u16, trans_dom: u16, trans_gref: u32, readonly: bool) {
+    let flags = GTF_TRANSITIVE | if readonly { GTF_READONLY } else { 0 };
+    publish(
+        gref,
+        domid,
+        &[(4, u32::from(trans_dom)), (8, trans_gref), (12, 0)],
+        flags,
+    );
+}
+
+/// The entry's current `flags`; with a version 2 table, `GTF_reading` and
+/// `GTF_writing` come from the entry's status word, where Xen keeps them.
 pub fn flags(gref: u32) -> u16 {
-    flags_of(gref).load(Ordering::Acquire)
+    let f = flags_of(gref).load(Ordering::Acquire);
+    if is_v2() {
+        f | status_of(gref).load(Ordering::Acquire)
+    } else {
+        f
+    }
 }
 
 /// Ends the grant at `gref` unless it is in use: `Ok` once `flags` is 0, `Err`
 /// with the flags that show it mapped or being copied (`GTF_reading`/`writing`).
+/// With a version 2 table, as Linux's `gnttab_end_foreign_access_ref_v2`: the
+/// flags are cleared, then the status word read; busy then is `Err` too (the
+/// entry stays ended; the grantee's mapping keeps the frame).
 pub fn end_grant(gref: u32) -> Result<(), u16> {
+    if is_v2() {
+        let busy = status_of(gref).load(Ordering::Acquire) & (GTF_READING | GTF_WRITING);
+        if busy != 0 {
+            return Err(busy | flags_of(gref).load(Ordering::Acquire));
+        }
+        flags_of(gref).store(0, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let busy = status_of(gref).load(Ordering::Acquire) & (GTF_READING | GTF_WRITING);
+        return if busy == 0 { Ok(()) } else { Err(busy) };
+    }
     let flags = flags_of(gref);
     let mut now = flags.load(Ordering::Acquire);
     loop {

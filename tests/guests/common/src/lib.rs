@@ -77,6 +77,8 @@ pub mod domu;
 pub mod events;
 pub mod fallback;
 #[cfg(target_arch = "x86_64")]
+pub mod fifo;
+#[cfg(target_arch = "x86_64")]
 pub mod grants;
 pub mod hypercall;
 pub mod modes;

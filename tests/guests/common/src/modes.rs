@@ -13,7 +13,7 @@
 //!   `cargo xtask bench`.
 //! - the domU modes ([`DOMU_MODES`], pvh64 only; `crate::domu`): `pingpong`,
 //!   `timers`, `spin`, `block`, `hostile-evtchn`, `hostile-grant`, `granter`,
-//!   `die-holding`; they end like `probe`. pvh32 answers them as unknown modes.
+//!   `die-holding`, `fifo`; they end like `probe`. pvh32 answers them as unknown modes.
 //! - `smp` (pvh64 only; `crate::smp`): the domain's other vCPUs, started and
 //!   exercised (domU or Dom0); ends like `probe`. pvh32 answers it as an
 //!   unknown mode.
@@ -101,6 +101,7 @@ pub fn run(xen: &Xen, boot: &BootInfo) -> ! {
 /// timers, scheduling, run as ordinary domains.
 pub const DOMU_MODES: &[&[u8]] = &[
     b"pingpong",
+    b"fifo",
     b"timers",
     b"spin",
     b"block",

@@ -15,6 +15,7 @@
 //! | `hostile-evtchn peer=D` | [`hostile_evtchn`] | bad event-channel calls, Xen's exact errnos |
 //! | `hostile-grant peer=D`, `granter peer=D` | [`hostile_grant`] | bad grant calls against a granting peer |
 //! | `die-holding role=victim\|holder peer=D` | [`die_holding`] | a granter crashes while its grant is mapped |
+//! | `fifo [ports=N]` | [`fifo`] | FIFO event channels: the switch, 10,000+ ports, priorities, Xen's errnos |
 //!
 //! Two guests meet without xenstore: the domain ids come from the command line
 //! (`peer=`; keel numbers domUs 1, 2, ... in config order), grant refs are fixed
@@ -48,6 +49,7 @@ use crate::start_info::BootInfo;
 use crate::{arch, cmdline, events, shared, time};
 
 pub mod die_holding;
+pub mod fifo;
 pub mod hostile_evtchn;
 pub mod hostile_grant;
 pub mod pingpong;
@@ -135,6 +137,7 @@ pub fn run(mode: &[u8], xen: &Xen, boot: &BootInfo) {
         b"hostile-grant" => hostile_grant::run(&env),
         b"granter" => hostile_grant::granter(&env),
         b"die-holding" => die_holding::run(&env),
+        b"fifo" => fifo::run(&env),
         other => env.c.fail(
             "mode",
             format_args!("mode={} is not a domU mode", Escaped(other)),

@@ -1,6 +1,8 @@
-//! `mode=pingpong role=server|client peer=<domid> [count=N] [gref=R]`: a
-//! request/reply exchange over grants and an event channel, with no xenstore and
-//! no dom0.
+//! `mode=pingpong role=server|client peer=<domid> [count=N] [gref=R]
+//! [evtchn=fifo] [gnttab=2]`: a request/reply exchange over grants and an event
+//! channel, with no xenstore and no dom0; `evtchn=fifo` puts this side on FIFO
+//! event channels first ([`crate::fifo`], check `FIFO event channels`),
+//! `gnttab=2` its grant table on version 2 (check `grant table v2`).
 //!
 //! # What
 //!
@@ -78,8 +80,14 @@ fn payload_word(seq: u32, reply: bool, i: usize) -> u64 {
 /// Grants [`GRANTED`] to `peer` at `gref`, writable (checks `grant table mapped`,
 /// `grant to peer`).
 fn grant_page(env: &Env<'_>, peer: u16, gref: u32) -> bool {
+    if env.word("evtchn") == Some(b"fifo") && !use_fifo(env) {
+        return false;
+    }
     let rc = grants::map_table();
     if !env.c.rc("grant table mapped", rc, 0) {
+        return false;
+    }
+    if env.word("gnttab") == Some(b"2") && !env.c.rc("grant table v2", grants::use_v2(), 0) {
         return false;
     }
     GRANTED.fill(0, 4096, 0);
@@ -90,6 +98,14 @@ fn grant_page(env: &Env<'_>, peer: u16, gref: u32) -> bool {
         format_args!("entry {gref} reads back flags {:#x}", grants::flags(gref)),
     );
     true
+}
+
+/// Switches to FIFO event channels with one array page (check `FIFO event
+/// channels`).
+fn use_fifo(env: &Env<'_>) -> bool {
+    let (rc, _) = crate::fifo::init();
+    let rc = if rc == 0 { crate::fifo::expand() } else { rc };
+    env.c.rc("FIFO event channels", rc, 0)
 }
 
 /// Ends the grant at `gref` (check `end grant`).
