@@ -50,6 +50,11 @@ fn frame(gref: GrantRef) -> u64 {
     0x100 + u64::from(gref)
 }
 
+/// What a copy of the whole page `frame` gets.
+fn page(frame: u64) -> Acquired {
+    Acquired::Page(CopyGrant::page(frame))
+}
+
 #[test]
 fn new_checks_ids_and_limits() {
     assert_eq!(
@@ -90,15 +95,20 @@ fn single_domain_table_ops() {
     assert_eq!(d.add_table_frame(0xd), Err(Error::TableFull));
     assert_eq!(d.query_size(), (3, 3));
     assert_eq!((d.table_frame(2), d.table_frame(3)), (Some(0xc), None));
-    assert_eq!(d.set_version(1).result, Ok(()));
+    let mut mem = FakeMem::default();
+    assert_eq!(d.set_version(1, &mut mem, || None).result, Ok(()));
     assert_eq!(
-        d.set_version(2),
+        d.set_version(2, &mut mem, || None),
         VersionReply {
             result: Err(Errno::ENOSYS),
-            version: 1
+            version: 1,
+            freed: vec![],
         }
     );
-    assert_eq!(d.set_version(0).result, Err(Errno::EINVAL));
+    assert_eq!(
+        d.set_version(0, &mut mem, || None).result,
+        Err(Errno::EINVAL)
+    );
     assert_eq!(d.get_version(), 1);
 }
 
@@ -251,7 +261,7 @@ fn self_mapping_with_one_lock() {
     // Its own grants are not "other mappers".
     assert_eq!((d1.granters(), d1.mappers()), (vec![1], vec![]));
     // A copy from its own grant, while mapped.
-    assert_eq!(d1.acquire(1, 1, true, &mut mem), Ok(frame(1)));
+    assert_eq!(d1.acquire(1, 1, true, &mut mem), Ok(page(frame(1))));
     assert_eq!(d1.pins(1), Some((1, 2, 2)));
     d1.release(1, 1, true, &mut mem).unwrap();
 
@@ -349,12 +359,12 @@ fn copies_pin_only_the_granter() {
     }
     assert_eq!(d0.acquire(2, 1, false, &mut mem), Err(GntSt::GeneralError));
     assert_eq!(d0.acquire(1, 2, true, &mut mem), Err(GntSt::GeneralError));
-    assert_eq!(d0.acquire(1, 1, true, &mut mem), Ok(frame(1)));
+    assert_eq!(d0.acquire(1, 1, true, &mut mem), Ok(page(frame(1))));
     assert_eq!(flags(&mem, &d0, 1), RW | GTF_READING | GTF_WRITING);
     assert!(d0.is_frame_mapped(frame(1)));
     assert!(d0.mappers().is_empty(), "a copier is not a mapper");
     assert_eq!(d0.release(1, 1, false, &mut mem), Err(GntSt::GeneralError));
-    assert_eq!(d0.release(1, 1, true, &mut mem), Ok(()));
+    assert_eq!(d0.release(1, 1, true, &mut mem), Ok(None));
     assert_eq!(flags(&mem, &d0, 1), RW);
     assert!(!d0.is_frame_mapped(frame(1)));
 }
@@ -392,7 +402,7 @@ fn a_dying_domain_is_refused_new_work() {
     // What is already there still unwinds: a copy in flight is released,
     // and a mapping the mapper unmaps before its revocation step is a live
     // unmap (the revocation then finds nothing).
-    assert_eq!(d0.release(1, 2, false, &mut mem), Ok(()));
+    assert_eq!(d0.release(1, 2, false, &mut mem), Ok(None));
     assert_eq!(d0.mappers(), [1]);
     assert!(matches!(
         unmap(&mut d1, &mut d0, live.handle, 0x400, &mut mem),
@@ -520,7 +530,7 @@ fn death_revokes_and_releases_pairwise() {
         Ok(Unmapped::Revoked(i)) if i.gref == 2
     ));
     // The copy ends after the death and still drops its pin.
-    assert_eq!(d0.release(2, 2, false, &mut mem), Ok(()));
+    assert_eq!(d0.release(2, 2, false, &mut mem), Ok(None));
     assert_eq!(flags(&mem, &d0, 2), RO);
     // d2's mapping of d1 was never involved.
     assert_eq!(d2.unmap_revoked(m3.handle), Err(GntSt::GeneralError));

@@ -3,9 +3,11 @@
 //! each operation of Xen's `xen/common/grant_table.c` (`map_grant_ref`,
 //! `unmap_common`, `acquire_grant_for_copy`/`release_grant_for_copy`,
 //! `gnttab_setup_table`, `gnttab_query_size`, `gnttab_set_version`,
-//! `gnttab_grow_table`, `gnttab_release_mappings`) looking up the domains
-//! it names and calling the per-domain method or the [`crate::pair`]
-//! function, exactly as a kernel with per-domain locks does after locking.
+//! `gnttab_get_status_frames`, `gnttab_swap_grant_ref`,
+//! `gnttab_grow_table`, `gnttab_map_frame`, `gnttab_release_mappings`)
+//! looking up the domains it names and calling the per-domain method or the
+//! [`crate::pair`] function, exactly as a kernel with per-domain locks does
+//! after locking (a transitive copy's steps included).
 //!
 //! # What
 //!
@@ -29,7 +31,23 @@
 //!   from the mapper's p2m, and the mapper's later unmap of the handle
 //!   succeeds without doing anything.
 //! - A failed table growth keeps the frames it did add (Xen frees them);
-//!   the table is only ever larger, never inconsistent.
+//!   the table is only ever larger, never inconsistent. In version 2 the
+//!   status frame a new table frame needs comes first, so a growth that
+//!   fails after it may leave one status frame more than the table needs.
+//! - A switch from version 2 to 1 turns a reserved entry that is not
+//!   `GTF_permit_access` into an empty one but keeps its `GTF_reading`/
+//!   `GTF_writing` if it is in use (the granter rewrote it meanwhile); Xen
+//!   drops them.
+//! - An active entry keeps what it granted at its first pin: a pin of an
+//!   entry already in use follows the record, whatever the granter wrote
+//!   since (Xen re-reads a transitive entry, and restarts the copy if it
+//!   changed).
+//! - Pins a domain holds as the hop of another domain's transitive copy
+//!   are counted apart from its own copies' (Xen counts them together), so
+//!   neither release can drop the other's pin.
+//! - A `GNTTABOP_copy` never needs `ERESTART`: the transitive grant's pin
+//!   is taken before its granter's lock is dropped, so nothing it relies
+//!   on can change before the hop is pinned.
 //!
 //! # Invariants
 //!
@@ -52,7 +70,7 @@ use keel_hypercall::abi::domid::DomId;
 use keel_hypercall::abi::grant_table::{GrantHandle, GrantRef};
 
 use crate::pair;
-use crate::{DomainGrants, Error, FrameWords, GntSt};
+use crate::{Acquired, CopyGrant, DomainGrants, Error, FrameWords, GntSt};
 
 pub use crate::domain::{INITIAL_NR_GRANT_FRAMES, MAX_GRANT_FRAMES_LIMIT, VersionReply};
 pub use crate::pair::{Mapped, Released, Revoked, Unmapped};
@@ -70,6 +88,8 @@ pub struct Removal {
     /// The dead domain's grant-table frames, in order, for the kernel to
     /// unmap from its p2m and free.
     pub table_frames: Vec<u64>,
+    /// The dead domain's status frames (version 2), in order, likewise.
+    pub status_frames: Vec<u64>,
 }
 
 /// The grant state of every domain. See the module documentation.
@@ -86,14 +106,25 @@ impl Grants {
     }
 
     /// Starts tracking `dom` with [`DomainGrants::new`]`(dom, max_frames,
-    /// max_maptrack)`.
+    /// max_maptrack)` (version 1 only).
     pub fn add_domain(
         &mut self,
         dom: DomId,
         max_frames: u32,
         max_maptrack: u32,
     ) -> Result<(), Error> {
-        let d = DomainGrants::new(dom, max_frames, max_maptrack)?;
+        self.add_domain_with_version(dom, max_frames, max_maptrack, 1)
+    }
+
+    /// Starts tracking `dom` with [`DomainGrants::with_max_version`].
+    pub fn add_domain_with_version(
+        &mut self,
+        dom: DomId,
+        max_frames: u32,
+        max_maptrack: u32,
+        max_version: u32,
+    ) -> Result<(), Error> {
+        let d = DomainGrants::with_max_version(dom, max_frames, max_maptrack, max_version)?;
         if self.domains.contains_key(&dom) {
             return Err(Error::DomainExists);
         }
@@ -167,6 +198,51 @@ impl Grants {
             .map_table_frame(idx, alloc)
     }
 
+    /// `XENMEM_add_to_physmap` of status frame `idx`
+    /// (`XENMAPIDX_grant_table_status`): [`DomainGrants::map_status_frame`]
+    /// of `dom`; `-ESRCH` for an unknown domain.
+    pub fn map_status_frame(
+        &mut self,
+        dom: DomId,
+        idx: u64,
+        alloc: impl FnMut() -> Option<u64>,
+    ) -> Result<u64, Errno> {
+        self.domains
+            .get_mut(&dom)
+            .ok_or(Errno::ESRCH)?
+            .map_status_frame(idx, alloc)
+    }
+
+    /// All status frames of `dom`, in order.
+    #[must_use]
+    pub fn status_frames(&self, dom: DomId) -> Option<&[u64]> {
+        Some(self.domains.get(&dom)?.status_frames())
+    }
+
+    /// `GNTTABOP_get_status_frames`: [`DomainGrants::get_status_frames`] of
+    /// `dom`; `GNTST_bad_domain` for an unknown domain.
+    pub fn get_status_frames(&self, dom: DomId, nr_frames: u32) -> Result<&[u64], GntSt> {
+        self.domains
+            .get(&dom)
+            .ok_or(GntSt::BadDomain)?
+            .get_status_frames(nr_frames)
+    }
+
+    /// `GNTTABOP_swap_grant_ref` by `dom`: [`DomainGrants::swap_grant_ref`];
+    /// `GNTST_bad_domain` for an unknown domain.
+    pub fn swap_grant_ref(
+        &mut self,
+        dom: DomId,
+        ref_a: GrantRef,
+        ref_b: GrantRef,
+        mem: &mut impl FrameWords,
+    ) -> Result<(), GntSt> {
+        self.domains
+            .get_mut(&dom)
+            .ok_or(GntSt::BadDomain)?
+            .swap_grant_ref(ref_a, ref_b, mem)
+    }
+
     /// Number of frames in `dom`'s grant table.
     #[must_use]
     pub fn nr_frames(&self, dom: DomId) -> Option<u32> {
@@ -199,18 +275,25 @@ impl Grants {
 
     /// `GNTTABOP_set_version` by `dom`: [`DomainGrants::set_version`];
     /// `-ESRCH` (and version 0) for an unknown domain.
-    #[must_use]
-    pub fn set_version(&self, dom: DomId, version: u32) -> VersionReply {
-        match self.domains.get(&dom) {
-            Some(d) => d.set_version(version),
+    pub fn set_version(
+        &mut self,
+        dom: DomId,
+        version: u32,
+        mem: &mut impl FrameWords,
+        alloc: impl FnMut() -> Option<u64>,
+    ) -> VersionReply {
+        match self.domains.get_mut(&dom) {
+            Some(d) => d.set_version(version, mem, alloc),
             None => VersionReply {
                 result: Err(Errno::ESRCH),
                 version: 0,
+                freed: Vec::new(),
             },
         }
     }
 
-    /// `GNTTABOP_get_version`: 1 for a known domain, `-ESRCH` otherwise.
+    /// `GNTTABOP_get_version`: the version of a known domain, `-ESRCH`
+    /// otherwise.
     pub fn get_version(&self, dom: DomId) -> Result<u32, Errno> {
         self.domains
             .get(&dom)
@@ -300,8 +383,12 @@ impl Grants {
 
     /// Pins `granter`'s `gref` for one `GNTTABOP_copy` by `accessor`:
     /// [`DomainGrants::acquire`], after `GNTST_bad_domain` for an unknown
-    /// granter and `general_error` for an unknown accessor. Undo with
-    /// [`Grants::release`] once the copy is done.
+    /// granter and `general_error` for an unknown accessor; for a
+    /// transitive grant, the hop's grant too ([`DomainGrants::acquire_target`]
+    /// and [`DomainGrants::finish_transitive`]; a hop naming no domain is
+    /// `general_error`). Returns what the copy may touch: a frame of the
+    /// granter, or of the hop's domain. Undo with [`Grants::release`] once
+    /// the copy is done.
     pub fn acquire(
         &mut self,
         accessor: DomId,
@@ -309,21 +396,32 @@ impl Grants {
         gref: GrantRef,
         write: bool,
         mem: &mut impl FrameWords,
-    ) -> Result<u64, GntSt> {
+    ) -> Result<CopyGrant, GntSt> {
         if !self.has_domain(granter) {
             return Err(GntSt::BadDomain);
         }
         if !self.has_domain(accessor) {
             return Err(GntSt::GeneralError);
         }
+        let g = self.domains.get_mut(&granter).ok_or(GntSt::BadDomain)?;
+        let hop = match g.acquire(accessor, gref, write, mem)? {
+            Acquired::Page(grant) => return Ok(grant),
+            Acquired::Transitive(hop) => hop,
+        };
+        let target = match self.domains.get_mut(&hop.domid) {
+            Some(t) => t.acquire_target(granter, hop.gref, write, mem),
+            None => Err(GntSt::GeneralError),
+        };
         self.domains
             .get_mut(&granter)
             .ok_or(GntSt::BadDomain)?
-            .acquire(accessor, gref, write, mem)
+            .finish_transitive(accessor, gref, write, target, mem)
     }
 
     /// Drops a pin taken by [`Grants::acquire`] with the same arguments:
-    /// [`DomainGrants::release`]; `GNTST_bad_domain` if the granter is gone.
+    /// [`DomainGrants::release`], and the hop's pin for a transitive grant
+    /// (if the hop's domain is still here: its removal forgot the pin);
+    /// `GNTST_bad_domain` if the granter is gone.
     pub fn release(
         &mut self,
         accessor: DomId,
@@ -332,10 +430,18 @@ impl Grants {
         write: bool,
         mem: &mut impl FrameWords,
     ) -> Result<(), GntSt> {
-        self.domains
+        let hop = self
+            .domains
             .get_mut(&granter)
             .ok_or(GntSt::BadDomain)?
-            .release(accessor, gref, write, mem)
+            .release(accessor, gref, write, mem)?;
+        if let Some(hop) = hop
+            && let Some(t) = self.domains.get_mut(&hop.domid)
+        {
+            // Taken with the acquire, so it is there.
+            let _ = t.release_target(granter, hop.gref, write, mem);
+        }
+        Ok(())
     }
 
     /// Whether any entry of `granter`'s table that names `frame` (a gfn of
@@ -350,16 +456,19 @@ impl Grants {
 
     /// Forgets `dom`, which is dying: its vCPUs never run again and its
     /// TLBs are flushed. Runs every step of its death at once:
-    /// - As a mapper (or copier): every pin it holds on any domain's
-    ///   entries is dropped and the flags cleared ([`Removal::released`]
-    ///   lists its mappings).
+    /// - As a mapper (or copier, or the hop of a transitive copy): every
+    ///   pin it holds on any domain's entries is dropped and the flags
+    ///   cleared ([`Removal::released`] lists its mappings); for a pin of a
+    ///   transitive grant, so is the pin it stood for on that grant's hop.
     /// - As a granter: every live mapping of its grants by another domain
     ///   is revoked ([`Removal::revoked`]; the kernel removes them from
     ///   the mappers' p2ms), and stays in the mapper's maptrack so a later
     ///   unmap of the handle succeeds. Copies of its grants in progress
-    ///   are forgotten: their [`Grants::release`] does nothing.
-    /// - Its table frames are returned for the kernel to free, after the
-    ///   revoked mappings are gone from every p2m and TLB.
+    ///   are forgotten: their [`Grants::release`] does nothing; so are
+    ///   copies through other domains' transitive grants that it was the
+    ///   hop of (their release answers `GNTST_general_error`).
+    /// - Its table and status frames are returned for the kernel to free,
+    ///   after the revoked mappings are gone from every p2m and TLB.
     pub fn remove_domain(
         &mut self,
         dom: DomId,
@@ -371,8 +480,28 @@ impl Grants {
         // them all at hand this also drops any copy pin `dead` still held.
         // Neither step can fail: `dead` is dying and no longer in the map.
         let mut released = pair::release_own_mappings(&mut dead, mem)?;
+        let mut hops = Vec::new();
         for granter in self.domains.values_mut() {
             released.extend(pair::release_mappings(&mut dead, granter, mem)?);
+            let id = granter.id;
+            hops.extend(
+                granter
+                    .table
+                    .unpin_all(dom, mem)
+                    .into_iter()
+                    .map(|h| (id, h)),
+            );
+        }
+        // The dead domain's copies through transitive grants: their hops.
+        for (via, (hop, write)) in hops {
+            if let Some(t) = self.domains.get_mut(&hop.domid) {
+                let _ = t.release_target(via, hop.gref, write, mem);
+            }
+        }
+        // Copies through transitive grants whose hop was the dead domain
+        // are forgotten, as copies of its own grants are.
+        for other in self.domains.values_mut() {
+            other.table.forget_hops_to(dom, mem);
         }
         released.sort_by_key(|r| r.handle);
         // Step (b).
@@ -386,6 +515,7 @@ impl Grants {
             revoked,
             released,
             table_frames: dead.table.frames,
+            status_frames: dead.table.status,
         })
     }
 

@@ -1,5 +1,5 @@
-//! keel's grant tables: Xen's version 1 grant-table state machine
-//! (`GNTTABOP_*`), portable and host-tested.
+//! keel's grant tables: Xen's grant-table state machine (`GNTTABOP_*`),
+//! versions 1 and 2, portable and host-tested.
 //!
 //! # What
 //!
@@ -10,14 +10,26 @@
 //! (`GNTTABOP_map_grant_ref`, undone by `unmap_grant_ref` with the returned
 //! handle) or to have the hypervisor *copy* to or from it
 //! (`GNTTABOP_copy`). While an entry is in use the hypervisor keeps
-//! `GTF_reading`/`GTF_writing` set in it, so the granter knows not to
+//! `GTF_reading`/`GTF_writing` set for it, so the granter knows not to
 //! revoke or reuse the frame.
+//!
+//! Two layouts exist, chosen by the granter (`GNTTABOP_set_version`; every
+//! domain starts at version 1, and may switch to 2 if it was created with
+//! `max_version` 2). Version 1 has 8-byte entries with the two bits in
+//! their `flags`. Version 2 has 16-byte entries (64-bit frames, *sub-page*
+//! grants of a byte range, which may be copied but not mapped, and
+//! *transitive* grants, which pass another domain's grant on for copying)
+//! and keeps the two bits apart, in *status frames* the kernel allocates
+//! beside the table frames (one per eight table frames) and the guest
+//! maps with `XENMAPIDX_grant_table_status`. A grantee's operations are the
+//! same for both; only the granter's layout differs.
 //!
 //! The state is per domain, as in Xen's `xen/common/grant_table.c`, with
 //! Xen's checks and status codes. A [`DomainGrants`] holds one domain's
-//! - grant table, as a granter: its table frames (opaque `u64` handles the
-//!   kernel allocated), its limit, and the *active* entries (refs pinned by
-//!   a mapping or a copy: by whom, the frame the entry named, pin counts);
+//! - grant table, as a granter: its version, table frames and status
+//!   frames (opaque `u64` handles the kernel allocated), its limits, and
+//!   the *active* entries (refs pinned by a mapping or a copy: by whom,
+//!   what the entry granted, pin counts);
 //! - maptrack table, as a mapper: handle to mapping.
 //!
 //! Operations of one domain are its methods ([`domain`]); those that need
@@ -26,28 +38,44 @@
 //! kernel with one lock; it is built on the other two and keeps their
 //! results.
 //!
-//! The crate never sees a machine address. Shared entries are reached only
-//! through [`FrameWords`], which the kernel implements with atomic accesses
-//! to the table frames; everything else is owned state. Operations return
-//! what the kernel must do to the p2ms (see each function and `# Hazards`).
+//! The crate never sees a machine address. Shared entries and status words
+//! are reached only through [`FrameWords`], which the kernel implements
+//! with atomic accesses to the frames; everything else is owned state.
+//! Operations return what the kernel must do to the p2ms (see each
+//! function and `# Hazards`), and hand back every frame they stop using.
 //!
-//! Not here: grant table version 2 (refused, as by a Xen built or booted
-//! with `gnttab=max-ver:1`), transitive and sub-page grants (v2 only),
-//! `GNTTABOP_transfer`, `unmap_and_replace`, `swap_grant_ref`,
-//! `cache_flush`, device (IOMMU) mappings, XSM.
+//! Not here: `GNTTABOP_transfer` (Xen refuses it for translated guests,
+//! and keel has no others), `unmap_and_replace`, the cache maintenance of
+//! `cache_flush` (only the check that the caller has the frame granted,
+//! [`DomainGrants::is_frame_pinned_by`]), device (IOMMU) mappings, XSM.
 //!
 //! # Invariants
 //!
 //! - Every active entry has at least one pin, and all pins of an entry
 //!   belong to one domain (Xen's `act->domid`).
 //! - Every live maptrack slot holds exactly one map pin, of its kind, on an
-//!   active entry of its granter, whose death has not completed.
-//! - In a granter's table, `GTF_reading` is set in an entry iff it is
+//!   active entry of its granter, whose death has not completed. Mapped
+//!   entries are never sub-page or transitive.
+//! - Every pin of an active transitive entry is matched by one pin, held
+//!   by the transitive entry's granter, on the grant it names (its hop),
+//!   from the kernel's second step of the acquire to its release; hops are
+//!   never transitive themselves, so a chain has at most two grants.
+//! - In a granter's table, `GTF_reading` is set for an entry iff it is
 //!   active, and `GTF_writing` iff it has a writable pin, as long as the
 //!   granter itself leaves those two bits alone (they are Xen's, per the
-//!   header). Pins are counted per kind, so the bits follow the last pin.
+//!   header). They live in the entry's flags in version 1 and in its
+//!   status word in version 2. Pins are counted per kind, so the bits
+//!   follow the last pin.
 //! - [`DomainGrants::is_frame_mapped`] is exact: some active entry of the
-//!   granter names that frame.
+//!   granter names that frame of the granter (transitive entries name
+//!   another domain's, and count there).
+//! - A version 1 table has no status frames; a version 2 table has a
+//!   status word for every entry. The version changes only while no entry
+//!   past the first 8 is in use.
+//! - Every frame handle the kernel gave the crate is handed back exactly
+//!   once: by a version change ([`VersionReply::freed`]), or at the
+//!   domain's end ([`DomainGrants::table_frames`],
+//!   [`DomainGrants::status_frames`], [`Removal`]).
 //! - A maptrack handle names only its own domain's table; handles are the
 //!   lowest free index below the domain's limit.
 //! - Nothing panics on guest input; every guest-visible failure is a
@@ -62,14 +90,47 @@
 //! goes with it:
 //! - **One domain's lock**: table setup and growth
 //!   ([`DomainGrants::setup_table`], [`DomainGrants::map_table_frame`],
-//!   [`DomainGrants::add_table_frame`]), `query_size`, `set_version`,
-//!   `get_version`, [`DomainGrants::is_frame_mapped`] (held while the
-//!   kernel frees the frame, so no pin can take it meanwhile), and a copy:
+//!   [`DomainGrants::map_status_frame`], [`DomainGrants::add_table_frame`]),
+//!   `query_size`, [`DomainGrants::set_version`] (and removing the freed
+//!   status frames from the domain's p2m), `get_version`,
+//!   [`DomainGrants::get_status_frames`], [`DomainGrants::swap_grant_ref`],
+//!   [`DomainGrants::is_frame_mapped`] (held while the kernel frees the
+//!   frame, so no pin can take it meanwhile), and each step of a copy:
 //!   [`DomainGrants::acquire`] and [`DomainGrants::release`] under the
 //!   *granter's* lock (per grant end; the two ends of a copy are pinned
 //!   one after the other, never two locks at once). The copy itself runs
 //!   unlocked between them: the pin keeps the entry and the frame, and
 //!   the kernel's reference to the granter keeps its memory.
+//! - **A transitive copy**, one lock at a time (Xen's
+//!   `acquire_grant_for_copy`, which drops the granter's lock to recurse).
+//!   For one end naming grant `gref` of domain `A`, by copier `C`:
+//!
+//!     1. Lock `A`: [`DomainGrants::acquire`]`(C, gref, write)` answers
+//!        [`Acquired::Transitive`]`(hop)`: `A`'s entry is now pinned for
+//!        `C` and its status bits set, so it can neither change hands nor
+//!        be revoked meanwhile. Unlock `A`.
+//!     2. Look `hop.domid` up (any id, reserved ones too: the granter wrote
+//!        it) and take a reference to it, `T`. If there is none, the result
+//!        of this step is `Err(GNTST_general_error)`. Else lock `T`:
+//!        [`DomainGrants::acquire_target`]`(A, hop.gref, write)` pins `T`'s
+//!        grant *for `A`* (it must be granted to `A`; a transitive grant
+//!        there is refused, which ends loops and longer chains); that is
+//!        the result. Unlock `T`.
+//!     3. Lock `A`: [`DomainGrants::finish_transitive`]`(C, gref, write,
+//!        result)` drops `A`'s pin if step 2 failed, and returns what the
+//!        copy may touch: a frame of `T`, translated through `T`'s p2m.
+//!        Unlock `A`.
+//!
+//!   `A` (and `T`) may start dying between the steps; each step still
+//!   works, and the kernel's references keep both domains' state and
+//!   memory until the copy ends. To release, lock `A`:
+//!   [`DomainGrants::release`]`(C, gref, write)` answers `Some(hop)`; unlock
+//!   `A`, lock `T`: [`DomainGrants::release_target`]`(A, hop.gref, write)`.
+//!   `T` counts hop pins apart from `A`'s own copies, so neither can drop
+//!   the other's. On
+//!   every path out of a copy (a failure of the other end, a range check,
+//!   the copy itself) each end acquired is released this way, so each hop
+//!   holds as many pins as copies in flight through it.
 //! - **Two domains' locks, lower domid first**, whenever an operation
 //!   involves two domains (one lock when they are the same domain: the
 //!   `_own` forms):
@@ -91,8 +152,8 @@
 //!   - death, split so each step holds the dead domain and one other:
 //!
 //!     0. Under the dead domain's lock alone, once its vCPUs are off every
-//!        pCPU for good (outside any hypercall, so no copy of its is in
-//!        flight) and their translations flushed:
+//!        pCPU for good (outside any hypercall, so no copy of its own is
+//!        in flight) and their translations flushed:
 //!        [`DomainGrants::start_dying`], then read
 //!        [`DomainGrants::granters`] and [`DomainGrants::mappers`]. From
 //!        here on nothing can add to either list.
@@ -103,9 +164,10 @@
 //!        [`pair::revoke_mappings`], and the returned mappings removed
 //!        from that mapper's p2m before its lock is dropped.
 //!     3. [`DomainGrants::death_complete`] holds. The kernel frees the
-//!        dead domain's table frames and memory only after the TLB
-//!        shootdown below and once copies of its grants in flight have
-//!        dropped their references, and reuses the domid only after that.
+//!        dead domain's table and status frames and memory only after the
+//!        TLB shootdown below and once copies in flight through its grants
+//!        (or through it as a hop) have dropped their references, and
+//!        reuses the domid only after that.
 //!
 //!     Steps 1 and 2 may run in any order and interleaved with other
 //!     operations; each re-checks what it finds, and a list entry whose
@@ -114,9 +176,9 @@
 //!
 //! No operation takes three locks, and no lock is taken while one of a
 //! higher domid is held, so two pCPUs can never wait on each other here.
-//! The shared entries are also written by the granting guest at any time,
-//! without any lock; that is what the compare-and-exchange protocol in
-//! [`entry`] is for.
+//! The shared entries and status words are also written by the granting
+//! guest at any time, without any lock; that is what the protocols in
+//! [`entry`] are for.
 //!
 //! # Hazards
 //!
@@ -134,13 +196,22 @@
 //!     freed before that. Likewise the dead domain's own translations are
 //!     flushed everywhere before step 1 drops its pins on other domains'
 //!     frames.
+//!   - version change: status frames handed back by
+//!     [`DomainGrants::set_version`] may be in the domain's p2m (placed by
+//!     the guest); the kernel removes them and flushes the domain's
+//!     translations before freeing them.
 //! - The granter's frame number in an entry is the granter's own *gfn*; the
 //!   kernel translates it through the granter's p2m, under the granter's
 //!   lock (and fails the map with `GNTST_bad_page`, undoing it with
-//!   `unmap`, if that gfn is not RAM).
+//!   `unmap`, if that gfn is not RAM). For a transitive copy it is a gfn of
+//!   the hop's domain, translated through that domain's p2m.
+//! - Status frames are writable by the granting guest: the bits in them
+//!   only inform the granter, and nothing here reads them back to decide
+//!   anything (but a version change, which carries the first 8 over).
 //! - Domain ids are resolved before calling (`DOMID_SELF` to the caller),
 //!   and a domid is not reused until its death has completed: a maptrack
-//!   slot names its granter by domid alone.
+//!   slot names its granter by domid alone. A transitive grant's hop is
+//!   the granter's word, and is looked up as such.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -166,8 +237,13 @@ mod pair_proptests;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_tests;
 
-pub use domain::{DomainGrants, INITIAL_NR_GRANT_FRAMES, MAX_GRANT_FRAMES_LIMIT, VersionReply};
+pub use domain::{
+    Acquired, CopyGrant, DomainGrants, Hop, INITIAL_NR_GRANT_FRAMES, MAX_GRANT_FRAMES_LIMIT,
+    Version, VersionReply,
+};
 pub use grants::{Grants, Removal};
 pub use keel_hypercall::abi::Errno;
 pub use keel_hypercall::abi::domid::DomId;
@@ -177,20 +253,27 @@ pub use pair::{Mapped, Released, Revoked, Unmapped};
 
 use keel_hypercall::abi::grant_table as abi;
 
-/// Word access to the grant-table frames, implemented by the kernel over
-/// the frames it allocated (with atomic instructions: the granting guest
-/// writes the same words concurrently). Frames are the opaque handles the
-/// kernel gave a table ([`DomainGrants::add_table_frame`], or the `alloc` of
-/// `setup_table` and `map_table_frame`); offsets are always within the 4 KiB
-/// frame and aligned to the access size.
+/// Word access to the grant-table and status frames, implemented by the
+/// kernel over the frames it allocated (with atomic instructions: the
+/// granting guest writes the same words concurrently). Frames are the
+/// opaque handles the kernel gave a table ([`DomainGrants::add_table_frame`],
+/// or the `alloc` of `setup_table`, `map_table_frame`, `map_status_frame`
+/// and `set_version`); offsets are always within the 4 KiB frame and
+/// aligned to the access size.
 pub trait FrameWords {
-    /// Reads the u64 at `offset` (8-aligned, < 4096) of table frame `frame`.
+    /// Reads the u64 at `offset` (8-aligned, < 4096) of frame `frame`.
     fn read_u64(&self, frame: u64, offset: usize) -> u64;
+    /// Writes the u64 at `offset` (8-aligned) with one atomic store.
+    fn write_u64(&mut self, frame: u64, offset: usize, value: u64);
     /// Compare-and-exchange of the u32 at `offset` (4-aligned): returns the
     /// value found (the exchange happened iff it equals `old`).
     fn cmpxchg_u32(&mut self, frame: u64, offset: usize, old: u32, new: u32) -> u32;
     /// Atomically clears `bits` of the u16 at `offset` (2-aligned).
     fn clear_u16_bits(&mut self, frame: u64, offset: usize, bits: u16);
+    /// Atomically sets `bits` of the u16 at `offset` (2-aligned), as a full
+    /// barrier (x86 `lock or`): reads after it are not done before it, as
+    /// version 2's status protocol needs ([`entry::set_status_v2`]).
+    fn or_u16_bits(&mut self, frame: u64, offset: usize, bits: u16);
 }
 
 /// A failed grant operation: Xen's `GNTST_*` status, which the dispatcher
@@ -308,6 +391,11 @@ pub enum Error {
     NotDying,
     /// A two-domain operation was given one domain's state twice.
     SameDomain,
+    /// `max_version` must be 1 or 2.
+    BadVersion,
+    /// A version 2 table grows with its status frames
+    /// ([`DomainGrants::setup_table`]), not one frame at a time.
+    WrongVersion,
 }
 
 impl fmt::Display for Error {
@@ -321,6 +409,8 @@ impl fmt::Display for Error {
             Error::Dying => "domain is dying",
             Error::NotDying => "domain is not dying",
             Error::SameDomain => "one domain given as two",
+            Error::BadVersion => "bad grant-table version limit",
+            Error::WrongVersion => "not for this grant-table version",
         })
     }
 }

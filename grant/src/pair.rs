@@ -46,7 +46,7 @@ use keel_hypercall::abi::grant_table::{GrantHandle, GrantRef};
 
 use crate::maptrack::{MapInfo, Maptrack, Slot};
 use crate::table::{PinKind, Table};
-use crate::{DomainGrants, Error, FrameWords, GntSt};
+use crate::{Acquired, DomainGrants, Error, FrameWords, GntSt};
 
 /// A successful map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -154,12 +154,14 @@ fn own(dom: &mut DomainGrants) -> (Mapper<'_>, Granter<'_>) {
 /// `host_gfn` (the two are different domains; see [`map_own`]). Checks, in
 /// Xen's order: the granter is not dying (`bad_domain`), the mapper is not
 /// dying (`general_error`), the mapper has a free handle (`no_space`), the
-/// ref is in the table (`bad_gntref`), the entry is in use by no one else,
-/// permits access to `mapper`, is not sub-page, and is writable unless
-/// `readonly` (`general_error`). On success the entry is pinned; the
-/// kernel translates the returned frame through the granter's p2m and
-/// maps it at `host_gfn` *before* dropping the two locks, and if it cannot,
-/// undoes this with [`unmap`] under the same locks.
+/// ref is in the table (`bad_gntref`), the entry is in use by no one else
+/// and is not copy-pinned as a sub-page or transitive grant, permits access
+/// to `mapper`, is neither sub-page nor transitive, and is writable unless
+/// `readonly` (`general_error`). Either version: the frame is 32 bits in
+/// version 1, 64 in version 2. On success the entry is pinned; the kernel
+/// translates the returned frame through the granter's p2m and maps it at
+/// `host_gfn` *before* dropping the two locks, and if it cannot, undoes
+/// this with [`unmap`] under the same locks.
 pub fn map(
     mapper: &mut DomainGrants,
     granter: &mut DomainGrants,
@@ -205,7 +207,15 @@ fn map_in(
         return Err(GntSt::NoSpace);
     }
     let kind = PinKind::new(true, readonly);
-    let frame = u64::from(g.table.pin(m.id, gref, kind, mem)?);
+    let frame = match g.table.pin(g.id, m.id, gref, kind, false, mem)? {
+        Acquired::Page(grant) => grant.frame,
+        Acquired::Transitive(_) => {
+            // Not reached: a mapping's status check refuses transitive
+            // grants. Undo rather than keep a pin no slot holds.
+            g.table.unpin(gref, m.id, kind, mem);
+            return Err(GntSt::GeneralError);
+        }
+    };
     let info = MapInfo {
         granter: g.id,
         gref,
@@ -333,9 +343,12 @@ fn unmap_in(
 
 /// Death step (a), for one granter of [`DomainGrants::granters`]: frees
 /// every live mapping the dying `dead` holds of `granter`'s grants,
-/// dropping their pins, then drops any other pin `dead` still holds there
-/// (a copy the kernel should have let finish), clearing the flags. Returns
-/// the mappings, in handle order; `dead`'s own p2m is going away with it.
+/// dropping their pins and clearing the flags. Returns the mappings, in
+/// handle order; `dead`'s own p2m is going away with it. Other pins `dead`
+/// holds there stay: its own copies ended before its death began (the
+/// kernel's part), and the pins it holds as the hop of other domains'
+/// transitive copies still in flight are dropped by those copies when they
+/// end.
 /// [`Error::NotDying`] unless [`DomainGrants::start_dying`] was called,
 /// [`Error::SameDomain`] if `granter` is `dead`
 /// ([`release_own_mappings`]).
@@ -381,7 +394,6 @@ fn release_in(m: Mapper<'_>, g: Granter<'_>, mem: &mut impl FrameWords) -> Vec<R
             host_gfn: info.host_gfn,
         });
     });
-    g.table.unpin_all(mapper, mem);
     released
 }
 

@@ -22,33 +22,54 @@
 //! states must be equal; and at a death's end the steps' revoked and
 //! released mappings must be the reference's.
 //!
+//! Domains use both grant-table versions (d1 starts at version 2, d0 may
+//! switch, d2 may not), switch with and without live grants, swap entries,
+//! and copy through transitive grants. A transitive copy runs the crate's
+//! protocol one lock at a time: the granter's ([`DomainGrants::acquire`]),
+//! the hop's ([`DomainGrants::acquire_target`]), the granter's again
+//! ([`DomainGrants::finish_transitive`]), and releases likewise; with
+//! `race`, a step of a death in progress runs between the locks. The kernel
+//! keeps a dying domain's state while copies through it (as granter or as
+//! hop) are in flight, and ends them before the death's end; while a death
+//! is in progress, copies whose hop is the dying domain are not started
+//! (the reference would not refuse them).
+//!
 //! After every operation, whatever is in progress, the per-domain state
 //! keeps the invariants: every live maptrack slot holds exactly one map pin
 //! of its kind on an active entry of its granter, which is still here;
-//! map pins are exactly the slots', copy pins exactly the copies in flight;
-//! `frame_users` counts the active entries per frame; `GTF_reading` and
-//! `GTF_writing` follow the pins.
+//! map pins are exactly the slots', copy pins exactly the copies in flight,
+//! hop pins exactly the hops of the transitive copies in flight;
+//! `frame_users` counts the active page entries per frame; `GTF_reading`
+//! and `GTF_writing` follow the pins, where each domain's version keeps
+//! them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
 use keel_hypercall::abi::grant_table::{
-    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_SUB_PAGE, GTF_WRITING, GrantEntryV1,
+    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_SUB_PAGE, GTF_TRANSITIVE, GTF_TYPE_MASK,
+    GTF_WRITING,
 };
 
-use crate::entry;
-use crate::fake::FakeMem;
+use crate::fake::{FakeMem, GuestEntry, status_bits};
 use crate::maptrack::Slot;
 use crate::pair;
+use crate::table::Target;
 use crate::*;
 
 const DOMS: DomId = 3;
+/// Each domain's `max_version`.
+const MAX_VERSION: [u32; DOMS as usize] = [2, 2, 1];
 const LIMIT: u32 = 3;
-/// Refs the test uses in range; others are out of range.
-const REFS: GrantRef = 3;
+/// Refs the test uses in range (reserved and not; 300 in version 1 only).
+const REFS: [GrantRef; 5] = [0, 1, 8, 9, 300];
 /// Granter frame numbers the entries name (few, so they collide).
-const FRAMES: u32 = 3;
+const FRAMES: [u64; 4] = [0, 1, 2, 1 << 32 | 1];
+/// Bytes 4..8 of a version 2 entry: sub-page ranges, or hop domids.
+const W1: [u32; 5] = [0, 1, 2, 0x0064_0000, 0x1000_0000];
+/// Bytes 8..16: frames, or hop grant refs.
+const W2: [u64; 6] = [0, 1, 2, 8, 9, 1 << 32 | 1];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -73,12 +94,15 @@ enum Op {
         right_gfn: bool,
         race: bool,
     },
+    /// A copy's acquire, kept in flight. With `race`, a death step runs
+    /// between a transitive acquire's locks.
     Acquire {
         grantee: bool,
         acc: DomId,
         granter: DomId,
         gref: GrantRef,
         write: bool,
+        race: bool,
     },
     /// With `held`, copy `pick` in flight.
     Release {
@@ -111,13 +135,33 @@ enum Op {
         readonly: bool,
         gfn: u64,
     },
-    /// The granter writes its own bits of an entry.
+    /// The granter writes its own bits of an entry, in its layout.
     Write {
         granter: DomId,
         gref: GrantRef,
-        flags: u16,
-        domid: DomId,
-        frame: u32,
+        entry: GuestEntry,
+    },
+    /// `t` grants `gref_t` to `a`, which grants it on transitively as
+    /// `gref_a` to `copier`, which copies through it.
+    Chain {
+        t: DomId,
+        gref_t: GrantRef,
+        t_flags: u16,
+        a: DomId,
+        gref_a: GrantRef,
+        copier: DomId,
+        write: bool,
+        race: bool,
+    },
+    SetVersion {
+        dom: DomId,
+        version: u32,
+        alloc_ok: bool,
+    },
+    Swap {
+        dom: DomId,
+        a: GrantRef,
+        b: GrantRef,
     },
 }
 
@@ -126,18 +170,34 @@ fn dom() -> impl Strategy<Value = DomId> {
 }
 
 fn gref() -> impl Strategy<Value = GrantRef> {
-    prop_oneof![20 => 0..REFS, 1 => Just(512u32)]
+    prop_oneof![20 => prop::sample::select(REFS.to_vec()), 1 => Just(512u32)]
 }
 
 fn entry_flags() -> impl Strategy<Value = u16> {
-    let ty = prop_oneof![6 => Just(GTF_PERMIT_ACCESS), 1 => 0..4u16];
-    (ty, prop::bool::weighted(0.3), prop::bool::weighted(0.1)).prop_map(|(ty, ro, sub)| {
+    let ty = prop_oneof![6 => Just(GTF_PERMIT_ACCESS), 2 => Just(GTF_TRANSITIVE), 1 => 0..4u16];
+    (ty, prop::bool::weighted(0.3), prop::bool::weighted(0.2)).prop_map(|(ty, ro, sub)| {
         ty | if ro { GTF_READONLY } else { 0 } | if sub { GTF_SUB_PAGE } else { 0 }
     })
 }
 
+fn guest_entry() -> impl Strategy<Value = GuestEntry> {
+    (
+        entry_flags(),
+        0..DOMS,
+        prop::sample::select(W1.to_vec()),
+        prop::sample::select(W2.to_vec()),
+    )
+        .prop_map(|(flags, domid, w1, w2)| GuestEntry {
+            flags,
+            domid,
+            w1,
+            w2,
+        })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let often = || prop::bool::weighted(0.8);
+    let refs = || prop::sample::select(REFS.to_vec());
     prop_oneof![
         8 => (often(), dom(), dom(), gref(), any::<bool>(), 0..4u64).prop_map(
             |(grantee, mapper, granter, gref, readonly, gfn)| {
@@ -148,12 +208,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(held, pick, mapper, handle, right_gfn, race)| {
                 Op::Unmap { held, pick, mapper, handle, right_gfn, race }
             }),
-        3 => (often(), dom(), dom(), gref(), any::<bool>()).prop_map(
-            |(grantee, acc, granter, gref, write)| {
-                Op::Acquire { grantee, acc, granter, gref, write }
+        3 => (often(), dom(), dom(), gref(), any::<bool>(), any::<bool>()).prop_map(
+            |(grantee, acc, granter, gref, write, race)| {
+                Op::Acquire { grantee, acc, granter, gref, write, race }
             }
         ),
-        3 => (any::<bool>(), any::<usize>(), dom(), dom(), gref(), any::<bool>()).prop_map(
+        4 => (any::<bool>(), any::<usize>(), dom(), dom(), gref(), any::<bool>()).prop_map(
             |(held, pick, acc, granter, gref, write)| {
                 Op::Release { held, pick, acc, granter, gref, write }
             }
@@ -161,12 +221,22 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..DOMS, prop::bool::weighted(0.7)).prop_map(|(dom, busy)| Op::Remove { dom, busy }),
         3 => any::<usize>().prop_map(|pick| Op::Step { pick }),
         4 => (0..DOMS).prop_map(|dom| Op::Add { dom }),
-        4 => (0..DOMS, 0..REFS, 0..DOMS, any::<bool>(), 0..4u64).prop_map(
+        4 => (0..DOMS, refs(), 0..DOMS, any::<bool>(), 0..4u64).prop_map(
             |(granter, gref, grantee, readonly, gfn)| Op::Share { granter, gref, grantee, readonly, gfn }
         ),
-        6 => (0..DOMS, 0..REFS, entry_flags(), 0..DOMS, 0..FRAMES).prop_map(
-            |(granter, gref, flags, domid, frame)| Op::Write { granter, gref, flags, domid, frame }
-        ),
+        6 => (0..DOMS, refs(), guest_entry())
+            .prop_map(|(granter, gref, entry)| Op::Write { granter, gref, entry }),
+        3 => (
+            (0..DOMS, refs(), entry_flags()),
+            (0..DOMS, refs(), 0..DOMS),
+            (any::<bool>(), any::<bool>()),
+        )
+            .prop_map(|((t, gref_t, t_flags), (a, gref_a, copier), (write, race))| {
+                Op::Chain { t, gref_t, t_flags, a, gref_a, copier, write, race }
+            }),
+        2 => (0..DOMS, prop_oneof![8 => 1..3u32, 1 => Just(0u32)], often())
+            .prop_map(|(dom, version, alloc_ok)| Op::SetVersion { dom, version, alloc_ok }),
+        2 => (0..DOMS, gref(), gref()).prop_map(|(dom, a, b)| Op::Swap { dom, a, b }),
     ]
 }
 
@@ -215,6 +285,17 @@ struct Death {
     unmapped: Vec<(DomId, GrantHandle)>,
 }
 
+/// A copy in flight: (accessor, granter, ref, write), and the hop it pins
+/// if the grant was transitive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Copy {
+    acc: DomId,
+    granter: DomId,
+    gref: GrantRef,
+    write: bool,
+    hop: Option<Hop>,
+}
+
 struct Harness {
     /// The reference.
     g: Grants,
@@ -223,8 +304,10 @@ struct Harness {
     doms: BTreeMap<DomId, DomainGrants>,
     mem: FakeMem,
     next_frame: u64,
-    /// Copies in flight: (accessor, granter, ref, write).
-    copies: Vec<(DomId, DomId, GrantRef, bool)>,
+    /// Every frame handle given to the crate, and every one handed back.
+    given: BTreeSet<u64>,
+    back: Vec<u64>,
+    copies: Vec<Copy>,
     /// The domid each written entry names.
     grantee: BTreeMap<(DomId, GrantRef), DomId>,
     death: Option<Death>,
@@ -238,6 +321,8 @@ impl Harness {
             doms: BTreeMap::new(),
             mem: FakeMem::default(),
             next_frame: 0,
+            given: BTreeSet::new(),
+            back: Vec::new(),
             copies: Vec::new(),
             grantee: BTreeMap::new(),
             death: None,
@@ -245,17 +330,54 @@ impl Harness {
         for d in 0..DOMS {
             h.add(d);
         }
+        h.step(Op::SetVersion {
+            dom: 1,
+            version: 2,
+            alloc_ok: true,
+        });
+        assert_eq!(h.doms[&1].version(), Version::V2);
         h
     }
 
-    fn add(&mut self, d: DomId) {
+    fn fresh_frame(&mut self) -> u64 {
         self.next_frame += 1;
-        let f = self.next_frame;
-        self.g.add_domain(d, 1, LIMIT).unwrap();
+        self.given.insert(self.next_frame);
+        self.next_frame
+    }
+
+    fn hand_back(&mut self, frames: &[u64]) {
+        for f in frames {
+            assert!(self.given.contains(f), "frame {f} was never given");
+            assert!(!self.back.contains(f), "frame {f} handed back twice");
+            self.back.push(*f);
+        }
+    }
+
+    fn add(&mut self, d: DomId) {
+        let f = self.fresh_frame();
+        let max = MAX_VERSION[usize::from(d)];
+        self.g.add_domain_with_version(d, 1, LIMIT, max).unwrap();
         self.g.setup_table(d, 1, || Some(f)).unwrap();
-        let mut dg = DomainGrants::new(d, 1, LIMIT).unwrap();
+        let mut dg = DomainGrants::with_max_version(d, 1, LIMIT, max).unwrap();
         dg.setup_table(1, || Some(f)).unwrap();
         self.doms.insert(d, dg);
+    }
+
+    /// Where a copy of (granter, gref) would hop, as far as the entry or
+    /// its active record says.
+    fn hop_of(&self, granter: DomId, gref: GrantRef) -> Option<Hop> {
+        let d = self.doms.get(&granter)?;
+        if let Some(act) = d.table.active.get(&gref) {
+            return match act.target {
+                Target::Transitive(hop) => Some(hop),
+                Target::Page { .. } => None,
+            };
+        }
+        let e = GuestEntry::read(&self.mem, d, gref)?;
+        (d.version() == Version::V2 && e.flags & GTF_TYPE_MASK == GTF_TRANSITIVE).then_some(Hop {
+            domid: e.w1 as u16,
+            gref: e.w2 as u32,
+        })
     }
 
     fn dying(&self) -> Option<DomId> {
@@ -347,21 +469,42 @@ impl Harness {
         }
     }
 
+    /// A copy's acquire, as the kernel does it: the granter's lock, then
+    /// for a transitive grant the hop's lock alone (with `race`, a death
+    /// step runs before it), then the granter's again.
     fn kernel_acquire(
         &mut self,
         acc: DomId,
         granter: DomId,
         gref: GrantRef,
         write: bool,
-    ) -> Result<u64, GntSt> {
+        race: Option<usize>,
+    ) -> (Result<CopyGrant, GntSt>, Option<Hop>) {
         if !self.doms.contains_key(&granter) {
-            return Err(GntSt::BadDomain);
+            return (Err(GntSt::BadDomain), None);
         }
         if !self.doms.contains_key(&acc) {
-            return Err(GntSt::GeneralError);
+            return (Err(GntSt::GeneralError), None);
         }
         let g = self.doms.get_mut(&granter).expect("checked above");
-        g.acquire(acc, gref, write, &mut self.mem)
+        let hop = match g.acquire(acc, gref, write, &mut self.mem) {
+            Ok(Acquired::Page(grant)) => return (Ok(grant), None),
+            Ok(Acquired::Transitive(hop)) => hop,
+            Err(e) => return (Err(e), None),
+        };
+        if let Some(pick) = race {
+            self.death_step(pick);
+        }
+        let target = match self.doms.get_mut(&hop.domid) {
+            Some(t) => t.acquire_target(granter, hop.gref, write, &mut self.mem),
+            None => Err(GntSt::GeneralError),
+        };
+        // The granter is still here: the kernel holds a reference to it, and
+        // a death in progress is never the granter's (its copies are not
+        // started) nor ends before the copies through it.
+        let g = self.doms.get_mut(&granter).expect("held by reference");
+        let r = g.finish_transitive(acc, gref, write, target, &mut self.mem);
+        (r, Some(hop))
     }
 
     fn kernel_release(
@@ -372,22 +515,45 @@ impl Harness {
         write: bool,
     ) -> Result<(), GntSt> {
         let g = self.doms.get_mut(&granter).ok_or(GntSt::BadDomain)?;
-        g.release(acc, gref, write, &mut self.mem)
+        if let Some(hop) = g.release(acc, gref, write, &mut self.mem)? {
+            let t = self.doms.get_mut(&hop.domid).expect("held by reference");
+            assert_eq!(
+                t.release_target(granter, hop.gref, write, &mut self.mem),
+                Ok(()),
+                "the hop's pin"
+            );
+        }
+        Ok(())
+    }
+
+    /// Releases a copy in flight in both forms.
+    fn end_copy(&mut self, c: Copy) {
+        assert_eq!(
+            self.kernel_release(c.acc, c.granter, c.gref, c.write),
+            Ok(())
+        );
+        assert_eq!(
+            self.g
+                .release(c.acc, c.granter, c.gref, c.write, &mut self.gmem),
+            Ok(())
+        );
+        let i = self.copies.iter().position(|x| *x == c).expect("held");
+        self.copies.remove(i);
     }
 
     // ----------------------------------------------------------------- death
 
     fn start_death(&mut self, dom: DomId) {
         // Its vCPUs stop: the copies they had in flight end first.
-        let mine: Vec<_> = self.copies.iter().filter(|c| c.0 == dom).copied().collect();
-        for (acc, granter, gref, write) in mine {
-            assert_eq!(self.kernel_release(acc, granter, gref, write), Ok(()));
-            assert_eq!(
-                self.g.release(acc, granter, gref, write, &mut self.gmem),
-                Ok(())
-            );
+        let mine: Vec<_> = self
+            .copies
+            .iter()
+            .filter(|c| c.acc == dom)
+            .copied()
+            .collect();
+        for c in mine {
+            self.end_copy(c);
         }
-        self.copies.retain(|c| c.0 != dom);
         // Step 0, under its lock alone.
         let d = self.doms.get_mut(&dom).expect("alive");
         d.start_dying();
@@ -452,7 +618,23 @@ impl Harness {
     fn end_death(&mut self) {
         let death = self.death.take().expect("a death in progress");
         let d = death.dom;
+        // The kernel keeps the domain until copies through it end: of its
+        // grants, and through others' transitive grants it was the hop of.
+        let through: Vec<_> = self
+            .copies
+            .iter()
+            .filter(|c| c.granter == d || c.hop.is_some_and(|h| h.domid == d))
+            .copied()
+            .collect();
+        for c in through {
+            self.end_copy(c);
+        }
         let dead = self.doms.remove(&d).expect("dying, not gone");
+        assert!(
+            dead.table.active.is_empty(),
+            "d{d}: nothing pinned at the end: {:?}",
+            dead.table.active
+        );
         assert!(dead.death_complete(), "d{d}: every step done");
         assert!(dead.granters().is_empty() && dead.mappers().is_empty());
         assert!(
@@ -470,6 +652,9 @@ impl Harness {
 
         let removal = self.g.remove_domain(d, &mut self.gmem).unwrap();
         assert_eq!(removal.table_frames, dead.table_frames());
+        assert_eq!(removal.status_frames, dead.status_frames());
+        self.hand_back(dead.table_frames());
+        self.hand_back(dead.status_frames());
         let mut released = death.released;
         released.sort_by_key(|r| r.handle);
         assert_eq!(removal.released, released, "released by d{d}'s death");
@@ -480,8 +665,6 @@ impl Harness {
             .collect();
         revoked.sort_by_key(|r| (r.mapper, r.handle));
         assert_eq!(removal.revoked, revoked, "revoked by d{d}'s death");
-        // Copies of its grants in flight are forgotten with it.
-        self.copies.retain(|c| c.1 != d);
         self.grantee.retain(|(g, _), _| *g != d);
     }
 
@@ -604,6 +787,7 @@ impl Harness {
                 granter,
                 gref,
                 write,
+                race,
             } => {
                 let acc = if grantee {
                     self.grantee.get(&(granter, gref)).copied().unwrap_or(0)
@@ -615,7 +799,16 @@ impl Harness {
                 {
                     return;
                 }
-                let got = self.kernel_acquire(acc, granter, gref, write);
+                // A hop at the dying domain, or at an entry it pins, the
+                // reference would not refuse.
+                if dying != Some(granter)
+                    && let Some(hop) = self.hop_of(granter, gref)
+                    && (dying == Some(hop.domid) || self.pinned_by_dying(hop.domid, hop.gref))
+                {
+                    return;
+                }
+                let (got, hop) =
+                    self.kernel_acquire(acc, granter, gref, write, race.then_some(gref as usize));
                 if dying == Some(granter) {
                     let refused = if self.doms.contains_key(&acc) {
                         GntSt::BadDomain
@@ -628,7 +821,13 @@ impl Harness {
                 let want = self.g.acquire(acc, granter, gref, write, &mut self.gmem);
                 assert_eq!(got, want, "acquire");
                 if got.is_ok() {
-                    self.copies.push((acc, granter, gref, write));
+                    self.copies.push(Copy {
+                        acc,
+                        granter,
+                        gref,
+                        write,
+                        hop,
+                    });
                 }
             }
             Op::Release {
@@ -640,7 +839,8 @@ impl Harness {
                 write,
             } => {
                 let (acc, granter, gref, write) = if held && !self.copies.is_empty() {
-                    self.copies[pick % self.copies.len()]
+                    let c = self.copies[pick % self.copies.len()];
+                    (c.acc, c.granter, c.gref, c.write)
                 } else {
                     (acc, granter, gref, write)
                 };
@@ -651,8 +851,13 @@ impl Harness {
                 let want = self.g.release(acc, granter, gref, write, &mut self.gmem);
                 assert_eq!(got, want, "release");
                 if got.is_ok() {
-                    let c = (acc, granter, gref, write);
-                    let i = self.copies.iter().position(|x| *x == c).expect("held");
+                    let i = self
+                        .copies
+                        .iter()
+                        .position(|c| {
+                            (c.acc, c.granter, c.gref, c.write) == (acc, granter, gref, write)
+                        })
+                        .expect("held");
                     self.copies.remove(i);
                 }
             }
@@ -695,13 +900,11 @@ impl Harness {
                 } else {
                     GTF_PERMIT_ACCESS
                 };
-                let frame = gref % FRAMES;
+                let frame = FRAMES[gref as usize % FRAMES.len()];
                 self.step(Op::Write {
                     granter,
                     gref,
-                    flags,
-                    domid: grantee,
-                    frame,
+                    entry: GuestEntry::page(flags, grantee, frame),
                 });
                 self.step(Op::Map {
                     grantee: true,
@@ -726,30 +929,99 @@ impl Harness {
             Op::Write {
                 granter,
                 gref,
-                flags,
-                domid,
-                frame,
+                entry,
             } => {
                 if dying == Some(granter) {
                     return;
                 }
-                let Some(d) = self.doms.get(&granter) else {
+                let (Some(d), Some(gd)) = (self.doms.get(&granter), self.g.domain(granter)) else {
                     return;
                 };
-                assert_eq!(Some(d.table_frames()), self.g.table_frames(granter));
-                let at = entry::locate(d.table_frames(), gref).unwrap();
-                for mem in [&mut self.mem, &mut self.gmem] {
-                    let xen_bits = entry::read(mem, at).flags & (GTF_READING | GTF_WRITING);
-                    mem.write_entry(
-                        at,
-                        GrantEntryV1 {
-                            flags: flags | xen_bits,
-                            domid,
-                            frame,
-                        },
-                    );
+                assert_eq!(d.version(), gd.version());
+                if !entry.write(&mut self.mem, d, gref) {
+                    return;
                 }
-                self.grantee.insert((granter, gref), domid);
+                assert!(entry.write(&mut self.gmem, gd, gref));
+                self.grantee.insert((granter, gref), entry.domid);
+            }
+            Op::Chain {
+                t,
+                gref_t,
+                t_flags,
+                a,
+                gref_a,
+                copier,
+                write,
+                race,
+            } => {
+                let t_entry = if t_flags & GTF_SUB_PAGE != 0 {
+                    GuestEntry::sub_page(t_flags, a, 2, 0, 100)
+                } else {
+                    GuestEntry::page(t_flags, a, 1)
+                };
+                self.step(Op::Write {
+                    granter: t,
+                    gref: gref_t,
+                    entry: t_entry,
+                });
+                self.step(Op::Write {
+                    granter: a,
+                    gref: gref_a,
+                    entry: GuestEntry::transitive(0, copier, t, gref_t),
+                });
+                self.step(Op::Acquire {
+                    grantee: false,
+                    acc: copier,
+                    granter: a,
+                    gref: gref_a,
+                    write,
+                    race,
+                });
+            }
+            Op::SetVersion {
+                dom,
+                version,
+                alloc_ok,
+            } => {
+                if dying == Some(dom) || !self.doms.contains_key(&dom) {
+                    return;
+                }
+                // The reference still sees the dying domain's pins.
+                if dying.is_some_and(|x| {
+                    self.g
+                        .domain(dom)
+                        .is_some_and(|d| d.table.active.values().any(|a| a.accessor == x))
+                }) {
+                    return;
+                }
+                let frame = alloc_ok.then(|| self.fresh_frame());
+                let (mut left, mut gleft) = (frame, frame);
+                let d = self.doms.get_mut(&dom).expect("checked above");
+                let got = d.set_version(version, &mut self.mem, || left.take());
+                let want = self
+                    .g
+                    .set_version(dom, version, &mut self.gmem, || gleft.take());
+                assert_eq!(got, want, "set_version({version}) by d{dom}");
+                assert_eq!(left, gleft, "the frame taken or not");
+                if let Some(f) = left {
+                    self.given.remove(&f);
+                }
+                self.hand_back(&got.freed);
+            }
+            Op::Swap { dom, a, b } => {
+                if dying == Some(dom) {
+                    return;
+                }
+                // The reference still sees the dying domain's pins.
+                if self.pinned_by_dying(dom, a) || self.pinned_by_dying(dom, b) {
+                    return;
+                }
+                let Some(d) = self.doms.get_mut(&dom) else {
+                    return;
+                };
+                let got = d.swap_grant_ref(a, b, &mut self.mem);
+                let want = self.g.swap_grant_ref(dom, a, b, &mut self.gmem);
+                assert_eq!(got, want, "swap");
             }
         }
     }
@@ -767,7 +1039,11 @@ impl Harness {
                 let act = g.and_then(|g| g.table.active.get(&info.gref));
                 let act = act.unwrap_or_else(|| panic!("d{m} handle {h}: no pin for {info:?}"));
                 assert_eq!(act.accessor, m, "d{m} handle {h}: pinned by another");
-                assert_eq!(u64::from(act.frame), info.frame, "d{m} handle {h}: frame");
+                assert_eq!(
+                    act.target.frame(),
+                    Some(info.frame),
+                    "d{m} handle {h}: frame"
+                );
                 let c = claimed.entry((info.granter, info.gref)).or_default();
                 if info.readonly {
                     c.0 += 1;
@@ -776,56 +1052,76 @@ impl Harness {
                 }
             }
         }
-        // Copy pins in flight: (granter, ref) -> (accessor, ro, rw).
+        // Copy pins in flight: (granter, ref) -> (accessor, ro, rw); the
+        // same for hop pins, held by the transitive grant's granter.
         let mut copying: BTreeMap<(DomId, GrantRef), (DomId, u32, u32)> = BTreeMap::new();
-        for &(acc, g, r, write) in &self.copies {
-            let c = copying.entry((g, r)).or_insert((acc, 0, 0));
-            assert_eq!(c.0, acc, "copies of d{g} ref {r} by two domains");
+        let mut hopping: BTreeMap<(DomId, GrantRef), (DomId, u32, u32)> = BTreeMap::new();
+        let count = |map: &mut BTreeMap<_, (DomId, u32, u32)>, key, acc, write| {
+            let c = map.entry(key).or_insert((acc, 0, 0));
+            assert_eq!(c.0, acc, "pins of {key:?} by two domains");
             if write {
                 c.2 += 1;
             } else {
                 c.1 += 1;
             }
+        };
+        for c in &self.copies {
+            count(&mut copying, (c.granter, c.gref), c.acc, c.write);
+            if let Some(hop) = c.hop {
+                count(&mut hopping, (hop.domid, hop.gref), c.granter, c.write);
+            }
         }
         for (&g, d) in &self.doms {
-            let mut users: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut users: BTreeMap<u64, u32> = BTreeMap::new();
             for (&r, act) in &d.table.active {
                 assert!(act.pins() > 0, "d{g} ref {r}: active without pins");
                 let maps = claimed.remove(&(g, r)).unwrap_or_default();
                 assert_eq!((act.map_ro, act.map_rw), maps, "map pins of d{g} ref {r}");
-                let copies = match copying.remove(&(g, r)) {
-                    Some((acc, ro, rw)) => {
-                        assert_eq!(act.accessor, acc, "copier of d{g} ref {r}");
-                        (ro, rw)
-                    }
-                    None => (0, 0),
-                };
-                assert_eq!(
-                    (act.copy_ro, act.copy_rw),
-                    copies,
-                    "copy pins of d{g} ref {r}"
-                );
-                *users.entry(act.frame).or_insert(0) += 1;
+                for (map, pins, what) in [
+                    (&mut copying, (act.copy_ro, act.copy_rw), "copy"),
+                    (&mut hopping, (act.hop_ro, act.hop_rw), "hop"),
+                ] {
+                    let want = match map.remove(&(g, r)) {
+                        Some((acc, ro, rw)) => {
+                            assert_eq!(act.accessor, acc, "{what} pinner of d{g} ref {r}");
+                            (ro, rw)
+                        }
+                        None => (0, 0),
+                    };
+                    assert_eq!(pins, want, "{what} pins of d{g} ref {r}");
+                }
+                if let Target::Transitive(_) = act.target {
+                    assert_eq!(
+                        act.pins(),
+                        u64::from(act.copy_ro + act.copy_rw),
+                        "d{g} ref {r}: a transitive entry has copy pins only"
+                    );
+                }
+                if let Some(f) = act.target.frame() {
+                    *users.entry(f).or_insert(0) += 1;
+                }
             }
             assert_eq!(d.table.frame_users, users, "frame_users of d{g}");
-            for r in 0..REFS {
-                let at = entry::locate(d.table_frames(), r).unwrap();
-                let flags = entry::read(&self.mem, at).flags;
+            for r in REFS {
+                if d.table.slot(r).is_none() {
+                    continue;
+                }
+                let bits = status_bits(&self.mem, d, r);
                 let (pins, write_pins) = d.pins(r).map_or((0, 0), |p| (p.1, p.2));
                 assert_eq!(
-                    flags & GTF_READING != 0,
+                    bits & GTF_READING != 0,
                     pins > 0,
                     "GTF_reading of d{g} ref {r}"
                 );
                 assert_eq!(
-                    flags & GTF_WRITING != 0,
+                    bits & GTF_WRITING != 0,
                     write_pins > 0,
                     "GTF_writing of d{g} ref {r}"
                 );
             }
-            for f in 0..FRAMES {
+            for f in FRAMES {
                 assert_eq!(
-                    d.is_frame_mapped(u64::from(f)),
+                    d.is_frame_mapped(f),
                     users.contains_key(&f),
                     "d{g} frame {f}"
                 );
@@ -833,6 +1129,7 @@ impl Harness {
         }
         assert!(claimed.is_empty(), "pins claimed but not held: {claimed:?}");
         assert!(copying.is_empty(), "copies without pins: {copying:?}");
+        assert!(hopping.is_empty(), "hops without pins: {hopping:?}");
     }
 
     /// With no death in progress, the two forms hold the same state.
@@ -841,7 +1138,9 @@ impl Harness {
             let (a, b) = (self.doms.get(&dom), self.g.domain(dom));
             assert_eq!(a.is_some(), b.is_some(), "d{dom} present");
             let (Some(a), Some(b)) = (a, b) else { continue };
+            assert_eq!(a.version(), b.version(), "d{dom} version");
             assert_eq!(a.table_frames(), b.table_frames(), "d{dom} frames");
+            assert_eq!(a.status_frames(), b.status_frames(), "d{dom} status frames");
             assert_eq!(a.table.active, b.table.active, "d{dom} active entries");
             assert_eq!(
                 a.table.frame_users, b.table.frame_users,
@@ -852,12 +1151,19 @@ impl Harness {
                 b.maptrack.slots().collect::<Vec<_>>(),
                 "d{dom} maptrack"
             );
-            for r in 0..REFS {
-                let at = entry::locate(a.table_frames(), r).unwrap();
+            for r in REFS {
+                if a.table.slot(r).is_none() {
+                    continue;
+                }
                 assert_eq!(
-                    self.mem.word(at.frame, at.offset),
-                    self.gmem.word(at.frame, at.offset),
+                    GuestEntry::read(&self.mem, a, r),
+                    GuestEntry::read(&self.gmem, b, r),
                     "d{dom} entry {r}"
+                );
+                assert_eq!(
+                    status_bits(&self.mem, a, r),
+                    status_bits(&self.gmem, b, r),
+                    "d{dom} status of {r}"
                 );
             }
         }
@@ -869,6 +1175,22 @@ impl Harness {
             self.check_agreement();
         }
     }
+
+    /// Every domain dies; every frame given comes back once.
+    fn end(&mut self) {
+        self.finish_death();
+        for d in 0..DOMS {
+            if self.doms.contains_key(&d) {
+                self.start_death(d);
+                self.finish_death();
+                self.check();
+            }
+        }
+        assert!(self.copies.is_empty(), "copies outlived every domain");
+        let back: BTreeSet<u64> = self.back.iter().copied().collect();
+        assert_eq!(back.len(), self.back.len(), "a frame handed back twice");
+        assert_eq!(back, self.given, "frames given and handed back");
+    }
 }
 
 proptest! {
@@ -877,11 +1199,11 @@ proptest! {
     #[test]
     fn per_domain_api_matches_grants(ops in proptest::collection::vec(op(), 1..150)) {
         let mut h = Harness::new();
+        h.check();
         for op in ops {
             h.step(op);
             h.check();
         }
-        h.finish_death();
-        h.check();
+        h.end();
     }
 }

@@ -98,7 +98,9 @@ impl World {
         gref: GrantRef,
         write: bool,
     ) -> Result<u64, GntSt> {
-        self.g.acquire(acc, granter, gref, write, &mut self.mem)
+        self.g
+            .acquire(acc, granter, gref, write, &mut self.mem)
+            .map(|g| g.frame)
     }
 
     fn release(
@@ -226,42 +228,32 @@ fn map_table_frame_grows_to_idx() {
 
 #[test]
 fn query_size_and_versions() {
-    let w = World::new();
+    let mut w = World::new();
     assert_eq!(w.g.query_size(D0), Ok((1, MAX_FRAMES)));
     assert_eq!(w.g.query_size(7), Err(GntSt::BadDomain));
-    let ok = VersionReply {
-        result: Ok(()),
-        version: 1,
+    let reply = |result, version| VersionReply {
+        result,
+        version,
+        freed: vec![],
     };
-    assert_eq!(w.g.set_version(D0, 1), ok);
+    // Domains added with `add_domain` may have version 1 only.
     assert_eq!(
-        w.g.set_version(D0, 2),
-        VersionReply {
-            result: Err(Errno::ENOSYS),
-            version: 1
-        }
+        w.g.set_version(D0, 1, &mut w.mem, || None),
+        reply(Ok(()), 1)
     );
     assert_eq!(
-        w.g.set_version(D0, 0),
-        VersionReply {
-            result: Err(Errno::EINVAL),
-            version: 1
-        }
+        w.g.set_version(D0, 2, &mut w.mem, || None),
+        reply(Err(Errno::ENOSYS), 1)
     );
+    for v in [0, 3, u32::MAX] {
+        assert_eq!(
+            w.g.set_version(D0, v, &mut w.mem, || None),
+            reply(Err(Errno::EINVAL), 1)
+        );
+    }
     assert_eq!(
-        w.g.set_version(D0, 3),
-        VersionReply {
-            result: Err(Errno::EINVAL),
-            version: 1
-        }
-    );
-    assert_eq!(w.g.set_version(D0, u32::MAX).result, Err(Errno::EINVAL));
-    assert_eq!(
-        w.g.set_version(7, 1),
-        VersionReply {
-            result: Err(Errno::ESRCH),
-            version: 0
-        }
+        w.g.set_version(7, 1, &mut w.mem, || None),
+        reply(Err(Errno::ESRCH), 0)
     );
     assert_eq!(w.g.get_version(D2), Ok(1));
     assert_eq!(w.g.get_version(7), Err(Errno::ESRCH));

@@ -740,8 +740,11 @@ pub trait Domain {
     /// `gnttab_get_status_frames`): `dom` (checked) has at least
     /// `nr_frames` status frames, else `Err(GNTST_general_error)` (Xen
     /// checks the count alone: 0 passes in version 1). The dispatcher then
-    /// asks [`Domain::gnttab_status_gfn`] for each. The default is a
-    /// version 1 domain: none.
+    /// asks [`Domain::gnttab_status_gfn`] for each. Not reached while the
+    /// dispatcher refuses the command to HVM/PVH callers as Xen does (they
+    /// map status frames with `XENMAPIDX_grant_table_status`, and learn
+    /// where from where they put them). The default is a version 1 domain:
+    /// none.
     fn gnttab_get_status_frames(&mut self, dom: DomId, nr_frames: u32) -> Result<(), i16> {
         let _ = dom;
         if nr_frames == 0 {
@@ -782,12 +785,10 @@ pub trait Domain {
     /// that frame is pinned by the caller (`grant_map_exists`; the grant
     /// crate's `is_frame_pinned_by`). Then on x86: `GNTTAB_CACHE_INVAL`
     /// alone is `-EOPNOTSUPP`; otherwise the cache lines of the range are
-    /// written back and invalidated (`clflush`), 0. Only reached by an
-    /// unfiltered caller (see [`grant_table_op`'s filter]); the default
-    /// answers `-EINVAL`, as for a `dev_bus_addr` that names nothing (keel
-    /// reports none).
-    ///
-    /// [`grant_table_op`'s filter]: crate::dispatch#grant-tables
+    /// written back and invalidated (`clflush`), 0. Not reached while the
+    /// dispatcher refuses the command to HVM/PVH callers as Xen does (the
+    /// `grant_table_op` module notes); the default answers `-EINVAL`, as
+    /// for a `dev_bus_addr` that names nothing (keel reports none).
     fn gnttab_cache_flush(
         &mut self,
         dev_bus_addr: u64,
@@ -803,10 +804,10 @@ pub trait Domain {
     /// `domid`'s `GTF_accept_transfer` entry `gref`. For a translated
     /// (HVM/PVH) caller Xen answers `GNTST_bad_page` if `gfn` is not a
     /// valid frame of its RAM, else `GNTST_general_error` (`steal_page`
-    /// refuses translated domains), and the frame stays the caller's. Only
-    /// reached by an unfiltered caller; the default answers
-    /// `GNTST_general_error` (a kernel that knows its RAM answers
-    /// `GNTST_bad_page` for a gfn that is not).
+    /// refuses translated domains), and the frame stays the caller's. Not
+    /// reached while the dispatcher refuses the command to HVM/PVH callers
+    /// as Xen does; the default answers `GNTST_general_error` (a kernel
+    /// that knows its RAM answers `GNTST_bad_page` for a gfn that is not).
     fn gnttab_transfer(&mut self, gfn: u64, domid: DomId, gref: u32) -> i16 {
         let _ = (gfn, domid, gref);
         crate::abi::grant_table::GNTST_GENERAL_ERROR

@@ -15,12 +15,14 @@
 //! `GNTTABOP_set_version`/`get_version`, which report through the errno
 //! alone.
 //!
-//! Layouts. The grant *entries* ([`GrantEntryV1`]) live in frames shared
-//! with the granting guest and are the same for every guest width. Of the
-//! op structures, `gnttab_setup_table` (a guest handle) and `gnttab_copy`
-//! (a `xen_pfn_t` in a union) differ between native and compat, and so
-//! have a `...Compat` type; the others are identical for both (every field
-//! is fixed-width and naturally placed even with i386's 4-byte `u64`
+//! Layouts. The grant *entries* ([`GrantEntryV1`], [`GrantEntryV2`]) and
+//! version 2's status words ([`GrantStatus`]) live in frames shared with
+//! the granting guest and are the same for every guest width. Of the op
+//! structures, `gnttab_setup_table` and `gnttab_get_status_frames` (a guest
+//! handle), `gnttab_copy` (a `xen_pfn_t` in a union) and `gnttab_transfer`
+//! (a `xen_pfn_t`) differ between native and compat, and so have a
+//! `...Compat` type; the others are identical for both (every field is
+//! fixed-width and naturally placed even with i386's 4-byte `u64`
 //! alignment), which Xen's `xlat.lst` records by checking (`?`) rather than
 //! translating (`!`) them.
 //!
@@ -60,6 +62,18 @@ pub const GNTTABOP_ARG_MASK: u32 = !GNTTABOP_CMD_MASK;
 
 /// Version 1 entries per 4 KiB grant-table frame (4096 / 8).
 pub const GRANT_ENTRIES_PER_FRAME_V1: u32 = 512;
+
+/// Version 2 entries per 4 KiB grant-table frame (4096 / 16).
+pub const GRANT_ENTRIES_PER_FRAME_V2: u32 = 256;
+
+/// `grant_status_t` entries per 4 KiB status frame (4096 / 2): one status
+/// frame serves eight version 2 table frames.
+pub const GRANT_STATUS_PER_FRAME: u32 = 2048;
+
+/// `grant_status_t`: in version 2, the word of a *status frame* holding an
+/// entry's `GTF_reading`/`GTF_writing` (\[XEN\]), one per grant ref: entry
+/// `r`'s is word `r % 2048` of status frame `r / 2048`.
+pub type GrantStatus = u16;
 
 /// The first entries survive a version change and may be filled in by the
 /// toolstack at domain creation.
@@ -104,6 +118,15 @@ pub const GTF_SUB_PAGE: u16 = 1 << 8;
 pub const GTF_TRANSFER_COMMITTED: u16 = 1 << 2;
 /// \[XEN\] The transfer is done and `frame` holds the page.
 pub const GTF_TRANSFER_COMPLETED: u16 = 1 << 3;
+
+// `GNTTAB_CACHE_*`: `gnttab_cache_flush.op`.
+/// Write back the range's dirty cache lines.
+pub const GNTTAB_CACHE_CLEAN: u32 = 1 << 0;
+/// Invalidate the range's cache lines.
+pub const GNTTAB_CACHE_INVAL: u32 = 1 << 1;
+/// `a` is a grant ref rather than a bus address (not implemented by Xen:
+/// refused with the other unknown bits).
+pub const GNTTAB_CACHE_SOURCE_GREF: u32 = 1 << 31;
 
 // `GNTMAP_*`: `gnttab_map_grant_ref.flags`.
 /// Map for access by I/O devices.
@@ -241,6 +264,155 @@ impl GrantEntryV1 {
     #[must_use]
     pub fn header(&self) -> u32 {
         u32::from(self.flags) | (u32::from(self.domid) << 16)
+    }
+}
+
+abi_struct! {
+    /// `struct grant_entry_header`: the prefix common to both versions'
+    /// entries (`flags` then `domid`, the 32 bits Xen compares and
+    /// exchanges in version 1).
+    #[repr(C)]
+    pub struct GrantEntryHeader(4) {
+        /// \[XEN,GST\] (version 1) or \[GST\] (version 2): `GTF_*` type and
+        /// flags. In version 2 `GTF_reading`/`GTF_writing` live in the
+        /// entry's [`GrantStatus`] word instead.
+        pub flags: u16 => 0,
+        /// \[GST\]: the domain being granted access.
+        pub domid: DomId => 2,
+    }
+}
+
+abi_struct! {
+    /// `grant_entry_v2.full_page`: a whole-page `GTF_permit_access` grant
+    /// (no `GTF_sub_page`), or a `GTF_accept_transfer` slot.
+    #[repr(C)]
+    pub struct GrantEntryV2FullPage(16) {
+        /// \[GST\]: type, flags and grantee.
+        pub hdr: GrantEntryHeader => 0,
+        /// Padding, ignored.
+        pub pad0: u32 => 4,
+        /// \[GST\]: the granter's gfn `hdr.domid` may map and access.
+        pub frame: u64 => 8,
+    }
+}
+
+abi_struct! {
+    /// `grant_entry_v2.sub_page`: a `GTF_permit_access | GTF_sub_page`
+    /// grant of bytes `[page_off, page_off + length)` of `frame`, which
+    /// may be copied but never mapped.
+    #[repr(C)]
+    pub struct GrantEntryV2SubPage(16) {
+        /// \[GST\]: type, flags and grantee.
+        pub hdr: GrantEntryHeader => 0,
+        /// \[GST\]: first byte granted.
+        pub page_off: u16 => 4,
+        /// \[GST\]: bytes granted.
+        pub length: u16 => 6,
+        /// \[GST\]: the granter's gfn.
+        pub frame: u64 => 8,
+    }
+}
+
+abi_struct! {
+    /// `grant_entry_v2.transitive`: a `GTF_transitive` grant: `hdr.domid`
+    /// may copy (never map) through grant `gref` of `trans_domid`, which
+    /// must be granted to this domain. 12 bytes; the union is 16.
+    #[repr(C)]
+    pub struct GrantEntryV2Transitive(12) {
+        /// \[GST\]: type, flags and grantee.
+        pub hdr: GrantEntryHeader => 0,
+        /// \[GST\]: the domain whose grant is passed on.
+        pub trans_domid: DomId => 4,
+        /// Padding, ignored.
+        pub pad0: u16 => 6,
+        /// \[GST\]: the grant ref in `trans_domid`'s table.
+        pub gref: GrantRef => 8,
+    }
+}
+
+abi_struct! {
+    /// `union grant_entry_v2`: one entry of a version 2 grant table (16
+    /// bytes, in a frame shared with the granting guest; the same for
+    /// every guest width). Kept as the union's `__spacer[4]` member; read
+    /// it as the member its `hdr.flags` select with [`Self::hdr`],
+    /// [`Self::full_page`], [`Self::sub_page`] and [`Self::transitive`].
+    #[repr(C)]
+    pub struct GrantEntryV2(16) {
+        /// \[GST\]: the union's bytes, as four 32-bit words.
+        pub raw: [u32; 4] => 0,
+    }
+}
+
+impl GrantEntryV2 {
+    /// Decodes the entry from its two 64-bit little-endian words (aligned
+    /// 8-byte reads at offsets 0 and 8).
+    #[must_use]
+    pub fn from_words(lo: u64, hi: u64) -> Self {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&lo.to_le_bytes());
+        b[8..].copy_from_slice(&hi.to_le_bytes());
+        Self::from_bytes(&b)
+    }
+
+    /// The entry as its two 64-bit little-endian words.
+    #[must_use]
+    pub fn to_words(&self) -> [u64; 2] {
+        let b = self.to_bytes();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        [word(0), word(8)]
+    }
+
+    /// The union read as `hdr`.
+    #[must_use]
+    pub fn hdr(&self) -> GrantEntryHeader {
+        let b = self.to_bytes();
+        GrantEntryHeader::from_bytes(&[b[0], b[1], b[2], b[3]])
+    }
+
+    /// The union read as `full_page`.
+    #[must_use]
+    pub fn full_page(&self) -> GrantEntryV2FullPage {
+        GrantEntryV2FullPage::from_bytes(&self.to_bytes())
+    }
+
+    /// The union read as `sub_page`.
+    #[must_use]
+    pub fn sub_page(&self) -> GrantEntryV2SubPage {
+        GrantEntryV2SubPage::from_bytes(&self.to_bytes())
+    }
+
+    /// The union read as `transitive` (its first 12 bytes).
+    #[must_use]
+    pub fn transitive(&self) -> GrantEntryV2Transitive {
+        let b = self.to_bytes();
+        let mut t = [0u8; GrantEntryV2Transitive::SIZE];
+        t.copy_from_slice(&b[..GrantEntryV2Transitive::SIZE]);
+        GrantEntryV2Transitive::from_bytes(&t)
+    }
+}
+
+impl From<GrantEntryV2FullPage> for GrantEntryV2 {
+    fn from(e: GrantEntryV2FullPage) -> Self {
+        Self::from_bytes(&e.to_bytes())
+    }
+}
+
+impl From<GrantEntryV2SubPage> for GrantEntryV2 {
+    fn from(e: GrantEntryV2SubPage) -> Self {
+        Self::from_bytes(&e.to_bytes())
+    }
+}
+
+impl From<GrantEntryV2Transitive> for GrantEntryV2 {
+    /// The transitive member, the union's last four bytes zero.
+    fn from(e: GrantEntryV2Transitive) -> Self {
+        let mut b = [0u8; 16];
+        b[..GrantEntryV2Transitive::SIZE].copy_from_slice(&e.to_bytes());
+        Self::from_bytes(&b)
     }
 }
 
@@ -521,6 +693,142 @@ abi_struct! {
     }
 }
 
+abi_struct! {
+    /// `struct gnttab_transfer` (`GNTTABOP_transfer`), native (64-bit
+    /// caller). Only PV guests may transfer pages.
+    #[repr(C)]
+    pub struct GnttabTransfer(24) {
+        /// IN: the caller's frame to give away (`xen_pfn_t`; a gfn for a
+        /// translated caller).
+        pub mfn: u64 => 0,
+        /// IN: the domain to give it to.
+        pub domid: DomId => 8,
+        /// Padding the C compiler inserts before `ref_`.
+        pub pad0: u16 => 10,
+        /// IN: its `GTF_accept_transfer` grant ref.
+        pub ref_: GrantRef => 12,
+        /// OUT: `GNTST_*`.
+        pub status: i16 => 16,
+        /// Padding the C compiler inserts at the end.
+        pub pad1: [u16; 3] => 18,
+    }
+}
+
+abi_struct! {
+    /// `struct compat_gnttab_transfer` (32-bit caller).
+    #[repr(C)]
+    pub struct GnttabTransferCompat(16) {
+        /// IN: the caller's frame (32-bit `xen_pfn_t`).
+        pub mfn: u32 => 0,
+        /// IN: the domain to give it to.
+        pub domid: DomId => 4,
+        /// Padding the C compiler inserts before `ref_`.
+        pub pad0: u16 => 6,
+        /// IN: its `GTF_accept_transfer` grant ref.
+        pub ref_: GrantRef => 8,
+        /// OUT: `GNTST_*`.
+        pub status: i16 => 12,
+        /// Padding the C compiler inserts at the end.
+        pub pad1: u16 => 14,
+    }
+}
+
+impl From<GnttabTransferCompat> for GnttabTransfer {
+    /// Widens a compat request (Xen's `XLAT_gnttab_transfer`).
+    fn from(c: GnttabTransferCompat) -> Self {
+        GnttabTransfer {
+            mfn: u64::from(c.mfn),
+            domid: c.domid,
+            pad0: 0,
+            ref_: c.ref_,
+            status: c.status,
+            pad1: [0; 3],
+        }
+    }
+}
+
+abi_struct! {
+    /// `struct gnttab_get_status_frames` (`GNTTABOP_get_status_frames`),
+    /// native (64-bit caller). `count` must be 1.
+    #[repr(C)]
+    pub struct GnttabGetStatusFrames(16) {
+        /// IN: frames wanted; also the length of `frame_list`.
+        pub nr_frames: u32 => 0,
+        /// IN: the domain (`DOMID_SELF` for the caller).
+        pub dom: DomId => 4,
+        /// OUT: `GNTST_*`.
+        pub status: i16 => 6,
+        /// IN: guest handle of an array of `uint64_t`, OUT: the status
+        /// frames' gfns.
+        pub frame_list: u64 => 8,
+    }
+}
+
+abi_struct! {
+    /// `struct compat_gnttab_get_status_frames` (32-bit caller): the
+    /// handle is 32 bits, the array's elements stay `uint64_t`.
+    #[repr(C)]
+    pub struct GnttabGetStatusFramesCompat(12) {
+        /// IN: frames wanted; also the length of `frame_list`.
+        pub nr_frames: u32 => 0,
+        /// IN: the domain (`DOMID_SELF` for the caller).
+        pub dom: DomId => 4,
+        /// OUT: `GNTST_*`.
+        pub status: i16 => 6,
+        /// IN: 32-bit guest handle of an array of `uint64_t`.
+        pub frame_list: u32 => 8,
+    }
+}
+
+impl From<GnttabGetStatusFramesCompat> for GnttabGetStatusFrames {
+    /// Widens a compat request (zero extension of the handle).
+    fn from(c: GnttabGetStatusFramesCompat) -> Self {
+        GnttabGetStatusFrames {
+            nr_frames: c.nr_frames,
+            dom: c.dom,
+            status: c.status,
+            frame_list: u64::from(c.frame_list),
+        }
+    }
+}
+
+abi_struct! {
+    /// `struct gnttab_swap_grant_ref` (`GNTTABOP_swap_grant_ref`): swaps
+    /// two of the caller's entries (and in version 2 their status words);
+    /// the same for native and compat callers.
+    #[repr(C)]
+    pub struct GnttabSwapGrantRef(12) {
+        /// IN: one grant ref of the caller's table.
+        pub ref_a: GrantRef => 0,
+        /// IN: the other.
+        pub ref_b: GrantRef => 4,
+        /// OUT: `GNTST_*`.
+        pub status: i16 => 8,
+        /// Padding the C compiler inserts at the end.
+        pub pad: u16 => 10,
+    }
+}
+
+abi_struct! {
+    /// `struct gnttab_cache_flush` (`GNTTABOP_cache_flush`): cache
+    /// maintenance on part of a page another domain granted to the caller;
+    /// the same for native and compat callers (the union's `uint64_t` keeps
+    /// it 16 bytes). The hypercall's result is an errno; there is no status.
+    #[repr(C)]
+    pub struct GnttabCacheFlush(16) {
+        /// IN: the union `a`: `dev_bus_addr` (the machine address of the
+        /// page, as a map returned it) or, with
+        /// [`GNTTAB_CACHE_SOURCE_GREF`], a grant ref in the low 32 bits.
+        pub a: u64 => 0,
+        /// IN: byte offset in the page.
+        pub offset: u16 => 8,
+        /// IN: bytes.
+        pub length: u16 => 10,
+        /// IN: `GNTTAB_CACHE_*`.
+        pub op: u32 => 12,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,6 +1027,119 @@ mod tests {
         assert_eq!(b[32..38], [0, 2, 1, 0, 0, 0]);
         assert_eq!(core::mem::offset_of!(GnttabCopy, status), 36);
         assert_eq!(core::mem::offset_of!(GnttabCopyCompat, status), 20);
+    }
+
+    #[test]
+    fn grant_entry_v2_members() {
+        assert_eq!(
+            (GRANT_ENTRIES_PER_FRAME_V2 as usize) * GrantEntryV2::SIZE,
+            4096
+        );
+        assert_eq!(
+            (GRANT_STATUS_PER_FRAME as usize) * core::mem::size_of::<GrantStatus>(),
+            4096
+        );
+        let hdr = GrantEntryHeader {
+            flags: GTF_PERMIT_ACCESS | GTF_SUB_PAGE,
+            domid: 3,
+        };
+        let sub = GrantEntryV2SubPage {
+            hdr,
+            page_off: 0x100,
+            length: 0x80,
+            frame: 0x1_2345_6789,
+        };
+        let e = GrantEntryV2::from(sub);
+        assert_eq!(e.to_bytes()[..8], [0x01, 0x01, 3, 0, 0, 1, 0x80, 0]);
+        assert_eq!(e.hdr(), hdr);
+        assert_eq!(e.sub_page(), sub);
+        // The same bytes as `full_page`: the frame is in the same place.
+        assert_eq!(e.full_page().frame, 0x1_2345_6789);
+        assert_eq!(e.full_page().pad0, 0x0080_0100);
+        let [lo, hi] = e.to_words();
+        assert_eq!((lo, hi), (0x0080_0100_0003_0101, 0x1_2345_6789));
+        assert_eq!(GrantEntryV2::from_words(lo, hi), e);
+
+        let t = GrantEntryV2Transitive {
+            hdr: GrantEntryHeader {
+                flags: GTF_TRANSITIVE | GTF_READONLY,
+                domid: 1,
+            },
+            trans_domid: 7,
+            pad0: 0,
+            gref: 0x55,
+        };
+        let e = GrantEntryV2::from(t);
+        assert_eq!(e.transitive(), t);
+        assert_eq!(e.to_words(), [0x0000_0007_0001_0007, 0x55]);
+        let f = GrantEntryV2FullPage {
+            hdr,
+            pad0: 0,
+            frame: u64::MAX,
+        };
+        assert_eq!(GrantEntryV2::from(f).full_page(), f);
+    }
+
+    #[test]
+    fn v2_op_structures_both_widths() {
+        let g = GnttabGetStatusFrames {
+            nr_frames: 3,
+            dom: 0x7ff0,
+            status: -1,
+            frame_list: 0x8000_1000,
+        };
+        let b = g.to_bytes();
+        assert_eq!(b[..8], [3, 0, 0, 0, 0xf0, 0x7f, 0xff, 0xff]);
+        assert_eq!(b[8..], 0x8000_1000u64.to_le_bytes());
+        let mut c = [0u8; GnttabGetStatusFramesCompat::SIZE];
+        c[..4].copy_from_slice(&3u32.to_le_bytes());
+        c[4..6].copy_from_slice(&0x7ff0u16.to_le_bytes());
+        c[6..8].copy_from_slice(&(-1i16).to_le_bytes());
+        c[8..].copy_from_slice(&0x8000_1000u32.to_le_bytes());
+        assert_eq!(
+            GnttabGetStatusFrames::from(GnttabGetStatusFramesCompat::from_bytes(&c)),
+            g
+        );
+        assert_eq!(
+            core::mem::offset_of!(GnttabGetStatusFramesCompat, status),
+            6
+        );
+
+        let s = GnttabSwapGrantRef {
+            ref_a: 1,
+            ref_b: 0x0203_0405,
+            status: GNTST_EAGAIN,
+            pad: 0,
+        };
+        assert_eq!(s.to_bytes(), [1, 0, 0, 0, 5, 4, 3, 2, 0xf4, 0xff, 0, 0]);
+
+        let f = GnttabCacheFlush {
+            a: 0x1234_5000,
+            offset: 16,
+            length: 32,
+            op: GNTTAB_CACHE_CLEAN | GNTTAB_CACHE_SOURCE_GREF,
+        };
+        let b = f.to_bytes();
+        assert_eq!(b[8..], [16, 0, 32, 0, 1, 0, 0, 0x80]);
+        assert_eq!(GnttabCacheFlush::from_bytes(&b), f);
+        assert_eq!(
+            (
+                GNTTAB_CACHE_CLEAN,
+                GNTTAB_CACHE_INVAL,
+                GNTTAB_CACHE_SOURCE_GREF
+            ),
+            (1, 2, 0x8000_0000)
+        );
+
+        let mut c = [0u8; GnttabTransferCompat::SIZE];
+        c[..4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        c[4..6].copy_from_slice(&2u16.to_le_bytes());
+        c[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let t = GnttabTransfer::from(GnttabTransferCompat::from_bytes(&c));
+        assert_eq!((t.mfn, t.domid, t.ref_), (0xffff_fff0, 2, 9));
+        assert_eq!(t.to_bytes()[12..16], [9, 0, 0, 0]);
+        assert_eq!(core::mem::offset_of!(GnttabTransfer, status), 16);
+        assert_eq!(core::mem::offset_of!(GnttabTransferCompat, status), 12);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::abi::Errno;
 use crate::abi::domid::DomId;
 use crate::abi::evtchn::EvtchnPort;
 use crate::abi::grant_table::{
-    GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_OKAY,
+    GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE, GNTST_EAGAIN, GNTST_GENERAL_ERROR,
+    GNTST_OKAY,
 };
 use crate::abi::hvm::{HVM_NR_PARAMS, VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
 use crate::abi::memory::E820Entry;
@@ -118,6 +119,15 @@ pub struct FakeDomain {
     pub gnt_maps: Vec<Option<(DomId, u32, u64)>>,
     /// Every copy the domain was asked to do.
     pub gnt_copies: Vec<GnttabCopyOp>,
+    /// Grant-table version, and the highest the domain may have.
+    pub gnt_version: u32,
+    pub gnt_max_version: u32,
+    /// `set_version` answers `-EBUSY` while set (entries in use).
+    pub gnt_busy: bool,
+    /// `(idx, gpfn)` of each status frame mapped.
+    pub status_frames_mapped: Vec<(u32, u64)>,
+    /// Returned by `gnttab_cache_flush` when set.
+    pub gnt_flush_err: Option<Errno>,
     pub upcall_vectors: Vec<(u32, u8)>,
 }
 
@@ -214,6 +224,11 @@ impl FakeDomain {
             gnt_max_frames: 64,
             gnt_maps: Vec::new(),
             gnt_copies: Vec::new(),
+            gnt_version: 1,
+            gnt_max_version: 2,
+            gnt_busy: false,
+            status_frames_mapped: Vec::new(),
+            gnt_flush_err: None,
             upcall_vectors: Vec::new(),
         }
     }
@@ -277,6 +292,15 @@ impl FakeDomain {
     /// All console output, concatenated.
     pub fn console_text(&self) -> Vec<u8> {
         self.console_out.concat()
+    }
+
+    /// Status frames: one per eight table frames in version 2.
+    fn gnt_status_frames(&self) -> u32 {
+        if self.gnt_version == 2 {
+            self.gnt_nr_frames.div_ceil(8)
+        } else {
+            0
+        }
     }
 }
 
@@ -721,6 +745,76 @@ impl Domain for FakeDomain {
         match op.source.target {
             super::GnttabCopyTarget::Gref { gref, .. } if gref >= FAKE_GREFS => GNTST_BAD_GNTREF,
             _ => GNTST_OKAY,
+        }
+    }
+    fn map_grant_status_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+        self.log(format!("map_grant_status_frame({idx}, {gpfn:#x})"));
+        if self.gnt_version != 2 || idx >= self.gnt_status_frames() {
+            return Err(Errno::EINVAL);
+        }
+        self.status_frames_mapped.push((idx, gpfn));
+        Ok(())
+    }
+    fn gnttab_set_version(&mut self, version: u32) -> Result<(), Errno> {
+        self.log(format!("gnttab_set_version({version})"));
+        if version > self.gnt_max_version {
+            return Err(Errno::ENOSYS);
+        }
+        if version != self.gnt_version && self.gnt_busy {
+            return Err(Errno::EBUSY);
+        }
+        self.gnt_version = version;
+        Ok(())
+    }
+    fn gnttab_get_version(&self, _dom: DomId) -> u32 {
+        self.gnt_version
+    }
+    fn gnttab_get_status_frames(&mut self, dom: DomId, nr_frames: u32) -> Result<(), i16> {
+        self.log(format!("gnttab_get_status_frames({dom}, {nr_frames})"));
+        if nr_frames > self.gnt_status_frames() {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        Ok(())
+    }
+    fn gnttab_status_gfn(&self, dom: DomId, idx: u32) -> u64 {
+        assert!(idx < self.gnt_status_frames(), "asked beyond the frames");
+        // Frames of domain 4 live above 4 GiB.
+        if dom == 4 {
+            0x2_0000_0000 + u64::from(idx)
+        } else {
+            0xe_0000 + u64::from(idx)
+        }
+    }
+    fn gnttab_swap_grant_ref(&mut self, ref_a: u32, ref_b: u32) -> Result<i16, Errno> {
+        self.log(format!("gnttab_swap_grant_ref({ref_a}, {ref_b})"));
+        Ok(if ref_a >= FAKE_GREFS || ref_b >= FAKE_GREFS {
+            GNTST_BAD_GNTREF
+        } else if ref_a != ref_b && (ref_a == 5 || ref_b == 5) {
+            // Ref 5 is in use.
+            GNTST_EAGAIN
+        } else {
+            GNTST_OKAY
+        })
+    }
+    fn gnttab_cache_flush(
+        &mut self,
+        dev_bus_addr: u64,
+        offset: u16,
+        length: u16,
+        op: u32,
+    ) -> Result<(), Errno> {
+        self.log(format!(
+            "gnttab_cache_flush({dev_bus_addr:#x}, {offset}, {length}, {op:#x})"
+        ));
+        self.gnt_flush_err.map_or(Ok(()), Err)
+    }
+    fn gnttab_transfer(&mut self, gfn: u64, domid: DomId, gref: u32) -> i16 {
+        self.log(format!("gnttab_transfer({gfn:#x}, {domid}, {gref})"));
+        // Frames from 1 GiB up are not RAM.
+        if gfn >= 0x4_0000 {
+            GNTST_BAD_PAGE
+        } else {
+            GNTST_GENERAL_ERROR
         }
     }
 

@@ -6,12 +6,21 @@
 //! `grant_table_op(unsigned int cmd, void *uop, unsigned int count)`: `uop`
 //! is an array of `count` structures of the kind `cmd` names. Per-entry
 //! results go into each entry's `status` (`GNTST_*`); the hypercall itself
-//! returns 0 unless the arguments are bad. Only the commands Xen lets an
-//! HVM/PVH guest use are recognised, and `cmd` must be exactly one of them
-//! (Xen's HVM filter compares the whole value, so continuation bits from a
-//! guest make it unknown): anything else is `-ENOSYS`, as is
-//! `swap_grant_ref` (not yet). Then, as in Xen, a `count` above
-//! `i32::MAX` is `-EINVAL` for every command.
+//! returns 0 unless the arguments are bad.
+//!
+//! Two layers, as in Xen. [`do_grant_table_op`] is Xen's HVM filter: only
+//! the commands Xen lets an HVM/PVH guest use are recognised (`map`,
+//! `unmap`, `setup_table`, `copy`, `query_size`, `set_version`,
+//! `get_version`, `swap_grant_ref`), and `cmd` must be exactly one of them
+//! (the filter compares the whole value, so continuation bits from a guest
+//! make it unknown): anything else is `-ENOSYS`, `transfer`,
+//! `get_status_frames` and `cache_flush` included ("need auditing"; a
+//! version 2 HVM guest maps its status frames with
+//! `XENMAPIDX_grant_table_status` instead). Every keel guest is HVM/PVH.
+//! Past it, [`grant_table_op`] is Xen's `do_grant_table_op`, every command
+//! it has: a `count` above `i32::MAX` is `-EINVAL`, so are bits above
+//! [`GNTTABOP_CMD_MASK`] but for `cache_flush` (its continuation), and an
+//! unknown command (`dump_table`, `unmap_and_replace`) is `-ENOSYS`; then:
 //!
 //! - `map_grant_ref` (32-byte entries): no `GNTMAP_host_map` nor
 //!   `device_map` is `GNTST_bad_gntref`; device, application or PTE maps
@@ -30,13 +39,24 @@
 //!   `GNTST_bad_copy_arg` (Xen finds that after taking both grants, so a
 //!   bad ref and a bad length give bad_gntref there); then
 //!   [`Domain::gnttab_copy`]. Only `status` is written back.
+//! - `swap_grant_ref` (12-byte entries): [`Domain::gnttab_swap_grant_ref`];
+//!   only `status` is written back.
+//! - `transfer` (24-byte entries native, 16 compat):
+//!   [`Domain::gnttab_transfer`]; only `status` is written back.
+//! - `cache_flush` (16-byte entries; its result is an errno): an `offset`
+//!   past the page, a `length` above 4096 or `offset + length` past the
+//!   page, or `op` bits beyond `GNTTAB_CACHE_CLEAN | GNTTAB_CACHE_INVAL`
+//!   (`GNTTAB_CACHE_SOURCE_GREF` among them) end the call with `-EINVAL`;
+//!   a zero `length` or `op` does nothing, or is `-EILSEQ` if `cmd`
+//!   carried a continuation's grant ref; else
+//!   [`Domain::gnttab_cache_flush`], whose error ends the call.
 //!
-//!   These three process at most [`GNTTAB_OP_BUDGET`] entries per entry to
+//!   These six process at most [`GNTTAB_OP_BUDGET`] entries per entry to
 //!   the hypercall, then preempt as Xen does: `uop` advanced past the done
-//!   entries, `count` reduced, `cmd` unchanged ([`Action::Preempted`]).
-//!   An entry that cannot be read or written back (or lies beyond the
-//!   address space) ends the call with `-EFAULT`; entries before it stay
-//!   done.
+//!   entries, `count` reduced, `cmd` unchanged but for `cache_flush`'s
+//!   continuation bits, which are cleared ([`Action::Preempted`]). An
+//!   entry that cannot be read or written back (or lies beyond the address
+//!   space) ends the call with `-EFAULT`; entries before it stay done.
 //! - `setup_table` (`count` must be 1, else `-EINVAL`): copy in (`-EFAULT`);
 //!   the frame list must lie in the address space (`-EFAULT`); then into
 //!   `status`: `GNTST_bad_domain`, `GNTST_permission_denied` (another
@@ -46,14 +66,22 @@
 //!   ([`Domain::gnttab_shared_gfn`]) is written to the list (8 bytes
 //!   native, 4 compat: `GNTST_address_too_big` for a gfn above 32 bits;
 //!   `GNTST_bad_virt_addr` on a fault). Only `status` is written back.
+//! - `get_status_frames` (`count` must be 1): as `setup_table`, with
+//!   [`Domain::gnttab_get_status_frames`] and [`Domain::gnttab_status_gfn`],
+//!   8-byte gfns for both widths, and for a 32-bit caller Xen's
+//!   translation limit of 1022 frames (`GNTST_general_error`, after the
+//!   domain's own count). A 64-bit caller gets `GNTST_bad_virt_addr` for a
+//!   gfn it cannot write, and `status` alone written back; a 32-bit caller
+//!   gets the gfns only with `GNTST_okay` (faults ignored, as Xen's
+//!   translation does), and the whole structure written back.
 //! - `query_size` (`count` must be 1): `GNTST_bad_domain` /
 //!   `GNTST_permission_denied` as above, else [`Domain::gnttab_query_size`];
 //!   the whole structure is written back.
-//! - `set_version`: keel has version 1 only (Xen with `max_version` 1):
-//!   1 succeeds, 2 is `-ENOSYS`, others `-EINVAL`; in every case `version`
-//!   is written back as 1 (`-EFAULT` if that fails).
+//! - `set_version`: 1 and 2 go to [`Domain::gnttab_set_version`], any other
+//!   version is `-EINVAL`; in every case `version` is written back with
+//!   [`Domain::gnttab_get_version`] (`-EFAULT` if that fails).
 //! - `get_version`: [`Ctx::target`] (`-ESRCH`, `-EPERM`); writes
-//!   `version` = 1.
+//!   `version` ([`Domain::gnttab_get_version`]).
 //!
 //! `count` is ignored by `set_version` and `get_version`, as in Xen.
 
@@ -64,12 +92,10 @@ use crate::abi::Errno;
 use crate::abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF, DomId};
 use crate::abi::grant_table::*;
 
-/// Entries `map_grant_ref`, `unmap_grant_ref` and `copy` process per entry
-/// to the hypercall before preempting.
+/// Entries `map_grant_ref`, `unmap_grant_ref`, `copy`, `swap_grant_ref`,
+/// `transfer` and `cache_flush` process per entry to the hypercall before
+/// preempting.
 pub const GNTTAB_OP_BUDGET: u32 = 64;
-
-/// The grant-table version keel implements.
-const GNTTAB_VERSION: u32 = 1;
 
 /// Page size: a copy may not cross its page.
 const PAGE_SIZE: u32 = 4096;
@@ -79,42 +105,73 @@ const PAGE_SIZE: u32 = 4096;
 /// with a two-page translation area.
 const COMPAT_SETUP_MAX_FRAMES: u32 = (2 * 4096 - 24) / 8;
 
+/// The most status frames Xen's compat `get_status_frames` can translate:
+/// `(COMPAT_ARG_XLAT_SIZE - sizeof(gnttab_get_status_frames)) /
+/// sizeof(uint64_t)`.
+const COMPAT_STATUS_MAX_FRAMES: u32 = (2 * 4096 - 16) / 8;
+
+/// Bytes of one gfn in `get_status_frames`' list, for both widths.
+const STATUS_GFN_SIZE: u64 = 8;
+
+/// Xen's `hvm_grant_table_op`: the commands an HVM/PVH guest may use, then
+/// [`grant_table_op`].
 pub(super) fn do_grant_table_op<D: Domain + ?Sized>(
     cx: &mut Ctx<'_, D>,
     args: &[u64; 6],
 ) -> Outcome {
-    // `unsigned int cmd`, `unsigned int count`: the low 32 bits.
-    let cmd = args[0] as u32;
-    let uop = args[1];
-    let count = args[2] as u32;
-    match cmd {
+    // `unsigned int cmd`: the low 32 bits, compared whole.
+    match args[0] as u32 {
         GNTTABOP_MAP_GRANT_REF
         | GNTTABOP_UNMAP_GRANT_REF
         | GNTTABOP_SETUP_TABLE
         | GNTTABOP_COPY
         | GNTTABOP_QUERY_SIZE
         | GNTTABOP_SET_VERSION
-        | GNTTABOP_GET_VERSION => {}
-        _ => return Outcome::err(Errno::ENOSYS),
+        | GNTTABOP_GET_VERSION
+        | GNTTABOP_SWAP_GRANT_REF => grant_table_op(cx, args),
+        // "All other commands need auditing."
+        _ => Outcome::err(Errno::ENOSYS),
     }
+}
+
+/// Xen's `do_grant_table_op`: every command it has, for a caller that the
+/// filter let through.
+pub(super) fn grant_table_op<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, args: &[u64; 6]) -> Outcome {
+    // `unsigned int cmd`, `unsigned int count`: the low 32 bits.
+    let cmd = args[0] as u32;
+    let uop = args[1];
+    let count = args[2] as u32;
     // `(int)count < 0`.
     if count > i32::MAX as u32 {
         return Outcome::err(Errno::EINVAL);
     }
-    match cmd {
+    let (op, opaque) = (cmd & GNTTABOP_CMD_MASK, cmd & GNTTABOP_ARG_MASK);
+    if op != GNTTABOP_CACHE_FLUSH && opaque != 0 {
+        return Outcome::err(Errno::EINVAL);
+    }
+    let wide = |native: usize, compat: usize| match cx.width {
+        GuestWidth::Bits64 => native,
+        GuestWidth::Bits32 => compat,
+    };
+    match op {
         GNTTABOP_MAP_GRANT_REF => batch(cx, args, GnttabMapGrantRef::SIZE, map_grant_ref),
         GNTTABOP_UNMAP_GRANT_REF => batch(cx, args, GnttabUnmapGrantRef::SIZE, unmap_grant_ref),
         GNTTABOP_COPY => {
-            let size = match cx.width {
-                GuestWidth::Bits64 => GnttabCopy::SIZE,
-                GuestWidth::Bits32 => GnttabCopyCompat::SIZE,
-            };
+            let size = wide(GnttabCopy::SIZE, GnttabCopyCompat::SIZE);
             batch(cx, args, size, copy)
         }
+        GNTTABOP_SWAP_GRANT_REF => batch(cx, args, GnttabSwapGrantRef::SIZE, swap_grant_ref),
+        GNTTABOP_TRANSFER => {
+            let size = wide(GnttabTransfer::SIZE, GnttabTransferCompat::SIZE);
+            batch(cx, args, size, transfer)
+        }
+        GNTTABOP_CACHE_FLUSH => cache_flush(cx, args, opaque >> GNTTABOP_CONTINUATION_ARG_SHIFT),
         GNTTABOP_SETUP_TABLE => Outcome::from_result(setup_table(cx, uop, count)),
+        GNTTABOP_GET_STATUS_FRAMES => Outcome::from_result(get_status_frames(cx, uop, count)),
         GNTTABOP_QUERY_SIZE => Outcome::from_result(query_size(cx, uop, count)),
         GNTTABOP_SET_VERSION => Outcome::from_result(set_version(cx, uop)),
-        _ => Outcome::from_result(get_version(cx, uop)),
+        GNTTABOP_GET_VERSION => Outcome::from_result(get_version(cx, uop)),
+        _ => Outcome::err(Errno::ENOSYS),
     }
 }
 
@@ -124,7 +181,7 @@ fn batch<D: Domain + ?Sized>(
     cx: &mut Ctx<'_, D>,
     args: &[u64; 6],
     size: usize,
-    one: fn(&mut Ctx<'_, D>, u64) -> Result<(), Errno>,
+    mut one: impl FnMut(&mut Ctx<'_, D>, u64) -> Result<(), Errno>,
 ) -> Outcome {
     let uop = args[1];
     // Checked against i32::MAX by the caller.
@@ -364,21 +421,153 @@ fn query_size<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, uop: u64, count: u32) -> 
 fn set_version<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, uop: u64) -> Result<i64, Errno> {
     let mut op = GnttabSetVersion::from_bytes(&cx.read(uop)?);
     let result = match op.version {
-        1 => Ok(0),
-        // Xen with `max_version` 1 behaves "as before set_version was
-        // introduced".
-        2 => Err(Errno::ENOSYS),
+        1 | 2 => cx.d.gnttab_set_version(op.version),
         _ => Err(Errno::EINVAL),
     };
-    op.version = GNTTAB_VERSION;
+    op.version = cx.d.gnttab_get_version(cx.d.domid());
     cx.write(uop, &op.to_bytes())?;
-    result
+    result.map(|()| 0)
 }
 
 fn get_version<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, uop: u64) -> Result<i64, Errno> {
     let op = GnttabGetVersion::from_bytes(&cx.read(uop)?);
-    cx.target(op.dom)?;
+    let dom = cx.target(op.dom)?;
+    let version = cx.d.gnttab_get_version(dom);
     let field = cx.offset(uop, core::mem::offset_of!(GnttabGetVersion, version) as u64)?;
-    cx.write(field, &GNTTAB_VERSION.to_le_bytes())?;
+    cx.write(field, &version.to_le_bytes())?;
     Ok(0)
+}
+
+fn get_status_frames<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    uop: u64,
+    count: u32,
+) -> Result<i64, Errno> {
+    if count != 1 {
+        return Err(Errno::EINVAL);
+    }
+    let mut op: GnttabGetStatusFrames = match cx.width {
+        GuestWidth::Bits64 => GnttabGetStatusFrames::from_bytes(&cx.read(uop)?),
+        GuestWidth::Bits32 => GnttabGetStatusFramesCompat::from_bytes(&cx.read(uop)?).into(),
+    };
+    // At most 2^32 entries of 8 bytes: no overflow.
+    let list_len = u64::from(op.nr_frames) * STATUS_GFN_SIZE;
+    cx.check_range(
+        op.frame_list,
+        usize::try_from(list_len).map_err(|_| Errno::EFAULT)?,
+    )?;
+    op.status = match status_frames(cx, &op) {
+        Ok(()) => GNTST_OKAY,
+        Err(status) => status,
+    };
+    match cx.width {
+        GuestWidth::Bits64 => write_status(
+            cx,
+            uop,
+            core::mem::offset_of!(GnttabGetStatusFrames, status),
+            op.status,
+        )?,
+        GuestWidth::Bits32 => {
+            // Xen's translation copies the whole structure back.
+            let c = GnttabGetStatusFramesCompat {
+                nr_frames: op.nr_frames,
+                dom: op.dom,
+                status: op.status,
+                // Read from 32 bits.
+                frame_list: op.frame_list as u32,
+            };
+            cx.write(uop, &c.to_bytes())?;
+        }
+    }
+    Ok(0)
+}
+
+fn status_frames<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    op: &GnttabGetStatusFrames,
+) -> Result<(), i16> {
+    let dom = status_target(cx, op.dom)?;
+    cx.d.gnttab_get_status_frames(dom, op.nr_frames)?;
+    if cx.width == GuestWidth::Bits32 && op.nr_frames > COMPAT_STATUS_MAX_FRAMES {
+        return Err(GNTST_GENERAL_ERROR);
+    }
+    let mut status = Ok(());
+    // Bounded by the domain's status frames, which it just checked.
+    for i in 0..op.nr_frames {
+        let gfn = cx.d.gnttab_status_gfn(dom, i);
+        // In range: the whole list was checked.
+        let at = op.frame_list + u64::from(i) * STATUS_GFN_SIZE;
+        if cx.write(at, &gfn.to_le_bytes()).is_err() && cx.width == GuestWidth::Bits64 {
+            // Xen goes on, and reports the fault in the end.
+            status = Err(GNTST_BAD_VIRT_ADDR);
+        }
+    }
+    status
+}
+
+fn swap_grant_ref<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, at: u64) -> Result<(), Errno> {
+    let op = GnttabSwapGrantRef::from_bytes(&cx.read(at)?);
+    let status = cx.d.gnttab_swap_grant_ref(op.ref_a, op.ref_b)?;
+    write_status(
+        cx,
+        at,
+        core::mem::offset_of!(GnttabSwapGrantRef, status),
+        status,
+    )
+}
+
+fn transfer<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, at: u64) -> Result<(), Errno> {
+    let (op, status_at): (GnttabTransfer, usize) = match cx.width {
+        GuestWidth::Bits64 => (
+            GnttabTransfer::from_bytes(&cx.read(at)?),
+            core::mem::offset_of!(GnttabTransfer, status),
+        ),
+        GuestWidth::Bits32 => (
+            GnttabTransferCompat::from_bytes(&cx.read(at)?).into(),
+            core::mem::offset_of!(GnttabTransferCompat, status),
+        ),
+    };
+    let status = cx.d.gnttab_transfer(op.mfn, op.domid, op.ref_);
+    write_status(cx, at, status_at, status)
+}
+
+/// `cache_flush`'s batch. `cur_ref` is the grant ref a continuation of
+/// Xen's search for the caller's grant of the frame carried in `cmd`; keel
+/// searches in one go and never sets it, so it only matters to a zero
+/// request (`-EILSEQ`), and only for the first entry (Xen clears it after
+/// each).
+fn cache_flush<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, args: &[u64; 6], cur_ref: u32) -> Outcome {
+    let mut cur_ref = cur_ref;
+    let mut next = *args;
+    // A continuation carries no search in progress.
+    next[0] = u64::from(GNTTABOP_CACHE_FLUSH);
+    batch(cx, &next, GnttabCacheFlush::SIZE, |cx, at| {
+        let op = GnttabCacheFlush::from_bytes(&cx.read(at)?);
+        let result = cache_flush_one(cx, &op, cur_ref);
+        cur_ref = 0;
+        result
+    })
+}
+
+fn cache_flush_one<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    op: &GnttabCacheFlush,
+    cur_ref: u32,
+) -> Result<(), Errno> {
+    let (offset, length) = (u32::from(op.offset), u32::from(op.length));
+    if offset >= PAGE_SIZE
+        || length > PAGE_SIZE
+        || offset + length > PAGE_SIZE
+        || op.op & !(GNTTAB_CACHE_INVAL | GNTTAB_CACHE_CLEAN) != 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    if length == 0 || op.op == 0 {
+        return if cur_ref == 0 {
+            Ok(())
+        } else {
+            Err(Errno::EILSEQ)
+        };
+    }
+    cx.d.gnttab_cache_flush(op.a, op.offset, op.length, op.op)
 }

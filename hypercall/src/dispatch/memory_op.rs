@@ -40,11 +40,11 @@
 //!   exist); a `gpfn` of `INVALID_GFN` is `-EINVAL`. Then by space:
 //!   `shared_info` with index 0 calls [`Domain::map_shared_info`], with any
 //!   other index is `-EINVAL`; `grant_table` calls
-//!   [`Domain::map_grant_frame`], except that a status frame
-//!   (`XENMAPIDX_grant_table_status`; keel has grant tables v1 only) or an
-//!   index above 32 bits (Xen truncates it) is `-EINVAL`; `gmfn` and
-//!   `gmfn_range` are `-ENOSYS` (not yet); any other space is `-EINVAL`, as
-//!   on x86 Xen.
+//!   [`Domain::map_grant_frame`], or for a status frame
+//!   (`XENMAPIDX_grant_table_status`, bit 31 of the index) taken off the
+//!   index [`Domain::map_grant_status_frame`]; an index above 32 bits (Xen
+//!   truncates it) is `-EINVAL`; `gmfn` and `gmfn_range` are `-ENOSYS` (not
+//!   yet); any other space is `-EINVAL`, as on x86 Xen.
 //! - `XENMEM_memory_map`: copies in the header, writes
 //!   `min(nr_entries, map length)` entries to `buffer`, then writes the
 //!   header back with that count. `-ENOSYS` if the domain has no map (as
@@ -263,7 +263,8 @@ fn add_to_physmap<D: Domain + ?Sized>(
         XENMAPSPACE_GRANT_TABLE => {
             let idx = u32::try_from(xatp.idx).map_err(|_| Errno::EINVAL)?;
             if idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 {
-                return Err(Errno::EINVAL);
+                let idx = idx & !XENMAPIDX_GRANT_TABLE_STATUS;
+                return cx.d.map_grant_status_frame(idx, xatp.gpfn).map(|()| 0);
             }
             cx.d.map_grant_frame(idx, xatp.gpfn).map(|()| 0)
         }

@@ -1112,6 +1112,10 @@ proptest! {
         rt!(g::GnttabMapGrantRef, g::GnttabUnmapGrantRef, g::GnttabSetupTable,
             g::GnttabSetupTableCompat, g::GnttabCopy, g::GnttabCopyCompat, g::GnttabQuerySize,
             g::GnttabSetVersion, g::GnttabGetVersion);
+        rt!(g::GnttabGetStatusFrames, g::GnttabGetStatusFramesCompat, g::GnttabSwapGrantRef,
+            g::GnttabCacheFlush, g::GnttabTransfer, g::GnttabTransferCompat, g::GrantEntryHeader,
+            g::GrantEntryV2, g::GrantEntryV2FullPage, g::GrantEntryV2SubPage,
+            g::GrantEntryV2Transitive);
     }
 }
 

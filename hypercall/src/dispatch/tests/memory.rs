@@ -422,15 +422,30 @@ fn add_to_physmap_grant_table() {
     // Beyond the table's maximum: the domain's -EINVAL.
     d.poke(ARG, &XenAddToPhysmap { idx: 64, ..x }.to_bytes());
     assert_eq!(run64(&mut d, nr::MEMORY_OP, &[7, ARG]), err(Errno::EINVAL));
-    // A status frame (v2): refused here.
+    // A status frame: the domain's, the flag taken off; in version 1 its
+    // -EINVAL.
     d.poke(
         ARG,
         &XenAddToPhysmapCompat {
-            idx: 0x8000_0001,
+            idx: 0x8000_0000,
             ..c
         }
         .to_bytes(),
     );
     assert_eq!(run32(&mut d, nr::MEMORY_OP, &[7, ARG]), err(Errno::EINVAL));
+    assert_eq!(d.calls, ["map_grant_status_frame(0, 0xf0000)"]);
+    d.gnt_version = 2;
+    assert_eq!(run32(&mut d, nr::MEMORY_OP, &[7, ARG]), ok());
+    // Native: bit 31 of the 64-bit index; one status frame for 4 table
+    // frames, so frame 1 is missing.
+    for (idx, want) in [
+        (0x8000_0000, ok()),
+        (0x8000_0001, err(Errno::EINVAL)),
+        (1 << 32 | 0x8000_0000, err(Errno::EINVAL)),
+    ] {
+        d.poke(ARG, &XenAddToPhysmap { idx, ..x }.to_bytes());
+        assert_eq!(run64(&mut d, nr::MEMORY_OP, &[7, ARG]), want, "{idx:#x}");
+    }
+    assert_eq!(d.status_frames_mapped, [(0, 0xf_0000), (0, 0xf_0003)]);
     assert_eq!(d.grant_frames.len(), 2);
 }
