@@ -16,6 +16,7 @@
 //! | `vcpus`, `maxvcpus` | vCPUs online at boot, and at most (≤ 128, `HVM_MAX_VCPUS`) | 1, `vcpus` |
 //! | `max_event_channels` | highest event channel port | 1023 |
 //! | `max_grant_frames` | grant table frames | 64 |
+//! | `max_grant_version` | highest grant table version the domain may switch to (1 or 2) | 2 |
 //! | `on_poweroff`, `on_reboot`, `on_crash` | what to do when it ends | destroy, restart, destroy |
 //! | `cpu_weight`, `cap` | scheduling weight; cap in % of one pCPU (0 = none) | 256, 0 |
 //! | `cpus` | hard vCPU affinity: the pCPUs each vCPU may run on (see below) | every pCPU |
@@ -102,6 +103,9 @@ pub const DEFAULT_MAX_EVENT_CHANNELS: u32 = 1023;
 /// Largest `max_event_channels`: the FIFO ABI's last port (`EVTCHN_FIFO_NR_CHANNELS`
 /// is `1 << EVTCHN_FIFO_LINK_BITS` = 2^17, `public/event_channel.h`).
 pub const MAX_EVENT_CHANNELS: u32 = (1 << 17) - 1;
+/// Default and largest `max_grant_version`: Xen's `opt_gnttab_max_version`
+/// (`GNTTAB_MAX_VERSION`, `xen/common/grant_table.c`), which xl uses by default.
+pub const MAX_GRANT_VERSION: u32 = 2;
 /// Default `max_grant_frames`: Xen's `gnttab_max_frames` default
 /// (`opt_max_grant_frames`, `xen/common/grant_table.c`), which xl uses when neither
 /// the config nor xl.conf sets one.
@@ -230,6 +234,8 @@ pub struct Config {
     pub max_vcpus: u32,
     pub max_event_channels: u32,
     pub max_grant_frames: u32,
+    /// Highest grant table version the domain may use (Xen's `max_grant_version`).
+    pub max_grant_version: u32,
     pub on_poweroff: Action,
     pub on_reboot: Action,
     pub on_crash: Action,
@@ -365,6 +371,10 @@ impl Config {
         let max_grant_frames = get
             .number("max_grant_frames", 1, i64::from(i32::MAX))?
             .map_or(DEFAULT_MAX_GRANT_FRAMES, |n| n as u32);
+        // Xen's grant_table_init refuses 0 and anything above what it supports.
+        let max_grant_version = get
+            .number("max_grant_version", 1, i64::from(MAX_GRANT_VERSION))?
+            .map_or(MAX_GRANT_VERSION, |n| n as u32);
 
         let on_poweroff = get.action("on_poweroff", Action::Destroy)?;
         let on_reboot = get.action("on_reboot", Action::Restart)?;
@@ -394,6 +404,7 @@ impl Config {
             max_vcpus,
             max_event_channels,
             max_grant_frames,
+            max_grant_version,
             on_poweroff,
             on_reboot,
             on_crash,
@@ -437,6 +448,7 @@ const USED: &[&str] = &[
     "maxvcpus",
     "max_event_channels",
     "max_grant_frames",
+    "max_grant_version",
     "on_poweroff",
     "on_reboot",
     "on_crash",
@@ -1327,6 +1339,7 @@ maxmem = 1024
 vcpus = 2; maxvcpus = 4
 max_event_channels = 0x7ff
 max_grant_frames = 32
+max_grant_version = 1
 on_poweroff = "destroy"
 on_reboot = "preserve"
 on_crash = "restart"
@@ -1348,6 +1361,7 @@ cpus_soft = ["1", "3"]
         assert_eq!((c.vcpus, c.max_vcpus), (2, 4));
         assert_eq!(c.max_event_channels, 0x7ff);
         assert_eq!(c.max_grant_frames, 32);
+        assert_eq!(c.max_grant_version, 1);
         assert_eq!(
             (c.on_poweroff, c.on_reboot, c.on_crash),
             (Action::Destroy, Action::Preserve, Action::Restart)
@@ -1360,7 +1374,7 @@ cpus_soft = ["1", "3"]
                 Value::Str("file:/srv/web.iso,xvdc:cdrom,r".into()),
             ])
         );
-        assert_eq!(c.settings["disk"].line, 18);
+        assert_eq!(c.settings["disk"].line, 19);
         assert_eq!(c.settings["vif"].value, Value::List(vec![]));
         assert_eq!(c.cpus, Some(Affinity::All(set(&[0, 1, 3]))));
         assert_eq!(
@@ -1371,8 +1385,8 @@ cpus_soft = ["1", "3"]
         assert_eq!(
             warnings,
             [
-                "line 18: `disk` is not supported by keel yet and is ignored",
-                "line 20: `vif` is not supported by keel yet and is ignored",
+                "line 19: `disk` is not supported by keel yet and is ignored",
+                "line 21: `vif` is not supported by keel yet and is ignored",
             ]
         );
         assert_eq!(
@@ -1393,6 +1407,7 @@ cpus_soft = ["1", "3"]
         assert_eq!((c.vcpus, c.max_vcpus), (1, 1));
         assert_eq!(c.max_event_channels, 1023);
         assert_eq!(c.max_grant_frames, 64);
+        assert_eq!(c.max_grant_version, 2);
         assert_eq!(
             (c.on_poweroff, c.on_reboot, c.on_crash),
             (Action::Destroy, Action::Restart, Action::Destroy)
@@ -1564,6 +1579,10 @@ cpus_soft = ["1", "3"]
         assert_eq!(
             e("max_grant_frames = 0"),
             "line 4: `max_grant_frames` = 0 is out of range (1..=2147483647)"
+        );
+        assert_eq!(
+            e("max_grant_version = 3"),
+            "line 4: `max_grant_version` = 3 is out of range (1..=2)"
         );
         let c = parse(&format!("{MINIMAL}vcpus = 0")).unwrap();
         assert_eq!(c.vcpus, 1);

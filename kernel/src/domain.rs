@@ -191,6 +191,8 @@ pub struct DomainMem {
     /// Where the guest mapped its grant-table frames: index -> gfn. (The frames
     /// are in `owned`; the grant crate lists them.)
     pub grant_gfns: alloc::collections::BTreeMap<u32, u64>,
+    /// Where the guest mapped its grant status frames (version 2): index -> gfn.
+    pub status_gfns: alloc::collections::BTreeMap<u32, u64>,
     /// Guest frames that map another domain's frame (grant mappings): never
     /// grantable, never freed as this domain's.
     pub foreign: BTreeSet<u64>,
@@ -532,6 +534,8 @@ pub struct PvhSpec<'a> {
     pub max_evtchn: u32,
     /// xl's `max_grant_frames`.
     pub max_grant_frames: u32,
+    /// xl's `max_grant_version`: 1, or 2 (the default).
+    pub max_grant_version: u32,
     /// vCPUs up at boot (xl's `vcpus`, Xen's `dom0_max_vcpus`), 1 ..= `max_vcpus`.
     pub vcpus: u32,
     /// vCPUs the domain has (xl's `maxvcpus`), at most [`MAX_VCPUS`].
@@ -683,7 +687,12 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     // FIFO event channels on offer: the guest's frames, through the direct map.
     evtchn.enable_fifo(alloc::boxed::Box::new(crate::frames::GuestFrames));
     let grants =
-        keel_grant::DomainGrants::new(spec.id, spec.max_grant_frames, DEFAULT_MAX_MAPTRACK)
+        keel_grant::DomainGrants::with_max_version(
+            spec.id,
+            spec.max_grant_frames,
+            DEFAULT_MAX_MAPTRACK,
+            spec.max_grant_version,
+        )
             .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;
     let mut mmio = keel_devices::bus::MmioBus::default();
     mmio.insert(
@@ -733,6 +742,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
             tot_pages: spec.ram_bytes / 4096,
             shared_info_gfn: None,
             grant_gfns: alloc::collections::BTreeMap::new(),
+            status_gfns: alloc::collections::BTreeMap::new(),
             foreign: BTreeSet::new(),
             p2m_limit: p2m_limit(spec.ram_bytes),
         }),

@@ -159,6 +159,19 @@ impl keel_grant::FrameWords for GrantFrames {
         }
     }
 
+    fn write_u64(&mut self, frame: u64, offset: usize, value: u64) {
+        Self::frame(frame)
+            .atomic_u64(offset & 0xFF8)
+            .store(value, Ordering::SeqCst);
+    }
+
+    fn or_u16_bits(&mut self, frame: u64, offset: usize, bits: u16) {
+        // A locked OR: a full barrier, as the status protocol needs.
+        Self::frame(frame)
+            .atomic_u16(offset & 0xFFE)
+            .fetch_or(bits, Ordering::SeqCst);
+    }
+
     fn clear_u16_bits(&mut self, frame: u64, offset: usize, bits: u16) {
         Self::frame(frame)
             .atomic_u16(offset & 0xFFE)

@@ -30,6 +30,7 @@ use crate::paging::PagingMode as _;
 use crate::registry;
 use crate::vcpu::{ArchVcpu, Vcpu, VcpuInfoAt};
 use keel_evtchn::{Abi, two_level};
+use keel_grant::DomainGrants;
 use keel_hypercall::abi::evtchn::EvtchnPort;
 use keel_hypercall::abi::vcpu::VcpuRunstateInfo;
 use keel_hypercall::abi::xen::VcpuTimeInfo;
@@ -71,12 +72,12 @@ impl Ctx<'_> {
 }
 
 /// Whether `mfn` is one of `d`'s frames that are not plain RAM: shared_info, the
-/// console ring, a grant-table frame, a FIFO control block's or event array
-/// page's frame, or a page holding one of its vcpu_infos.
+/// console ring, a grant-table or status frame, a FIFO control block's or
+/// event array page's frame, or a page holding one of its vcpu_infos.
 /// These never leave the domain while it lives.
-/// `grant_frames` are `d`'s grant-table frames (its grant lock is the caller's).
-fn is_special(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
-    is_special_but_vcpu_info(d, grant_frames, mfn)
+/// `grants` is `d`'s grant state (its grant lock is the caller's).
+fn is_special(d: &Domain, grants: &DomainGrants, mfn: Mfn) -> bool {
+    is_special_but_vcpu_info(d, grants, mfn)
         || d.vcpus.iter().any(|v| {
             let st = v.st.lock();
             st.vcpu_info_registered && st.vcpu_info.mfn == mfn
@@ -86,11 +87,18 @@ fn is_special(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
 /// [`is_special`] leaving out the pages that hold registered `vcpu_info`s:
 /// several vCPUs may keep theirs in one page (Xen allows it; their 64-byte
 /// areas are apart or the guest's own doing).
-fn is_special_but_vcpu_info(d: &Domain, grant_frames: &[u64], mfn: Mfn) -> bool {
+fn is_special_but_vcpu_info(d: &Domain, grants: &DomainGrants, mfn: Mfn) -> bool {
+    is_keel_frame(d, grants, mfn) || d.evtchn.lock().holds_frame(mfn.as_u64())
+}
+
+/// Whether `mfn` is a frame keel gave `d` for its own structures: shared_info,
+/// the console ring, a grant-table frame or a grant status frame.
+fn is_keel_frame(d: &Domain, grants: &DomainGrants, mfn: Mfn) -> bool {
+    let m = mfn.as_u64();
     mfn == d.shared_info
         || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
-        || grant_frames.contains(&mfn.as_u64())
-        || d.evtchn.lock().holds_frame(mfn.as_u64())
+        || grants.table_frames().contains(&m)
+        || grants.status_frames().contains(&m)
 }
 
 /// Translates `gfn` of a domain whose memory is `mem` to a frame it owns as RAM
@@ -105,23 +113,31 @@ fn own_frame(mem: &DomainMem, gfn: u64) -> Option<(Mfn, Access)> {
 /// The frame of `d`'s RAM at `gfn` for a FIFO control block or event array
 /// page (Xen's `map_guest_page`: a page of the domain's, writable): `EINVAL`
 /// for a gfn that is not the domain's own writable RAM, or whose frame keel
-/// gave another role (shared_info, the console ring, a grant-table frame).
+/// gave another role (shared_info, the console ring, a grant-table or status
+/// frame).
 /// A page holding vcpu_infos or other FIFO structures is fine, as on Xen.
-/// The caller holds `d`'s grant lock (`grant_frames` are its frames).
-fn fifo_frame(d: &Domain, grant_frames: &[u64], gfn: u64) -> Result<Mfn, Errno> {
+/// The caller holds `d`'s grant lock (`grants`).
+fn fifo_frame(d: &Domain, grants: &DomainGrants, gfn: u64) -> Result<Mfn, Errno> {
     let mem = d.mem.lock();
     let (mfn, access) = own_frame(&mem, gfn).ok_or(Errno::EINVAL)?;
     if !access.write || mem.owned_run(mfn).is_none() {
         return Err(Errno::EINVAL);
     }
     drop(mem);
-    if mfn == d.shared_info
-        || d.console_ring.get().is_some_and(|r| r.mfn == mfn)
-        || grant_frames.contains(&mfn.as_u64())
-    {
+    if is_keel_frame(d, grants, mfn) {
         return Err(Errno::EINVAL);
     }
     Ok(mfn)
+}
+
+/// A grant end of a `GNTTABOP_copy`, pinned until the copy ends: the granter
+/// (kept alive by the reference), the ref, the direction, and for a transitive
+/// grant the domain whose grant it passed on (pinned too, through the hop).
+struct CopyPin {
+    granter: Arc<Domain>,
+    gref: u32,
+    write: bool,
+    hop: Option<Arc<Domain>>,
 }
 
 /// A grant operation's result as the `GNTST_*` status the guest gets.
@@ -392,7 +408,7 @@ impl HcDomain for Ctx<'_> {
         // holds it from its own check to the free) from freeing it between.
         self.d.evtchn.lock().check_init_control(vcpu, offset)?;
         let grants = self.d.grants.lock();
-        let mfn = fifo_frame(self.d, grants.table_frames(), gfn)?;
+        let mfn = fifo_frame(self.d, &grants, gfn)?;
         let mut t = self.d.evtchn.lock();
         let st = self.v.st.lock();
         t.init_control(vcpu, offset, mfn.as_u64(), &SharedWords::of(self.d, &st))?;
@@ -403,7 +419,7 @@ impl HcDomain for Ctx<'_> {
         self.d.evtchn.lock().check_expand_array()?;
         // The grant lock as in `evtchn_init_control`.
         let grants = self.d.grants.lock();
-        let mfn = fifo_frame(self.d, grants.table_frames(), gfn)?;
+        let mfn = fifo_frame(self.d, &grants, gfn)?;
         let mut t = self.d.evtchn.lock();
         drop(grants);
         for (port, r) in t.expand_array(mfn.as_u64())? {
@@ -501,7 +517,7 @@ impl HcDomain for Ctx<'_> {
                 return Err(Errno::EACCES);
             }
             drop(mem);
-            if is_special_but_vcpu_info(self.d, grants.table_frames(), mfn) {
+            if is_special_but_vcpu_info(self.d, &grants, mfn) {
                 return Err(Errno::EINVAL);
             }
             mfn
@@ -605,7 +621,7 @@ impl HcDomain for Ctx<'_> {
                 return Err(Errno::ENOENT);
             }
             drop(mem);
-            if is_special(&d, grants.table_frames(), mfn) {
+            if is_special(&d, &grants, mfn) {
                 return Err(Errno::ENOENT);
             }
             // A frame another domain has mapped stays until it is unmapped.
@@ -633,6 +649,32 @@ impl HcDomain for Ctx<'_> {
             grants.map_table_frame(u64::from(idx), || mem.alloc_owned(1).map(|m| m.as_u64()))?;
         let mfn = Mfn::new(frame).ok_or(Errno::EINVAL)?;
         if let Some(old) = mem.grant_gfns.insert(idx, gpfn)
+            && old != gpfn
+            && let Some(o) = Gfn::new(old)
+        {
+            // The frame moves: its old place becomes a hole, as in Xen.
+            let _ = mem.p2m.set_entry(o, None);
+        }
+        mem.foreign.remove(&gpfn);
+        mem.p2m
+            .set_entry(gfn, Some((mfn, Access::RW)))
+            .map_err(|_| Errno::EINVAL)?;
+        drop(mem);
+        self.d.flush_tlbs();
+        Ok(())
+    }
+
+    fn map_grant_status_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+        let gfn = Gfn::new(gpfn).ok_or(Errno::EINVAL)?;
+        let mut grants = self.d.grants.lock();
+        let mut mem = self.d.mem.lock();
+        if gpfn >= mem.p2m_limit {
+            return Err(Errno::EINVAL);
+        }
+        let frame = grants
+            .map_status_frame(u64::from(idx), || mem.alloc_owned(1).map(|m| m.as_u64()))?;
+        let mfn = Mfn::new(frame).ok_or(Errno::EINVAL)?;
+        if let Some(old) = mem.status_gfns.insert(idx, gpfn)
             && old != gpfn
             && let Some(o) = Gfn::new(old)
         {
@@ -725,7 +767,7 @@ impl HcDomain for Ctx<'_> {
             let here = mem.p2m.translate(host);
             drop(mem);
             if let Some((m, _)) = here
-                && is_special(self.d, mine.table_frames(), m)
+                && is_special(self.d, &mine, m)
             {
                 return Err(GNTST_BAD_VIRT_ADDR);
             }
@@ -744,9 +786,9 @@ impl HcDomain for Ctx<'_> {
         };
         // The granted frame must be the granter's own RAM.
         let frame = own_frame(&granter.mem.lock(), mapped.frame);
-        let granter_frames = theirs.as_deref().unwrap_or(&*mine).table_frames();
+        let granter_grants = theirs.as_deref().unwrap_or(&*mine);
         let mfn = match frame {
-            Some((mfn, _)) if !is_special(&granter, granter_frames, mfn) => mfn,
+            Some((mfn, _)) if !is_special(&granter, granter_grants, mfn) => mfn,
             _ => {
                 undo(&mut mine, theirs.as_deref_mut());
                 return Err(GNTST_BAD_PAGE);
@@ -836,11 +878,16 @@ impl HcDomain for Ctx<'_> {
     }
 
     fn gnttab_copy(&mut self, op: &GnttabCopyOp) -> i16 {
+        use keel_grant::{Acquired, CopyGrant, GntSt};
         use keel_hypercall::abi::grant_table::*;
         let me = self.d.id;
-        // Each end: (granter, gref, write) of a grant acquired for the copy.
-        let mut held: [Option<(Arc<Domain>, u32, bool)>; 2] = [None, None];
-        let mut ends = [(0u16, 0u64); 2];
+        // Each grant end acquired: its granter, ref and direction, and for a
+        // transitive grant the domain whose grant it passed on (held until the
+        // copy ends, as is the granter).
+        let mut held: [Option<CopyPin>; 2] = [None, None];
+        // Each end: the domain whose p2m translates the gfn, and what of the
+        // page a grant allows (a gmfn end: the whole page).
+        let mut ends = [(0u16, CopyGrant::page(0)); 2];
         let mut status = GNTST_OKAY;
         for (i, (end, write)) in [(op.source, false), (op.dest, true)]
             .into_iter()
@@ -855,10 +902,37 @@ impl HcDomain for Ctx<'_> {
                     // The granter's lock alone, for the pin (a copy never holds
                     // two grant locks).
                     let pinned = g.grants.lock().acquire(me, gref, write, &mut GrantFrames);
-                    match pinned {
-                        Ok(frame) => {
-                            held[i] = Some((g, gref, write));
-                            ends[i] = (domid, frame);
+                    let (owner, grant, hop_dom) = match pinned {
+                        Ok(Acquired::Page(cg)) => (domid, Ok(cg), None),
+                        Ok(Acquired::Transitive(hop)) => {
+                            // The hop's lock alone, then the granter's again
+                            // (keel_grant's transitive protocol).
+                            let t = self.dom(hop.domid);
+                            let target = t.as_ref().map_or(Err(GntSt::GeneralError), |t| {
+                                t.grants
+                                    .lock()
+                                    .acquire_target(domid, hop.gref, write, &mut GrantFrames)
+                            });
+                            let r = g.grants.lock().finish_transitive(
+                                me,
+                                gref,
+                                write,
+                                target,
+                                &mut GrantFrames,
+                            );
+                            (hop.domid, r, t)
+                        }
+                        Err(e) => (domid, Err(e), None),
+                    };
+                    match grant {
+                        Ok(cg) => {
+                            held[i] = Some(CopyPin {
+                                granter: g,
+                                gref,
+                                write,
+                                hop: hop_dom,
+                            });
+                            ends[i] = (owner, cg);
                         }
                         Err(e) => {
                             status = e.code();
@@ -866,15 +940,30 @@ impl HcDomain for Ctx<'_> {
                         }
                     }
                 }
-                GnttabCopyTarget::Gmfn(gfn) => ends[i] = (me, gfn),
+                GnttabCopyTarget::Gmfn(gfn) => ends[i] = (me, CopyGrant::page(gfn)),
+            }
+        }
+        // What a grant allows: a version 2 sub-page grant's range (Xen checks
+        // it once both ends are acquired, source first).
+        if status == GNTST_OKAY {
+            let ranges = [
+                (op.source.target, ends[0].1, op.source.offset),
+                (op.dest.target, ends[1].1, op.dest.offset),
+            ];
+            for (target, grant, offset) in ranges {
+                if matches!(target, GnttabCopyTarget::Gref { .. })
+                    && let Err(e) = grant.check_range(offset, op.len)
+                {
+                    status = e.code();
+                    break;
+                }
             }
         }
         if status == GNTST_OKAY {
-            let resolve = |(dom, gfn): (u16, u64)| {
+            let resolve = |(dom, grant): (u16, CopyGrant)| {
                 let d = self.dom(dom)?;
-                let (mfn, access) = own_frame(&d.mem.lock(), gfn)?;
-                (dom == me || !is_special(&d, d.grants.lock().table_frames(), mfn))
-                    .then_some((mfn, access))
+                let (mfn, access) = own_frame(&d.mem.lock(), grant.frame)?;
+                (dom == me || !is_special(&d, &d.grants.lock(), mfn)).then_some((mfn, access))
             };
             match (resolve(ends[0]), resolve(ends[1])) {
                 (Some((src, _)), Some((dst, acc))) if acc.write => {
@@ -883,10 +972,82 @@ impl HcDomain for Ctx<'_> {
                 _ => status = GNTST_BAD_PAGE,
             }
         }
-        for (g, gref, write) in held.into_iter().flatten() {
-            let _ = g.grants.lock().release(me, gref, write, &mut GrantFrames);
+        for pin in held.into_iter().flatten() {
+            let hop = pin
+                .granter
+                .grants
+                .lock()
+                .release(me, pin.gref, pin.write, &mut GrantFrames);
+            if let (Ok(Some(hop)), Some(t)) = (hop, pin.hop) {
+                let _ = t.grants.lock().release_target(
+                    pin.granter.id,
+                    hop.gref,
+                    pin.write,
+                    &mut GrantFrames,
+                );
+            }
         }
         status
+    }
+
+    fn gnttab_set_version(&mut self, version: u32) -> Result<(), Errno> {
+        let mut grants = self.d.grants.lock();
+        let reply = grants.set_version(version, &mut GrantFrames, || {
+            self.d.mem.lock().alloc_owned(1).map(|m| m.as_u64())
+        });
+        if !reply.freed.is_empty() {
+            // Out of the p2m (where the guest placed them) and every pCPU's TLB
+            // before the frames go back (the grant lock keeps them meanwhile).
+            let mut mem = self.d.mem.lock();
+            let placed: alloc::vec::Vec<(u32, u64)> =
+                mem.status_gfns.iter().map(|(&i, &g)| (i, g)).collect();
+            for (idx, gfn) in placed {
+                let here = Gfn::new(gfn).and_then(|g| mem.p2m.translate(g));
+                if here.is_some_and(|(m, _)| reply.freed.contains(&m.as_u64())) {
+                    if let Some(g) = Gfn::new(gfn) {
+                        let _ = mem.p2m.set_entry(g, None);
+                    }
+                    mem.status_gfns.remove(&idx);
+                }
+            }
+            drop(mem);
+            self.d.flush_tlbs();
+            let mut mem = self.d.mem.lock();
+            for f in &reply.freed {
+                if let Some(m) = Mfn::new(*f) {
+                    mem.release_frame(m);
+                }
+            }
+        }
+        reply.result
+    }
+
+    fn gnttab_get_version(&self, dom: u16) -> u32 {
+        self.dom(dom).map_or(1, |d| d.grants.lock().get_version())
+    }
+
+    fn gnttab_get_status_frames(&mut self, dom: u16, nr_frames: u32) -> Result<(), i16> {
+        use keel_hypercall::abi::grant_table::GNTST_BAD_DOMAIN;
+        let d = self.dom(dom).ok_or(GNTST_BAD_DOMAIN)?;
+        let g = d.grants.lock();
+        g.get_status_frames(nr_frames)
+            .map(|_| ())
+            .map_err(keel_grant::GntSt::code)
+    }
+
+    fn gnttab_status_gfn(&self, dom: u16, idx: u32) -> u64 {
+        self.dom(dom)
+            .and_then(|d| d.mem.lock().status_gfns.get(&idx).copied())
+            .unwrap_or(u64::MAX)
+    }
+
+    fn gnttab_swap_grant_ref(&mut self, ref_a: u32, ref_b: u32) -> Result<i16, Errno> {
+        let r = self
+            .d
+            .grants
+            .lock()
+            .swap_grant_ref(ref_a, ref_b, &mut GrantFrames);
+        Ok(keel_grant::GntSt::status_of(&r))
     }
 
     fn version(&self) -> VersionInfo<'_> {

@@ -656,6 +656,7 @@ fn build_dom0(
         cap: 0,
         max_evtchn: channels::DEFAULT_MAX_EVTCHN,
         max_grant_frames: domains::DEFAULT_MAX_GRANT_FRAMES,
+        max_grant_version: keel_builder::xlcfg::MAX_GRANT_VERSION,
         vcpus,
         max_vcpus: vcpus,
     };
@@ -756,6 +757,7 @@ fn build_domu(
         cap: sched.cap,
         max_evtchn: c.max_event_channels,
         max_grant_frames: c.max_grant_frames,
+        max_grant_version: c.max_grant_version,
         vcpus: c.vcpus,
         max_vcpus: c.max_vcpus,
     };

@@ -17,7 +17,10 @@
 //!   in a 2:1 ratio (±10%); a spinner beside a domain blocked on a timer gets over
 //!   90% of the time.
 //! - `hostile_evtchn`, `hostile_grant`: bad event-channel and grant-table calls
-//!   against a `granter` peer, each answered with Xen's exact errno or `GNTST_*`.
+//!   against a `granter` peer, each answered with Xen's exact errno or `GNTST_*`;
+//!   for grants the granter's table is version 2 (sub-page and transitive grants,
+//!   `set_version(1)` refused while in use) and the hostile side's version 1
+//!   (`max_grant_version = 1`).
 //! - `die_holding`: a domain crashes while its peer has its grant mapped and an
 //!   event channel bound to it; the peer survives and cleans up.
 //! - `fifo_beside_pingpong`: FIFO event channels (10,050 ports, priorities,
@@ -310,7 +313,7 @@ fn fifo_beside_pingpong(test: &str, backend: Backend, count: u32) {
             dom("fifo", "mode=fifo offline-vcpu=1", &fifo_cfg),
             dom(
                 "ping-server",
-                format!("mode=pingpong role=server peer=3 count={count} evtchn=fifo"),
+                format!("mode=pingpong role=server peer=3 count={count} evtchn=fifo gnttab=2"),
                 "",
             ),
             dom(
@@ -328,7 +331,7 @@ fn fifo_beside_pingpong(test: &str, backend: Backend, count: u32) {
     );
     run.assert_line(r"^\(d1\) info: ports \d+\.\.=(\d{5}) bound$");
     let mut server = pingpong_server_checks(count);
-    server.extend(["FIFO event channels".into()]);
+    server.extend(["FIFO event channels".into(), "grant table v2".into()]);
     let client = pingpong_client_checks(count);
     assert_domain_passed(
         &run,
@@ -722,17 +725,59 @@ const HOSTILE_GRANT_CHECKS: &[&str] = &[
     "close port",
 ];
 
+/// The hostile side's checks against a version 2 granter (`v2-peer`).
+const HOSTILE_GRANT_V2_CHECKS: &[&str] = &[
+    "own grant table mapped",
+    "copy within sub-page grant",
+    "copy past sub-page end",
+    "copy before sub-page start",
+    "map sub-page grant",
+    "copy through transitive grant",
+    "map transitive grant",
+    "transitive grant naming itself",
+    "transitive grant to an ended grant",
+    "transitive grant to no domain",
+    "copy into readonly transitive grant",
+    "end grant the transitive one passed on",
+];
+
+/// The granter's extra checks with `gnttab=2`.
+const GRANTER_V2_CHECKS: &[&str] = &[
+    "grant table v2",
+    "v2 grants made",
+    "map own v2 grant",
+    "set_version 1 with a live v2 grant",
+    "still version 2",
+    "unmap own v2 grant",
+    "end own v2 grant",
+    "back to version 1",
+];
+
+/// d1 grants with a version 2 table (full-page, sub-page and transitive
+/// entries); d2, whose `max_grant_version` is 1, maps and copies them with bad
+/// arguments and good, and must get Xen's status for each.
 fn hostile_grant(test: &str, backend: Backend) {
     let run = boot(
         test,
         backend,
         &[
-            dom("granter", "mode=granter peer=2 expect-write", ""),
-            dom("hostile-grant", "mode=hostile-grant peer=1", ""),
+            dom("granter", "mode=granter peer=2 expect-write gnttab=2", ""),
+            dom(
+                "hostile-grant",
+                "mode=hostile-grant peer=1 v2-peer",
+                "max_grant_version = 1\n",
+            ),
         ],
     );
-    assert_domain_passed(&run, 1, &granter_checks(true));
-    assert_domain_passed(&run, 2, HOSTILE_GRANT_CHECKS);
+    let mut granter = granter_checks(true);
+    granter.extend(GRANTER_V2_CHECKS);
+    assert_domain_passed(&run, 1, &granter);
+    let hostile: Vec<&str> = HOSTILE_GRANT_CHECKS
+        .iter()
+        .chain(HOSTILE_GRANT_V2_CHECKS)
+        .copied()
+        .collect();
+    assert_domain_passed(&run, 2, &hostile);
     assert_all_ended(&run, &[(1, "poweroff"), (2, "poweroff")]);
 }
 

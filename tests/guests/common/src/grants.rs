@@ -155,6 +155,12 @@ pub fn use_v2() -> i64 {
     rc
 }
 
+/// After a successful `set_version(1)`: entries are written in the version 1
+/// layout again, and the status frame (gone from the physmap) is not read.
+pub fn forget_v2() {
+    V2.store(false, Ordering::Release);
+}
+
 /// Publishes an entry: the body words first, then `domid` with flags 0, then
 /// after a barrier the flags.
 fn publish(gref: u32, domid: u16, body: &[(usize, u32)], flags: u16) {

@@ -20,8 +20,8 @@
 //!
 //! - `query_size`, `setup_table`, `get_version` work; `set_version(1)` is 0,
 //!   `set_version(2)` is refused with `-ENOSYS` (what Xen answers a domain whose
-//!   `max_grant_version` is 1: keel implements version 1 only), `set_version(3)`
-//!   is `-EINVAL`, and the version stays 1;
+//!   `max_grant_version` is 1, as the test's config sets), `set_version(3)` is
+//!   `-EINVAL`, and the version stays 1;
 //! - mapping: ref `gref` read-only works and shows the pattern; the same ref
 //!   writable is `GNTST_general_error` (Xen: "Attempt to write-pin a r/o grant
 //!   entry"); a ref beyond the table is `GNTST_bad_gntref`; a ref granted to
@@ -35,6 +35,16 @@
 //! - unmapping: a handle never handed out is `GNTST_bad_handle`; the read-only
 //!   mapping unmaps, a second unmap of it is `GNTST_bad_handle`, and the gfn reads
 //!   as nothing (all ones) afterwards; the writable one unmaps.
+//!
+//! With `v2-peer` (against a granter run with `gnttab=2`, whose table is then
+//! version 2 while this side stays at version 1), also [`v2_checks`]: a copy
+//! within a sub-page grant works and copies the right bytes, one past its end or
+//! before its start is `GNTST_general_error`, as is mapping it; a copy through a
+//! transitive grant reaches this side's own page granted back to the granter, and
+//! a transitive grant that names itself, an ended grant or no domain is
+//! `GNTST_general_error`, as is mapping one or copying into a read-only one. The
+//! granter also checks `set_version(1)` is `-EBUSY` while one of its grants is
+//! mapped, and goes back to version 1 at the end.
 //!
 //! Then it sends "done" and closes its port.
 
@@ -71,6 +81,8 @@ static RO_PAGE: Page = Page::new();
 static RW_PAGE: Page = Page::new();
 /// The hostile side's copy target.
 static COPY_PAGE: Page = Page::new();
+/// The hostile side's page that a transitive grant reaches.
+static TRANS_PAGE: Page = Page::new();
 
 /// Word `i` of `page`.
 fn word(page: &Page, i: usize) -> u64 {
@@ -90,6 +102,10 @@ pub fn granter(env: &Env<'_>) {
     if !c.rc("grant table mapped", rc, 0) {
         return;
     }
+    let v2 = env.word("gnttab") == Some(b"2");
+    if v2 && !c.rc("grant table v2", grants::use_v2(), 0) {
+        return;
+    }
     for i in 0..WORDS {
         RO_PAGE.write(i * 8, &pattern(RO_TAG, i).to_le_bytes());
     }
@@ -104,6 +120,9 @@ pub fn granter(env: &Env<'_>) {
         gref + 1,
         gref + 2
     ));
+    if v2 {
+        v2_grants(env, peer, gref);
+    }
 
     let decoys = env.num("decoys", 8).min(64);
     let mut held = [0u32; 64];
@@ -175,12 +194,24 @@ pub fn granter(env: &Env<'_>) {
             ),
         );
     }
-    let unended = [gref, gref + 1, gref + 2]
-        .into_iter()
+    let extra = if v2 { V2_REFS } else { 0 };
+    let unended = (gref..gref + 3)
+        .chain(gref + V2_BASE..gref + V2_BASE + extra)
         .find_map(|r| grants::end_grant(r).err().map(|f| (r, f)));
     match unended {
         None => c.ok("end grants"),
         Some((r, f)) => c.fail("end grants", format_args!("ref {r}: flags {f:#x}")),
+    }
+    if v2 {
+        // No grant in use now: back to version 1, the status frame given up.
+        let (rc, version) = grants::set_version(1);
+        if c.check(
+            "back to version 1",
+            rc == 0 && version == 1,
+            format_args!("returned {}, version {version}", Rc(rc)),
+        ) {
+            grants::forget_v2();
+        }
     }
     let mut bad_close = None;
     for &p in held[..n].iter().chain(core::iter::once(&port)) {
@@ -192,6 +223,175 @@ pub fn granter(env: &Env<'_>) {
     match bad_close {
         None => c.ok("close ports"),
         Some((p, rc)) => c.fail("close ports", format_args!("port {p}: {}", Rc(rc))),
+    }
+}
+
+/// With `gnttab=2`, the granter's version 2 entries from ref `gref` +
+/// [`V2_BASE`] on: a sub-page grant of bytes [`SUB_OFF`]`..+`[`SUB_LEN`] of page
+/// RO; a transitive grant of the peer's own ref [`PEER_REF`] (which the peer
+/// grants back to this domain); one naming itself (a loop); one naming the
+/// peer's ref [`PEER_REF`] + 1 (which the peer grants and then ends); one
+/// naming a domain that does not exist.
+const V2_BASE: u32 = 16;
+/// Entries [`v2_grants`] makes.
+const V2_REFS: u32 = 5;
+/// The sub-page grant's range.
+const SUB_OFF: u16 = 1024;
+const SUB_LEN: u16 = 256;
+/// The hostile side's own refs that the transitive grants name.
+const PEER_REF: u32 = 16;
+/// Pattern tag of the page the peer grants back for the transitive copy.
+const TRANS_TAG: u64 = 0x5452;
+
+/// The granter's version 2 entries (see [`V2_BASE`]), and `set_version(1)`
+/// refused while one of its own grants is mapped (`-EBUSY`).
+fn v2_grants(env: &Env<'_>, peer: u16, gref: u32) {
+    let c = &env.c;
+    let b = gref + V2_BASE;
+    let ro_gfn = (RO_PAGE.addr() >> 12) as u64;
+    grants::grant_sub_page(b, peer, ro_gfn, SUB_OFF, SUB_LEN, true);
+    grants::grant_transitive(b + 1, peer, peer, PEER_REF, true);
+    let me = super::self_domid().unwrap_or(0);
+    grants::grant_transitive(b + 2, peer, me, b + 2, true);
+    grants::grant_transitive(b + 3, peer, peer, PEER_REF + 1, true);
+    grants::grant_transitive(b + 4, peer, MISSING_DOMID, 0, true);
+    c.ok("v2 grants made");
+    // A grant of its own, mapped by itself: the table is in use.
+    let own = b + V2_REFS;
+    grants::grant(own, me, ro_gfn, true);
+    let Some(gpa) = grants::free_gfns(env.boot, 1) else {
+        c.fail("free gfns", format_args!("none above RAM below 4 GiB"));
+        return;
+    };
+    let (g, handle) = grants::map(me, own, gpa, true);
+    if c.check("map own v2 grant", g.ok(), format_args!("{g}")) {
+        c.errno(
+            "set_version 1 with a live v2 grant",
+            grants::set_version(1).0,
+            Errno::EBUSY,
+        );
+        let (rc, v) = grants::get_version();
+        c.check(
+            "still version 2",
+            rc == 0 && v == 2,
+            format_args!("returned {}, version {v}", Rc(rc)),
+        );
+        let g = grants::unmap(gpa, handle);
+        c.check("unmap own v2 grant", g.ok(), format_args!("{g}"));
+    }
+    match grants::end_grant(own) {
+        Ok(()) => c.ok("end own v2 grant"),
+        Err(f) => c.fail("end own v2 grant", format_args!("flags {f:#x}")),
+    }
+}
+
+/// The hostile side's checks against a version 2 granter (`v2-peer`): sub-page
+/// bounds, transitive copies (valid, looping, to an ended grant, to no domain),
+/// and maps of either refused. This side stays at version 1.
+fn v2_checks(env: &Env<'_>, peer: u16, gref: u32) {
+    let c = &env.c;
+    let b = gref + V2_BASE;
+    if !c.rc("own grant table mapped", grants::map_table(), 0) {
+        return;
+    }
+    for i in 0..WORDS {
+        TRANS_PAGE.write(i * 8, &pattern(TRANS_TAG, i).to_le_bytes());
+    }
+    let trans_gfn = (TRANS_PAGE.addr() >> 12) as u64;
+    grants::grant(PEER_REF, peer, trans_gfn, true);
+    grants::grant(PEER_REF + 1, peer, trans_gfn, true);
+    let _ = grants::end_grant(PEER_REF + 1);
+    let local = End::Local {
+        gfn: (COPY_PAGE.addr() >> 12) as u64,
+        offset: 0,
+    };
+    let at = |gref, offset| End::Gref {
+        domid: peer,
+        gref,
+        offset,
+    };
+
+    // Sub-page.
+    COPY_PAGE.fill(0, 4096, 0);
+    let g = grants::copy(at(b, SUB_OFF), local, SUB_LEN);
+    let first = usize::from(SUB_OFF) / 8;
+    let bad = (0..usize::from(SUB_LEN) / 8).find(|&i| word(&COPY_PAGE, i) != pattern(RO_TAG, first + i));
+    c.check(
+        "copy within sub-page grant",
+        g.ok() && bad.is_none(),
+        format_args!("{g}; first wrong word: {bad:?}"),
+    );
+    copy_is(
+        env,
+        "copy past sub-page end",
+        grants::copy(at(b, SUB_OFF + 128), local, SUB_LEN),
+        GNTST_GENERAL_ERROR,
+    );
+    copy_is(
+        env,
+        "copy before sub-page start",
+        grants::copy(at(b, SUB_OFF - 8), local, 16),
+        GNTST_GENERAL_ERROR,
+    );
+    let Some(spare) = grants::free_gfns(env.boot, 1) else {
+        c.fail("free gfns", format_args!("none above RAM below 4 GiB"));
+        return;
+    };
+    map_fails(
+        env,
+        "map sub-page grant",
+        grants::map(peer, b, spare, true),
+        spare,
+        GNTST_GENERAL_ERROR,
+    );
+
+    // Transitive.
+    COPY_PAGE.fill(0, 4096, 0);
+    let g = grants::copy(at(b + 1, 0), local, 4096);
+    let bad = (0..WORDS).find(|&i| word(&COPY_PAGE, i) != pattern(TRANS_TAG, i));
+    c.check(
+        "copy through transitive grant",
+        g.ok() && bad.is_none(),
+        format_args!("{g}; first wrong word: {bad:?}"),
+    );
+    map_fails(
+        env,
+        "map transitive grant",
+        grants::map(peer, b + 1, spare, true),
+        spare,
+        GNTST_GENERAL_ERROR,
+    );
+    copy_is(
+        env,
+        "transitive grant naming itself",
+        grants::copy(at(b + 2, 0), local, 8),
+        GNTST_GENERAL_ERROR,
+    );
+    copy_is(
+        env,
+        "transitive grant to an ended grant",
+        grants::copy(at(b + 3, 0), local, 8),
+        GNTST_GENERAL_ERROR,
+    );
+    copy_is(
+        env,
+        "transitive grant to no domain",
+        grants::copy(at(b + 4, 0), local, 8),
+        GNTST_GENERAL_ERROR,
+    );
+    copy_is(
+        env,
+        "copy into readonly transitive grant",
+        grants::copy(local, at(b + 1, 0), 8),
+        GNTST_GENERAL_ERROR,
+    );
+    // The copies left the hop pinned nowhere: this side ends its grant.
+    match grants::end_grant(PEER_REF) {
+        Ok(()) => c.ok("end grant the transitive one passed on"),
+        Err(f) => c.fail(
+            "end grant the transitive one passed on",
+            format_args!("flags {f:#x}"),
+        ),
     }
 }
 
@@ -411,6 +611,10 @@ pub fn run(env: &Env<'_>) {
     if rw_ok {
         let g = grants::unmap(rw_gpa, rw_handle);
         c.check("unmap writable map", g.ok(), format_args!("{g}"));
+    }
+
+    if crate::cmdline::has(env.boot.cmdline(), "v2-peer") {
+        v2_checks(env, peer, gref);
     }
 
     c.rc("send done to peer", events::send(port), 0);
