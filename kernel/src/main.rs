@@ -290,7 +290,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     };
     let cpu_info = CpuInfo::detect();
     let xapic = (!cpu_info.x2apic).then(apic::base_phys);
-    if let Err(e) = memory::switch_address_space(&img, cpu_info.nx, xapic) {
+    if let Err(e) = memory::switch_address_space(&img, cpu_info.nx, cpu_info.page_1g, xapic) {
         early_failure("page tables", &e);
     }
     if let Err(e) = memory::init_heap() {

@@ -152,13 +152,16 @@ pub fn init(boot: &BootInfo<'_>, image: &ImageLayout) -> Result<MemoryReport, Me
 }
 
 /// Builds keel's own address space and switches to it: the direct map of the low
-/// 4 GiB and of every range in the memory map above it (WB, NX), the image with
+/// 4 GiB and of every range in the memory map above it (WB, NX where the CPU has
+/// it; 1 GiB pages only where it has those, else 2 MiB: a CPU without them faults
+/// on the PS bit of a PDPT entry as a reserved bit), the image with
 /// per-section permissions (text RX, rodata R, data/bss RW) and an unmapped guard page
 /// below the boot stack, and the xAPIC page in the fixmap (UC) when `xapic_phys` is
 /// given. The identity map and the `.boot` section are left behind.
 pub fn switch_address_space(
     image: &ImageLayout,
     nx: bool,
+    page_1g: bool,
     xapic_phys: Option<u64>,
 ) -> Result<(), MemoryError> {
     let map = MEMMAP.lock();
@@ -175,7 +178,7 @@ pub fn switch_address_space(
     let rw = PteFlags::WRITABLE | nx_flag;
     let hpa = |a: u64| Hpa::new(a).ok_or(MemoryError::Paging(MapError::PhysOutOfRange));
 
-    pt.map_range(directmap_va(hpa(0)?), hpa(0)?, LOW_4G, rw, true)
+    pt.map_range(directmap_va(hpa(0)?), hpa(0)?, LOW_4G, rw, page_1g)
         .map_err(MemoryError::Paging)?;
     for r in map.regions().iter().filter(|r| r.end > LOW_4G) {
         let start = r.start.max(LOW_4G) & !0xFFF;
@@ -185,7 +188,7 @@ pub fn switch_address_space(
             hpa(start)?,
             end - start,
             rw,
-            true,
+            page_1g,
         )
         .map_err(MemoryError::Paging)?;
     }

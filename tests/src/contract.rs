@@ -63,11 +63,17 @@ pub const FATAL_CPU: &str =
     r"^\(KEEL\) FATAL: on CPU (\d+) \(APIC id (\d+)\); every other CPU is stopped$";
 pub const FATAL_PANIC: &str = r"^\(KEEL\) FATAL: panic at (\S+):(\d+): (.*)$";
 
+/// VMX without EPT (an old CPU).
+pub const HVM_VMX_NO_EPT: &str = r"^\(KEEL\) HVM: VMX .*EPT: no";
+/// What keel says on a CPU without EPT/NPT.
+pub const NO_HAP: &str = r"^\(KEEL\) Warning: HVM: no EPT/NPT: ";
+
 /// The HVM line keel must print on `backend`.
 pub fn hvm_line(backend: Backend) -> &'static str {
-    match backend.hvm() {
-        Hvm::Svm => HVM_SVM,
-        Hvm::Vmx => HVM_VMX,
+    match (backend.hvm(), backend) {
+        (Hvm::Vmx, Backend::BochsVmxNoEpt) => HVM_VMX_NO_EPT,
+        (Hvm::Svm, _) => HVM_SVM,
+        (Hvm::Vmx, _) => HVM_VMX,
     }
 }
 

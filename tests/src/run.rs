@@ -300,7 +300,7 @@ impl Boot {
                 cmd.args(qemu::qemu_args(&boot, SERIAL_FILE, self.cpus)?);
                 cmd
             }
-            (Backend::BochsVmx | Backend::BochsSvm, _) => {
+            (Backend::BochsVmx | Backend::BochsSvm | Backend::BochsVmxNoEpt, _) => {
                 iso::build_iso(&work, &elf, &self.cmdline, &modules)?;
                 // Every Bochs backend names its CPU model; the fallback is never used.
                 let model = self.backend.bochs_cpu_model().unwrap_or("corei7_skylake_x");

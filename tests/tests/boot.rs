@@ -3,8 +3,8 @@
 //! With no module there is no dom0: keel must bring the machine up (memory, ACPI,
 //! hardware virtualization, timers), say `No dom0 kernel given`, and power off. Each
 //! backend checks the lines its emulated CPU must produce (vendor, VMX or SVM with
-//! second-level paging). One more test boots through QEMU's `-kernel` (multiboot v1)
-//! instead of GRUB.
+//! second-level paging), and an old VMX CPU without EPT or 1 GiB pages boots too.
+//! One more test boots through QEMU's `-kernel` (multiboot v1) instead of GRUB.
 
 use keel_tests::contract::*;
 use keel_tests::{Backend, Boot, Loader, RunResult};
@@ -111,6 +111,18 @@ fn boots_and_powers_off_on_bochs_vmx() {
 fn boots_and_powers_off_on_bochs_svm() {
     let run = Boot::new("boots_and_powers_off", Backend::BochsSvm).run();
     check_plain_boot(&run, Backend::BochsSvm, 2);
+}
+
+/// An old CPU: VMX without EPT and without 1 GiB pages (Bochs
+/// `core2_penryn_t9600`, which faults on a 1 GiB entry's reserved bit). keel
+/// must map itself with the page sizes the CPU has, boot every CPU, and say it
+/// has no second-level paging.
+#[test]
+fn boots_on_a_cpu_without_ept_or_1g_pages_on_bochs_vmx_noept() {
+    let b = Backend::BochsVmxNoEpt;
+    let run = Boot::new("boots_on_an_old_cpu", b).run();
+    check_plain_boot(&run, b, 2);
+    run.assert_line(NO_HAP);
 }
 
 /// One-CPU machines stay covered.
