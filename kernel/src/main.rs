@@ -347,7 +347,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     });
     let hvm = HvmSupport::detect(&cpu_info);
     say!("HVM: {hvm}");
-    if !hvm.has_hap() {
+    if !hvm.has_hap() && !matches!(hvm, HvmSupport::None) {
         log::warn!(
             "HVM: no EPT/NPT: PVH and HVM guests will need shadow paging (not yet implemented)"
         );

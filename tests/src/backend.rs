@@ -20,6 +20,9 @@ pub enum Backend {
     /// old CPU keel must boot on, though it cannot run PVH there without shadow
     /// paging. Not in [`Backend::ALL`]: the tests that use it name it.
     BochsVmxNoEpt,
+    /// QEMU TCG, `-cpu max,-svm`: no hardware virtualization at all (a machine
+    /// that can only run PV guests). Not in [`Backend::ALL`].
+    QemuNoHvm,
 }
 
 impl Backend {
@@ -27,11 +30,12 @@ impl Backend {
     /// list them.
     pub const ALL: [Backend; 3] = [Backend::QemuSvm, Backend::BochsVmx, Backend::BochsSvm];
     /// Every backend a name can select ([`Backend::ALL`] and the old CPUs).
-    pub const NAMED: [Backend; 4] = [
+    pub const NAMED: [Backend; 5] = [
         Backend::QemuSvm,
         Backend::BochsVmx,
         Backend::BochsSvm,
         Backend::BochsVmxNoEpt,
+        Backend::QemuNoHvm,
     ];
 
     /// The name used on the command line and in test names.
@@ -41,12 +45,22 @@ impl Backend {
             Backend::BochsVmx => "bochs-vmx",
             Backend::BochsSvm => "bochs-svm",
             Backend::BochsVmxNoEpt => "bochs-vmx-noept",
+            Backend::QemuNoHvm => "qemu-nohvm",
         }
     }
 
     /// True for the QEMU backends (which have `isa-debug-exit` and `-kernel`).
     pub fn is_qemu(self) -> bool {
-        matches!(self, Backend::QemuSvm)
+        matches!(self, Backend::QemuSvm | Backend::QemuNoHvm)
+    }
+
+    /// QEMU's `-cpu` for this backend, `None` for Bochs.
+    pub fn qemu_cpu(self) -> Option<&'static str> {
+        match self {
+            Backend::QemuSvm => Some("max"),
+            Backend::QemuNoHvm => Some("max,-svm"),
+            Backend::BochsVmx | Backend::BochsSvm | Backend::BochsVmxNoEpt => None,
+        }
     }
 
     /// True for the Bochs backends (whose exit status says nothing: judge by serial).
@@ -57,7 +71,7 @@ impl Backend {
     /// The CPU vendor string the emulated CPU reports in CPUID leaf 0 (measured).
     pub fn cpu_vendor(self) -> &'static str {
         match self {
-            Backend::QemuSvm | Backend::BochsSvm => "AuthenticAMD",
+            Backend::QemuSvm | Backend::BochsSvm | Backend::QemuNoHvm => "AuthenticAMD",
             Backend::BochsVmx | Backend::BochsVmxNoEpt => "GenuineIntel",
         }
     }
@@ -67,6 +81,7 @@ impl Backend {
         match self {
             Backend::QemuSvm | Backend::BochsSvm => Hvm::Svm,
             Backend::BochsVmx | Backend::BochsVmxNoEpt => Hvm::Vmx,
+            Backend::QemuNoHvm => Hvm::None,
         }
     }
 
@@ -76,7 +91,7 @@ impl Backend {
     /// with `Boot::cpus(1)`.
     pub fn default_cpus(self) -> u32 {
         match self {
-            Backend::QemuSvm => 4,
+            Backend::QemuSvm | Backend::QemuNoHvm => 4,
             Backend::BochsVmx | Backend::BochsSvm | Backend::BochsVmxNoEpt => 2,
         }
     }
@@ -84,7 +99,7 @@ impl Backend {
     /// The Bochs `cpu: model=` for this backend, `None` for QEMU.
     pub fn bochs_cpu_model(self) -> Option<&'static str> {
         match self {
-            Backend::QemuSvm => None,
+            Backend::QemuSvm | Backend::QemuNoHvm => None,
             Backend::BochsVmx => Some("corei7_skylake_x"),
             Backend::BochsSvm => Some("ryzen"),
             Backend::BochsVmxNoEpt => Some("core2_penryn_t9600"),
@@ -99,6 +114,8 @@ pub enum Hvm {
     Vmx,
     /// AMD-V.
     Svm,
+    /// Neither.
+    None,
 }
 
 impl fmt::Display for Backend {
@@ -152,7 +169,7 @@ mod tests {
         let err = "qemu-vmx".parse::<Backend>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown backend 'qemu-vmx' (expected one of: qemu-svm, bochs-vmx, bochs-svm, bochs-vmx-noept)"
+            "unknown backend 'qemu-vmx' (expected one of: qemu-svm, bochs-vmx, bochs-svm, bochs-vmx-noept, qemu-nohvm)"
         );
     }
 

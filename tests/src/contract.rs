@@ -74,6 +74,7 @@ pub fn hvm_line(backend: Backend) -> &'static str {
         (Hvm::Vmx, Backend::BochsVmxNoEpt) => HVM_VMX_NO_EPT,
         (Hvm::Svm, _) => HVM_SVM,
         (Hvm::Vmx, _) => HVM_VMX,
+        (Hvm::None, _) => HVM_NONE,
     }
 }
 

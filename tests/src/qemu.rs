@@ -67,6 +67,7 @@ pub fn qemu_args(
     boot: &QemuBoot<'_>,
     serial_file: &str,
     cpus: u32,
+    cpu_model: &str,
 ) -> Result<Vec<OsString>, HarnessError> {
     let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
     let smp = cpus.max(1).to_string();
@@ -74,7 +75,7 @@ pub fn qemu_args(
         "-accel",
         accel,
         "-cpu",
-        "max",
+        cpu_model,
         "-smp",
         &smp,
         "-m",
@@ -126,7 +127,7 @@ mod tests {
 
     #[test]
     fn iso_boot_arguments() {
-        let args = strings(qemu_args(&QemuBoot::Iso("keel.iso"), "serial.log", 1).expect("ok"));
+        let args = strings(qemu_args(&QemuBoot::Iso("keel.iso"), "serial.log", 1, "max").expect("ok"));
         let line = args.join(" ");
         assert!(line.starts_with(
             "-accel tcg -cpu max -smp 1 -m 512M -display none -monitor none -no-reboot"
@@ -147,7 +148,7 @@ mod tests {
             cmdline: "console=com1 loglvl=all",
             modules: &mods,
         };
-        let args = strings(qemu_args(&boot, "serial.log", 4).expect("ok"));
+        let args = strings(qemu_args(&boot, "serial.log", 4, "max").expect("ok"));
         assert!(
             args.join(" ")
                 .starts_with("-accel tcg,thread=multi -cpu max -smp 4 -m 512M")

@@ -279,17 +279,18 @@ impl Boot {
         let modules = self.materialize_modules(&work)?;
 
         let mut cmd = match (self.backend, self.loader) {
-            (Backend::QemuSvm, Loader::Grub) => {
+            (Backend::QemuSvm | Backend::QemuNoHvm, Loader::Grub) => {
                 iso::build_iso(&work, &elf, &self.cmdline, &modules)?;
                 let mut cmd = Command::new(QEMU);
                 cmd.args(qemu::qemu_args(
                     &QemuBoot::Iso(ISO_FILE),
                     SERIAL_FILE,
                     self.cpus,
+                    self.backend.qemu_cpu().unwrap_or("max"),
                 )?);
                 cmd
             }
-            (Backend::QemuSvm, Loader::QemuDirect) => {
+            (Backend::QemuSvm | Backend::QemuNoHvm, Loader::QemuDirect) => {
                 let pairs = copy_direct_modules(&work, &modules)?;
                 let boot = QemuBoot::Direct {
                     elf: &elf,
@@ -297,7 +298,12 @@ impl Boot {
                     modules: &pairs,
                 };
                 let mut cmd = Command::new(QEMU);
-                cmd.args(qemu::qemu_args(&boot, SERIAL_FILE, self.cpus)?);
+                cmd.args(qemu::qemu_args(
+                    &boot,
+                    SERIAL_FILE,
+                    self.cpus,
+                    self.backend.qemu_cpu().unwrap_or("max"),
+                )?);
                 cmd
             }
             (Backend::BochsVmx | Backend::BochsSvm | Backend::BochsVmxNoEpt, _) => {

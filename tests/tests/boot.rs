@@ -125,6 +125,32 @@ fn boots_on_a_cpu_without_ept_or_1g_pages_on_bochs_vmx_noept() {
     run.assert_line(NO_HAP);
 }
 
+/// A machine without hardware virtualization (QEMU `-cpu max,-svm`): keel boots
+/// every CPU and says only PV guests can run there.
+#[test]
+fn boots_without_hardware_virtualization_on_qemu_nohvm() {
+    let b = Backend::QemuNoHvm;
+    let run = Boot::new("boots_without_hvm", b).run();
+    check_plain_boot(&run, b, 4);
+    run.assert_no_line(NO_HAP);
+}
+
+/// A PVH Dom0 on that machine is refused with a reason, and keel powers off
+/// cleanly (PV guests are what such a machine can run).
+#[test]
+fn pvh_dom0_without_hardware_virtualization_is_refused_on_qemu_nohvm() {
+    use keel_tests::guests::{self, PVH64};
+    let run = Boot::new("pvh_without_hvm", Backend::QemuNoHvm)
+        .module(guests::guest(PVH64), "")
+        .run();
+    run.assert_line(HVM_NONE);
+    run.assert_line(
+        r"^\(KEEL\) dom0: module 0 'pvh64\.elf': cannot build the domain: this CPU has no hardware virtualization",
+    );
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
+}
+
 /// One-CPU machines stay covered.
 #[test]
 fn boots_on_one_cpu_on_qemu_svm() {
