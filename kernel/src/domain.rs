@@ -372,11 +372,13 @@ impl Drop for Domain {
     fn drop(&mut self) {
         // SAFETY: `vcpus` is never used again: this is the domain's destructor.
         unsafe { ManuallyDrop::drop(&mut self.vcpus) };
-        LIVE.fetch_sub(1, Ordering::AcqRel);
         let mem = self.mem.get_mut();
         let mut tables = Vec::new();
         mem.p2m.for_each_table(&mut |t| tables.push(t));
         free_all(self.id, &mem.owned, &tables, &[]);
+        // Only now: the boot CPU counts the free frames once no domain is live,
+        // and this drop may run on another pCPU at that very moment.
+        LIVE.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
