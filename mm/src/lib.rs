@@ -1,20 +1,26 @@
 //! keel's memory management core: typed addresses, the physical memory map, the
 //! physical frame allocator, page-table building, and the virtual layout.
 //!
-//! Everything here is portable and runs before the heap exists: no `alloc`, no
-//! `asm!`, no `unsafe`. Hardware is reached only through traits (`TableMemory`), and
-//! memory the allocator needs is lent to it by the caller. The kernel's boot order is:
-//! build a `MemoryMap` from firmware, `reserve` the image, boot info and modules,
-//! `find_free` + `reserve` room for the `FrameAllocator` bitmap, construct the
-//! allocator, then build keel's page tables per `layout` with a `PageTableBuilder`.
+//! Everything here is portable and, but for `pv`, runs before the heap exists: no
+//! `alloc` outside `pv`, no `asm!`, no `unsafe`. Hardware is reached only through
+//! traits (`TableMemory`), and memory the allocator needs is lent to it by the
+//! caller. The kernel's boot order is: build a `MemoryMap` from firmware, `reserve`
+//! the image, boot info and modules, `find_free` + `reserve` room for the
+//! `FrameAllocator` bitmap, construct the allocator, then build keel's page tables
+//! per `layout` with a `PageTableBuilder`.
 //!
 //! For domains: `p2m` keeps a domain's guest-physical to machine map as an EPT/NPT
 //! tree (the entry format comes from `keel-arch`), `guest_walk` walks a guest's own
 //! page tables in any x86 paging mode, and `guest_mem` combines the two into the
 //! checked `copy_from_guest` / `copy_to_guest` every hypercall argument goes through.
+//!
+//! For PV domains: `pv` is Xen's PV MMU, the page types and reference counts that let
+//! a paravirtualized guest run on page tables it builds itself and keel validates.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 pub mod addr;
 pub mod frame;
@@ -24,6 +30,7 @@ pub mod layout;
 pub mod memmap;
 pub mod p2m;
 pub mod paging;
+pub mod pv;
 
 #[cfg(test)]
 mod proptests;

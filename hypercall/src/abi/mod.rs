@@ -154,6 +154,7 @@ pub mod grant_table;
 pub mod hvm;
 pub mod hypercall;
 pub mod memory;
+pub mod mmu;
 pub mod sched;
 pub mod start_info;
 pub mod vcpu;
