@@ -33,12 +33,9 @@
 //! # Notes
 //!
 //! Xen notes (name `"Xen"`) are read from `PT_NOTE` segments; if those hold none, from
-//! `SHT_NOTE` sections (libelf's order, `elf_xen_parse`). Each note is a 12-byte
-//! header (`namesz`, `descsz`, `type`) followed by the name and the descriptor, each
-//! padded to 4 bytes: Xen's libelf pads to 4 in ELF32 and ELF64 alike, whatever
-//! `p_align` says, and so does the `ELFNOTE()` macro kernels use. A note whose sizes
-//! reach past its area is an error; fewer than 12 trailing bytes are accepted only if
-//! they are zero (padding). The `PHYS32_ENTRY` descriptor is 4 bytes (`.long`, as in
+//! `SHT_NOTE` sections (libelf's order, `elf_xen_parse`), by the walker shared with the
+//! PV builder ([`crate::elfnotes`], which says how a note is laid out and what is an
+//! error). The `PHYS32_ENTRY` descriptor is 4 bytes (`.long`, as in
 //! `pvh.pandoc`) or 8 (Linux emits `_ASM_PTR`, a `.quad` on x86-64); an 8-byte value
 //! must fit in 32 bits. Where a note appears twice the last one wins, as in libelf.
 //! The string notes `GUEST_OS`, `GUEST_VERSION`, `XEN_VERSION` and `LOADER` are
@@ -84,14 +81,12 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use elf::abi::{
-    ELFDATA2LSB, ELFDATA2MSB, EM_386, EM_X86_64, ET_DYN, ET_EXEC, PT_LOAD, PT_NOTE, SHT_NOTE,
-};
+use elf::abi::{ELFDATA2LSB, ELFDATA2MSB, EM_386, EM_X86_64, ET_DYN, ET_EXEC, PT_LOAD};
 use elf::file::Class;
 
 use keel_hypercall::abi::elfnote::{
-    XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_GUEST_VERSION, XEN_ELFNOTE_LOADER, XEN_ELFNOTE_NAME,
-    XEN_ELFNOTE_PHYS32_ENTRY, XEN_ELFNOTE_PHYS32_RELOC, XEN_ELFNOTE_XEN_VERSION,
+    XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_GUEST_VERSION, XEN_ELFNOTE_LOADER, XEN_ELFNOTE_PHYS32_ENTRY,
+    XEN_ELFNOTE_PHYS32_RELOC, XEN_ELFNOTE_XEN_VERSION,
 };
 use keel_hypercall::abi::memory::{E820_RAM, E820_RESERVED, E820Entry};
 use keel_hypercall::abi::start_info::{
@@ -99,8 +94,10 @@ use keel_hypercall::abi::start_info::{
     XEN_HVM_MEMMAP_TYPE_RAM, XEN_HVM_MEMMAP_TYPE_RESERVED, XEN_HVM_START_MAGIC_VALUE,
 };
 
+use crate::elfnotes::{self, NoteError, XenNote, ZeroOffsetNotes};
 use crate::image::{self, ImageError, SegmentError};
 
+pub use crate::elfnotes::NoteSource;
 pub use crate::image::Segment;
 pub use keel_hypercall::abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 
@@ -123,24 +120,6 @@ const LEGACY_HOLE_END: u64 = 0x10_0000;
 pub enum ElfClass {
     Elf32,
     Elf64,
-}
-
-/// Where a note area is, for messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoteSource {
-    /// A `PT_NOTE` segment: its program header index.
-    Segment(usize),
-    /// A `SHT_NOTE` section: its section header index.
-    Section(usize),
-}
-
-impl fmt::Display for NoteSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NoteSource::Segment(i) => write!(f, "note segment {i}"),
-            NoteSource::Section(i) => write!(f, "note section {i}"),
-        }
-    }
 }
 
 /// Whose command line, for messages.
@@ -246,6 +225,39 @@ impl From<ImageError> for PvhError {
     }
 }
 
+impl From<NoteError> for PvhError {
+    fn from(e: NoteError) -> Self {
+        match e {
+            NoteError::OutsideFile {
+                source,
+                offset,
+                size,
+                file_len,
+            } => PvhError::NoteOutsideFile {
+                source,
+                offset,
+                size,
+                file_len,
+            },
+            NoteError::Misaligned { source, offset } => PvhError::NoteMisaligned { source, offset },
+            NoteError::Truncated {
+                source,
+                at,
+                namesz,
+                descsz,
+            } => PvhError::NoteTruncated {
+                source,
+                at,
+                namesz,
+                descsz,
+            },
+            NoteError::HeaderTruncated { source, at, left } => {
+                PvhError::NoteHeaderTruncated { source, at, left }
+            }
+        }
+    }
+}
+
 impl From<SegmentError> for PvhError {
     fn from(e: SegmentError) -> Self {
         PvhError::Segment(e)
@@ -293,7 +305,6 @@ impl<'a> PvhKernel<'a> {
 /// Xen notes found so far.
 #[derive(Default)]
 struct XenNotes<'a> {
-    count: usize,
     entry: Option<u64>,
     reloc: bool,
     guest_os: Option<&'a str>,
@@ -302,106 +313,12 @@ struct XenNotes<'a> {
     loader: Option<&'a str>,
 }
 
-/// One ELF note, name and descriptor unpadded.
-struct RawNote<'a> {
-    kind: u32,
-    name: &'a [u8],
-    desc: &'a [u8],
-}
-
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    let bytes: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    Some(u32::from_le_bytes(bytes))
-}
-
-fn align4(n: u64) -> u64 {
-    (n + 3) & !3
-}
-
-/// Calls `f` with each note in file bytes `offset..offset + size`.
-fn for_each_note<'a>(
-    file: &'a [u8],
-    source: NoteSource,
-    offset: u64,
-    size: u64,
-    mut f: impl FnMut(RawNote<'a>) -> Result<(), PvhError>,
-) -> Result<(), PvhError> {
-    let file_len = file.len() as u64;
-    let end =
-        offset
-            .checked_add(size)
-            .filter(|&e| e <= file_len)
-            .ok_or(PvhError::NoteOutsideFile {
-                source,
-                offset,
-                size,
-                file_len,
-            })?;
-    if !offset.is_multiple_of(4) {
-        return Err(PvhError::NoteMisaligned { source, offset });
-    }
-    // Both bounds are at most the file's length, so they fit in usize.
-    let area = &file[offset as usize..end as usize];
-    let mut pos = 0usize;
-    while pos < area.len() {
-        let rest = &area[pos..];
-        let at = offset + pos as u64;
-        let (Some(namesz), Some(descsz), Some(kind)) =
-            (read_u32(rest, 0), read_u32(rest, 4), read_u32(rest, 8))
-        else {
-            if rest.iter().all(|&b| b == 0) {
-                break;
-            }
-            return Err(PvhError::NoteHeaderTruncated {
-                source,
-                at,
-                left: rest.len(),
-            });
-        };
-        // u32 sizes: none of these sums can overflow a u64.
-        let name_end = 12 + u64::from(namesz);
-        let desc_start = 12 + align4(u64::from(namesz));
-        let desc_end = desc_start + u64::from(descsz);
-        let next = desc_start + align4(u64::from(descsz));
-        if desc_end > rest.len() as u64 {
-            return Err(PvhError::NoteTruncated {
-                source,
-                at,
-                namesz,
-                descsz,
-            });
-        }
-        // name_end <= desc_start <= desc_end <= rest.len(), so all three fit in usize.
-        f(RawNote {
-            kind,
-            name: &rest[12..name_end as usize],
-            desc: &rest[desc_start as usize..desc_end as usize],
-        })?;
-        // The last note's descriptor padding may be cut off by the area's end.
-        pos += next.min(rest.len() as u64) as usize;
-    }
-    Ok(())
-}
-
 fn note_str(kind: u32, desc: &[u8]) -> Result<&str, PvhError> {
-    let text = desc
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(desc, |nul| &desc[..nul]);
-    core::str::from_utf8(text).map_err(|_| PvhError::BadNoteString { kind })
+    elfnotes::note_str(desc).ok_or(PvhError::BadNoteString { kind })
 }
 
 impl<'a> XenNotes<'a> {
-    fn take(&mut self, note: RawNote<'a>) -> Result<(), PvhError> {
-        let name = note
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(note.name, |nul| &note.name[..nul]);
-        if name != XEN_ELFNOTE_NAME {
-            return Ok(());
-        }
-        self.count += 1;
+    fn take(&mut self, note: XenNote<'a>) -> Result<(), PvhError> {
         let desc = note.desc;
         match note.kind {
             XEN_ELFNOTE_PHYS32_ENTRY => {
@@ -496,32 +413,7 @@ pub fn parse(bytes: &[u8]) -> Result<PvhKernel<'_>, PvhError> {
     }
 
     let mut notes = XenNotes::default();
-    for (i, ph) in phdrs.iter().enumerate() {
-        if ph.p_type == PT_NOTE {
-            for_each_note(
-                bytes,
-                NoteSource::Segment(i),
-                ph.p_offset,
-                ph.p_filesz,
-                |n| notes.take(n),
-            )?;
-        }
-    }
-    if notes.count == 0
-        && let Some(shdrs) = file.section_headers()
-    {
-        for (i, sh) in shdrs.iter().enumerate() {
-            if sh.sh_type == SHT_NOTE {
-                for_each_note(
-                    bytes,
-                    NoteSource::Section(i),
-                    sh.sh_offset,
-                    sh.sh_size,
-                    |n| notes.take(n),
-                )?;
-            }
-        }
-    }
+    elfnotes::for_each_xen_note(bytes, &file, ZeroOffsetNotes::Read, |n| notes.take(n))?;
 
     let entry = notes.entry.ok_or(PvhError::NotPvh)?;
     let phys32_entry = u32::try_from(entry).map_err(|_| PvhError::EntryAbove4G { entry })?;
@@ -856,6 +748,7 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use elf::abi::{PT_NOTE, SHT_NOTE};
     use proptest::prelude::*;
 
     const CODE_AT: u64 = 0x10_0000;
