@@ -19,6 +19,10 @@
 //! prints about dom0's end are the `DOM0_*` constants below (to be added to
 //! `docs/serial-contract.md` with keel's PVH dom0 support).
 //!
+//! pv64 ([`PV64`]) is a PV kernel that keel cannot run yet; it is proven against
+//! Xen 4.17 instead ([`crate::xen`], `tests/tests/pv_on_xen.rs`), where its lines
+//! come out bare, and its probe's checks are [`PV64_PROBE_CHECKS`].
+//!
 //! The same guests also run as domUs, built by keel at boot from xl.cfg modules
 //! ([`crate::Boot::domu`]); domain `N`'s console lines start `(dN) `. keel's lines
 //! about domUs, as regexes: [`domain_built`], [`domain_shut_down`],
@@ -42,8 +46,40 @@ pub const PVH64: &str = "pvh64.elf";
 pub const PVH64_ELF32: &str = "pvh64-elf32.elf";
 /// The 32-bit PVH guest, ELF32 (EM_386).
 pub const PVH32: &str = "pvh32.elf";
+/// The 64-bit PV guest, ELF64 (EM_X86_64): a PV kernel linked at
+/// 0xffffffff80100000 (`tests/guests/pv64/`). keel does not run PV guests yet; it
+/// is validated against Xen 4.17 (`tests/tests/pv_on_xen.rs`, [`crate::xen`]).
+pub const PV64: &str = "pv64.elf";
 /// Every guest the xtask builds.
-pub const ALL: [&str; 3] = [PVH64, PVH64_ELF32, PVH32];
+pub const ALL: [&str; 4] = [PVH64, PVH64_ELF32, PVH32, PV64];
+
+/// Every check pv64's `mode=probe` prints, in its order
+/// (`tests/guests/common/src/pv/probe.rs`), each as `<check>: ok` when it passes.
+/// The guest adds `nr_pages` equality when its command line has `pages=N`.
+pub const PV64_PROBE_CHECKS: &[&str] = &[
+    "start_info magic",
+    "start_info flags",
+    "nr_pages",
+    "shared_info",
+    "no xenstore or console ring for dom0",
+    "dom0 console info",
+    "cmd_line NUL-terminated",
+    "no initial ramdisk",
+    "no relocated p2m",
+    "nr_pages covers the bootstrap region",
+    "mfn_list follows the image",
+    "start_info follows the p2m list",
+    "p2m entries",
+    "pt_base follows start_info",
+    "nr_pt_frames",
+    "L4 maps the kernel",
+    "boot stack follows the page tables",
+    "512 KiB mapped past the boot stack",
+    "code and stack selectors",
+    "data selectors null",
+    "xen_version version",
+    "xen_version extraversion",
+];
 
 /// Where `cargo xtask build` puts the guests: `target/keel/guests/`.
 pub fn default_guests_dir() -> PathBuf {

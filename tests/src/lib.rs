@@ -24,6 +24,9 @@
 //! - [`debian`]: Debian's kernels and busybox, fetched with `apt-get download` into
 //!   `target/keel/cache/debian/` (never installed), and [`initramfs`]: the newc
 //!   initramfs the real-Linux tests boot.
+//! - [`xen`]: reference runs that boot a test guest as Dom0 of the real Xen 4.17
+//!   instead of keel, to validate the guest itself (pv64 ahead of keel's PV
+//!   support).
 //!
 //! Everything that can fail because of the environment (a missing tool, an I/O
 //! error) returns [`HarnessError`]; only the test-facing helpers (`Boot::run`,
@@ -44,6 +47,7 @@ pub mod qemu;
 pub mod run;
 pub mod serial;
 pub mod workdir;
+pub mod xen;
 
 use std::path::PathBuf;
 

@@ -80,7 +80,7 @@ static ORDER_AT: AtomicUsize = AtomicUsize::new(0);
 
 /// The `u32` at `offset` of `page`, as an atomic.
 fn word_at(page: &'static Page, offset: usize) -> &'static AtomicU32 {
-    assert!(offset <= 4096 - 4 && offset % 4 == 0);
+    assert!(offset <= 4096 - 4 && offset.is_multiple_of(4));
     // SAFETY: aligned, in bounds of a static page that lives forever and is only
     // ever accessed through raw pointers or atomics (see `Page`).
     unsafe { AtomicU32::from_ptr((page.addr() + offset) as *mut u32) }

@@ -113,7 +113,7 @@ fn header_of(gref: u32) -> &'static AtomicU32 {
 /// sub-page offset and length or the transitive domain, 8 and 12 the frame
 /// or the transitive ref).
 fn word_of(gref: u32, at: usize) -> &'static AtomicU32 {
-    assert!(at % 4 == 0 && at < 16);
+    assert!(at.is_multiple_of(4) && at < 16);
     // SAFETY: as in `flags_of`; `at` stays inside the entry.
     unsafe { AtomicU32::from_ptr((TABLE.addr() + entry_offset(gref) + at) as *mut u32) }
 }

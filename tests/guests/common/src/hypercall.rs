@@ -7,6 +7,11 @@
 //! them: writing a page's guest-physical address there makes the hypervisor fill it
 //! with 128 32-byte stubs, entry `n` performing hypercall `n`.
 //!
+//! A PV guest (pv64) finds no MSR to write and needs none: its domain builder fills
+//! the page its `XEN_ELFNOTE_HYPERCALL_PAGE` note names, [`HYPERCALL_PAGE`], before
+//! entry, with `syscall` stubs (`xen-x86_64.h`: same argument registers), and
+//! [`call`] goes through it unchanged.
+//!
 //! Every call returns the raw `rax`/`eax` sign-extended to `i64`: 0 or a positive
 //! value for success, `-errno` (Xen's numbers, [`Errno`]) for failure. The typed
 //! wrappers take guest-virtual addresses (`usize`) rather than references because
@@ -68,6 +73,14 @@ pub fn discover() -> Option<Xen> {
 }
 
 /// The hypercall page (one page is all Xen ever asks for).
+///
+/// A PVH guest has it filled through the MSR ([`install_page`]); pv64's
+/// `XEN_ELFNOTE_HYPERCALL_PAGE` note names it, and the PV domain builder fills it
+/// before the first instruction ([`crate::pv`]), with `syscall` stubs that take the
+/// same registers, so [`call`] serves both. It has a section of its own so that
+/// pv64's linker script can keep it out of the `.bss` range its entry stub zeroes
+/// (the PVH guests' script takes `.bss.*` whole: for them it is plain `.bss`).
+#[unsafe(link_section = ".bss.hypercall_page")]
 pub static HYPERCALL_PAGE: Page = Page::new();
 
 /// Asks the hypervisor to fill [`HYPERCALL_PAGE`]: its guest-physical address

@@ -11,6 +11,10 @@
 //! lines. This crate is everything the guests have in common; the thin binaries
 //! `pvh64` (long mode) and `pvh32` (32-bit protected mode, run once with paging off
 //! and once with PAE paging) add only their 32-bit entry stub and the Xen ELF note.
+//! The PV guest `pv64` (long mode in ring 3, no PVH entry; `tests/tests/pv_on_xen.rs`
+//! proves it on Xen 4.17) adds its own 64-bit entry stub, PV notes and linker script,
+//! and starts in [`pv::main`] instead of [`main`]: it shares the hypercall, console,
+//! check and shutdown code, none of the PVH boot.
 //!
 //! Everything is written against Xen's *documented* guest ABI (the public headers,
 //! `docs/misc/pvh.pandoc`), never against keel's internals: the constants and
@@ -85,6 +89,8 @@ pub mod modes;
 pub mod paging;
 pub mod probe;
 #[cfg(target_arch = "x86_64")]
+pub mod pv;
+#[cfg(target_arch = "x86_64")]
 pub mod shared;
 #[cfg(target_arch = "x86_64")]
 pub mod smp;
@@ -98,8 +104,20 @@ pub mod uart;
 pub use keel_hypercall::abi;
 
 /// The guest's name as it prints it: `pvh64` or `pvh32` (pvh64-elf32.elf is pvh64's
-/// code in an ELF32 container and calls itself pvh64).
+/// code in an ELF32 container and calls itself pvh64). pv64 has its own,
+/// [`pv::GUEST_NAME`]; see [`guest_name`].
 pub const GUEST_NAME: &str = arch::GUEST_NAME;
+
+/// The running guest's name: [`GUEST_NAME`], or `pv64` once [`pv::main`] runs
+/// (the same library serves the PVH guests and the PV one; only the panic
+/// handler, which both share, needs to tell them apart at run time).
+pub fn guest_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if pv::running() {
+        return pv::GUEST_NAME;
+    }
+    GUEST_NAME
+}
 
 unsafe extern "C" {
     /// First byte of the loaded image (linker script).
@@ -139,7 +157,7 @@ pub fn main(start_info_pa: u64) -> ! {
 /// hypervisor, power the machine off).
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    out!("PANIC in {}: {}", GUEST_NAME, info);
+    out!("PANIC in {}: {}", guest_name(), info);
     out!("Test result: FAILURE (panic)");
     modes::shutdown_crash()
 }

@@ -277,6 +277,34 @@ pub fn read_cs() -> u16 {
     v
 }
 
+/// The current stack segment selector (pv64 checks the one it was started with).
+pub fn read_ss() -> u16 {
+    let v: u16;
+    // SAFETY: reading SS has no side effects, at any privilege level.
+    unsafe { asm!("mov {:x}, ss", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// DS, ES, FS and GS, in that order (unprivileged reads).
+pub fn read_data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects, at any privilege level.
+    unsafe {
+        asm!(
+            "mov {0:x}, ds",
+            "mov {1:x}, es",
+            "mov {2:x}, fs",
+            "mov {3:x}, gs",
+            out(reg) ds,
+            out(reg) es,
+            out(reg) fs,
+            out(reg) gs,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    [ds, es, fs, gs]
+}
+
 /// Loads the IDT register.
 ///
 /// # Safety
