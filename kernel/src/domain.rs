@@ -81,6 +81,10 @@ pub enum BuildError {
     Vcpu(String),
     /// this CPU has no hardware virtualization with second-level paging
     NoHap,
+    /// a PV kernel: keel cannot run PV guests yet
+    PvNotYet,
+    /// not a Xen kernel at all
+    NotXen(keel_builder::pv::PvError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -93,6 +97,10 @@ impl core::fmt::Display for BuildError {
             BuildError::NoHap => f.write_str(
                 "this CPU has no hardware virtualization with second-level paging (VMX+EPT or SVM+NPT): PVH guests cannot run",
             ),
+            BuildError::PvNotYet => f.write_str(
+                "a PV kernel (Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY): keel cannot run PV guests yet",
+            ),
+            BuildError::NotXen(e) => write!(f, "{e}"),
         }
     }
 }
@@ -601,6 +609,14 @@ pub fn enable_hvm(hvm: &HvmSupport) -> Result<(), String> {
 
 /// Builds a PVH domain ready to run.
 pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
+    use keel_builder::pv::{self, XenKernelKind};
+    // What kind of Xen kernel this is decides the message; a malformed image
+    // gets the PVH parser's more precise one below.
+    match pv::classify(spec.kernel) {
+        Ok(XenKernelKind::PvOnly) => return Err(BuildError::PvNotYet),
+        Ok(XenKernelKind::Neither) => return Err(BuildError::NotXen(pv::PvError::NotXenKernel)),
+        _ => {}
+    }
     if !hvm.has_hap() {
         return Err(BuildError::NoHap);
     }
