@@ -51,7 +51,6 @@
 //!   is a machine frame this version does not map. As a domU the guest's lines are
 //!   lost (its end is still visible as the domain's shutdown reason).
 
-pub mod abi;
 pub mod probe;
 pub mod start_info;
 

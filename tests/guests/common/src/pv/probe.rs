@@ -38,13 +38,13 @@
 //! should have mapped and did not) crashes the domain: there is no trap table
 //! yet, so the test sees the missing `ok` line and Xen's (or keel's) crash line.
 
-use keel_hypercall::abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
+use keel_hypercall::abi::start_info::{
+    FLAT_KERNEL_CS, FLAT_KERNEL_DS, FLAT_KERNEL_SS, MAX_GUEST_CMDLINE, SIF_INITDOMAIN,
+    SIF_PRIVILEGED, START_INFO_MAGIC_X86_64 as MAGIC_X86_64, StartInfo as XenStartInfo,
+};
 use keel_hypercall::abi::version::{XEN_EXTRAVERSION_LEN, XENVER_EXTRAVERSION, XENVER_VERSION};
 
 use super::Layout;
-use super::abi::{
-    FLAT_KERNEL_CS, FLAT_KERNEL_DS, FLAT_KERNEL_SS, INVALID_MFN, MAGIC_X86_64, start_info as off,
-};
 use super::start_info::StartInfo;
 use crate::checks::{Checks, Rc};
 use crate::console::Escaped;
@@ -52,6 +52,10 @@ use crate::paging::Page;
 use crate::{arch, cmdline, hypercall};
 
 const PAGE: u64 = 4096;
+
+/// A frame number no page has (all ones): never a valid p2m entry (Linux's
+/// `INVALID_P2M_ENTRY`, Xen's `INVALID_MFN`).
+const INVALID_MFN: u64 = u64::MAX;
 
 /// How far past the boot stack the layout guarantees mappings (xen.h, item 7).
 const PADDING_AFTER_BOOT: u64 = 512 * 1024;
@@ -161,14 +165,14 @@ fn field_checks(c: &Checks, si: &StartInfo) {
     c.check(
         "dom0 console info",
         (info_off == 0 && info_size == 0)
-            || (info_off >= off::SIZE as u64 && info_off + info_size <= PAGE),
+            || (info_off >= XenStartInfo::SIZE as u64 && info_off + info_size <= PAGE),
         format_args!("info_off {info_off}, info_size {info_size}: not inside the start info page"),
     );
 
     c.check(
         "cmd_line NUL-terminated",
         si.cmdline_terminated(),
-        format_args!("no NUL in its {} bytes", off::CMD_LINE_LEN),
+        format_args!("no NUL in its {} bytes", MAX_GUEST_CMDLINE),
     );
 
     c.check(

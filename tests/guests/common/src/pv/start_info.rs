@@ -3,7 +3,7 @@
 //! The entry's `rsi` holds the structure's *virtual* address, inside the bootstrap
 //! region the domain builder mapped (xen.h, "Start-of-day memory layout"). It is
 //! copied once, as bytes, and decoded field by field (offsets in
-//! [`super::abi::start_info`]); the addresses it holds are only compared and
+//! [`keel_hypercall::abi::start_info::StartInfo`]); the addresses it holds are only compared and
 //! printed here, never followed, except by the checks that exist to follow them
 //! ([`super::probe`]).
 //!
@@ -11,14 +11,16 @@
 //! past the end of the kernel image): a builder that passes something else gets a
 //! line saying so instead of a fault the guest could not report.
 
-use super::abi::start_info as off;
+use keel_hypercall::abi::start_info::{
+    ConsoleDom0, ConsoleDomU, MAX_GUEST_CMDLINE, StartInfo as XenStartInfo,
+};
 
 /// What the guest keeps of `struct start_info`.
 pub struct StartInfo {
     /// Its virtual address (`rsi` at entry).
     pub va: u64,
     /// `magic`, NUL-padded.
-    pub magic: [u8; off::MAGIC_LEN],
+    pub magic: [u8; 32],
     /// `nr_pages`.
     pub nr_pages: u64,
     /// `shared_info` (a machine address).
@@ -48,7 +50,7 @@ pub struct StartInfo {
     /// `mod_len`.
     pub mod_len: u64,
     /// `cmd_line`, all of it.
-    pub cmd_line: [u8; off::CMD_LINE_LEN],
+    pub cmd_line: [u8; MAX_GUEST_CMDLINE],
     /// `first_p2m_pfn`.
     pub first_p2m_pfn: u64,
     /// `nr_p2m_frames`.
@@ -75,10 +77,10 @@ pub fn read(va: u64, image_end: u64) -> Result<StartInfo, Unreadable> {
     if va < image_end {
         return Err(Unreadable::InsideImage);
     }
-    if va.checked_add(off::SIZE as u64).is_none() {
+    if va.checked_add(XenStartInfo::SIZE as u64).is_none() {
         return Err(Unreadable::Wraps);
     }
-    let mut raw = [0u8; off::SIZE];
+    let mut raw = [0u8; XenStartInfo::SIZE];
     for (i, b) in raw.iter_mut().enumerate() {
         // SAFETY: the builder maps the start info page (1168 bytes, inside one
         // page: `va` is page-aligned) read-write for the guest; a byte read has no
@@ -86,40 +88,30 @@ pub fn read(va: u64, image_end: u64) -> Result<StartInfo, Unreadable> {
         // table crashes the domain: the test then misses the guest's lines.
         *b = unsafe { core::ptr::read_volatile((va as usize + i) as *const u8) };
     }
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&raw[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let u32_at = |at: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&raw[at..at + 4]);
-        u32::from_le_bytes(b)
-    };
-    let mut magic = [0u8; off::MAGIC_LEN];
-    magic.copy_from_slice(&raw[off::MAGIC..off::MAGIC + off::MAGIC_LEN]);
-    let mut cmd_line = [0u8; off::CMD_LINE_LEN];
-    cmd_line.copy_from_slice(&raw[off::CMD_LINE..off::CMD_LINE + off::CMD_LINE_LEN]);
+    let si = XenStartInfo::from_bytes(&raw);
+    // The console union: Dom0's info (offset, size) or a domU's ring (mfn, port).
+    let dom0 = ConsoleDom0::from_bytes(&si.console);
+    let domu = ConsoleDomU::from_bytes(&si.console);
     Ok(StartInfo {
         va,
-        magic,
-        nr_pages: u64_at(off::NR_PAGES),
-        shared_info: u64_at(off::SHARED_INFO),
-        flags: u32_at(off::FLAGS),
-        store_mfn: u64_at(off::STORE_MFN),
-        store_evtchn: u32_at(off::STORE_EVTCHN),
-        console_info_off: u32_at(off::CONSOLE_DOM0_INFO_OFF),
-        console_info_size: u32_at(off::CONSOLE_DOM0_INFO_SIZE),
-        console_mfn: u64_at(off::CONSOLE_DOMU_MFN),
-        console_evtchn: u32_at(off::CONSOLE_DOMU_EVTCHN),
-        pt_base: u64_at(off::PT_BASE),
-        nr_pt_frames: u64_at(off::NR_PT_FRAMES),
-        mfn_list: u64_at(off::MFN_LIST),
-        mod_start: u64_at(off::MOD_START),
-        mod_len: u64_at(off::MOD_LEN),
-        cmd_line,
-        first_p2m_pfn: u64_at(off::FIRST_P2M_PFN),
-        nr_p2m_frames: u64_at(off::NR_P2M_FRAMES),
+        magic: si.magic,
+        nr_pages: si.nr_pages,
+        shared_info: si.shared_info,
+        flags: si.flags,
+        store_mfn: si.store_mfn,
+        store_evtchn: si.store_evtchn,
+        console_info_off: dom0.info_off,
+        console_info_size: dom0.info_size,
+        console_mfn: domu.mfn,
+        console_evtchn: domu.evtchn,
+        pt_base: si.pt_base,
+        nr_pt_frames: si.nr_pt_frames,
+        mfn_list: si.mfn_list,
+        mod_start: si.mod_start,
+        mod_len: si.mod_len,
+        cmd_line: si.cmd_line,
+        first_p2m_pfn: si.first_p2m_pfn,
+        nr_p2m_frames: si.nr_p2m_frames,
     })
 }
 
