@@ -123,6 +123,18 @@ pub struct Options {
     pub dom0_vcpus_pin: bool,
     /// `dom0_max_vcpus=`: how many vCPUs dom0 gets ([`Dom0Vcpus::count`]).
     pub dom0_max_vcpus: Dom0Vcpus,
+    /// `dom0=pv` / `dom0=pvh`: the mode Dom0 must be built in; `None`: keel's
+    /// default, PVH when the kernel has a PVH entry, else PV.
+    pub dom0_mode: Option<Dom0Mode>,
+    /// `dom0=shadow=<bool>`: build Dom0 with shadow paging.
+    pub dom0_shadow: bool,
+}
+
+/// Xen's `dom0=pv` and `dom0=pvh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dom0Mode {
+    Pv,
+    Pvh,
 }
 
 /// `dom0_max_vcpus=` in Xen's syntax: `<n>` gives dom0 exactly n vCPUs;
@@ -284,6 +296,8 @@ impl Default for Options {
             debug_crash_cpu: 0,
             dom0_vcpus_pin: false,
             dom0_max_vcpus: Dom0Vcpus::default(),
+            dom0_mode: None,
+            dom0_shadow: false,
         }
     }
 }
@@ -362,6 +376,8 @@ const CONSOLE_EXPECTED: &str = "a list of com1, none (vga is not supported)";
 const PORT_EXPECTED: &str = "an I/O port number (e.g. 0xf4)";
 const SCHED_EXPECTED: &str = "credit2 or null";
 const CPUS_EXPECTED: &str = "a number of CPUs, at least 1";
+const DOM0_EXPECTED: &str = "a comma-separated list of pv, pvh, shadow=<bool>, verbose=<bool>, \
+     cpuid-faulting=<bool>, msr-relaxed=<bool>";
 const DOM0_VCPUS_EXPECTED: &str = "<n>, <min>-<max>, <min>- or -<max> (vCPU counts)";
 const CPU_EXPECTED: &str = "a CPU index (0 is the boot CPU)";
 const CRASH_EXPECTED: &str = "one of page-fault, invalid-opcode, stack-overflow, panic";
@@ -664,6 +680,40 @@ pub fn parse<'a>(
                 }
             };
             opts.max_cpus = Some(opts.max_cpus.map_or(n, |m| m.min(n)));
+        } else if name_is(name, "dom0") {
+            // Xen's parse_dom0_param: a list; `pv` and `pvh` choose the mode (the
+            // last wins), the rest are booleans keel accepts (`shadow` is kept,
+            // `verbose`, `cpuid-faulting` and `msr-relaxed` change nothing here).
+            let v = value_of(word, value, DOM0_EXPECTED)?;
+            for item in v.split(',') {
+                let bad = CmdlineError::BadValue {
+                    option: word,
+                    value: item,
+                    expected: DOM0_EXPECTED,
+                };
+                let (key, val) = match item.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (item, None),
+                };
+                let (neg, key) = match key.strip_prefix("no-") {
+                    Some(rest) => (true, rest),
+                    None => (false, key),
+                };
+                if !neg && val.is_none() && name_is(key, "pv") {
+                    opts.dom0_mode = Some(Dom0Mode::Pv);
+                } else if !neg && val.is_none() && name_is(key, "pvh") {
+                    opts.dom0_mode = Some(Dom0Mode::Pvh);
+                } else if name_is(key, "shadow") {
+                    opts.dom0_shadow = parse_boolean(word, val, neg).map_err(|_| bad)?;
+                } else if name_is(key, "verbose")
+                    || name_is(key, "cpuid-faulting")
+                    || name_is(key, "msr-relaxed")
+                {
+                    parse_boolean(word, val, neg).map_err(|_| bad)?;
+                } else {
+                    return Err(bad);
+                }
+            }
         } else if name_is(name, "dom0_max_vcpus") {
             let v = value_of(word, value, DOM0_VCPUS_EXPECTED)?;
             let bad = CmdlineError::BadValue {
@@ -1010,6 +1060,26 @@ mod tests {
             parse("debug-crash-cpu=1", |_| {}).unwrap().debug_crash_cpu,
             1
         );
+    }
+
+    #[test]
+    fn dom0_mode_and_suboptions_follow_xen() {
+        let m = |line| parse(line, |_| {}).map(|o| (o.dom0_mode, o.dom0_shadow));
+        assert_eq!(m(""), Ok((None, false)));
+        assert_eq!(m("dom0=pv"), Ok((Some(Dom0Mode::Pv), false)));
+        assert_eq!(m("dom0=pvh"), Ok((Some(Dom0Mode::Pvh), false)));
+        // The last mode wins, within one option and across options.
+        assert_eq!(m("dom0=pv,pvh"), Ok((Some(Dom0Mode::Pvh), false)));
+        assert_eq!(m("dom0=pvh dom0=pv"), Ok((Some(Dom0Mode::Pv), false)));
+        assert_eq!(m("dom0=pvh,shadow"), Ok((Some(Dom0Mode::Pvh), true)));
+        assert_eq!(m("dom0=pvh,shadow=1,no-shadow"), Ok((Some(Dom0Mode::Pvh), false)));
+        assert_eq!(
+            m("dom0=pvh,verbose,cpuid-faulting=0,msr_relaxed=yes"),
+            Ok((Some(Dom0Mode::Pvh), false))
+        );
+        for bad in ["dom0=hvm", "dom0=pvh,shadow=maybe", "dom0=pv=1", "dom0=no-pvh", "dom0=pvh,", "dom0="] {
+            assert!(m(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -459,7 +459,7 @@ fn launch(boot: &BootInfo<'_>, hvm: &HvmSupport, opts: &cmdline::Options) -> ! {
         let vcpus = opts
             .dom0_max_vcpus
             .count(percpu::nr_online(), domain::MAX_VCPUS);
-        match build_dom0(m, d0, mods, hvm, &opts.dom0_mem, vcpus) {
+        match build_dom0(m, d0, mods, hvm, opts, vcpus) {
             Ok(d) => {
                 // dom0_vcpus_pin: Dom0's vCPU i runs on pCPU i only.
                 let nr = percpu::nr_online();
@@ -597,10 +597,24 @@ fn build_dom0(
     plan: &keel_builder::launch::Dom0Plan,
     mods: &[keel_builder::bootinfo::Module<'_>],
     hvm: &HvmSupport,
-    dom0_mem: &cmdline::Dom0Mem,
+    opts: &cmdline::Options,
     vcpus: u32,
 ) -> Result<domain::Domain, &'static str> {
+    let dom0_mem = &opts.dom0_mem;
     let name = m.name();
+    // Xen's dom0= asks for a mode keel may not have (yet).
+    let asked = match (opts.dom0_mode, opts.dom0_shadow) {
+        (Some(cmdline::Dom0Mode::Pv), _) => Some("dom0=pv: keel cannot run PV guests yet"),
+        (_, true) => Some("dom0=shadow: keel has no shadow paging yet"),
+        _ => None,
+    };
+    if let Some(why) = asked {
+        say!(
+            "dom0: module {} '{name}': cannot build the domain: {why}",
+            plan.kernel
+        );
+        return Err("dom0 cannot be built");
+    }
     let Some(bytes) = memory::module_bytes(m.start, m.len()) else {
         say!(
             "dom0: module {} '{name}': not a loadable kernel: it lies outside memory keel maps ({:#x}..{:#x})",

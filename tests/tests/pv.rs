@@ -37,3 +37,34 @@ fn an_elf_without_xen_notes_is_not_a_xen_kernel_on_qemu_svm() {
     run.assert_no_line(FATAL);
     run.assert_powered_off_cleanly();
 }
+
+/// Xen's `dom0=pv` asks for a PV Dom0 (even of a kernel that could run PVH):
+/// refused by name; `dom0=pvh,shadow` asks for shadow paging, which keel does not
+/// have yet: refused by name too.
+#[test]
+fn dom0_mode_options_are_honoured_or_refused_on_qemu_svm() {
+    use keel_tests::guests::PVH64;
+    for (opt, why) in [
+        ("dom0=pv", "dom0=pv: keel cannot run PV guests yet"),
+        ("dom0=pvh,shadow", "dom0=shadow: keel has no shadow paging yet"),
+    ] {
+        let run = Boot::new("dom0_mode", Backend::QemuSvm)
+            .extra_cmdline(opt)
+            .module(guests::guest(PVH64), "mode=hello")
+            .run();
+        run.assert_line(&format!(
+            r"^\(KEEL\) dom0: module 0 'pvh64\.elf': cannot build the domain: {}$",
+            regex::escape(why)
+        ));
+        run.assert_no_line(FATAL);
+        run.assert_powered_off_cleanly();
+    }
+    // dom0=pvh is what keel does anyway.
+    let run = Boot::new("dom0_mode", Backend::QemuSvm)
+        .extra_cmdline("dom0=pvh")
+        .module(guests::guest(PVH64), "mode=hello")
+        .run();
+    run.assert_line(r"^\(d0\) hello from pvh64$");
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
+}
