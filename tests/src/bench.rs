@@ -773,6 +773,44 @@ impl BenchRun {
     }
 }
 
+/// Starts QEMU with `args` in `work`: the command line saved to `command.txt`
+/// (to rerun by hand), stdout and stderr to `emulator.out`. Returns the child and
+/// when it started, and the command line.
+pub(crate) fn spawn_qemu(
+    work: &Path,
+    args: &[String],
+) -> Result<(Child, Instant, String), HarnessError> {
+    let command_line = shell_line(QEMU, args);
+    std::fs::write(
+        work.join("command.txt"),
+        format!("cd {} && {command_line}\n", work.display()),
+    )
+    .map_err(HarnessError::io(format!(
+        "writing {}/command.txt",
+        work.display()
+    )))?;
+    let out_path = work.join("emulator.out");
+    let out = File::create(&out_path)
+        .map_err(HarnessError::io(format!("creating {}", out_path.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(HarnessError::io("duplicating a file handle"))?;
+    let start = Instant::now();
+    let child = Command::new(QEMU)
+        .args(args)
+        .current_dir(work)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| HarnessError::Spawn {
+            program: QEMU.to_string(),
+            package: "qemu-system-x86",
+            source,
+        })?;
+    Ok((child, start, command_line))
+}
+
 /// Copies `from` into the directory `work` as `name`; returns the copy's path.
 pub fn copy_into(work: &Path, from: &Path, name: &str) -> Result<PathBuf, HarnessError> {
     let to = work.join(name);
@@ -802,34 +840,7 @@ pub fn boot(
     copy_into(&work, kernel, hypervisor.kernel_file())?;
     copy_into(&work, guest, GUEST_FILE)?;
     let args = qemu_args(hypervisor, cpus, guest_cmdline)?;
-    let command_line = shell_line(QEMU, &args);
-    std::fs::write(
-        work.join("command.txt"),
-        format!("cd {} && {command_line}\n", work.display()),
-    )
-    .map_err(HarnessError::io(format!(
-        "writing {}/command.txt",
-        work.display()
-    )))?;
-    let out_path = work.join("emulator.out");
-    let out = File::create(&out_path)
-        .map_err(HarnessError::io(format!("creating {}", out_path.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(HarnessError::io("duplicating a file handle"))?;
-    let start = Instant::now();
-    let child = Command::new(QEMU)
-        .args(&args)
-        .current_dir(&work)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|source| HarnessError::Spawn {
-            program: QEMU.to_string(),
-            package: "qemu-system-x86",
-            source,
-        })?;
+    let (child, start, command_line) = spawn_qemu(&work, &args)?;
     let watched = watch(child, &work.join(SERIAL_FILE), start, timeout)?;
     Ok(BenchRun {
         hypervisor,

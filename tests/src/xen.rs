@@ -50,16 +50,15 @@
 //! ([`crate::debian::fetch_in`]).
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
 
 use crate::bench::{self, BenchError};
-use crate::qemu::{self, QEMU};
+use crate::qemu;
 use crate::run::{self, Supervision};
 use crate::{HarnessError, serial, workdir};
 
@@ -238,34 +237,7 @@ impl XenBoot {
         bench::copy_into(&work, &xen.image, XEN_FILE)?;
         bench::copy_into(&work, &self.guest, &self.guest_file())?;
         let args = self.qemu_args()?;
-        let command_line = bench::shell_line(QEMU, &args);
-        std::fs::write(
-            work.join("command.txt"),
-            format!("cd {} && {command_line}\n", work.display()),
-        )
-        .map_err(HarnessError::io(format!(
-            "writing {}/command.txt",
-            work.display()
-        )))?;
-        let out_path = work.join("emulator.out");
-        let out = File::create(&out_path)
-            .map_err(HarnessError::io(format!("creating {}", out_path.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(HarnessError::io("duplicating a file handle"))?;
-        let start = Instant::now();
-        let child = Command::new(QEMU)
-            .args(&args)
-            .current_dir(&work)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| HarnessError::Spawn {
-                program: QEMU.to_string(),
-                package: "qemu-system-x86",
-                source,
-            })?;
+        let (child, start, command_line) = bench::spawn_qemu(&work, &args)?;
         let mut watch = Watch {
             start,
             stop_at: None,
