@@ -6,10 +6,16 @@
 //! The caller's vCPU hardware state is held by this pCPU for the whole call (the
 //! run loop's). Each handler takes what it touches in the lock order
 //! (docs/architecture.md): grant tables (a map or unmap: mapper and granter,
-//! lower domid first; a copy: one granter at a time), then event tables
-//! (`channels.rs`), then vCPU `st`, then domain `mem`; never the scheduler's
-//! (woken vCPUs go into `Wakes`). A handler that removes a p2m entry calls
-//! `Domain::flush_tlbs` before the frame behind it can be reused.
+//! lower domid first; a copy: one granter at a time, and a transitive copy the
+//! granter, then the hop's domain, then the granter again, never two at once),
+//! then event tables (`channels.rs`), then vCPU `st`, then domain `mem`; never
+//! the scheduler's (woken vCPUs go into `Wakes`). A handler that removes a p2m
+//! entry calls `Domain::flush_tlbs` before the frame behind it can be reused.
+//! `EVTCHNOP_init_control`/`expand_array` hold the caller's grant lock from the
+//! frame's check until its event table holds the frame, as
+//! `decrease_reservation` holds it from its check to the free, so a FIFO frame
+//! is never freed while the table uses it (`is_special` asks the table, under
+//! the grant lock).
 
 use keel_hypercall::abi::Errno;
 use keel_hypercall::abi::hvm::{HVM_NR_PARAMS, VcpuHvmContext};
