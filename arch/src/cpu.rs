@@ -147,14 +147,16 @@ pub fn read_cr4() -> u64 {
 /// covers HLT, so an interrupt arriving in between still wakes us).
 pub fn enable_interrupts_and_halt() {
     // SAFETY: keel's IDT is loaded before interrupts are ever enabled.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    // Not `nomem`: the interrupt handlers that end the halt change memory (a
+    // kick's flag, a timer's armed deadline) that the caller reads next.
+    unsafe { asm!("sti; hlt", options(nostack)) };
 }
 
 /// Opens a one-instruction window for pending interrupts (after a guest exit for a
 /// host interrupt), then closes it again.
 pub fn interrupt_window() {
     // SAFETY: keel's IDT is loaded before guests run; handlers preserve all state.
-    unsafe { asm!("sti; nop; cli", options(nomem, nostack)) };
+    unsafe { asm!("sti; nop; cli", options(nostack)) };
 }
 
 pub fn disable_interrupts() {

@@ -241,8 +241,12 @@ fn idle(cpu: &mut Cpu, now: u64, slice_ns: u64) {
             now.saturating_add(IDLE_RECHECK_NS)
         }
     };
-    clock::arm(until);
+    // Armed again on every turn: a one-shot count is clamped to 32 bits (about
+    // 4 s of a 1 GHz local APIC timer), so a far deadline fires early, and a
+    // halt after that with nothing armed would sleep until a kick that may
+    // never come. `arm` does nothing while the timer is still armed for `until`.
     while clock::now() < until && !percpu::take_kicked() {
+        clock::arm(until);
         keel_arch::cpu::enable_interrupts_and_halt();
         keel_arch::cpu::disable_interrupts();
     }

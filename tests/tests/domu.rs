@@ -387,39 +387,46 @@ const TIMER_CHECKS: &[&str] = &[
 
 /// `upcall` picks how the guest asks for its upcall (the per-vCPU vector, or
 /// the `HVM_PARAM_CALLBACK_IRQ` vector callback).
-fn timers(test: &str, backend: Backend, upcall: &str) {
+/// `long_ms`, if not 0, adds a single-shot timer that far ahead with every
+/// pCPU idle (check `singleshot +<long_ms> ms`).
+fn timers(test: &str, backend: Backend, upcall: &str, long_ms: u32) {
     let run = boot(
         test,
         backend,
         &[dom(
             "timers",
-            format!("mode=timers upcall={upcall} slack-ms=10"),
+            format!("mode=timers upcall={upcall} slack-ms=10 long-ms={long_ms}"),
             "",
         )],
     );
     assert_domain_passed(&run, 1, TIMER_CHECKS);
+    if long_ms > 0 {
+        run.assert_line(&format!(r"^\(d1\) singleshot \+{long_ms} ms: ok$"));
+    }
     run.assert_line(r"^\(d1\) info: periodic 10 ms: \d+ events in 500 ms$");
     assert_all_ended(&run, &[(1, "poweroff")]);
 }
 
+/// With a 6 s single-shot timer: QEMU's local APIC timer runs at 1 GHz, so one
+/// 32-bit count ends after 4.3 s, and an idle pCPU must arm it again.
 #[test]
 fn timers_on_qemu_svm() {
-    timers("domu_timers", Backend::QemuSvm, "vector");
+    timers("domu_timers", Backend::QemuSvm, "vector", 6000);
 }
 
 #[test]
 fn timers_with_callback_via_on_qemu_svm() {
-    timers("domu_timers_callback", Backend::QemuSvm, "callback");
+    timers("domu_timers_callback", Backend::QemuSvm, "callback", 0);
 }
 
 #[test]
 fn timers_on_bochs_vmx() {
-    timers("domu_timers", Backend::BochsVmx, "vector");
+    timers("domu_timers", Backend::BochsVmx, "vector", 0);
 }
 
 #[test]
 fn timers_on_bochs_svm() {
-    timers("domu_timers", Backend::BochsSvm, "callback");
+    timers("domu_timers", Backend::BochsSvm, "callback", 0);
 }
 
 // ---------------------------------------------------------------------------
