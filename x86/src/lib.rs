@@ -1,7 +1,9 @@
 //! x86 facts keel needs as pure logic, apart from the hardware access around them:
 //! the instruction decoder ([`insn`]), the CPUID a guest sees ([`cpuid_policy`]),
-//! the Xen hypercall page ([`hypercall_page`]) and a vCPU's whole register state with
-//! the rules for loading one ([`context`]).
+//! the Xen hypercall page ([`hypercall_page`]), a vCPU's whole register state with
+//! the rules for loading one ([`context`]), and the CPU state transitions of a 64-bit
+//! PV guest ([`pv`]: its hypercall page, descriptor checks, virtual IDT, event
+//! bounce and `iret`).
 //!
 //! # Why a crate of its own
 //!
@@ -27,6 +29,7 @@ pub mod context;
 pub mod cpuid_policy;
 pub mod hypercall_page;
 pub mod insn;
+pub mod pv;
 
 #[cfg(test)]
 mod insn_proptests;

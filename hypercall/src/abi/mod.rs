@@ -155,6 +155,7 @@ pub mod hvm;
 pub mod hypercall;
 pub mod memory;
 pub mod mmu;
+pub mod pv;
 pub mod sched;
 pub mod start_info;
 pub mod vcpu;
