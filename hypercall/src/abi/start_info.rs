@@ -195,9 +195,9 @@ abi_struct! {
 
 // Selectors a 64-bit PV guest is started with (`arch-x86/xen-x86_64.h`): its kernel
 // runs in ring 3, on descriptors Xen keeps in its own part of the GDT.
-/// `FLAT_KERNEL_CS` (= `FLAT_RING3_CS64`, GDT index 262, RPL 3).
+/// `FLAT_KERNEL_CS` (= `FLAT_RING3_CS64`, GDT index 7174, RPL 3).
 pub const FLAT_KERNEL_CS: u16 = 0xe033;
-/// `FLAT_KERNEL_SS` (= `FLAT_RING3_SS64`, GDT index 261, RPL 3).
+/// `FLAT_KERNEL_SS` (= `FLAT_RING3_SS64`, GDT index 7173, RPL 3).
 pub const FLAT_KERNEL_SS: u16 = 0xe02b;
 /// `FLAT_KERNEL_DS` (= `FLAT_RING3_DS64`): the null selector.
 pub const FLAT_KERNEL_DS: u16 = 0;
