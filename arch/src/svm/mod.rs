@@ -33,6 +33,23 @@
 //! clears a queued event, the interrupt shadow and the interrupt-window V_IRQ, and
 //! resets CR2, DR6, DR7 and the x87/SSE image; the next VMRUN flushes the ASID.
 //!
+//! # Interrupt shadows
+//! After an exit inside an interrupt shadow (an external interrupt right after
+//! the guest's STI, before the instruction STI covers), the VMCB says so
+//! (INTERRUPT_SHADOW) and the next VMRUN should restore it. QEMU 7.2's TCG does
+//! not: it saves the shadow at #VMEXIT but never loads it at VMRUN, so the
+//! guest resumes unshadowed, a V_IRQ window opens at once, and an event
+//! injected there runs *before* the shadowed instruction. For `sti; vmmcall`
+//! (SCHEDOP_block) or `sti; hlt` that is a lost wake-up: the upcall runs, then
+//! the vCPU blocks with nothing pending (CI saw it as a pingpong hang). So keel
+//! honours the shadow itself: an exit that reports one starts a hold at its
+//! RIP, during which nothing is injected and no window is asked for; the hold
+//! ends when keel completes an instruction there (`advance_rip`), at the first
+//! exit at another RIP, or after [`SHADOW_HOLD_EXITS`] exits at the same RIP
+//! (a guest spinning on that instruction still gets its interrupt). An event
+//! held back waits for the next exit, which a blocking instruction makes at
+//! once.
+//!
 //! # NMIs
 //! Injected through EVENTINJ (type 2). Without vNMI the VMCB does not show whether
 //! the guest is still in the handler of an earlier NMI (that would take the IRET
@@ -161,7 +178,19 @@ pub struct SvmVcpu {
     maxphyaddr: u8,
     /// The last `load_context` was refused: `run` reports it instead of entering.
     refused: Option<LoadContextError>,
+    /// An interrupt shadow (STI, MOV SS) keel must honour itself: set when an
+    /// exit reports one, at that RIP, with how many more exits at the same RIP
+    /// keep it (see "Interrupt shadows" in the module doc).
+    shadow_hold: Option<(u64, u8)>,
+    /// The kernel asked for an interrupt window (`set_interrupt_window_exit`);
+    /// the V_IRQ that makes it is withheld while `shadow_hold` lasts.
+    window: bool,
 }
+
+/// Exits at the RIP of an interrupt shadow that keep it (at most): enough for
+/// asynchronous exits in a row before the shadowed instruction runs, bounded so
+/// that a guest spinning on that one instruction still gets its interrupt.
+const SHADOW_HOLD_EXITS: u8 = 3;
 
 /// DR6 and DR7 reset values (APM Vol. 2 §14.1.3, table 14-1).
 const DR6_DEFAULT: u64 = 0xFFFF_0FF0;
@@ -254,6 +283,8 @@ impl SvmVcpu {
             last_cpu: crate::percpu::index(),
             maxphyaddr: (crate::cpu::cpuid(0x8000_0008, 0).0 & 0xFF) as u8,
             refused: None,
+            shadow_hold: None,
+            window: false,
         };
         // PVH start of day (Xen docs/misc/pvh.pandoc).
         let ctx = start.context();
@@ -324,6 +355,7 @@ impl SvmVcpu {
         v.set(vmcb::DR7, DR7_DEFAULT);
         v.set(vmcb::EVENTINJ, 0);
         v.set(vmcb::INTERRUPT_SHADOW, 0);
+        self.shadow_hold = None;
         self.set_interrupt_window_exit(false);
         self.gprs = *ctx.gprs();
         self.fx = crate::cpu::FxState::initial();
@@ -428,6 +460,26 @@ unsafe fn svm_run(vmcb: u64, host: u64, gprs: *mut GuestGprs) {
     }
 }
 
+impl SvmVcpu {
+    /// Sets or withdraws the interrupt window: a V_IRQ the guest can take exits
+    /// through the VINTR intercept before it is delivered (APM Vol. 2 §15.21.4),
+    /// the window without a virtual APIC.
+    fn write_window(&mut self, on: bool) {
+        let vintr = self.vmcb.get(vmcb::VINTR) & !(V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+        let misc1 = self.vmcb.get(vmcb::INTERCEPT_MISC1);
+        if on {
+            self.vmcb
+                .set(vmcb::VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+            self.vmcb
+                .set(vmcb::INTERCEPT_MISC1, misc1 | intercept1::VINTR);
+        } else {
+            self.vmcb.set(vmcb::VINTR, vintr);
+            self.vmcb
+                .set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
+        }
+    }
+}
+
 impl HvmVcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
         if let Some(e) = self.refused {
@@ -448,6 +500,9 @@ impl HvmVcpu for SvmVcpu {
         self.vmcb.set(vmcb::TLB_CONTROL, u8::from(self.flush));
         self.flush = false;
         self.vmcb.set(vmcb::RAX, self.gprs.rax);
+        // No V_IRQ inside a shadow: the window would open at once on an
+        // emulator that drops the shadow at VMRUN.
+        self.write_window(self.window && self.shadow_hold.is_none());
         self.vmcb.set(vmcb::VMCB_CLEAN, 0);
         // SAFETY: the VMCB was initialized by `new` and is owned by self; `host` was
         // captured by `enable` on this very CPU (its PerCpu); gprs is a live &mut.
@@ -461,6 +516,12 @@ impl HvmVcpu for SvmVcpu {
         } else {
             self.vmcb.set(vmcb::EVENTINJ, 0);
         }
+        let rip = self.vmcb.get(vmcb::RIP);
+        self.shadow_hold = match self.shadow_hold {
+            _ if self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 != 0 => Some((rip, SHADOW_HOLD_EXITS)),
+            Some((at, n)) if at == rip && n > 1 => Some((at, n - 1)),
+            _ => None,
+        };
         let code = self.vmcb.get(vmcb::EXITCODE);
         if code == exit::VMEXIT_VINTR {
             // The window keel asked for is open: withdraw the dummy V_IRQ.
@@ -549,6 +610,8 @@ impl HvmVcpu for SvmVcpu {
         self.vmcb.set(vmcb::RIP, rip);
         let shadow = self.vmcb.get(vmcb::INTERRUPT_SHADOW);
         self.vmcb.set(vmcb::INTERRUPT_SHADOW, shadow & !1);
+        // The shadowed instruction is done.
+        self.shadow_hold = None;
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -628,6 +691,7 @@ impl HvmVcpu for SvmVcpu {
         const RFLAGS_IF: u64 = 1 << 9;
         self.vmcb.get(vmcb::RFLAGS) & RFLAGS_IF != 0
             && self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 == 0
+            && self.shadow_hold.is_none()
             && self.vmcb.get(vmcb::EVENTINJ) & EVENTINJ_VALID == 0
     }
 
@@ -638,25 +702,14 @@ impl HvmVcpu for SvmVcpu {
     }
 
     fn set_interrupt_window_exit(&mut self, on: bool) {
-        // A V_IRQ the guest can take exits through the VINTR intercept before it is
-        // delivered (APM Vol. 2 §15.21.4): the window, without a virtual APIC.
-        let vintr = self.vmcb.get(vmcb::VINTR) & !(V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
-        let misc1 = self.vmcb.get(vmcb::INTERCEPT_MISC1);
-        if on {
-            self.vmcb
-                .set(vmcb::VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
-            self.vmcb
-                .set(vmcb::INTERCEPT_MISC1, misc1 | intercept1::VINTR);
-        } else {
-            self.vmcb.set(vmcb::VINTR, vintr);
-            self.vmcb
-                .set(vmcb::INTERCEPT_MISC1, misc1 & !intercept1::VINTR);
-        }
+        self.window = on;
+        self.write_window(on && self.shadow_hold.is_none());
     }
 
     fn nmi_ready(&self) -> bool {
         // See the module doc: NMI blocking itself is not visible without vNMI.
         self.vmcb.get(vmcb::INTERRUPT_SHADOW) & 1 == 0
+            && self.shadow_hold.is_none()
             && self.vmcb.get(vmcb::EVENTINJ) & EVENTINJ_VALID == 0
     }
 

@@ -231,10 +231,23 @@ fn server(env: &Env<'_>, peer: u16, count: u32, gref: u32) {
     let elapsed = time::now().saturating_sub(if first_at == 0 { start } else { first_at });
     match failure {
         None => {}
-        Some((seq, what, v)) => c.fail(
-            "exchange",
-            format_args!("message {seq}: {what} {v} ({verified} verified before)"),
-        ),
+        Some((seq, what, v)) => {
+            // What the page and the port hold now tells a lost event from a
+            // request never written.
+            let word = port as usize / 64;
+            let bit = 1u64 << (port % 64);
+            c.fail(
+                "exchange",
+                format_args!(
+                    "message {seq}: {what} {v} ({verified} verified before; page holds \
+                     {:#x} seq {}; port pending {}, masked {})",
+                    granted_word(0),
+                    granted_word(1),
+                    crate::shared::pending(word).load(Ordering::SeqCst) & bit != 0,
+                    crate::shared::mask(word).load(Ordering::SeqCst) & bit != 0,
+                ),
+            );
+        }
     }
     let name = super::name(format_args!("messages verified {count}"));
     c.check(
