@@ -83,6 +83,14 @@ pub enum BuildError {
     NoHap,
     /// a PV kernel: keel cannot run PV guests yet
     PvNotYet,
+    /// the PV kernel cannot be laid out
+    Pv(keel_builder::pv::PvError),
+    /// the PV kernel's initial page tables are refused
+    PvMmu(keel_mm::pv::PvError),
+    /// a trial PV build did not give back every frame
+    PvTeardown,
+    /// a PV domain of {pages} pages: keel builds PV domains of at most {max} pages for now
+    PvTooBig { pages: u64, max: u64 },
     /// not a Xen kernel at all
     NotXen(keel_builder::pv::PvError),
 }
@@ -101,6 +109,16 @@ impl core::fmt::Display for BuildError {
                 "a PV kernel (Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY): keel cannot run PV guests yet",
             ),
             BuildError::NotXen(e) => write!(f, "{e}"),
+            BuildError::Pv(e) => write!(f, "PV kernel: {e}"),
+            BuildError::PvMmu(e) => write!(f, "PV kernel: its initial page tables are refused: {e}"),
+            BuildError::PvTooBig { pages, max } => write!(
+                f,
+                "PV kernel: a domain of {pages} pages: keel builds PV domains of at most {max} pages ({} MiB) for now",
+                max / 256
+            ),
+            BuildError::PvTeardown => {
+                f.write_str("PV kernel: the trial build did not give back every frame (a keel bug)")
+            }
         }
     }
 }
@@ -613,7 +631,12 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     // What kind of Xen kernel this is decides the message; a malformed image
     // gets the PVH parser's more precise one below.
     match pv::classify(spec.kernel) {
-        Ok(XenKernelKind::PvOnly) => return Err(BuildError::PvNotYet),
+        Ok(XenKernelKind::PvOnly) => {
+            // Built and checked as far as keel can (docs/pv.md step 1), then refused.
+            let trial = crate::pv::trial_build(spec)?;
+            crate::logger::say!("d{}: PV kernel laid out and checked: {trial}", spec.id);
+            return Err(BuildError::PvNotYet);
+        }
         Ok(XenKernelKind::Neither) => return Err(BuildError::NotXen(pv::PvError::NotXenKernel)),
         _ => {}
     }

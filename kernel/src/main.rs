@@ -27,6 +27,7 @@ mod hypercalls;
 mod logger;
 mod memory;
 mod paging;
+mod pv;
 mod online;
 mod percpu;
 mod registry;

@@ -1,6 +1,7 @@
-//! PV guests on keel (issue 14). keel does not run PV guests yet: until it does,
-//! these tests hold it to saying so, and to telling a PV kernel, a PVH kernel and
-//! something that is no Xen kernel at all apart. The pv64 guest itself is proven
+//! PV guests on keel (issue 14). keel builds PV domains but does not run them
+//! yet: until it does, these tests hold it to a build its PV MMU accepts and that
+//! gives every frame back, to saying that it cannot run it, and to telling a PV
+//! kernel, a PVH kernel and something that is no Xen kernel at all apart. The pv64 guest itself is proven
 //! on Xen 4.17 by `pv_on_xen.rs`; once keel runs PV, the same checks
 //! (`guests::PV64_PROBE_CHECKS`) move here.
 
@@ -8,20 +9,50 @@ use keel_tests::contract::FATAL;
 use keel_tests::guests::{self, PV64};
 use keel_tests::{Backend, Boot};
 
-/// pv64 as Dom0: refused by name, keel powers off cleanly. The same on a machine
-/// without hardware virtualization, where PV is all that could run.
+/// The line keel prints when it refuses to run a PV Dom0 it has built.
+const PV_NOT_YET: &str = r"^\(KEEL\) dom0: module 0 'pv64\.elf': cannot build the domain: a PV kernel \(Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY\): keel cannot run PV guests yet$";
+
+/// pv64 as a 64 MiB Dom0 (docs/pv.md step 1): keel lays it out in its own frames,
+/// validates the builder's page tables with the PV MMU as vCPU 0's base (every
+/// level present: L4, L3, L2, L1), tears it down with every frame returned
+/// (16384 of RAM and shared_info), and then refuses to run it by name, powering
+/// off cleanly. The same on a machine without hardware virtualization, where PV
+/// is all that could run, and on Bochs's VMX.
 #[test]
-fn pv_dom0_is_refused_by_name_on_qemu_svm_and_qemu_nohvm() {
-    for backend in [Backend::QemuSvm, Backend::QemuNoHvm] {
+fn pv_dom0_is_built_checked_and_refused_on_qemu_svm_qemu_nohvm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::QemuNoHvm, Backend::BochsVmx] {
         let run = Boot::new("pv_dom0_refused", backend)
+            .extra_cmdline("dom0_mem=64M")
             .module(guests::guest(PV64), "mode=hello")
             .run();
-        run.assert_line(
-            r"^\(KEEL\) dom0: module 0 'pv64\.elf': cannot build the domain: a PV kernel \(Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY\): keel cannot run PV guests yet$",
+        let c = run.assert_line(
+            r"^\(KEEL\) d0: PV kernel laid out and checked: 16384 pages, (\d+) boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, (\d+) L3, (\d+) L2, (\d+) L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, 16385 frames returned$",
         );
+        let n = |i: usize| c[i].parse::<u32>().unwrap_or(0);
+        assert!(
+            n(2) >= 1 && n(3) >= 1 && n(4) >= 1 && n(1) == 1 + n(2) + n(3) + n(4),
+            "every level validated, and exactly the boot tables:\n{}",
+            run.report()
+        );
+        run.assert_line(PV_NOT_YET);
         run.assert_no_line(FATAL);
         run.assert_powered_off_cleanly();
     }
+}
+
+/// A PV Dom0 bigger than the PV MMU's bookkeeping allows today (the default
+/// dom0_mem: most of the machine) is refused by name before anything is
+/// allocated, never by running keel out of heap.
+#[test]
+fn a_pv_dom0_too_big_for_now_is_refused_by_name_on_qemu_svm() {
+    let run = Boot::new("pv_dom0_too_big", Backend::QemuSvm)
+        .module(guests::guest(PV64), "mode=hello")
+        .run();
+    run.assert_line(
+        r"^\(KEEL\) dom0: module 0 'pv64\.elf': cannot build the domain: PV kernel: a domain of \d+ pages: keel builds PV domains of at most 32768 pages \(128 MiB\) for now$",
+    );
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
 }
 
 /// An ELF that carries no Xen notes at all (keel's own image) as Dom0: refused
