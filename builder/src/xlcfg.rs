@@ -9,7 +9,7 @@
 //! | key | meaning | default |
 //! |---|---|---|
 //! | `name` | the domain's name (required, unique) | — |
-//! | `type` | `"pvh"` (required: `"pv"` and `"hvm"` are refused as not supported yet; so is the deprecated `builder`) | — |
+//! | `type` | `"pvh"`, or `"pv"` (built and checked, not run yet: docs/pv.md) (required; `"hvm"` is refused as not supported yet, and so is the deprecated `builder`) | — |
 //! | `kernel`, `ramdisk` | the images, named as multiboot modules (see `launch`) | —, none |
 //! | `cmdline`, or `root` + `extra` | the kernel command line | empty |
 //! | `memory`, `maxmem` | MiB of RAM at boot, and at most | 128, `memory` |
@@ -150,6 +150,9 @@ pub type Settings = BTreeMap<String, Setting>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainType {
     Pvh,
+    /// A paravirtualized kernel (`XEN_ELFNOTE_ENTRY`): keel builds and checks
+    /// it, and does not run it yet (docs/pv.md).
+    Pv,
 }
 
 /// What to do when a domain ends (`on_poweroff` etc.; libxl's
@@ -283,7 +286,8 @@ impl Config {
         }
         let kind = match get.string("type")?.as_deref() {
             Some("pvh") => DomainType::Pvh,
-            Some(t @ ("pv" | "hvm")) => {
+            Some("pv") => DomainType::Pv,
+            Some(t @ "hvm") => {
                 return Err(Error::at(
                     get.line("type"),
                     ErrorKind::UnsupportedType(t.to_string()),
@@ -855,7 +859,7 @@ pub enum ErrorKind {
     NameControl,
     /// `type` is required: keel builds PVH domUs (type = "pvh"); xl's default, pv, is not supported yet
     MissingType,
-    /// type = "{0}" is not supported yet: keel builds PVH domUs only (type = "pvh")
+    /// type = "{0}" is not supported yet: keel builds PVH (and checks PV) domUs only (type = "pvh" or "pv")
     UnsupportedType(String),
     /// unknown type "{0}": keel builds PVH domUs (type = "pvh")
     UnknownType(String),
@@ -1612,11 +1616,11 @@ cpus_soft = ["1", "3"]
         );
         assert_eq!(
             err("name='a'\ntype='hvm'\nkernel='k'").to_string(),
-            "line 2: type = \"hvm\" is not supported yet: keel builds PVH domUs only (type = \"pvh\")"
+            "line 2: type = \"hvm\" is not supported yet: keel builds PVH (and checks PV) domUs only (type = \"pvh\" or \"pv\")"
         );
         assert_eq!(
-            err("name='a'\ntype='pv'\nkernel='k'").kind,
-            ErrorKind::UnsupportedType("pv".into())
+            parse("name='a'\ntype='pv'\nkernel='k'").map(|c| c.kind),
+            Ok(DomainType::Pv)
         );
         assert_eq!(
             err("name='a'\ntype='kvm'\nkernel='k'").to_string(),

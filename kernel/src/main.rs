@@ -776,6 +776,20 @@ fn build_domu(
         vcpus: c.vcpus,
         max_vcpus: c.max_vcpus,
     };
+    if c.kind == keel_builder::xlcfg::DomainType::Pv {
+        // Built and checked as far as keel can (docs/pv.md step 1), then refused.
+        return match keel_builder::pv::classify(spec.kernel) {
+            Ok(k) if k.pv() => {
+                let trial = pv::trial_build(&spec).map_err(|e| format!("{e}"))?;
+                say!("d{}: PV kernel laid out and checked: {trial}", du.id);
+                Err(alloc::string::String::from("type = \"pv\": keel cannot run PV guests yet"))
+            }
+            Ok(_) => Err(alloc::string::String::from(
+                "type = \"pv\" needs a kernel with a Xen PV entry (XEN_ELFNOTE_ENTRY), and this one has none",
+            )),
+            Err(e) => Err(format!("{e}")),
+        };
+    }
     let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
     say!(
         "d{}: PVH, {} MiB, {} vCPU(s) ({} at most), {} module(s), entry {:#x}, command line '{}' ({})",

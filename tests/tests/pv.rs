@@ -55,6 +55,46 @@ fn a_pv_dom0_too_big_for_now_is_refused_by_name_on_qemu_svm() {
     run.assert_powered_off_cleanly();
 }
 
+/// xl.cfg `type = "pv"` (docs/pv.md step 1, domU half): pv64 as a 32 MiB domU is
+/// laid out and checked as the Dom0 is (libxg's layout: xenstore and console
+/// pages too), every frame returned, then refused by name; `type = "pv"` with a
+/// kernel that has no PV entry (pvh64) is refused as such, and a PVH domU beside
+/// them runs as before.
+#[test]
+fn pv_domu_is_built_checked_and_refused_on_qemu_svm() {
+    use keel_tests::guests::PVH64;
+    let cfg = |name: &str, kernel: &str, ty: &str, mib: u32| {
+        format!(
+            "name = \"{name}\"\ntype = \"{ty}\"\nkernel = \"{kernel}\"\ncmdline = \"mode=hello\"\nmemory = {mib}\nvcpus = 1\n"
+        )
+    };
+    let run = Boot::new("pv_domu", Backend::QemuSvm)
+        .module(guests::guest(PVH64), "")
+        .module(guests::guest(PV64), "")
+        .domu("pv-hello", &cfg("pv-hello", PV64, "pv", 32))
+        .domu("pv-not", &cfg("pv-not", PVH64, "pv", 8))
+        .domu("pvh-hello", &cfg("pvh-hello", PVH64, "pvh", 8))
+        .run();
+    let c = run.assert_line(
+        r"^\(KEEL\) d1: PV kernel laid out and checked: 8192 pages, (\d+) boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, (\d+) L3, (\d+) L2, (\d+) L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, 8193 frames returned$",
+    );
+    let n = |i: usize| c[i].parse::<u32>().unwrap_or(0);
+    assert!(
+        n(2) >= 1 && n(3) >= 1 && n(4) >= 1 && n(1) == 1 + n(2) + n(3) + n(4),
+        "every level validated, and exactly the boot tables:\n{}",
+        run.report()
+    );
+    run.assert_line(
+        r#"^\(KEEL\) d1 \(pv-hello\): cannot build: type = "pv": keel cannot run PV guests yet$"#,
+    );
+    run.assert_line(
+        r#"^\(KEEL\) d2 \(pv-not\): cannot build: type = "pv" needs a kernel with a Xen PV entry \(XEN_ELFNOTE_ENTRY\), and this one has none$"#,
+    );
+    run.assert_line(r"^\(d3\) hello from pvh64$");
+    run.assert_no_line(FATAL);
+    run.assert_powered_off_cleanly();
+}
+
 /// An ELF that carries no Xen notes at all (keel's own image) as Dom0: refused
 /// as no Xen kernel.
 #[test]
