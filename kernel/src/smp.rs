@@ -110,7 +110,14 @@ pub fn bring_up(ap_apic_ids: &[u32], limit: Option<u32>, hvm: &HvmSupport, tsc_h
         let area: &'static PerCpu = Box::leak(Box::new(PerCpu::new(index, apic_id)));
         area.seal();
         area.set_stack(stack, stack + AP_STACK_FRAMES * 4096);
-        *NEXT_AP.lock() = Some((Box::leak(Box::new(CpuTables::new())), ist_tops));
+        let Some(tables_va) = alloc_frames(CpuTables::SIZE.div_ceil(4096) as u64) else {
+            log::warn!("SMP: no memory for CPU {index}'s GDT: not started");
+            break;
+        };
+        // SAFETY: `alloc_frames` just gave these frames, zeroed and page aligned,
+        // to this AP alone, and they are never freed.
+        let tables = unsafe { CpuTables::from_zeroed(tables_va) };
+        *NEXT_AP.lock() = Some((tables, ist_tops));
         let start = keel_arch::smp::ApStart {
             trampoline,
             cr3: cpu::read_cr3(),
