@@ -4,7 +4,7 @@
 //! Everything here is portable and, but for `pv`, runs before the heap exists: no
 //! `alloc` outside `pv`, no `asm!`, no `unsafe`. Hardware is reached only through
 //! traits (`TableMemory`), and memory the allocator needs is lent to it by the
-//! caller. The kernel's boot order is: build a `MemoryMap` from firmware, `reserve`
+//! caller. (`pv` allocates through a `core::alloc::Allocator` its user supplies.) The kernel's boot order is: build a `MemoryMap` from firmware, `reserve`
 //! the image, boot info and modules, `find_free` + `reserve` room for the
 //! `FrameAllocator` bitmap, construct the allocator, then build keel's page tables
 //! per `layout` with a `PageTableBuilder`.
@@ -18,7 +18,14 @@
 //! a paravirtualized guest run on page tables it builds itself and keel validates.
 
 #![cfg_attr(not(test), no_std)]
-#![forbid(unsafe_code)]
+// `pv` keeps its per-frame state in memory from an allocator the kernel supplies.
+// On the pinned nightly `Allocator`, `Global`, `Vec::new_in` and `try_reserve` are
+// stable (`allocator_api` was partly stabilized); `Box::try_new_in` is not yet.
+#![feature(allocator_ext)]
+// No `unsafe` in keel-mm; the tests' counting allocator (`pv::fake::Counting`) is
+// the one exception, as implementing `Allocator` needs it.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 extern crate alloc;
 

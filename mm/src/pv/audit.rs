@@ -1,8 +1,10 @@
 //! The invariants of the `pv` module documentation, recomputed from scratch: walk
 //! every validated table in memory, count the references its entries hold, add
 //! those held by pins, base pointers, allocations and the kernel, and compare with
-//! what [`DomainFrames`] keeps. The model the property tests check against.
+//! what [`DomainFrames`] keeps. The model the property tests check against. Also
+//! checks how [`DomainFrames`] stores it (chunks, counts, the freed list).
 
+use std::alloc::Allocator;
 use std::collections::BTreeMap;
 
 use crate::addr::Mfn;
@@ -21,12 +23,13 @@ struct Counts {
 
 /// Checks every invariant; `segdesc` holds the descriptor-page references the
 /// kernel took.
-pub(crate) fn audit(
-    d: &DomainFrames,
+pub(crate) fn audit<A: Allocator + Clone>(
+    d: &DomainFrames<A>,
     mem: &FakeMem,
     vcpus: &[PvVcpu],
     segdesc: &BTreeMap<Mfn, u32>,
 ) -> Result<(), String> {
+    d.check_storage()?;
     let policy = *d.policy();
     let mut want: BTreeMap<Mfn, Counts> = BTreeMap::new();
     let refer = |want: &mut BTreeMap<Mfn, Counts>, m: Mfn, typed: bool| {

@@ -1,7 +1,12 @@
 //! A host stand-in for the kernel's side of [`PvMemory`]: frames as arrays, a
-//! table of I/O frames, and a record of what was asked of the kernel.
+//! table of I/O frames, and a record of what was asked of the kernel; and an
+//! allocator that counts and fails on demand ([`Counting`]).
 
+use std::alloc::{AllocError, Allocator, Global, Layout};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::ptr::NonNull;
+use std::rc::Rc;
 
 use crate::addr::Mfn;
 
@@ -112,8 +117,72 @@ impl PvMemory for FakeMem {
 }
 
 /// Every frame the domain freed since the last call, in the order freed.
-pub(crate) fn freed(d: &mut super::DomainFrames) -> Vec<Mfn> {
+pub(crate) fn freed<A: Allocator + Clone>(d: &mut super::DomainFrames<A>) -> Vec<Mfn> {
     let mut out: Vec<Mfn> = std::iter::from_fn(|| d.pop_freed()).collect();
     out.reverse();
     out
+}
+
+/// An allocator for the tests: `Global`, counted, and failing every allocation
+/// once its budget is spent. Clones share the counts (an `Rc`), so every chunk of
+/// a domain, which keeps a clone, is counted in one place.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counting(Rc<CountingState>);
+
+#[derive(Debug, Default)]
+struct CountingState {
+    /// Blocks allocated and not yet freed, and their bytes.
+    live: Cell<usize>,
+    live_bytes: Cell<usize>,
+    /// Allocations left before every further one fails; `None`: no limit.
+    budget: Cell<Option<usize>>,
+}
+
+impl Counting {
+    pub fn new() -> Counting {
+        Counting::default()
+    }
+
+    /// Blocks allocated and not yet freed.
+    pub fn live(&self) -> usize {
+        self.0.live.get()
+    }
+
+    /// Bytes allocated and not yet freed.
+    pub fn live_bytes(&self) -> usize {
+        self.0.live_bytes.get()
+    }
+
+    /// From now on, `budget` more allocations succeed (`None`: all of them).
+    pub fn set_budget(&self, budget: Option<usize>) {
+        self.0.budget.set(budget);
+    }
+}
+
+// SAFETY: every block comes from `Global` and goes back to it with the caller's
+// layout, so blocks stay valid until deallocated; clones share one state and one
+// `Global`, so a block may be freed through any clone, as `Allocator` requires.
+#[allow(unsafe_code)]
+unsafe impl Allocator for Counting {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let s = &self.0;
+        match s.budget.get() {
+            Some(0) => return Err(AllocError),
+            Some(n) => s.budget.set(Some(n - 1)),
+            None => {}
+        }
+        let block = Global.allocate(layout)?;
+        s.live.set(s.live.get() + 1);
+        s.live_bytes.set(s.live_bytes.get() + layout.size());
+        Ok(block)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        let s = &self.0;
+        s.live.set(s.live.get() - 1);
+        s.live_bytes.set(s.live_bytes.get() - layout.size());
+        // SAFETY: the caller passes a block this allocator, so `Global`, allocated
+        // with `layout`, and uses it no more.
+        unsafe { Global.deallocate(ptr, layout) }
+    }
 }

@@ -20,7 +20,8 @@
 //! - [`DomainFrames`]: one domain's frames and their [`PageInfo`] (owner implied,
 //!   type, type count, general count, validated, pinned, linear counts), plus the
 //!   operations ([`DomainFrames::mmu_update`], [`DomainFrames::mmuext_op`],
-//!   [`DomainFrames::ptwr_emulate`], ...).
+//!   [`DomainFrames::ptwr_emulate`], ...). Its per-frame state lives in memory
+//!   from an allocator the kernel supplies (below, "Memory").
 //! - [`PvVcpu`]: a vCPU's base pointers (references into its domain's frames) and
 //!   LDT.
 //! - [`PvMemory`]: how the operations reach the frames' contents and ask the
@@ -78,12 +79,38 @@
 //!   references may have another type).
 //! - Nothing panics, whatever the guest writes or asks: a broken invariant found on
 //!   the way is [`PvError::Inconsistent`], and the kernel crashes the domain.
+//! - Only giving the domain a frame allocates; running out of memory there is
+//!   [`PvError::NoMemory`] with nothing changed, and nothing else allocates.
+//!
+//! # Memory
+//!
+//! A frame's [`PageInfo`] takes 16 bytes, in chunks of 256 consecutive frames
+//! (one 4 KiB block each, found through a sorted index of 16-byte entries): about
+//! 16 bytes a frame for a domain whose frames come in runs (2 MiB for 512 MiB of
+//! guest), at worst one 4 KiB chunk per frame for frames scattered 1 MiB apart.
+//! Chunks and index come from the `A: core::alloc::Allocator` given to
+//! [`DomainFrames::new_in`], not the global heap ([`DomainFrames::new`] uses the
+//! heap, `Global`, for the tests and small domains); the heap holds the
+//! [`DomainFrames`] itself, under 128 bytes, whatever the domain's size.
+//!
+//! The allocator's contract: `Allocator`'s own (blocks stay valid until freed;
+//! any clone may free what another allocated, as each chunk keeps a clone), and
+//! failure returned as `AllocError`, never `handle_alloc_error` (which would
+//! stop keel). Requests are 4096 bytes for a chunk and, for the index, a block of
+//! about 4 KiB that grows by doubling (8 KiB past 256 chunks, i.e. 256 MiB of
+//! guest), so a frame allocator serves them with single frames and, rarely, a
+//! few contiguous ones. Only [`DomainFrames::assign`] and
+//! [`DomainFrames::assign_special`] allocate; freeing never does (the freed list
+//! runs through the freed frames' own slots), and a chunk is given back when
+//! [`DomainFrames::pop_freed`] empties its last slot, the index with the last
+//! chunk, so a torn-down domain holds nothing. The allocator is used under the
+//! domain's lock (below): it must not need that lock itself.
 //!
 //! # Locking
 //!
 //! None inside. One domain's page-type state, its [`DomainFrames`] and the
 //! [`PvVcpu`] of each of its vCPUs, lives under that domain's lock, held across
-//! each call and the [`PvMemory`] accesses it makes. Xen instead updates
+//! each call and the [`PvMemory`] accesses and allocations it makes. Xen instead updates
 //! `type_info` with compare-exchange and spins on tables being validated; a
 //! per-domain lock makes that unnecessary (only this domain's own requests touch
 //! its frames' types). References across domains (grant mappings of another
@@ -99,19 +126,23 @@
 //! Bounded, but not small: one operation validates each frame of the domain at
 //! most once and devalidates it at most once (a table is validated only on its
 //! first type reference, and an unwinding only undoes what the same operation
-//! did), and each of those visits 512 entries, with O(log frames) work per entry:
+//! did), and each of those visits 512 entries, with O(log chunks) work per entry:
 //! at most 2 × 512 × (the domain's frames) entry visits. Tables nest at most five
 //! deep while this happens (four levels, plus a linear entry's target during a
 //! devalidation), each Rust frame a few words, so the stack use is small and
 //! fixed. Xen splits such work with hypercall continuations (`-ERESTART`,
-//! `PGT_partial`); keel does not yet (below). Everything else is O(log frames).
+//! `PGT_partial`); keel does not yet (below). Everything else is O(log chunks)
+//! (giving the domain a frame of a new chunk: O(chunks), an insertion in the index).
 //!
 //! # How the kernel uses this
 //!
-//! - Storage: a [`DomainFrames`] per PV domain and a [`PvVcpu`] per vCPU, under the
-//!   domain's lock. Frames given to the domain go in with
-//!   [`DomainFrames::assign`] (zeroed), keel's shared pages with
-//!   [`DomainFrames::assign_special`]; after every operation the kernel takes the
+//! - Storage: a [`DomainFrames`] per PV domain, made with
+//!   [`DomainFrames::new_in`] and an allocator handing out keel's frames (see
+//!   "Memory"), and a [`PvVcpu`] per vCPU, under the domain's lock. Frames given
+//!   to the domain go in with [`DomainFrames::assign`] (zeroed), keel's shared
+//!   pages with [`DomainFrames::assign_special`]; `NoMemory` from either fails
+//!   the populate request (ENOMEM) or the build. After every operation the kernel
+//!   takes the
 //!   freed frames ([`DomainFrames::pop_freed`]) and returns them to its allocator
 //!   once the domain's pCPUs have flushed their TLBs.
 //! - Guest access: [`PvMemory::read_entry`] / [`PvMemory::write_entry`] are single
@@ -323,7 +354,7 @@ pub enum PvError {
     BadPtwrAccess { offset: usize, bytes: usize },
     /// an entry of frame {0} changed beyond its accessed/dirty bits while keel wrote it
     EntryRaced(Mfn),
-    /// frame {0} is already the domain's
+    /// frame {0} is already the domain's, or freed and not yet taken back
     AlreadyAssigned(Mfn),
     /// frame {0} is keel's to take back
     SpecialFrame(Mfn),

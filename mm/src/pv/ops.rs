@@ -8,12 +8,14 @@
 //! flush, a CR3 or LDT reload, an M2P write. Every operation either succeeds or
 //! leaves the references as they were (types of unreferenced frames aside).
 
+use core::alloc::Allocator;
+
 use keel_hypercall::abi::mmu::{self as abi, MmuUpdate, MmuextOp};
 
 use crate::addr::{Gva, Hpa, Mfn};
 
 use super::entry::{self, ACCESSED, DIRTY, ENTRIES, FASTPATH_FLAGS, is_guest_l4_slot, is_present};
-use super::page::{DomainFrames, Level, PageType};
+use super::page::{DomainFrames, Level, PageInfo, PageType};
 use super::{PvError, PvMemory};
 
 /// Which translations a flush drops.
@@ -169,7 +171,7 @@ const fn width_mask(bytes: usize) -> u64 {
     }
 }
 
-impl DomainFrames {
+impl<A: Allocator + Clone> DomainFrames<A> {
     /// Stores `new` over `old` in a live table (Xen's `update_intpte`): a plain
     /// 64-bit store, or, to preserve accessed/dirty bits the hardware may be
     /// setting meanwhile, a compare-exchange that ORs them in. The hardware only
@@ -309,7 +311,7 @@ impl DomainFrames {
                 let index = ((addr & 0xFFF) >> 3) as usize;
                 let preserve_ad = cmd == abi::MMU_PT_UPDATE_PRESERVE_AD;
                 let page = self.info(mfn)?;
-                let flush = if page.type_count > 0 && page.validated {
+                let flush = if page.type_count > 0 && page.is_validated() {
                     match page.ty {
                         PageType::PageTable(Level::L1) => {
                             self.mod_l1_entry(mem, mfn, index, req.val, preserve_ad)?;
@@ -375,11 +377,11 @@ impl DomainFrames {
     ) -> Result<(), PvError> {
         let mfn = frame(raw)?;
         self.get_page_and_type(mem, mfn, PageType::PageTable(level))?;
-        if self.info(mfn)?.pinned {
+        if self.info(mfn)?.is_pinned() {
             self.put_page_and_type(mem, mfn)?;
             return Err(PvError::AlreadyPinned(mfn));
         }
-        self.info_mut(mfn)?.pinned = true;
+        self.info_mut(mfn)?.set_pinned(true);
         Ok(())
     }
 
@@ -389,10 +391,10 @@ impl DomainFrames {
     pub fn unpin<M: PvMemory + ?Sized>(&mut self, mem: &mut M, raw: u64) -> Result<(), PvError> {
         let mfn = frame(raw)?;
         let info = self.info_mut(mfn)?;
-        if !info.pinned {
+        if !info.is_pinned() {
             return Err(PvError::NotPinned(mfn));
         }
-        info.pinned = false;
+        info.set_pinned(false);
         self.put_page_and_type(mem, mfn)
     }
 
@@ -542,7 +544,7 @@ impl DomainFrames {
     /// `ptwr_do_page_fault`: the domain's frame, a validated L1).
     pub fn is_ptwr_target(&self, mfn: Mfn) -> bool {
         matches!(self.page(mfn), Some(p)
-            if p.ty == PageType::PageTable(Level::L1) && p.type_count > 0 && p.validated)
+            if p.ty == PageType::PageTable(Level::L1) && p.type_count > 0 && p.is_validated())
     }
 
     /// An emulated guest write of `bytes` (1, 2, 4 or 8) at byte `offset` of the
@@ -645,11 +647,11 @@ impl DomainFrames {
         mfn: Mfn,
     ) -> Result<(), PvError> {
         let info = self.info_mut(mfn)?;
-        if info.special {
+        if info.is_special() {
             return Err(PvError::SpecialFrame(mfn));
         }
-        if info.pinned {
-            info.pinned = false;
+        if info.is_pinned() {
+            info.set_pinned(false);
             self.put_page_and_type(mem, mfn)?;
         }
         if self.owns(mfn) {
@@ -684,29 +686,25 @@ impl DomainFrames {
     /// Work: every frame and every validated entry of the domain, once; outside
     /// any hypercall (Xen preempts it, keel does not yet).
     pub fn relinquish<M: PvMemory + ?Sized>(&mut self, mem: &mut M) -> Result<(), PvError> {
-        let mut next = self.frames.iter().find(|(_, p)| p.pinned).map(|(m, _)| *m);
+        let pinned = |(m, p): (Mfn, &PageInfo)| p.is_pinned().then_some(m);
+        let mut next = self.pages().find_map(pinned);
         while let Some(mfn) = next {
             self.unpin(mem, mfn.as_u64())?;
-            next = self
-                .frames
-                .range(mfn..)
-                .find(|(_, p)| p.pinned)
-                .map(|(m, _)| *m);
+            next = self.pages_from(mfn).find_map(pinned);
         }
-        let mut next = self.frames.keys().next().copied();
+        let mut next = self.pages().next().map(|(m, _)| m);
         while let Some(mfn) = next {
-            if let Some(info) = self.frames.get(&mfn) {
+            if let Some(info) = self.page(mfn) {
                 // An allocated special frame still has its permanent reference.
-                if info.special && info.allocated {
+                if info.is_special() && info.is_allocated() {
                     self.put_page_type(mem, mfn, None)?;
                 }
                 self.drop_allocation(mfn)?;
             }
             next = self
-                .frames
-                .range(mfn..)
-                .find(|(m, _)| **m != mfn)
-                .map(|(m, _)| *m);
+                .pages_from(mfn)
+                .find(|(m, _)| *m != mfn)
+                .map(|(m, _)| m);
         }
         Ok(())
     }

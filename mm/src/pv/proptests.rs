@@ -2,7 +2,9 @@
 //! domain of 32 frames, checked after every step against the invariants
 //! recomputed from scratch ([`audit`]) and a model of pins, base pointers and frame
 //! ownership; a failed operation must leave every reference as it was; and once
-//! everything is dropped, every frame given to the domain comes back exactly once.
+//! everything is dropped, every frame given to the domain comes back exactly once,
+//! and every byte of bookkeeping goes back to the allocator. The domain's state
+//! lives in a counting allocator ([`Counting`]), which one test makes fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,20 +13,51 @@ use proptest::prelude::*;
 
 use super::audit::audit;
 use super::entry::*;
-use super::fake::{FakeMem, freed, mfn};
+use super::fake::{Counting, FakeMem, freed, mfn};
 use super::*;
 
 const FIRST: u64 = 0x100;
 const FRAMES: u64 = 32;
 /// The last frame is keel's shared page.
-const SPECIAL: u64 = FIRST + FRAMES - 1;
+const SPECIAL: u8 = FRAMES as u8 - 1;
 const FOREIGN: u64 = 0x200;
 const IO_RW: u64 = 0x300;
 const IO_RO: u64 = 0x301;
 const IO_DENIED: u64 = 0x302;
 
+/// Where the domain's frames are: frame `f` is `first + f * stride`.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    first: u64,
+    stride: u64,
+}
+
+/// 0x100..0x120: one chunk.
+const DENSE: Spread = Spread {
+    first: FIRST,
+    stride: 1,
+};
+
+/// 0x10f0, 0x11b1, ... 0x28cf: one or two frames in each of 24 chunks, at odd
+/// offsets, clear of the foreign and I/O frames.
+const SPARSE: Spread = Spread {
+    first: 0x10f0,
+    stride: 0xc1,
+};
+
+impl Spread {
+    fn frame(self, f: u8) -> u64 {
+        self.first + u64::from(f) % FRAMES * self.stride
+    }
+
+    /// The `f` with `frame(f) == m`.
+    fn index(self, m: u64) -> u8 {
+        ((m - self.first) / self.stride) as u8
+    }
+}
+
 fn frame(f: u8) -> u64 {
-    FIRST + u64::from(f) % FRAMES
+    DENSE.frame(f)
 }
 
 /// Which frame an operation is on: a frame of the domain, or, to reach deep
@@ -96,6 +129,9 @@ enum Op {
     Destroy {
         vcpu: usize,
     },
+    /// The allocator grants this many more allocations, then fails (`None`:
+    /// no limit).
+    Budget(Option<u8>),
 }
 
 fn index() -> impl Strategy<Value = usize> {
@@ -206,7 +242,7 @@ struct Refs {
     typed: Option<(PageType, bool)>,
 }
 
-fn references(d: &DomainFrames) -> Vec<Refs> {
+fn references(d: &DomainFrames<Counting>) -> Vec<Refs> {
     d.pages()
         .map(|(mfn, p)| Refs {
             mfn,
@@ -221,7 +257,9 @@ fn references(d: &DomainFrames) -> Vec<Refs> {
 }
 
 struct World {
-    d: DomainFrames,
+    d: DomainFrames<Counting>,
+    alloc: Counting,
+    spread: Spread,
     mem: FakeMem,
     vcpus: [PvVcpu; 2],
     seg: BTreeMap<Mfn, u32>,
@@ -234,8 +272,15 @@ struct World {
 
 impl World {
     fn new(policy: Policy) -> World {
+        World::with(policy, DENSE)
+    }
+
+    fn with(policy: Policy, spread: Spread) -> World {
+        let alloc = Counting::new();
         let mut w = World {
-            d: DomainFrames::new(policy),
+            d: DomainFrames::new_in(policy, alloc.clone()),
+            alloc,
+            spread,
             mem: FakeMem::new(),
             vcpus: [PvVcpu::new(), PvVcpu::new()],
             seg: BTreeMap::new(),
@@ -244,12 +289,14 @@ impl World {
             freed: BTreeMap::new(),
             pinned: BTreeSet::new(),
         };
-        for f in FIRST..SPECIAL {
-            w.d.assign(mfn(f)).unwrap();
-            w.gave(mfn(f));
+        for f in 0..SPECIAL {
+            let m = mfn(spread.frame(f));
+            w.d.assign(m).unwrap();
+            w.gave(m);
         }
-        w.d.assign_special(mfn(SPECIAL)).unwrap();
-        w.gave(mfn(SPECIAL));
+        let special = mfn(spread.frame(SPECIAL));
+        w.d.assign_special(special).unwrap();
+        w.gave(special);
         w.mem.io.insert(mfn(IO_RW), IoFrame::ReadWrite);
         w.mem.io.insert(mfn(IO_RO), IoFrame::ReadOnly);
         w.mem.io.insert(mfn(IO_DENIED), IoFrame::Denied);
@@ -271,14 +318,14 @@ impl World {
                 .map(|(m, _)| m)
                 .collect();
             match found.len() {
-                0 => frame(n),
+                0 => self.spread.frame(n),
                 len => found[usize::from(n) % len].as_u64(),
             }
         };
         let table =
             |p: &PageInfo| matches!(p.page_type(), PageType::PageTable(_)) && p.is_validated();
         match p {
-            Pick::Frame(f) => frame(f),
+            Pick::Frame(f) => self.spread.frame(f),
             Pick::Table(n) => nth(n, &table),
             Pick::L1(n) => nth(n, &|p| {
                 table(p) && p.page_type() == PageType::PageTable(Level::L1)
@@ -289,7 +336,7 @@ impl World {
 
     /// `op` with its frames and entries chosen.
     fn concrete(&self, op: &Op) -> Op {
-        let fix = |p: Pick| Pick::Frame((self.resolve(p) - FIRST) as u8);
+        let fix = |p: Pick| Pick::Frame(self.spread.index(self.resolve(p)));
         let val = |table: Pick, index: usize, v: Val| match v {
             Val::To { target, flags } => Val::Raw((self.resolve(target) << 12) | flags),
             Val::Raw(e) => Val::Raw(e),
@@ -350,6 +397,11 @@ impl World {
         let result = self.apply(op);
         if let Err(e) = result {
             prop_assert!(!e.is_domain_fatal(), "{op:?}: {e}");
+            prop_assert!(
+                e != PvError::NoMemory || matches!(op, Op::Assign { .. }),
+                "{:?} allocated",
+                op
+            );
             prop_assert_eq!(
                 &references(&self.d),
                 &before,
@@ -387,6 +439,8 @@ impl World {
 
     fn apply(&mut self, op: &Op) -> Result<(), PvError> {
         let op = &self.concrete(op);
+        let spread = self.spread;
+        let frame = move |f: u8| spread.frame(f);
         let picked = |p: Pick| match p {
             Pick::Frame(f) => frame(f),
             _ => unreachable!("resolved by `concrete`"),
@@ -548,6 +602,10 @@ impl World {
                 d.put_segdesc_page(mem, m)
             }
             Op::Destroy { vcpu } => d.destroy_pagetables(mem, &mut self.vcpus[vcpu]),
+            Op::Budget(n) => {
+                self.alloc.set_budget(n.map(usize::from));
+                Ok(())
+            }
         }
     }
 
@@ -576,12 +634,15 @@ impl World {
         }
         prop_assert!(self.given.is_empty());
         prop_assert_eq!(&self.freed, &self.assigned);
+        // Every chunk went with its last frame, and the index with the last chunk,
+        // without a single allocation (the budget may be spent).
+        prop_assert_eq!(self.alloc.live(), 0, "bookkeeping left allocated");
         Ok(())
     }
 }
 
 fn ext(
-    d: &mut DomainFrames,
+    d: &mut DomainFrames<Counting>,
     mem: &mut FakeMem,
     v: &mut PvVcpu,
     cmd: u32,
@@ -654,6 +715,43 @@ proptest! {
                 w.mem.scrub(m);
             }
             audit(&w.d, &w.mem, &w.vcpus, &w.seg).map_err(TestCaseError::fail)?;
+        }
+        w.teardown()?;
+    }
+}
+
+/// `op()`, more frames given back and given again (so that chunks empty and are
+/// needed again), and now and then a change of the allocator's budget: mostly a
+/// few allocations, sometimes none, sometimes no limit.
+fn op_or_budget() -> impl Strategy<Value = Op> {
+    let f = || 0u8..FRAMES as u8;
+    let budget = prop_oneof![3 => (0u8..3).prop_map(Some), 1 => Just(None)];
+    prop_oneof![
+        12 => op(),
+        2 => budget.prop_map(Op::Budget),
+        2 => f().prop_map(|frame| Op::Remove { frame }),
+        3 => f().prop_map(|frame| Op::Assign { frame }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The model test over frames spread across chunks, under an allocator that
+    /// runs dry and recovers: only `assign` may fail for memory, and then changes
+    /// nothing; the teardown needs no memory; and when it is over every chunk is
+    /// freed.
+    #[test]
+    fn page_types_match_the_model_with_a_failing_allocator(
+        nx in any::<bool>(),
+        linear_pt in prop::bool::weighted(0.75),
+        budget in prop::option::of(0u8..4),
+        ops in prop::collection::vec(op_or_budget(), 1..120),
+    ) {
+        let mut w = World::with(Policy { nx, io_caps: false, linear_pt, l1tf_safe_maddr: None }, SPARSE);
+        w.alloc.set_budget(budget.map(usize::from));
+        for op in &ops {
+            w.step(op)?;
         }
         w.teardown()?;
     }

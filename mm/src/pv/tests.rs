@@ -1,5 +1,6 @@
 //! Unit tests: one per rule and errno, each followed by the audit of every
-//! invariant.
+//! invariant; then how the frames' state is stored, in a counting allocator that
+//! fails on demand.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use keel_hypercall::abi::mmu::{self as abi, MmuUpdate, MmuextOp};
 
 use super::audit::audit;
 use super::entry::*;
-use super::fake::{FakeMem, freed, keel_entry, mfn};
+use super::fake::{Counting, FakeMem, freed, keel_entry, mfn};
 use super::*;
 use crate::addr::Gva;
 
@@ -1201,4 +1202,219 @@ fn errnos_are_xens() {
         .to_string(),
         "an L2 entry sets bits a guest may not set there: 0x80"
     );
+}
+
+/// A domain whose state lives in a counting allocator.
+fn counted() -> (DomainFrames<Counting>, Counting, FakeMem) {
+    let alloc = Counting::new();
+    let d = DomainFrames::new_in(Policy::default(), alloc.clone());
+    (d, alloc, FakeMem::new())
+}
+
+#[track_caller]
+fn check_counted(d: &DomainFrames<Counting>, mem: &FakeMem) {
+    if let Err(e) = audit(d, mem, &[], &BTreeMap::new()) {
+        panic!("audit: {e}");
+    }
+}
+
+#[test]
+fn assign_fails_cleanly_when_the_allocator_is_spent() {
+    let (mut d, alloc, mut mem) = counted();
+    // An empty domain holds no memory.
+    assert_eq!(alloc.live(), 0);
+    // The first frame needs the index and a chunk: with no allocation left,
+    // neither is there, and nothing changed.
+    alloc.set_budget(Some(0));
+    assert_eq!(d.assign(mfn(0x100)), Err(PvError::NoMemory));
+    assert_eq!(PvError::NoMemory.errno(), Errno::ENOMEM);
+    assert!(d.is_empty() && !d.owns(mfn(0x100)));
+    assert_eq!(alloc.live(), 0);
+    // With one: the index, but no chunk.
+    alloc.set_budget(Some(1));
+    assert_eq!(d.assign(mfn(0x100)), Err(PvError::NoMemory));
+    assert_eq!(d.assign_special(mfn(0x100)), Err(PvError::NoMemory));
+    assert!(d.is_empty() && d.page(mfn(0x100)).is_none());
+    assert_eq!(alloc.live(), 1);
+    check_counted(&d, &mem);
+    // With one more: the chunk, and the rest of its 256 frames need nothing.
+    alloc.set_budget(Some(1));
+    for f in 0x100..0x200 {
+        d.assign(mfn(f)).unwrap();
+    }
+    assert_eq!((d.len(), alloc.live()), (256, 2));
+    // The next chunk's frames fail; a frame already there is still refused as such.
+    assert_eq!(d.assign(mfn(0x200)), Err(PvError::NoMemory));
+    assert_eq!(d.assign(mfn(0xff)), Err(PvError::NoMemory));
+    assert_eq!(
+        d.assign(mfn(0x1ff)),
+        Err(PvError::AlreadyAssigned(mfn(0x1ff)))
+    );
+    assert_eq!(d.len(), 256);
+    check_counted(&d, &mem);
+    // Operations never allocate: validate a table, map, give frames back.
+    mem.set(mfn(0x103), 0, pte(0x104, PUA | RW));
+    d.pin(&mut mem, 0x103, Level::L1).unwrap();
+    d.update_l1_entry(&mut mem, mfn(0x103), 1, pte(0x105, PUA))
+        .unwrap();
+    d.remove_page(&mut mem, mfn(0x106)).unwrap();
+    assert_eq!(freed(&mut d), [mfn(0x106)]);
+    check_counted(&d, &mem);
+    // Neither does the teardown, which frees it all.
+    d.relinquish(&mut mem).unwrap();
+    assert_eq!(freed(&mut d).len(), 255);
+    assert_eq!(alloc.live(), 0);
+    // And with memory again, the domain works as new.
+    alloc.set_budget(None);
+    d.assign(mfn(0x200)).unwrap();
+    check_counted(&d, &mem);
+}
+
+#[test]
+fn frames_spread_over_many_chunks() {
+    let (mut d, alloc, mut mem) = counted();
+    // Chunk edges, frames far apart, out of order, the last frame there is.
+    let last = (1 << 40) - 1;
+    let frames = [
+        0x1_0000,
+        0xff,
+        0,
+        0x100,
+        0x1ff,
+        last,
+        0x12_3456,
+        0x1_00ff,
+        0x200,
+        last - 1,
+    ];
+    for f in frames {
+        d.assign(mfn(f)).unwrap();
+    }
+    // Chunks 0, 1, 2, 0x100, 0x1234 and the last, and the index.
+    assert_eq!(alloc.live(), 6 + 1);
+    assert_eq!(d.len(), frames.len());
+    let mut sorted = frames.to_vec();
+    sorted.sort_unstable();
+    let held = |d: &DomainFrames<Counting>| d.pages().map(|(m, _)| m.as_u64()).collect::<Vec<_>>();
+    assert_eq!(held(&d), sorted);
+    for near in [
+        1,
+        0xfe,
+        0x101,
+        0x201,
+        0x1_0001,
+        0x1_00fe,
+        0x12_3455,
+        last - 2,
+    ] {
+        assert!(
+            !d.owns(mfn(near)) && d.page(mfn(near)).is_none(),
+            "{near:#x}"
+        );
+    }
+    assert_eq!(
+        d.pin(&mut mem, 0x300, Level::L1),
+        Err(PvError::NotDomainFrame(0x300))
+    );
+    // A tree across chunks: L4 0x1_0000 -> L3 0xff -> L2 last-1 -> L1 0x12_3456,
+    // which maps 0x200 writable and 0 read-only.
+    mem.set(mfn(0x1_0000), 0, pte(0xff, PUA | RW));
+    mem.set(mfn(0xff), 0, pte(last - 1, PUA | RW));
+    mem.set(mfn(last - 1), 0, pte(0x12_3456, PUA | RW));
+    mem.set(mfn(0x12_3456), 0, pte(0x200, PUA | RW));
+    mem.set(mfn(0x12_3456), 1, pte(0, PUA));
+    d.pin(&mut mem, 0x1_0000, Level::L4).unwrap();
+    check_counted(&d, &mem);
+    for (f, ty) in [
+        (0x1_0000, PageType::PageTable(Level::L4)),
+        (0xff, PageType::PageTable(Level::L3)),
+        (last - 1, PageType::PageTable(Level::L2)),
+        (0x12_3456, PageType::PageTable(Level::L1)),
+        (0x200, PageType::Writable),
+    ] {
+        let p = d.page(mfn(f)).unwrap();
+        assert_eq!((p.page_type(), p.type_count()), (ty, 1), "{f:#x}");
+    }
+    assert_eq!(d.page(mfn(0)).unwrap().count(), 2);
+    // Given back while mapped: still the domain's; the chunk stays.
+    d.remove_page(&mut mem, mfn(0x200)).unwrap();
+    d.remove_page(&mut mem, mfn(0)).unwrap();
+    assert!(freed(&mut d).is_empty());
+    assert_eq!(alloc.live(), 7);
+    // The domain's end: every frame back once, every chunk and the index freed.
+    d.relinquish(&mut mem).unwrap();
+    assert!(d.is_empty());
+    let mut back: Vec<u64> = freed(&mut d).iter().map(|m| m.as_u64()).collect();
+    back.sort_unstable();
+    assert_eq!(back, sorted);
+    assert_eq!(alloc.live(), 0);
+    check_counted(&d, &mem);
+}
+
+#[test]
+fn a_chunk_goes_with_its_last_frame() {
+    let (mut d, alloc, mut mem) = counted();
+    for f in 0x100..0x300 {
+        d.assign(mfn(f)).unwrap();
+    }
+    assert_eq!(alloc.live(), 3);
+    // The second chunk's frames all given back, but 0x2ff is still mapped.
+    mem.set(mfn(0x100), 0, pte(0x2ff, PUA));
+    d.pin(&mut mem, 0x100, Level::L1).unwrap();
+    for f in 0x200..0x300 {
+        d.remove_page(&mut mem, mfn(f)).unwrap();
+    }
+    assert_eq!(freed(&mut d).len(), 255);
+    assert_eq!(alloc.live(), 3);
+    check_counted(&d, &mem);
+    // Unmapped, it is freed; its slot holds it until the kernel takes it back,
+    // and then the chunk goes.
+    d.update_l1_entry(&mut mem, mfn(0x100), 0, 0).unwrap();
+    assert!(!d.owns(mfn(0x2ff)));
+    assert_eq!(alloc.live(), 3);
+    check_counted(&d, &mem);
+    assert_eq!(d.pop_freed(), Some(mfn(0x2ff)));
+    assert_eq!(d.pop_freed(), None);
+    assert_eq!(alloc.live(), 2);
+    check_counted(&d, &mem);
+    // A frame in its range again: a new chunk.
+    d.assign(mfn(0x280)).unwrap();
+    assert_eq!(alloc.live(), 3);
+    // A frame freed and not yet taken back cannot be given again.
+    d.remove_page(&mut mem, mfn(0x280)).unwrap();
+    assert_eq!(
+        d.assign(mfn(0x280)),
+        Err(PvError::AlreadyAssigned(mfn(0x280)))
+    );
+    assert_eq!(freed(&mut d), [mfn(0x280)]);
+    assert_eq!(alloc.live(), 2);
+    // The domain's end returns every byte; so does dropping it with frames left.
+    d.unpin(&mut mem, 0x100).unwrap();
+    d.relinquish(&mut mem).unwrap();
+    assert_eq!(freed(&mut d).len(), 256);
+    assert_eq!(alloc.live(), 0);
+    let (mut d, alloc, _) = counted();
+    d.assign(mfn(5)).unwrap();
+    d.assign(mfn(1 << 20)).unwrap();
+    drop(d);
+    assert_eq!(alloc.live(), 0);
+}
+
+#[test]
+fn sixteen_bytes_a_frame() {
+    // A 512 MiB domain, in one run of frames.
+    let (mut d, alloc, mut mem) = counted();
+    let frames: u64 = 512 << 8;
+    for f in 0..frames {
+        d.assign(mfn(0x10_0000 + f)).unwrap();
+    }
+    // 512 chunks of 4 KiB, and the index (a few KiB).
+    assert_eq!(alloc.live(), 512 + 1);
+    let bytes = alloc.live_bytes() as u64;
+    assert!(bytes >= 512 * 4096 && bytes < 17 * frames, "{bytes} bytes");
+    // The heap holds the structure only.
+    assert!(core::mem::size_of::<DomainFrames>() <= 128);
+    d.relinquish(&mut mem).unwrap();
+    assert_eq!(freed(&mut d).len() as u64, frames);
+    assert_eq!(alloc.live(), 0);
 }

@@ -13,13 +13,15 @@
 //! the references its entries held, recursively: again at most four levels, plus
 //! one for a linear entry (a linear target has no linear entries of its own).
 
+use core::alloc::Allocator;
+
 use crate::addr::Mfn;
 
 use super::entry::{self, ENTRIES, RW, is_guest_slot, is_present};
 use super::page::{DomainFrames, Level, PageType};
 use super::{IoFrame, PvError, PvMemory};
 
-impl DomainFrames {
+impl<A: Allocator + Clone> DomainFrames<A> {
     /// Takes a type reference of `ty` on `mfn` (Xen's `_get_page_type`), validating
     /// the frame's contents if this is the first one since its type changed. The
     /// caller holds a general reference.
@@ -44,12 +46,12 @@ impl DomainFrames {
             if info.ty != ty {
                 let from = info.ty;
                 info.ty = ty;
-                info.validated = false;
+                info.set_validated(false);
                 mem.before_type_change(mfn, from, ty);
             }
         } else if info.ty != ty {
             return Err(PvError::TypeConflict(mfn));
-        } else if !info.validated {
+        } else if !info.is_validated() {
             // Only the validation of this very frame holds a reference to an
             // unvalidated frame, and nothing it starts can ask for the same type
             // again: directory entries point one level down, linear entries only
@@ -60,7 +62,7 @@ impl DomainFrames {
             });
         }
         info.type_count = count;
-        if info.validated {
+        if info.is_validated() {
             return Ok(());
         }
         let checked = match ty {
@@ -80,12 +82,12 @@ impl DomainFrames {
         };
         let info = self.info_mut(mfn)?;
         match checked {
-            Ok(()) => info.validated = true,
+            Ok(()) => info.set_validated(true),
             Err(e) => {
                 // Xen's `validate_page` failure: type_info = 0.
                 info.ty = PageType::None;
                 info.type_count = 0;
-                info.validated = false;
+                info.set_validated(false);
                 return Err(e);
             }
         }
@@ -103,11 +105,11 @@ impl DomainFrames {
         mfn: Mfn,
         container: Option<Mfn>,
     ) -> Result<(), PvError> {
-        let info = self.frames.get(&mfn).ok_or(PvError::Inconsistent {
+        let info = self.page(mfn).ok_or(PvError::Inconsistent {
             mfn,
             what: "type reference dropped on a frame that is not the domain's",
         })?;
-        if info.type_count == 0 || !info.validated {
+        if info.type_count == 0 || !info.is_validated() {
             return Err(PvError::Inconsistent {
                 mfn,
                 what: "type reference dropped that was not held",
@@ -122,7 +124,7 @@ impl DomainFrames {
         if let (true, PageType::PageTable(level)) = (last, ty) {
             // Devalidate with the count still 1, as Xen does: nothing can take a
             // reference to an unvalidated table meanwhile.
-            self.info_mut(mfn)?.validated = false;
+            self.info_mut(mfn)?.set_validated(false);
             self.demote(mem, mfn, level)?;
         }
         if let (true, Some(c)) = (linear, container) {
@@ -335,7 +337,7 @@ impl DomainFrames {
                 other => other,
             });
         }
-        if e & entry::CACHE_ATTRS != 0 && self.info(mfn)?.special {
+        if e & entry::CACHE_ATTRS != 0 && self.info(mfn)?.is_special() {
             if write {
                 self.put_page_type(mem, mfn, None)?;
             }
@@ -443,8 +445,7 @@ impl DomainFrames {
         if target == container {
             return Ok(true);
         }
-        let (Some(table), Some(page)) = (self.frames.get(&container), self.frames.get(&target))
-        else {
+        let (Some(table), Some(page)) = (self.page(container), self.page(target)) else {
             return Ok(false);
         };
         let usable = table.linear_uses == 0
@@ -452,7 +453,7 @@ impl DomainFrames {
             && page.linear_entries == 0
             && page.linear_uses < u16::MAX
             && page.ty == PageType::PageTable(level)
-            && page.validated
+            && page.is_validated()
             && page.type_count < u32::MAX
             && page.count < u32::MAX;
         if !usable {
