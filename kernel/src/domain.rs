@@ -89,8 +89,6 @@ pub enum BuildError {
     PvMmu(keel_mm::pv::PvError),
     /// a trial PV build did not give back every frame
     PvTeardown,
-    /// a PV domain of {pages} pages: keel builds PV domains of at most {max} pages for now
-    PvTooBig { pages: u64, max: u64 },
     /// not a Xen kernel at all
     NotXen(keel_builder::pv::PvError),
 }
@@ -111,11 +109,6 @@ impl core::fmt::Display for BuildError {
             BuildError::NotXen(e) => write!(f, "{e}"),
             BuildError::Pv(e) => write!(f, "PV kernel: {e}"),
             BuildError::PvMmu(e) => write!(f, "PV kernel: its initial page tables are refused: {e}"),
-            BuildError::PvTooBig { pages, max } => write!(
-                f,
-                "PV kernel: a domain of {pages} pages: keel builds PV domains of at most {max} pages ({} MiB) for now",
-                max / 256
-            ),
             BuildError::PvTeardown => {
                 f.write_str("PV kernel: the trial build did not give back every frame (a keel bug)")
             }

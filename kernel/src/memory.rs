@@ -332,3 +332,66 @@ pub fn free_runs(runs: impl IntoIterator<Item = (Mfn, u64)>) {
         }
     }
 }
+
+/// keel's frame allocator as a [`core::alloc::Allocator`], for data that grows
+/// with a domain's memory and must not live on keel's small heap (the PV MMU's
+/// per-frame state, a PV domain's p2m while it is built): each allocation is a
+/// run of whole, zeroed frames reached through the direct map. It fails (never
+/// panics) when the frame allocator cannot give the run.
+///
+/// # Locking
+/// Takes the frame allocator's lock for each allocation and free: callers must
+/// not hold it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrameAlloc;
+
+impl FrameAlloc {
+    fn frames(layout: core::alloc::Layout) -> u64 {
+        layout.size().div_ceil(4096) as u64
+    }
+}
+
+// SAFETY: every non-empty block is a run of frames taken from the frame
+// allocator, which gives each frame out once; it stays valid (mapped by the
+// direct map, unused by anyone else) until `deallocate` gives the same run back.
+// Copies of `FrameAlloc` share the one frame allocator, so a block may be freed
+// through any of them. Alignment up to a page is met by every frame.
+unsafe impl core::alloc::Allocator for FrameAlloc {
+    fn allocate(
+        &self,
+        layout: core::alloc::Layout,
+    ) -> Result<core::ptr::NonNull<[u8]>, core::alloc::AllocError> {
+        use core::alloc::AllocError;
+        if layout.align() > 4096 {
+            return Err(AllocError);
+        }
+        let n = Self::frames(layout);
+        if n == 0 {
+            return Ok(core::ptr::NonNull::slice_from_raw_parts(layout.dangling_ptr(), 0));
+        }
+        let first = FRAMES
+            .lock()
+            .as_mut()
+            .ok_or(AllocError)?
+            .alloc_contiguous(n, 1)
+            .map_err(|_| AllocError)?;
+        zero_frames(first, n);
+        let va = directmap_va(first.hpa());
+        let ptr = core::ptr::NonNull::new(va as *mut u8).ok_or(AllocError)?;
+        Ok(core::ptr::NonNull::slice_from_raw_parts(
+            ptr,
+            (n * 4096) as usize,
+        ))
+    }
+
+    unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+        let n = Self::frames(layout);
+        if n == 0 {
+            return;
+        }
+        match keel_mm::layout::directmap_hpa(ptr.as_ptr() as u64) {
+            Some(hpa) => free_runs([(hpa.mfn(), n)]),
+            None => log::error!("FrameAlloc: freeing {ptr:p}, which is not in the direct map"),
+        }
+    }
+}

@@ -37,7 +37,7 @@ use keel_x86::hypercall_page::HYPERCALL_PAGE_SIZE;
 
 use crate::domain::{BuildError, PvhSpec};
 use crate::frames::Frame;
-use crate::memory::{FRAMES, free_runs, zero_frames};
+use crate::memory::{FRAMES, FrameAlloc, free_runs, zero_frames};
 
 /// The `XENFEAT_*` bits (submap 0) keel's PV support offers a kernel: what a
 /// kernel may require (`!name` in its `FEATURES` note). Writable page tables
@@ -49,14 +49,6 @@ fn offered_features(role: Role) -> u32 {
     }
     f
 }
-
-/// The most pages a PV domain may have for now: `mm::pv` keeps each frame's
-/// page-type state in a per-domain map on keel's heap (a few dozen bytes a
-/// frame), and keel's heap is 8 MiB. 32768 pages (128 MiB) need about 2 MiB.
-/// A heap allocation that fails would stop keel, so larger domains are refused
-/// by name until the frame table (one `PageInfo` per machine frame, allocated
-/// at boot as Xen's `frame_table`) replaces the map (docs/pv.md).
-pub const MAX_TRIAL_PAGES: u64 = 32768;
 
 /// What a trial build found, for the log.
 #[derive(Clone, Copy, Debug)]
@@ -114,12 +106,6 @@ pub fn trial_build(spec: &PvhSpec<'_>) -> Result<Trial, BuildError> {
         initrd: spec.modules.first().map_or(&[][..], |m| m.bytes),
         cmdline: spec.cmdline,
     };
-    if pv_spec.nr_pages > MAX_TRIAL_PAGES {
-        return Err(BuildError::PvTooBig {
-            pages: pv_spec.nr_pages,
-            max: MAX_TRIAL_PAGES,
-        });
-    }
     let layout = bpv::plan(&kernel, &pv_spec).map_err(BuildError::Pv)?;
 
     let mut frames = Frames::default();
@@ -147,12 +133,16 @@ pub fn trial_build(spec: &PvhSpec<'_>) -> Result<Trial, BuildError> {
     let regs = bpv::initial_regs(&layout, mfn_of).map_err(BuildError::Pv)?;
 
     let mut mem = DirectMapPv::new();
-    let mut df = DomainFrames::new(Policy {
+    // The page-type state lives in frames, not on keel's heap (16 bytes a frame).
+    let mut df = DomainFrames::new_in(
+        Policy {
         nx: keel_arch::cpu::CpuInfo::detect().nx,
-        io_caps: false,
-        linear_pt: true,
-        l1tf_safe_maddr: None,
-    });
+            io_caps: false,
+            linear_pt: true,
+            l1tf_safe_maddr: None,
+        },
+        FrameAlloc,
+    );
     let mut vcpu0 = PvVcpu::new();
     let checked = (|| {
         for &m in &p2m {
@@ -220,8 +210,8 @@ struct Frames {
 impl Frames {
     /// `n` zeroed frames for pfns 0..n, in 2 MiB runs where the allocator has
     /// them: the machine frame of each pfn, in order.
-    fn alloc_ram(&mut self, n: u64) -> Result<Vec<Mfn>, BuildError> {
-        let mut p2m = Vec::new();
+    fn alloc_ram(&mut self, n: u64) -> Result<Vec<Mfn, FrameAlloc>, BuildError> {
+        let mut p2m = Vec::new_in(FrameAlloc);
         p2m.try_reserve_exact(usize::try_from(n).map_err(|_| BuildError::OutOfMemory)?)
             .map_err(|_| BuildError::OutOfMemory)?;
         while (p2m.len() as u64) < n {
