@@ -615,7 +615,7 @@ mod tests {
         let p = plan(&mods).unwrap();
         assert_eq!(
             err(&p.domus[0]),
-            "module 1 (h.cfg): line 2: type = \"hvm\" is not supported yet: keel builds PVH domUs only (type = \"pvh\")"
+            "module 1 (h.cfg): line 2: type = \"hvm\" is not supported yet: keel builds PVH (and checks PV) domUs only (type = \"pvh\" or \"pv\")"
         );
         assert_eq!(p.dom0, None, "hk is h.cfg's, not Dom0's");
         assert_eq!(
