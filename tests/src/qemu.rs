@@ -60,33 +60,16 @@ pub fn initrd_arg(modules: &[(String, String)]) -> Result<Option<String>, Harnes
     Ok(Some(parts.join(",")))
 }
 
-/// How TCG runs a machine's CPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcgThreads {
-    /// Each CPU on its own host thread (`thread=multi`): they really run at once.
-    Multi,
-    /// Every CPU on one host thread, round-robin (`thread=single`): for the one
-    /// test QEMU 7.2's multi-threaded SVM breaks (see `tests/tests/smp.rs`,
-    /// `smp_domu_4_vcpus_on_2_pcpus_on_qemu_svm`).
-    Single,
-}
-
 /// Arguments for `qemu-system-x86_64` (not including the program name), for a
 /// machine with `cpus` CPUs: with more than one, TCG runs each on its own host
-/// thread (`thread=multi`), so the CPUs really run at once, unless `threads`
-/// says [`TcgThreads::Single`].
+/// thread (`thread=multi`), so the CPUs really run at once.
 pub fn qemu_args(
     boot: &QemuBoot<'_>,
     serial_file: &str,
     cpus: u32,
     cpu_model: &str,
-    threads: TcgThreads,
 ) -> Result<Vec<OsString>, HarnessError> {
-    let accel = match (cpus > 1, threads) {
-        (false, _) => "tcg",
-        (true, TcgThreads::Multi) => "tcg,thread=multi",
-        (true, TcgThreads::Single) => "tcg,thread=single",
-    };
+    let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
     let smp = cpus.max(1).to_string();
     let mut args: Vec<OsString> = [
         "-accel",
@@ -144,16 +127,7 @@ mod tests {
 
     #[test]
     fn iso_boot_arguments() {
-        let args = strings(
-            qemu_args(
-                &QemuBoot::Iso("keel.iso"),
-                "serial.log",
-                1,
-                "max",
-                TcgThreads::Multi,
-            )
-            .expect("ok"),
-        );
+        let args = strings(qemu_args(&QemuBoot::Iso("keel.iso"), "serial.log", 1, "max").expect("ok"));
         let line = args.join(" ");
         assert!(line.starts_with(
             "-accel tcg -cpu max -smp 1 -m 512M -display none -monitor none -no-reboot"
@@ -174,8 +148,7 @@ mod tests {
             cmdline: "console=com1 loglvl=all",
             modules: &mods,
         };
-        let args =
-            strings(qemu_args(&boot, "serial.log", 4, "max", TcgThreads::Multi).expect("ok"));
+        let args = strings(qemu_args(&boot, "serial.log", 4, "max").expect("ok"));
         assert!(
             args.join(" ")
                 .starts_with("-accel tcg,thread=multi -cpu max -smp 4 -m 512M")

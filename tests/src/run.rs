@@ -66,7 +66,6 @@ pub struct Boot {
     modules: Vec<BootModule>,
     timeout: Duration,
     cpus: u32,
-    threads: qemu::TcgThreads,
 }
 
 /// A module as the builder was told about it: a file, or a domU config that is
@@ -100,15 +99,7 @@ impl Boot {
                 BOCHS_TIMEOUT
             },
             cpus: backend.default_cpus(),
-            threads: qemu::TcgThreads::Multi,
         }
-    }
-
-    /// On QEMU, runs every CPU on one host thread (`thread=single`) rather than
-    /// one each: an emulator workaround, for the test that says why.
-    pub fn one_host_thread(mut self) -> Boot {
-        self.threads = qemu::TcgThreads::Single;
-        self
     }
 
     /// Gives the machine `cpus` CPUs instead of the backend's default
@@ -296,7 +287,6 @@ impl Boot {
                     SERIAL_FILE,
                     self.cpus,
                     self.backend.qemu_cpu().unwrap_or("max"),
-                    self.threads,
                 )?);
                 cmd
             }
@@ -313,7 +303,6 @@ impl Boot {
                     SERIAL_FILE,
                     self.cpus,
                     self.backend.qemu_cpu().unwrap_or("max"),
-                    self.threads,
                 )?);
                 cmd
             }

@@ -126,10 +126,7 @@ fn dom0_mode_options_are_honoured_or_refused_on_qemu_svm() {
     use keel_tests::guests::PVH64;
     for (opt, why) in [
         ("dom0=pv", "dom0=pv: keel cannot run PV guests yet"),
-        (
-            "dom0=pvh,shadow",
-            "dom0=shadow: keel has no shadow paging yet",
-        ),
+        ("dom0=pvh,shadow", "dom0=shadow: keel has no shadow paging yet"),
     ] {
         let run = Boot::new("dom0_mode", Backend::QemuSvm)
             .extra_cmdline(opt)

@@ -132,12 +132,7 @@ fn assert_passed(run: &RunResult, id: u16) {
 /// The guest as domU d1 with `vcpus` of `maxvcpus` vCPUs, on a machine with
 /// `pcpus` pCPUs.
 fn smp_domu(test: &str, backend: Backend, pcpus: u32, vcpus: u32, maxvcpus: u32) {
-    smp_domu_on(Boot::new(test, backend), pcpus, vcpus, maxvcpus);
-}
-
-/// [`smp_domu`] on a machine `boot` describes.
-fn smp_domu_on(boot: Boot, pcpus: u32, vcpus: u32, maxvcpus: u32) {
-    let run = boot
+    let run = Boot::new(test, backend)
         .cpus(pcpus)
         .module(guests::guest(PVH64), "")
         .domu("smp", &config(vcpus, maxvcpus))
@@ -205,23 +200,9 @@ fn smp_domu_on_bochs_svm() {
 
 /// More vCPUs than pCPUs: 4 time-share 2; every wait in the guest yields, so
 /// the counts come out exact all the same.
-///
-/// On one host thread (`thread=single`): with QEMU 7.2's multi-threaded TCG this
-/// machine triple-faults within seconds, most runs on a quiet host (it did at
-/// this starting commit too). The fault is a #PF on the fetch of the
-/// instruction right after keel's VMRUN, on return to keel, though keel's page
-/// tables map that page present and executable (walked from the QEMU monitor at
-/// the fault) and keel never changes its own mappings after boot; the #DF that
-/// follows runs on the guest's TR (not yet VMLOADed back) and ends the machine.
-/// One host thread has not shown it; docs/architecture.md has the details.
 #[test]
 fn smp_domu_4_vcpus_on_2_pcpus_on_qemu_svm() {
-    smp_domu_on(
-        Boot::new("smp_domu_4on2", Backend::QemuSvm).one_host_thread(),
-        2,
-        4,
-        4,
-    );
+    smp_domu("smp_domu_4on2", Backend::QemuSvm, 2, 4, 4);
 }
 
 /// Three vCPUs on one pCPU: nothing runs at once at all.
