@@ -15,7 +15,9 @@
 //! frame's check until its event table holds the frame, as
 //! `decrease_reservation` holds it from its check to the free, so a FIFO frame
 //! is never freed while the table uses it (`is_special` asks the table, under
-//! the grant lock).
+//! the grant lock). The Xen timers are set and stopped under the domain's event
+//! table lock and then the vCPU's `st`, the locks a tick's delivery holds
+//! (`run::fire_due_in`), so no tick decided before a stop arrives after it.
 
 use keel_hypercall::abi::Errno;
 use keel_hypercall::abi::hvm::{HVM_NR_PARAMS, VcpuHvmContext};
@@ -552,21 +554,36 @@ impl HcDomain for Ctx<'_> {
         Ok(())
     }
 
+    // The timers change under the event table's lock, which a tick's delivery
+    // holds too (`run::fire_due_in`): once a set or stop returns, no tick
+    // decided before it arrives after it.
+
     fn set_periodic_timer(&mut self, vcpu: u32, period_ns: u64) {
         if let Some(v) = self.d.vcpu(vcpu) {
-            v.st.lock().timers.periodic = (period_ns != 0)
+            let _table = self.d.evtchn.lock();
+            let mut st = v.st.lock();
+            st.timers.periodic = (period_ns != 0)
                 .then(|| (period_ns, crate::clock::now().saturating_add(period_ns)));
+            st.timers.periodic_changes = st.timers.periodic_changes.wrapping_add(1);
+            drop(st);
             crate::vcpu::deadlines_changed();
         }
     }
 
     fn set_singleshot_timer(&mut self, deadline_ns: u64) {
-        self.v.st.lock().timers.singleshot = Some(deadline_ns);
+        let _table = self.d.evtchn.lock();
+        let mut st = self.v.st.lock();
+        st.timers.singleshot = Some(deadline_ns);
+        st.timers.singleshot_changes = st.timers.singleshot_changes.wrapping_add(1);
+        drop(st);
         crate::vcpu::deadlines_changed();
     }
 
     fn stop_singleshot_timer(&mut self) {
-        self.v.st.lock().timers.singleshot = None;
+        let _table = self.d.evtchn.lock();
+        let mut st = self.v.st.lock();
+        st.timers.singleshot = None;
+        st.timers.singleshot_changes = st.timers.singleshot_changes.wrapping_add(1);
     }
 
     // ------------------------------------------------------------ memory

@@ -371,10 +371,13 @@ fn fire_due(now: u64, only: Option<(&Arc<Domain>, &Vcpu)>, wakes: &mut Wakes) {
 /// and its APIC timer.
 fn fire_due_in(d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
     let mut fire = false;
+    // The timers' change counts when a tick was decided (see below).
+    let mut decided = (None, None);
     {
         let mut st = v.st.lock();
         if st.timers.singleshot.is_some_and(|t| t <= now) {
             st.timers.singleshot = None;
+            decided.0 = Some(st.timers.singleshot_changes);
             fire = true;
         }
         if let Some((period, next)) = st.timers.periodic
@@ -384,6 +387,7 @@ fn fire_due_in(d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
             // dropped, not bunched (Xen does the same).
             let missed = (now - next) / period;
             st.timers.periodic = Some((period, next + (missed + 1) * period));
+            decided.1 = Some(st.timers.periodic_changes);
             fire = true;
         }
         if let Wait::Polling {
@@ -400,8 +404,19 @@ fn fire_due_in(d: &Domain, v: &Vcpu, now: u64, wakes: &mut Wakes) {
         }
     }
     if fire {
-        // Delivered under the table's lock (channels.rs, "Locking").
+        // Delivered under the table's lock (channels.rs, "Locking"), which the
+        // timer hypercalls take too: a tick whose timer the guest set again or
+        // stopped since it was decided above is dropped, so none arrives after
+        // the hypercall that stopped its timer has returned.
         let mut t = d.evtchn.lock();
+        let still = {
+            let st = v.st.lock();
+            decided.0 == Some(st.timers.singleshot_changes)
+                || decided.1 == Some(st.timers.periodic_changes)
+        };
+        if !still {
+            return;
+        }
         if let Some(n) = t.virq(v.id, VIRQ_TIMER) {
             events::deliver(d, &mut t, n, wakes);
         }

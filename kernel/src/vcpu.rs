@@ -122,6 +122,11 @@ pub struct Timers {
     pub singleshot: Option<u64>,
     /// `VCPUOP_set_periodic_timer`: (period, next deadline).
     pub periodic: Option<(u64, u64)>,
+    /// Bumped whenever the guest sets or stops the single-shot timer, and the
+    /// periodic one: a tick decided before a change is not delivered after it
+    /// (`run::fire_due_in`).
+    pub singleshot_changes: u64,
+    pub periodic_changes: u64,
 }
 
 impl Timers {
