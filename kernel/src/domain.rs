@@ -626,8 +626,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     match pv::classify(spec.kernel) {
         Ok(XenKernelKind::PvOnly) => {
             // Built and checked as far as keel can (docs/pv.md step 1), then refused.
-            let trial = crate::pv::trial_build(spec)?;
-            crate::logger::say!("d{}: PV kernel laid out and checked: {trial}", spec.id);
+            crate::pv::check(spec)?;
             return Err(BuildError::PvNotYet);
         }
         Ok(XenKernelKind::Neither) => return Err(BuildError::NotXen(pv::PvError::NotXenKernel)),

@@ -780,8 +780,7 @@ fn build_domu(
         // Built and checked as far as keel can (docs/pv.md step 1), then refused.
         return match keel_builder::pv::classify(spec.kernel) {
             Ok(k) if k.pv() => {
-                let trial = pv::trial_build(&spec).map_err(|e| format!("{e}"))?;
-                say!("d{}: PV kernel laid out and checked: {trial}", du.id);
+                pv::check(&spec).map_err(|e| format!("{e}"))?;
                 Err(alloc::string::String::from("type = \"pv\": keel cannot run PV guests yet"))
             }
             Ok(_) => Err(alloc::string::String::from(

@@ -87,6 +87,14 @@ impl core::fmt::Display for Trial {
     }
 }
 
+/// [`trial_build`], then the line that says what it found (`d<id>: PV kernel
+/// laid out and checked: ...`): what a PV Dom0 or domU gets until keel runs PV.
+pub fn check(spec: &PvhSpec<'_>) -> Result<(), BuildError> {
+    let trial = trial_build(spec)?;
+    crate::logger::say!("d{}: PV kernel laid out and checked: {trial}", spec.id);
+    Ok(())
+}
+
 /// Builds the PV domain `spec` describes, validates its page tables, and tears it
 /// down again (see the module doc). A failure of any step is the build's error;
 /// every frame taken is returned either way.

@@ -12,6 +12,30 @@ use keel_tests::{Backend, Boot};
 /// The line keel prints when it refuses to run a PV Dom0 it has built.
 const PV_NOT_YET: &str = r"^\(KEEL\) dom0: module 0 'pv64\.elf': cannot build the domain: a PV kernel \(Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY\): keel cannot run PV guests yet$";
 
+/// Asserts keel's trial-build line for PV domain `dom`: `pages` pages (any number
+/// if `None`), every page-table level validated and exactly the boot tables,
+/// and every frame returned (the RAM and shared_info). Returns the page count.
+#[track_caller]
+fn assert_pv_trial(run: &keel_tests::RunResult, dom: u16, pages: Option<u64>) -> u64 {
+    let pages_re = pages.map_or(String::from(r"\d+"), |p| p.to_string());
+    let c = run.assert_line(&format!(
+        r"^\(KEEL\) d{dom}: PV kernel laid out and checked: ({pages_re}) pages, (\d+) boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, (\d+) L3, (\d+) L2, (\d+) L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, (\d+) frames returned$"
+    ));
+    let n = |i: usize| c[i].parse::<u64>().unwrap_or(0);
+    assert!(
+        n(3) >= 1 && n(4) >= 1 && n(5) >= 1 && n(2) == 1 + n(3) + n(4) + n(5),
+        "every level validated, and exactly the boot tables:\n{}",
+        run.report()
+    );
+    assert_eq!(
+        n(6),
+        n(1) + 1,
+        "every frame returned (RAM and shared_info):\n{}",
+        run.report()
+    );
+    n(1)
+}
+
 /// pv64 as a 64 MiB Dom0 (docs/pv.md step 1): keel lays it out in its own frames,
 /// validates the builder's page tables with the PV MMU as vCPU 0's base (every
 /// level present: L4, L3, L2, L1), tears it down with every frame returned
@@ -25,15 +49,7 @@ fn pv_dom0_is_built_checked_and_refused_on_qemu_svm_qemu_nohvm_and_bochs_vmx() {
             .extra_cmdline("dom0_mem=64M")
             .module(guests::guest(PV64), "mode=hello")
             .run();
-        let c = run.assert_line(
-            r"^\(KEEL\) d0: PV kernel laid out and checked: 16384 pages, (\d+) boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, (\d+) L3, (\d+) L2, (\d+) L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, 16385 frames returned$",
-        );
-        let n = |i: usize| c[i].parse::<u32>().unwrap_or(0);
-        assert!(
-            n(2) >= 1 && n(3) >= 1 && n(4) >= 1 && n(1) == 1 + n(2) + n(3) + n(4),
-            "every level validated, and exactly the boot tables:\n{}",
-            run.report()
-        );
+        assert_pv_trial(&run, 0, Some(16384));
         run.assert_line(PV_NOT_YET);
         run.assert_no_line(FATAL);
         run.assert_powered_off_cleanly();
@@ -49,14 +65,10 @@ fn a_default_sized_pv_dom0_is_built_and_checked_on_qemu_svm() {
     let run = Boot::new("pv_dom0_default_size", Backend::QemuSvm)
         .module(guests::guest(PV64), "mode=hello")
         .run();
-    let c = run.assert_line(
-        r"^\(KEEL\) d0: PV kernel laid out and checked: (\d+) pages, \d+ boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, \d+ L3, \d+ L2, \d+ L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, (\d+) frames returned$",
-    );
-    let pages: u64 = c[1].parse().unwrap_or(0);
-    let returned: u64 = c[2].parse().unwrap_or(0);
+    let pages = assert_pv_trial(&run, 0, None);
     assert!(
-        pages > 65536 && returned == pages + 1,
-        "a Dom0 of more than 256 MiB, every frame returned:\n{}",
+        pages > 65536,
+        "a Dom0 of more than 256 MiB:\n{}",
         run.report()
     );
     run.assert_line(PV_NOT_YET);
@@ -84,15 +96,7 @@ fn pv_domu_is_built_checked_and_refused_on_qemu_svm() {
         .domu("pv-not", &cfg("pv-not", PVH64, "pv", 8))
         .domu("pvh-hello", &cfg("pvh-hello", PVH64, "pvh", 8))
         .run();
-    let c = run.assert_line(
-        r"^\(KEEL\) d1: PV kernel laid out and checked: 8192 pages, (\d+) boot page-table frames validated as vCPU 0's base \(L4 0x[0-9a-f]+: 1 L4, (\d+) L3, (\d+) L2, (\d+) L1\), entry 0xffffffff80100000, start_info at 0x[0-9a-f]+; torn down, 8193 frames returned$",
-    );
-    let n = |i: usize| c[i].parse::<u32>().unwrap_or(0);
-    assert!(
-        n(2) >= 1 && n(3) >= 1 && n(4) >= 1 && n(1) == 1 + n(2) + n(3) + n(4),
-        "every level validated, and exactly the boot tables:\n{}",
-        run.report()
-    );
+    assert_pv_trial(&run, 1, Some(8192));
     run.assert_line(
         r#"^\(KEEL\) d1 \(pv-hello\): cannot build: type = "pv": keel cannot run PV guests yet$"#,
     );

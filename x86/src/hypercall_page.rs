@@ -87,8 +87,25 @@ pub fn fill_hypercall_page(page: &mut [u8; HYPERCALL_PAGE_SIZE], insn: Hypercall
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Decodes the whole 64-bit page `p` from its first byte: every byte is
+    /// code, and every entry starts on an instruction boundary (the HVM and
+    /// the PV page alike).
+    pub(crate) fn assert_entries_on_instruction_boundaries(p: &[u8; HYPERCALL_PAGE_SIZE]) {
+        let mut off = 0;
+        let mut starts = [false; HYPERCALL_PAGE_SIZE];
+        while off < HYPERCALL_PAGE_SIZE {
+            starts[off] = true;
+            let i = decode(&p[off..], CodeMode::Long64).expect("the page is all code");
+            off += usize::from(i.len);
+        }
+        assert_eq!(off, HYPERCALL_PAGE_SIZE);
+        for nr in 0..HYPERCALL_ENTRIES {
+            assert!(starts[nr * HYPERCALL_ENTRY_SIZE], "entry {nr}");
+        }
+    }
     use crate::insn::{CodeMode, InsnKind, decode};
 
     fn page(insn: HypercallInsn) -> [u8; HYPERCALL_PAGE_SIZE] {
@@ -152,18 +169,7 @@ mod tests {
 
     #[test]
     fn the_whole_page_decodes_with_entry_boundaries_on_instruction_boundaries() {
-        let p = page(HypercallInsn::Vmcall);
-        let mut off = 0;
-        let mut starts = [false; HYPERCALL_PAGE_SIZE];
-        while off < HYPERCALL_PAGE_SIZE {
-            starts[off] = true;
-            let i = decode(&p[off..], CodeMode::Long64).expect("the page is all code");
-            off += usize::from(i.len);
-        }
-        assert_eq!(off, HYPERCALL_PAGE_SIZE);
-        for nr in 0..HYPERCALL_ENTRIES {
-            assert!(starts[nr * HYPERCALL_ENTRY_SIZE], "entry {nr}");
-        }
+        assert_entries_on_instruction_boundaries(&page(HypercallInsn::Vmcall));
     }
 
     #[test]

@@ -162,18 +162,7 @@ mod tests {
 
     #[test]
     fn the_whole_page_decodes_with_entry_boundaries_on_instruction_boundaries() {
-        let p = page();
-        let mut off = 0;
-        let mut starts = [false; HYPERCALL_PAGE_SIZE];
-        while off < HYPERCALL_PAGE_SIZE {
-            starts[off] = true;
-            let i = decode(&p[off..], CodeMode::Long64).expect("the page is all code");
-            off += usize::from(i.len);
-        }
-        assert_eq!(off, HYPERCALL_PAGE_SIZE);
-        for nr in 0..HYPERCALL_PAGE_SIZE / HYPERCALL_ENTRY_SIZE {
-            assert!(starts[nr * HYPERCALL_ENTRY_SIZE], "entry {nr}");
-        }
+        crate::hypercall_page::tests::assert_entries_on_instruction_boundaries(&page());
     }
 
     #[test]
