@@ -9,7 +9,7 @@
 //!   over `reads` consecutive reads;
 //! - `VCPUOP_set_singleshot_timer` at +1, +5 and +20 ms: `VIRQ_TIMER` arrives no
 //!   earlier than the deadline and at most `slack-ms` after it (the lateness is
-//!   printed as `info:`); with `long-ms=N`, also at +N ms, alone on an idle
+//!   printed as `info:`); with `long-ms=N`, also at +N ms (at most 100 ms late), alone on an idle
 //!   machine (a deadline past what one 32-bit local APIC count reaches: about
 //!   4.3 s at QEMU's 1 GHz);
 //! - a deadline already past: without `VCPU_SSHOTTMR_future` the event comes at
@@ -50,7 +50,10 @@ pub fn run(env: &Env<'_>) {
     }
     let long = u64::from(env.num("long-ms", 0));
     if long > 0 {
-        singleshot(env, tp, long, slack);
+        // What this checks is that the timer fires at all (an idle pCPU must arm
+        // its one-shot count again after it ends early), not its latency: a
+        // 6 s wait on a loaded host comes back tens of ms late.
+        singleshot(env, tp, long, slack.max(100 * MS));
     }
     past_deadline(env, tp, slack);
     periodic(env, tp);
