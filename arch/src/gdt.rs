@@ -66,7 +66,16 @@ pub const TSS_SEL: u16 = TSS_SELECTOR;
 pub struct CpuTables {
     gdt: [u64; GDT_ENTRIES],
     tss: TaskStateSegment,
+    /// The PV entry stack (`TSS.RSP0`): an interrupt, exception or `syscall`
+    /// from a PV guest in ring 3 leaves the guest's registers at its top, one
+    /// frame, and keel goes on on its own stack (`crate::pv`). Ring-0 traps never
+    /// switch to it.
+    pv_entry: PvEntryStack,
 }
+
+/// One page, 16-byte aligned at its top (where the CPU aligns RSP0 anyway).
+#[repr(C, align(4096))]
+struct PvEntryStack([u8; 4096]);
 
 impl CpuTables {
     /// Bytes a [`CpuTables`] takes (what [`CpuTables::from_zeroed`] needs).
@@ -76,6 +85,7 @@ impl CpuTables {
         CpuTables {
             gdt: [0; GDT_ENTRIES],
             tss: TaskStateSegment::new(),
+            pv_entry: PvEntryStack([0; 4096]),
         }
     }
 
@@ -121,7 +131,12 @@ pub fn init_ap(tables: &'static mut CpuTables, ist_tops: [u64; 3]) {
 }
 
 fn load(tables: &'static mut CpuTables, ist_tops: [u64; 3]) {
-    let CpuTables { gdt, tss } = tables;
+    let CpuTables { gdt, tss, pv_entry } = tables;
+    let pv_top = pv_entry.0.as_ptr() as u64 + pv_entry.0.len() as u64;
+    tss.privilege_stack_table[0] = VirtAddr::new(pv_top);
+    crate::percpu::this()
+        .pv_entry_top
+        .store(pv_top, Ordering::Relaxed);
     for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
         .iter()
         .zip(ist_tops)

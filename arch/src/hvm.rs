@@ -302,6 +302,12 @@ pub trait HvmVcpu {
         GuestPaging::from_regs(self.cr0(), self.cr4(), self.efer())
     }
     fn cpl(&self) -> u8;
+    /// Whether the guest runs its kernel (hypercalls are for it): ring 0 for a
+    /// hardware-virtualized vCPU; a PV vCPU's own mode flag (both of its modes
+    /// run in ring 3).
+    fn in_guest_kernel(&self) -> bool {
+        self.cpl() == 0
+    }
     /// The length of the instruction that caused the current exit, when the hardware
     /// reports it (VMX always for instruction exits; SVM with nRIP save).
     fn exit_insn_len(&self) -> Option<u64>;
@@ -474,10 +480,12 @@ pub trait FrameSource {
     fn alloc_zeroed(&mut self, count: u64) -> Option<keel_mm::addr::Hpa>;
 }
 
-/// The vCPU of whichever backend this CPU has: the one type the kernel holds.
+/// A vCPU of whichever kind its domain has: hardware-virtualized by this CPU's
+/// backend, or PV ([`crate::pv`]). The one type the kernel holds.
 pub enum Vcpu {
     Svm(crate::svm::SvmVcpu),
     Vmx(crate::vmx::VmxVcpu),
+    Pv(alloc::boxed::Box<crate::pv::PvVcpu>),
 }
 
 macro_rules! delegate {
@@ -485,6 +493,7 @@ macro_rules! delegate {
         match $self {
             Vcpu::Svm($v) => $e,
             Vcpu::Vmx($v) => $e,
+            Vcpu::Pv($v) => $e,
         }
     };
 }
@@ -531,6 +540,9 @@ impl HvmVcpu for Vcpu {
     }
     fn cpl(&self) -> u8 {
         delegate!(self, v => v.cpl())
+    }
+    fn in_guest_kernel(&self) -> bool {
+        delegate!(self, v => v.in_guest_kernel())
     }
     fn exit_insn_len(&self) -> Option<u64> {
         delegate!(self, v => v.exit_insn_len())

@@ -23,6 +23,8 @@ pub mod paging;
 pub mod percpu;
 pub mod pic;
 pub mod power;
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub mod pv;
 pub mod rtc;
 pub mod selftest;
 #[cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]

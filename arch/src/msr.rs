@@ -16,6 +16,18 @@ pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
 pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
 pub const IA32_EFER: u32 = 0xC000_0080;
 pub const IA32_GS_BASE: u32 = 0xC000_0101;
+/// `SYSCALL`/`SYSRET` selectors (AMD APM Vol. 2 §6.1.1; SDM Vol. 3 §5.8.8).
+pub const IA32_STAR: u32 = 0xC000_0081;
+/// 64-bit `SYSCALL` entry point.
+pub const IA32_LSTAR: u32 = 0xC000_0082;
+/// Compatibility-mode `SYSCALL` entry point.
+pub const IA32_CSTAR: u32 = 0xC000_0083;
+/// RFLAGS bits `SYSCALL` clears.
+pub const IA32_FMASK: u32 = 0xC000_0084;
+/// FS base.
+pub const IA32_FS_BASE: u32 = 0xC000_0100;
+/// The GS base `SWAPGS` exchanges with GS's.
+pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 /// x2APIC registers are MSRs 0x800 + (xAPIC MMIO offset >> 4) (SDM Vol. 3 §11.12.1).
 pub const X2APIC_BASE: u32 = 0x800;
 

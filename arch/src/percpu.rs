@@ -6,15 +6,17 @@
 //! runs: the boot assembly sets it for the boot CPU ([`BSP`]) and for each AP (the
 //! area the kernel made for it, [`crate::smp`]). The first word of the area is its
 //! own address, so [`this`] is one `mov` from `gs:[0]` and [`index`] one from
-//! `gs:[8]`. keel never executes SWAPGS and never loads GS, and guests' GS never
-//! reaches keel: VMX restores HOST_GS_BASE on every exit (written per CPU, see
-//! `vmx::VmxVcpu::load_on_this_cpu`) and SVM's entry stub VMLOADs this CPU's own
-//! host save area ([`PerCpu::svm_host_vmcb`]) after every VMRUN.
+//! `gs:[8]`. keel never loads GS, and guests' GS never reaches keel: VMX
+//! restores HOST_GS_BASE on every exit (written per CPU, see
+//! `vmx::VmxVcpu::load_on_this_cpu`), SVM's entry stub VMLOADs this CPU's own
+//! host save area ([`PerCpu::svm_host_vmcb`]) after every VMRUN, and a PV guest
+//! runs with keel's pointer in `KERNEL_GS_BASE`: every entry from and return to
+//! ring 3 executes SWAPGS, and nothing else does ([`crate::pv`]).
 //!
 //! # What lives here
 //! What arch itself needs per CPU: the CPU's index (0 = the boot CPU, then APs in
-//! the order they came up), its APIC id, whether it finished bring-up, and its SVM
-//! host state. The kernel keeps its own per-CPU state in arrays indexed by
+//! the order they came up), its APIC id, whether it finished bring-up, its SVM
+//! host state, and what the PV entry and exit paths keep per CPU. The kernel keeps its own per-CPU state in arrays indexed by
 //! [`index`] (`kernel/src/percpu.rs`).
 //!
 //! # Locking
@@ -47,6 +49,18 @@ pub struct PerCpu {
     /// stacks come from the frame allocator): for stack walks in fatal reports.
     stack_lo: AtomicU64,
     stack_hi: AtomicU64,
+    /// The top of this CPU's PV entry stack (`TSS.RSP0`): where an interrupt,
+    /// exception or `syscall` from a PV guest leaves the guest's registers
+    /// (`crate::pv`). Read by the `syscall` entry by offset.
+    pub(crate) pv_entry_top: AtomicU64,
+    /// keel's stack pointer while a PV guest runs on this CPU (`crate::pv`'s
+    /// entry saves it, its exits return to it). Read by offset.
+    pub(crate) pv_host_rsp: AtomicU64,
+    /// Scratch for the `syscall` entry (the guest's RSP, before the stack switch).
+    pub(crate) pv_scratch: AtomicU64,
+    /// The serial number of the PV vCPU that ran on this CPU last (0: none):
+    /// another one's global TLB entries must go first (`crate::pv`).
+    pub(crate) pv_last: AtomicU64,
 }
 
 impl PerCpu {
@@ -60,6 +74,10 @@ impl PerCpu {
             svm_host_vmcb: AtomicU64::new(0),
             stack_lo: AtomicU64::new(0),
             stack_hi: AtomicU64::new(0),
+            pv_entry_top: AtomicU64::new(0),
+            pv_host_rsp: AtomicU64::new(0),
+            pv_scratch: AtomicU64::new(0),
+            pv_last: AtomicU64::new(0),
         }
     }
 

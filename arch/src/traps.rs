@@ -7,8 +7,10 @@
 //! can print every register (SDM Vol. 3 §6.12, §6.14).
 //!
 //! Policy: an exception raised by keel itself is a keel bug; the report is printed and
-//! the machine is stopped ([`crate::power::fatal_stop`]). Exceptions raised by guests
-//! arrive as VM exits, not here. Interrupt vectors (32..=255) go to handlers the
+//! the machine is stopped ([`crate::power::fatal_stop`]). Exceptions raised by
+//! hardware-virtualized guests arrive as VM exits, not here; those of a PV guest
+//! (ring 3) and interrupts that arrive while it runs enter here and go to the PV
+//! exit path (`trap_common` tests the saved CS, [`crate::pv`]). Interrupt vectors (32..=255) go to handlers the
 //! kernel registers; an unexpected one is logged and acknowledged.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -98,6 +100,14 @@ pub fn register_irq(vector: u8, handler: IrqHandler) {
     IRQ_HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
 }
 
+/// Runs the handler of interrupt `frame.vector` for an interrupt that arrived
+/// while a PV guest ran (`crate::pv`: its exit path took it, on keel's stack).
+pub(crate) fn dispatch_guest_interrupt(frame: &mut TrapFrame) {
+    if frame.vector >= 32 {
+        trap_dispatch(frame);
+    }
+}
+
 /// Where every stub lands (called from `trap_common` with RSP 16-byte aligned).
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
@@ -138,6 +148,19 @@ keel_trap_stubs:
     .endr
 
 trap_common:
+    /* From a PV guest (ring 3): its registers go to the PV exit path
+       (crate::pv), not to keel's handlers. */
+    testb $3, 24(%rsp)
+    jnz keel_pv_trap_entry
+    /* A fault on the IRETQ that enters a PV guest: the guest's GS base is
+       already active, and the frame was the guest's (crate::pv). */
+    push %rax
+    lea keel_pv_iret(%rip), %rax
+    cmp %rax, 24(%rsp)
+    pop %rax
+    je keel_pv_iret_fault
+    .global keel_trap_common_body
+keel_trap_common_body:
     push %rax
     push %rbx
     push %rcx

@@ -81,14 +81,10 @@ pub enum BuildError {
     Vcpu(String),
     /// this CPU has no hardware virtualization with second-level paging
     NoHap,
-    /// a PV kernel: keel cannot run PV guests yet
-    PvNotYet,
     /// the PV kernel cannot be laid out
     Pv(keel_builder::pv::PvError),
     /// the PV kernel's initial page tables are refused
     PvMmu(keel_mm::pv::PvError),
-    /// a trial PV build did not give back every frame
-    PvTeardown,
     /// not a Xen kernel at all
     NotXen(keel_builder::pv::PvError),
 }
@@ -103,15 +99,9 @@ impl core::fmt::Display for BuildError {
             BuildError::NoHap => f.write_str(
                 "this CPU has no hardware virtualization with second-level paging (VMX+EPT or SVM+NPT): PVH guests cannot run",
             ),
-            BuildError::PvNotYet => f.write_str(
-                "a PV kernel (Xen PV entry, no XEN_ELFNOTE_PHYS32_ENTRY): keel cannot run PV guests yet",
-            ),
             BuildError::NotXen(e) => write!(f, "{e}"),
             BuildError::Pv(e) => write!(f, "PV kernel: {e}"),
             BuildError::PvMmu(e) => write!(f, "PV kernel: its initial page tables are refused: {e}"),
-            BuildError::PvTeardown => {
-                f.write_str("PV kernel: the trial build did not give back every frame (a keel bug)")
-            }
         }
     }
 }
@@ -173,15 +163,17 @@ pub struct ConsoleRing {
 pub enum GuestType {
     /// Hardware-virtualized CPU and memory, PV interfaces for the rest.
     Pvh,
+    /// A paravirtualized kernel in ring 3 on keel's own page-table rules
+    /// (`pv.rs`, docs/pv.md).
+    Pv,
 }
 
 impl GuestType {
-    /// Whether a hypercall made at privilege level `cpl` comes from the guest's
-    /// kernel: for PVH (and HVM) that is ring 0, as Xen's `hvm_hypercall` has it
-    /// (a PV kernel's rule is its own mode flag, not CPL).
-    pub fn hypercall_allowed(self, cpl: u8) -> bool {
+    /// The name Xen's tools use.
+    pub fn name(self) -> &'static str {
         match self {
-            GuestType::Pvh => cpl == 0,
+            GuestType::Pvh => "PVH",
+            GuestType::Pv => "PV",
         }
     }
 }
@@ -392,6 +384,11 @@ impl Drop for Domain {
         // SAFETY: `vcpus` is never used again: this is the domain's destructor.
         unsafe { ManuallyDrop::drop(&mut self.vcpus) };
         let mem = self.mem.get_mut();
+        if let Paging::Pv(pv) = &mut mem.p2m {
+            // Page types first (they read the frames), while the frames are
+            // still the domain's; no vCPU runs any more (`stop_vcpus`).
+            pv.teardown(self.id);
+        }
         let mut tables = Vec::new();
         mem.p2m.for_each_table(&mut |t| tables.push(t));
         free_all(self.id, &mem.owned, &tables, &[]);
@@ -624,11 +621,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     // What kind of Xen kernel this is decides the message; a malformed image
     // gets the PVH parser's more precise one below.
     match pv::classify(spec.kernel) {
-        Ok(XenKernelKind::PvOnly) => {
-            // Built and checked as far as keel can (docs/pv.md step 1), then refused.
-            crate::pv::check(spec)?;
-            return Err(BuildError::PvNotYet);
-        }
+        Ok(XenKernelKind::PvOnly) => return crate::pv::build(spec),
         Ok(XenKernelKind::Neither) => return Err(BuildError::NotXen(pv::PvError::NotXenKernel)),
         _ => {}
     }
@@ -713,20 +706,7 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
         arch_vcpus.push(ArchVcpu::new(hw, core::mem::take(&mut part.vcpu_frames)));
     }
 
-    // xl's max_event_channels is the highest port; the table holds one more.
-    let mut evtchn =
-        keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), spec.max_vcpus)
-            .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
-    // FIFO event channels on offer: the guest's frames, through the direct map.
-    evtchn.enable_fifo(alloc::boxed::Box::new(crate::frames::GuestFrames));
-    let grants =
-        keel_grant::DomainGrants::with_max_version(
-            spec.id,
-            spec.max_grant_frames,
-            DEFAULT_MAX_MAPTRACK,
-            spec.max_grant_version,
-        )
-            .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;
+    let (evtchn, grants) = channel_tables(spec)?;
     let mut mmio = keel_devices::bus::MmioBus::default();
     mmio.insert(
         keel_devices::vlapic::APIC_BASE_ADDR,
@@ -736,11 +716,67 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
     .map_err(|e| BuildError::Vcpu(alloc::format!("device bus: {e}")))?;
     let p2m = part.p2m.take().ok_or(BuildError::OutOfMemory)?;
     let owned = core::mem::take(&mut part.owned);
+    Ok(assemble(
+        spec,
+        Parts {
+            guest_type: GuestType::Pvh,
+            shared_info,
+            memmap: pvh::memory_map(spec.ram_bytes),
+            arch_vcpus,
+            p2m,
+            owned,
+            p2m_limit: p2m_limit(spec.ram_bytes),
+            mmio,
+            evtchn,
+            grants,
+        },
+    ))
+}
+
+/// A domain's event-channel table and grant table, as `spec` sizes them.
+pub(crate) fn channel_tables(
+    spec: &PvhSpec<'_>,
+) -> Result<(keel_evtchn::Table, keel_grant::DomainGrants), BuildError> {
+    // xl's max_event_channels is the highest port; the table holds one more.
+    let mut evtchn =
+        keel_evtchn::Table::new(spec.id, spec.max_evtchn.saturating_add(1), spec.max_vcpus)
+            .map_err(|e| BuildError::Vcpu(alloc::format!("event channels: {e}")))?;
+    // FIFO event channels on offer: the guest's frames, through the direct map.
+    evtchn.enable_fifo(alloc::boxed::Box::new(crate::frames::GuestFrames));
+    let grants = keel_grant::DomainGrants::with_max_version(
+        spec.id,
+        spec.max_grant_frames,
+        DEFAULT_MAX_MAPTRACK,
+        spec.max_grant_version,
+    )
+    .map_err(|e| BuildError::Vcpu(alloc::format!("grant table: {e:?}")))?;
+    Ok((evtchn, grants))
+}
+
+/// What differs between the guest types' builds, handed to [`assemble`].
+pub(crate) struct Parts {
+    pub guest_type: GuestType,
+    pub shared_info: Mfn,
+    pub memmap: Vec<keel_hypercall::abi::memory::E820Entry>,
+    pub arch_vcpus: Vec<ArchVcpu>,
+    pub p2m: Paging,
+    pub owned: Vec<(Mfn, u64)>,
+    pub p2m_limit: u64,
+    pub mmio: keel_devices::bus::MmioBus<MmioDevice>,
+    pub evtchn: keel_evtchn::Table,
+    pub grants: keel_grant::DomainGrants,
+}
+
+/// The domain, from its built parts: from here on it counts as live, and
+/// dropping it returns every frame.
+pub(crate) fn assemble(spec: &PvhSpec<'_>, p: Parts) -> Domain {
     LIVE.fetch_add(1, Ordering::AcqRel);
+    let shared_info = p.shared_info;
     // vCPU n's vcpu_info starts in shared_info's slot n (64 bytes each, at the
     // page's start; MAX_VCPUS keeps n within the 32 slots). Only vCPU 0 starts
     // up: the guest brings the others up (INIT/SIPI or VCPUOP_up), as on Xen.
-    let vcpus = arch_vcpus
+    let vcpus = p
+        .arch_vcpus
         .into_iter()
         .zip(0u16..)
         .map(|(arch, id)| {
@@ -756,38 +792,38 @@ pub fn build_pvh(hvm: &HvmSupport, spec: &PvhSpec<'_>) -> Result<Domain, BuildEr
             )
         })
         .collect();
-    Ok(Domain {
+    Domain {
         id: spec.id,
         name: String::from(spec.name),
         privileged: spec.privileged,
-        guest_type: GuestType::Pvh,
+        guest_type: p.guest_type,
         ram_bytes: spec.ram_bytes,
         max_pages: spec.max_bytes.max(spec.ram_bytes) / 4096,
         shared_info,
-        memmap: pvh::memory_map(spec.ram_bytes),
+        memmap: p.memmap,
         weight: spec.weight,
         cap: spec.cap,
         vcpus: ManuallyDrop::new(vcpus),
         online: spin::Mutex::new(()),
         mem: spin::Mutex::new(DomainMem {
-            p2m,
-            owned,
+            p2m: p.p2m,
+            owned: p.owned,
             tot_pages: spec.ram_bytes / 4096,
             shared_info_gfn: None,
             grant_gfns: alloc::collections::BTreeMap::new(),
             status_gfns: alloc::collections::BTreeMap::new(),
             foreign: BTreeSet::new(),
-            p2m_limit: p2m_limit(spec.ram_bytes),
+            p2m_limit: p.p2m_limit,
         }),
         hvm_params: spin::Mutex::new([0; HVM_NR_PARAMS as usize]),
         callback_vector: AtomicU16::new(0),
         console: spin::Mutex::new(ConsoleLine::default()),
-        mmio,
-        evtchn: spin::Mutex::new(evtchn),
-        grants: spin::Mutex::new(grants),
+        mmio: p.mmio,
+        evtchn: spin::Mutex::new(p.evtchn),
+        grants: spin::Mutex::new(p.grants),
         console_ring: spin::Once::new(),
         dying: AtomicBool::new(false),
-    })
+    }
 }
 
 /// One hardware vCPU of this CPU's backend, starting at `start`, tagged `tag`

@@ -228,6 +228,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     );
     gdt::init();
     traps::init();
+    keel_arch::pv::init_cpu();
 
     // 2. What the loader and the user said.
     let boot = match read_boot_info(magic, info) {
@@ -605,7 +606,6 @@ fn build_dom0(
     let name = m.name();
     // Xen's dom0= asks for a mode keel may not have (yet).
     let asked = match (opts.dom0_mode, opts.dom0_shadow) {
-        (Some(cmdline::Dom0Mode::Pv), _) => Some("dom0=pv: keel cannot run PV guests yet"),
         (_, true) => Some("dom0=shadow: keel has no shadow paging yet"),
         _ => None,
     };
@@ -675,7 +675,28 @@ fn build_dom0(
         vcpus,
         max_vcpus: vcpus,
     };
-    let d = match domain::build_pvh(hvm, &spec) {
+    // The kernel's notes decide, unless dom0= asked for a mode: PV for a
+    // kernel with only a PV entry, PVH otherwise (Xen's default is PV).
+    let kind = keel_builder::pv::classify(spec.kernel);
+    let built = match (opts.dom0_mode, kind) {
+        (Some(cmdline::Dom0Mode::Pv), Ok(k)) if k.pv() => pv::build(&spec),
+        (Some(cmdline::Dom0Mode::Pv), Ok(_)) => {
+            say!(
+                "dom0: module {} '{name}': cannot build the domain: dom0=pv: the kernel has no Xen PV entry (XEN_ELFNOTE_ENTRY)",
+                plan.kernel
+            );
+            return Err("dom0 cannot be built");
+        }
+        (Some(cmdline::Dom0Mode::Pvh), Ok(keel_builder::pv::XenKernelKind::PvOnly)) => {
+            say!(
+                "dom0: module {} '{name}': cannot build the domain: dom0=pvh: the kernel has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)",
+                plan.kernel
+            );
+            return Err("dom0 cannot be built");
+        }
+        _ => domain::build_pvh(hvm, &spec),
+    };
+    let d = match built {
         Ok(d) => d,
         Err(e @ domain::BuildError::Kernel(_)) => {
             say!(
@@ -693,7 +714,8 @@ fn build_dom0(
         }
     };
     say!(
-        "d0: PVH, {} MiB, {} vCPU(s), {} module(s), entry {:#x}, command line '{}'",
+        "d0: {}, {} MiB, {} vCPU(s), {} module(s), entry {:#x}, command line '{}'",
+        d.guest_type.name(),
         ram >> 20,
         vcpus,
         extra.len(),
@@ -776,23 +798,32 @@ fn build_domu(
         vcpus: c.vcpus,
         max_vcpus: c.max_vcpus,
     };
-    if c.kind == keel_builder::xlcfg::DomainType::Pv {
-        // Built and checked as far as keel can (docs/pv.md step 1), then refused.
-        return match keel_builder::pv::classify(spec.kernel) {
+    let d = if c.kind == keel_builder::xlcfg::DomainType::Pv {
+        match keel_builder::pv::classify(spec.kernel) {
             Ok(k) if k.pv() => {
-                pv::check(&spec).map_err(|e| format!("{e}"))?;
-                Err(alloc::string::String::from("type = \"pv\": keel cannot run PV guests yet"))
+                // Built and checked; its console (the start_info ring and its
+                // event channel) is not connected yet (docs/pv.md), so it
+                // does not run: the domain goes, every frame with it.
+                let d = pv::build(&spec).map_err(|e| format!("{e}"))?;
+                drop(d);
+                return Err(alloc::string::String::from(
+                    "type = \"pv\": keel runs a PV Dom0, but not yet a PV domU (its console ring)",
+                ));
             }
-            Ok(_) => Err(alloc::string::String::from(
-                "type = \"pv\" needs a kernel with a Xen PV entry (XEN_ELFNOTE_ENTRY), and this one has none",
-            )),
-            Err(e) => Err(format!("{e}")),
-        };
-    }
-    let d = domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?;
+            Ok(_) => {
+                return Err(alloc::string::String::from(
+                    "type = \"pv\" needs a kernel with a Xen PV entry (XEN_ELFNOTE_ENTRY), and this one has none",
+                ));
+            }
+            Err(e) => return Err(format!("{e}")),
+        }
+    } else {
+        domain::build_pvh(hvm, &spec).map_err(|e| format!("{e}"))?
+    };
     say!(
-        "d{}: PVH, {} MiB, {} vCPU(s) ({} at most), {} module(s), entry {:#x}, command line '{}' ({})",
+        "d{}: {}, {} MiB, {} vCPU(s) ({} at most), {} module(s), entry {:#x}, command line '{}' ({})",
         du.id,
+        d.guest_type.name(),
         ram >> 20,
         c.vcpus,
         c.max_vcpus,

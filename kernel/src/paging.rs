@@ -149,6 +149,10 @@ impl PagingMode for HapP2m {
 pub enum Paging {
     /// Hardware-assisted paging (EPT/NPT).
     Hap(HapP2m),
+    /// A PV guest's own page tables, on machine frames, under the PV MMU's
+    /// rules (`pv.rs`): no p2m the hardware walks; a guest frame number is a
+    /// machine frame number (Xen: not `paging_mode_translate`).
+    Pv(crate::pv::PvPaging),
 }
 
 /// Runs `$body` with `$m` bound to the mode's implementation.
@@ -156,6 +160,7 @@ macro_rules! with_mode {
     ($paging:expr, $m:ident => $body:expr) => {
         match $paging {
             Paging::Hap($m) => $body,
+            Paging::Pv($m) => $body,
         }
     };
 }

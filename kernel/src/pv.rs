@@ -1,10 +1,9 @@
-//! PV domains, as far as keel builds them today (docs/pv.md, step 1): a PV kernel
-//! is laid out by `builder::pv` in frames keel allocates, its initial page tables
-//! are validated by the PV MMU (`mm::pv`) exactly as a running guest's would be,
-//! and the domain is torn down again, every frame accounted for, because keel
-//! cannot run a PV vCPU yet (steps 2 to 4).
+//! PV domains (docs/pv.md): a PV kernel is laid out by `builder::pv` in frames
+//! keel allocates, its initial page tables are validated by the PV MMU
+//! (`mm::pv`) as vCPU 0's base pointer, and the domain runs with its vCPUs in
+//! ring 3 (`arch::pv`) behind the same run loop as PVH's.
 //!
-//! # What the trial build proves
+//! # What a build proves
 //!
 //! - The builder's start-of-day image fits keel's allocator and direct map: the
 //!   kernel, initrd, p2m list, start_info, xenstore/console pages, page tables and
@@ -13,20 +12,38 @@
 //!   an L4 type reference (Xen's `new_guest_cr3` in `dom0_construct_pv`), which
 //!   validates every table below it against Xen's rules, with keel's own L4 slots
 //!   256..=271 filled from keel's page tables ([`DirectMapPv::keel_l4_entry`]).
-//! - Teardown balances: dropping the base pointer and relinquishing the domain's
-//!   memory returns every frame through `DomainFrames::pop_freed`, once.
+//! - Teardown balances: when the domain dies, dropping the base pointers and
+//!   relinquishing its memory returns every frame through
+//!   `DomainFrames::pop_freed`, once ([`PvPaging::teardown`]), before the
+//!   frames themselves go back to the allocator.
+//!
+//! # Guest memory
+//!
+//! A PV guest is not translated: the frame numbers in its page tables and
+//! hypercalls are machine frames, which `Paging::Pv` accepts only where the
+//! domain owns them. keel reaches a guest virtual address by walking the
+//! guest's page tables (`mm::pv::copy`), never by dereferencing it, and never
+//! in keel's own range.
 //!
 //! # Locking
-//! None shared: the domain under construction is reachable from nowhere else (it
-//! has no id in the domain table, no vCPU runs it), so its `DomainFrames` needs no
-//! lock here. Only the frame allocator's lock is taken, briefly, per allocation
-//! and at the final free. Once PV domains run, their `DomainFrames` lives under the
-//! domain's lock (`mm::pv`'s `# Locking`).
+//! A running PV domain's `PvPaging` lives in its `mem` lock (`domain.rs`), like
+//! any paging mode; a build in progress is reachable from nowhere else, so it
+//! needs none. Only the frame allocator's lock is taken, briefly, per
+//! allocation.
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use alloc::boxed::Box;
+
+use keel_arch::hvm::Vcpu as HwVcpu;
+use keel_arch::pv::{PvStart, PvVcpu as ArchPv};
 use keel_builder::pv::{self as bpv, PvBoot, PvSpec, Role};
+use keel_hypercall::abi::memory::{E820_RAM, E820Entry};
+use keel_mm::addr::{Gfn, Hpa};
+use keel_mm::guest_mem::CopyError;
+use keel_mm::guest_walk::WalkCtx;
+use keel_mm::p2m::{Access, P2mError};
 use keel_builder::pvh::{GuestMemWriter, PvhError};
 use keel_hypercall::abi::features::{
     XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB, XENFEAT_WRITABLE_PAGE_TABLES, bit,
@@ -35,7 +52,9 @@ use keel_mm::addr::Mfn;
 use keel_mm::pv::{DomainFrames, IoFrame, Level, PageType, Policy, PvMemory, PvVcpu};
 use keel_x86::hypercall_page::HYPERCALL_PAGE_SIZE;
 
-use crate::domain::{BuildError, PvhSpec};
+use crate::domain::{BuildError, Domain, GuestType, Parts, PvhSpec};
+use crate::paging::{Paging, PagingMode};
+use crate::vcpu::ArchVcpu;
 use crate::frames::Frame;
 use crate::memory::{FRAMES, FrameAlloc, free_runs, zero_frames};
 
@@ -50,60 +69,157 @@ fn offered_features(role: Role) -> u32 {
     f
 }
 
-/// What a trial build found, for the log.
+/// What a PV build found, for the log.
 #[derive(Clone, Copy, Debug)]
-pub struct Trial {
+pub struct Built {
     /// Pages of RAM the domain got (`start_info.nr_pages`).
     pub pages: u64,
     /// Page-table frames of the boot region (`start_info.nr_pt_frames`).
     pub pt_frames: u64,
     /// Validated page tables, by level (L1..L4), once vCPU 0's base was set.
     pub tables: [u32; 4],
-    /// The L4 vCPU 0 would start on.
+    /// The L4 vCPU 0 starts on.
     pub l4: Mfn,
-    /// Where it would start, and its start_info.
+    /// Where it starts, and its start_info.
     pub entry: u64,
     pub start_info_va: u64,
-    /// Frames the teardown returned (equal to `pages` + 1 for shared_info
-    /// when it balances).
-    pub returned: u64,
 }
 
-impl core::fmt::Display for Trial {
+impl core::fmt::Display for Built {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let [l1, l2, l3, l4] = self.tables;
         write!(
             f,
             "{} pages, {} boot page-table frames validated as vCPU 0's base \
-             (L4 {:#x}: {l4} L4, {l3} L3, {l2} L2, {l1} L1), entry {:#x}, start_info at {:#x}; \
-             torn down, {} frames returned",
+             (L4 {:#x}: {l4} L4, {l3} L3, {l2} L2, {l1} L1), entry {:#x}, start_info at {:#x}",
             self.pages,
             self.pt_frames,
             self.l4.as_u64(),
             self.entry,
             self.start_info_va,
-            self.returned,
         )
     }
 }
 
-/// [`trial_build`], then the line that says what it found (`d<id>: PV kernel
-/// laid out and checked: ...`): what a PV Dom0 or domU gets until keel runs PV.
-pub fn check(spec: &PvhSpec<'_>) -> Result<(), BuildError> {
-    let trial = trial_build(spec)?;
-    crate::logger::say!("d{}: PV kernel laid out and checked: {trial}", spec.id);
-    Ok(())
+/// A PV domain's memory (the `Paging::Pv` mode): the page types of its frames
+/// (`mm::pv`), each vCPU's base pointers, and its p2m list.
+pub struct PvPaging {
+    pub frames: DomainFrames<FrameAlloc>,
+    pub mem: DirectMapPv,
+    /// The PV MMU's per-vCPU state (kernel and user base pointers, LDT).
+    pub vcpus: Vec<PvVcpu>,
+    /// pfn -> mfn, as the guest's p2m list started.
+    pub p2m: Vec<Mfn, FrameAlloc>,
 }
 
-/// Builds the PV domain `spec` describes, validates its page tables, and tears it
-/// down again (see the module doc). A failure of any step is the build's error;
-/// every frame taken is returned either way.
-pub fn trial_build(spec: &PvhSpec<'_>) -> Result<Trial, BuildError> {
+impl PvPaging {
+    /// Drops every base pointer and page type and checks that every frame came
+    /// back through `pop_freed` (a dead domain's, before its frames are freed).
+    pub fn teardown(&mut self, domid: u16) {
+        let held = self.frames.len();
+        let mut result = Ok(());
+        for v in self.vcpus.iter_mut() {
+            result = result.and(self.frames.destroy_pagetables(&mut self.mem, v));
+        }
+        let result = result.and_then(|()| self.frames.relinquish(&mut self.mem));
+        let mut returned = 0usize;
+        while self.frames.pop_freed().is_some() {
+            returned += 1;
+        }
+        if let Err(e) = result {
+            log::error!("d{domid}: PV teardown: {e}");
+        }
+        if returned != held || !self.frames.is_empty() {
+            log::error!(
+                "d{domid}: PV teardown returned {returned} of {held} frames, {} still held",
+                self.frames.len()
+            );
+        } else {
+            log::debug!("d{domid}: PV teardown: {returned} frames returned");
+        }
+    }
+
+    /// Whether the domain may have keel write frame `mfn` for it: its own, and
+    /// not one of its page tables or descriptor pages.
+    fn access(&self, mfn: Mfn) -> Option<bool> {
+        let p = self.frames.page(mfn)?;
+        Some(matches!(p.page_type(), PageType::None | PageType::Writable) || p.type_count() == 0)
+    }
+}
+
+/// Guest copies through the domain's own page tables (`mm::pv::copy`).
+struct CopyMem<'a>(&'a PvPaging);
+
+impl keel_mm::pv::copy::MachineMem for CopyMem<'_> {
+    fn access(&self, mfn: Mfn) -> Option<bool> {
+        self.0.access(mfn)
+    }
+    fn read(&self, maddr: u64, buf: &mut [u8]) {
+        if let Some(m) = Mfn::new(maddr >> 12) {
+            DirectMapPv::frame(m).read((maddr & 0xFFF) as usize, buf);
+        }
+    }
+    fn write(&mut self, maddr: u64, data: &[u8]) {
+        if let Some(m) = Mfn::new(maddr >> 12) {
+            DirectMapPv::frame(m).write((maddr & 0xFFF) as usize, data);
+        }
+    }
+}
+
+impl PagingMode for PvPaging {
+    /// No root the hardware walks for the domain: vCPU 0's L4 (or nothing).
+    fn root(&self) -> Hpa {
+        self.vcpus
+            .first()
+            .and_then(|v| v.kernel_root())
+            .map_or(Hpa::new(0).unwrap_or_else(|| unreachable!()), |m| m.hpa())
+    }
+    /// A PV guest is not translated: nothing is mapped at a gfn.
+    fn map(&mut self, gfn: Gfn, _mfn: Mfn, _count: u64, _access: Access) -> Result<(), P2mError> {
+        Err(P2mError::OutOfRange { gfn: gfn.as_u64() })
+    }
+    fn set_entry(&mut self, gfn: Gfn, _new: Option<(Mfn, Access)>) -> Result<Option<Mfn>, P2mError> {
+        Err(P2mError::OutOfRange { gfn: gfn.as_u64() })
+    }
+    /// A gfn is an mfn, if the domain owns it (Xen's `get_page_from_gfn` for a
+    /// guest that is not translated); writable unless it is a page table or
+    /// descriptor page.
+    fn translate(&self, gfn: Gfn) -> Option<(Mfn, Access)> {
+        let mfn = Mfn::new(gfn.as_u64())?;
+        let w = self.access(mfn)?;
+        Some((mfn, if w { Access::RW } else { Access::R }))
+    }
+    fn for_each_table(&self, _f: &mut dyn FnMut(Hpa)) {}
+    fn copy_from_guest(&self, walk: &WalkCtx, gva: u64, buf: &mut [u8]) -> Result<(), CopyError> {
+        keel_mm::pv::copy::copy_from_guest(&CopyMem(self), walk, gva, buf)
+    }
+    fn copy_to_guest(&self, walk: &WalkCtx, gva: u64, data: &[u8]) -> Result<(), CopyError> {
+        keel_mm::pv::copy::copy_to_guest(&mut CopyMem(self), walk, gva, data)
+    }
+    /// A PV guest has no guest-physical address space keel writes.
+    fn write_gpa(&self, gpa: u64, _data: &[u8]) -> Result<(), CopyError> {
+        Err(CopyError::Unbacked { gpa })
+    }
+}
+
+/// Builds the PV domain `spec` describes (Dom0, or a domU), ready to run: its
+/// vCPU 0 starts at the kernel's entry in kernel mode on the builder's page
+/// tables, validated by the PV MMU as its base pointer. Every frame taken is
+/// returned if any step fails.
+pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
     let role = if spec.privileged && spec.id == 0 {
         Role::Dom0
     } else {
         Role::DomU
     };
+    if spec.vcpus == 0 || spec.vcpus > spec.max_vcpus || spec.max_vcpus > crate::domain::MAX_VCPUS {
+        return Err(BuildError::Vcpu(alloc::format!(
+            "{} vCPUs up of {}: 1 ..= maxvcpus <= {} are possible",
+            spec.vcpus,
+            spec.max_vcpus,
+            crate::domain::MAX_VCPUS
+        )));
+    }
     let kernel = bpv::parse(spec.kernel).map_err(BuildError::Pv)?;
     kernel
         .check_features(offered_features(role))
@@ -140,27 +256,37 @@ pub fn trial_build(spec: &PvhSpec<'_>) -> Result<Trial, BuildError> {
     .map_err(BuildError::Pv)?;
     let regs = bpv::initial_regs(&layout, mfn_of).map_err(BuildError::Pv)?;
 
-    let mut mem = DirectMapPv::new();
-    // The page-type state lives in frames, not on keel's heap (16 bytes a frame).
-    let mut df = DomainFrames::new_in(
-        Policy {
-        nx: keel_arch::cpu::CpuInfo::detect().nx,
-            io_caps: false,
-            linear_pt: true,
-            l1tf_safe_maddr: None,
-        },
-        FrameAlloc,
-    );
-    let mut vcpu0 = PvVcpu::new();
+    let nx = keel_arch::cpu::CpuInfo::detect().nx;
+    let mut pv = PvPaging {
+        // The page-type state lives in frames, not on keel's heap (16 bytes a frame).
+        frames: DomainFrames::new_in(
+            Policy {
+                nx,
+                io_caps: false,
+                linear_pt: true,
+                l1tf_safe_maddr: None,
+            },
+            FrameAlloc,
+        ),
+        mem: DirectMapPv::new(),
+        vcpus: (0..spec.max_vcpus).map(|_| PvVcpu::new()).collect(),
+        p2m,
+    };
     let checked = (|| {
-        for &m in &p2m {
-            df.assign(m)?;
+        for &m in pv.p2m.iter() {
+            pv.frames.assign(m)?;
         }
-        df.assign_special(shared_info)?;
-        // vCPU 0's base pointer: an L4 type reference, validating the tree.
-        df.new_baseptr(&mut mem, &mut vcpu0, regs.cr3 >> 12)?;
+        pv.frames.assign_special(shared_info)?;
+        // vCPU 0's base pointer: an L4 type reference, validating the tree
+        // (Xen's `new_guest_cr3` in `dom0_construct_pv`).
+        let PvPaging {
+            frames, mem, vcpus, ..
+        } = &mut pv;
+        if let Some(v0) = vcpus.first_mut() {
+            frames.new_baseptr(mem, v0, regs.cr3 >> 12)?;
+        }
         let mut tables = [0u32; 4];
-        for (_, p) in df.pages() {
+        for (_, p) in pv.frames.pages() {
             if let PageType::PageTable(level) = p.page_type()
                 && p.is_validated()
             {
@@ -175,41 +301,71 @@ pub fn trial_build(spec: &PvhSpec<'_>) -> Result<Trial, BuildError> {
         }
         Ok(tables)
     })();
-    // Teardown, whatever the validation said: the base pointer, then everything.
-    let torn = df
-        .destroy_pagetables(&mut mem, &mut vcpu0)
-        .and_then(|()| df.relinquish(&mut mem));
-    let mut returned = 0u64;
-    while df.pop_freed().is_some() {
-        returned += 1;
-    }
-    let held = df.len();
-    drop(df);
-    // Every frame goes back to the allocator now, counted or not: the domain never
-    // ran, so no TLB holds a translation of them.
-    drop(frames);
-    let tables = checked.map_err(BuildError::PvMmu)?;
-    torn.map_err(BuildError::PvMmu)?;
-    if held != 0 || returned != layout.nr_pages + 1 {
-        log::error!(
-            "PV trial build: teardown returned {returned} of {} frames, {held} still held",
-            layout.nr_pages + 1
-        );
-        return Err(BuildError::PvTeardown);
-    }
-    Ok(Trial {
+    let tables = match checked {
+        Ok(t) => t,
+        Err(e) => {
+            // The domain never ran: tear its types down, then `frames` frees
+            // every frame when it goes.
+            pv.teardown(spec.id);
+            return Err(BuildError::PvMmu(e));
+        }
+    };
+    let built = Built {
         pages: layout.nr_pages,
         pt_frames: layout.nr_pt_frames,
         tables,
         l4: Mfn::new(regs.cr3 >> 12).unwrap_or(shared_info),
         entry: regs.rip,
         start_info_va: regs.rsi,
-        returned,
-    })
+    };
+    crate::logger::say!("d{}: PV kernel laid out and checked: {built}", spec.id);
+
+    let start = PvStart {
+        rip: regs.rip,
+        rsp: regs.rsp,
+        rsi: regs.rsi,
+        rflags: regs.rflags,
+        cs: regs.cs,
+        ss: regs.ss,
+        cr3: regs.cr3,
+    };
+    let arch_vcpus = (0..spec.max_vcpus)
+        .map(|i| {
+            let v = if i == 0 {
+                ArchPv::new(&start, nx)
+            } else {
+                ArchPv::new_down(nx)
+            };
+            ArchVcpu::new(HwVcpu::Pv(Box::new(v)), Vec::new())
+        })
+        .collect();
+    let (evtchn, grants) = crate::domain::channel_tables(spec)?;
+    let ram = layout.nr_pages * 4096;
+    let memmap = alloc::vec![E820Entry {
+        addr: 0,
+        size: ram,
+        type_: E820_RAM,
+    }];
+    let owned = core::mem::take(&mut frames.runs);
+    Ok(crate::domain::assemble(
+        spec,
+        Parts {
+            guest_type: GuestType::Pv,
+            shared_info,
+            memmap,
+            arch_vcpus,
+            p2m: Paging::Pv(pv),
+            owned,
+            p2m_limit: layout.nr_pages,
+            mmio: keel_devices::bus::MmioBus::default(),
+            evtchn,
+            grants,
+        },
+    ))
 }
 
-/// The frames a trial build took from the allocator, in the runs it got them:
-/// all returned when dropped.
+/// The frames a build took from the allocator, in the runs it got them: all
+/// returned when dropped (a failed build), unless taken for the domain.
 #[derive(Default)]
 struct Frames {
     runs: Vec<(Mfn, u64)>,
@@ -294,7 +450,7 @@ impl GuestMemWriter for PfnWriter<'_> {
 
 /// The PV MMU's view of machine memory during a build: the domain's frames
 /// through the direct map, and keel's own L4 slots.
-struct DirectMapPv {
+pub struct DirectMapPv {
     /// keel's PML4 entries for slots 256..=271, as every guest L4 gets them.
     keel_l4: [u64; 16],
 }
@@ -357,7 +513,10 @@ impl PvMemory for DirectMapPv {
             .unwrap_or(0)
     }
 
-    /// The domain has never run: no pCPU holds a translation of its frames.
+    /// Types change only at the build (nothing ran yet) and at the teardown
+    /// (no vCPU runs any more, keel's own CR3 is back on every pCPU, and a pCPU
+    /// flushes every guest translation before it runs another PV vCPU,
+    /// `arch::pv`). The MMU hypercalls (docs/pv.md step 3) flush here.
     fn before_type_change(&mut self, _mfn: Mfn, _from: PageType, _to: PageType) {}
 
     fn check_segdesc_page(&self, mfn: Mfn) -> bool {

@@ -124,10 +124,7 @@ fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
         Exit::ExternalInterrupt => Ok(Flow::Interrupted),
         // The upcall goes in at the next entry (events::prepare_entry).
         Exit::InterruptWindow => Ok(Flow::Continue),
-        Exit::Exception { vector, error_code } => done(crash(format!(
-            "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
-            d.arch.rip()
-        ))),
+        Exit::Exception { vector, error_code } => done(crash(exception_report(d, vector, error_code))),
         Exit::TripleFault => done(crash(format!("triple fault at rip {:#x}", d.arch.rip()))),
         Exit::UndefinedInstruction => {
             d.arch.inject_exception(6, None);
@@ -137,6 +134,31 @@ fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
             "{why} (exit code {code:#x}, info {info:#x}) at rip {:#x}",
             d.arch.rip()
         ))),
+    }
+}
+
+/// Why an exception ends the domain: for HVM, an intercept keel does not
+/// expect; for PV, any exception of the guest's (bouncing it to the guest's
+/// trap table is docs/pv.md step 3).
+fn exception_report(d: &X<'_>, vector: u8, error_code: Option<u32>) -> String {
+    let (rip, rsp) = (d.arch.rip(), d.arch.rsp());
+    match &**d.arch {
+        keel_arch::hvm::Vcpu::Pv(p) => {
+            let name = keel_arch::traps::exception_name(u64::from(vector));
+            let code = error_code.map_or(String::new(), |c| format!(", error code {c:#x}"));
+            let cr2 = if vector == 14 {
+                format!(", cr2 {:#x}", p.cr2())
+            } else {
+                String::new()
+            };
+            format!(
+                "PV guest {name} at rip {rip:#x}, rsp {rsp:#x}{code}{cr2}, in {:?} mode: keel does not bounce exceptions to a PV guest yet",
+                p.guest_mode()
+            )
+        }
+        _ => format!(
+            "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {rip:#x}"
+        ),
     }
 }
 
@@ -594,9 +616,10 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
             width: GuestWidth::Bits32,
         }
     };
-    // Hypercalls are for the guest kernel; which privilege that is, is the guest
-    // type's rule (PVH: ring 0, else -EPERM, as Xen's hvm_hypercall).
-    let outcome = if !d.d.guest_type.hypercall_allowed(d.arch.cpl()) {
+    // Hypercalls are for the guest kernel: PVH's is ring 0 (else -EPERM, as
+    // Xen's hvm_hypercall); a PV guest's is its kernel mode (a SYSCALL from its
+    // user mode never arrives here as a hypercall).
+    let outcome = if !d.arch.in_guest_kernel() {
         keel_hypercall::dispatch::Outcome {
             ret: Errno::EPERM.neg(),
             action: Action::Continue,

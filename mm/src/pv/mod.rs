@@ -210,6 +210,7 @@
 //!   for non-coherent mappings, XSM, and checking descriptor contents (the
 //!   kernel's [`PvMemory::check_segdesc_page`]).
 
+pub mod copy;
 pub mod entry;
 mod ops;
 mod page;

@@ -1,0 +1,817 @@
+//! PV vCPUs (docs/pv.md, step 2): a guest kernel in ring 3 on keel's own CPU, on
+//! page tables the guest built and keel's PV MMU (`mm::pv`) validated, behind the
+//! same interface as a VMX or SVM vCPU ([`crate::hvm::HvmVcpu`]), so the kernel's
+//! run loop does not change.
+//!
+//! # Entering the guest
+//! [`PvVcpu::run`] writes the guest's registers as one [`TrapFrame`] at the top of
+//! this CPU's PV entry stack (`TSS.RSP0`, [`crate::gdt`]), loads the guest's L4
+//! into CR3 (keel's own L4 slots 256..=271 are in it, supervisor-only, so keel's
+//! code, stacks and direct map stay mapped), writes its FS base, and its active GS
+//! base into `KERNEL_GS_BASE`, and calls `keel_pv_enter`: that saves keel's
+//! callee-saved registers and stack pointer in this CPU's [`PerCpu`], pops the
+//! frame, executes `SWAPGS` (the guest's GS base becomes active, keel's per-CPU
+//! pointer waits in `KERNEL_GS_BASE`) and `IRETQ` to CPL 3. RFLAGS.IF is always
+//! set in the guest (`keel_x86::pv::exit_rflags`): its virtual IF is the upcall
+//! mask, and keel's timer and IPIs interrupt it.
+//!
+//! # Leaving it
+//! - An interrupt or exception: the CPU switches to `TSS.RSP0` and pushes the
+//!   hardware frame there; the IDT stub pushes the error code and vector, and
+//!   `trap_common` (`crate::traps`), seeing CPL 3 in the saved CS, jumps to
+//!   `keel_pv_trap_entry`: `SWAPGS`, push the registers (the same [`TrapFrame`],
+//!   in the same place as on entry), and return to keel's stack.
+//! - `SYSCALL` (`LSTAR`, and `CSTAR` from 32-bit code): `SWAPGS`, switch to the
+//!   entry stack, and build the same frame by hand (RIP from RCX, RFLAGS from
+//!   R11, vector [`SYSCALL64`]/[`SYSCALL32`]). `FMASK` clears IF, TF, DF, AC and
+//!   NT, so nothing interrupts the few instructions before the stack switch.
+//! - A fault of the entry's own `IRETQ` (a frame the guest made bad): it arrives
+//!   in ring 0 with the guest's GS base active; `trap_common` recognises
+//!   `keel_pv_iret` as the faulting RIP and sends it to `keel_pv_iret_fault`,
+//!   which swaps GS back and returns the vector to [`PvVcpu::run`].
+//! - NMI, #DF and #MC arrive on their IST stacks; from CPL 3 the stub swaps GS
+//!   and they are keel's as anywhere else (fatal). An NMI in ring 0 between the
+//!   entry's `SWAPGS` and its `IRETQ` would find the guest's GS base: keel does
+//!   not use NMIs (an NMI is fatal anyway), so the paranoid entry Linux uses is
+//!   not built yet.
+//!
+//! Interrupts that ended the guest are handled by their handlers on keel's stack
+//! before [`PvVcpu::run`] returns [`Exit::ExternalInterrupt`]; a `SYSCALL` from
+//! guest kernel mode is [`Exit::Hypercall`] (RIP reported on the `SYSCALL`, as
+//! a VMCALL exit reports it, so the dispatcher's continuation and completion
+//! rules are the HVM ones); an exception is [`Exit::Exception`], CR2 kept for a
+//! page fault.
+//!
+//! # TLBs
+//! The guest's user mappings are global (`mm::pv` sets G on them, as Xen does,
+//! so they survive the kernel/user L4 switch): before a different PV vCPU runs
+//! on a CPU, or when a flush was requested, [`PvVcpu::run`] flushes global
+//! entries too. keel's own CR3 is reloaded after every exit, so no CPU keeps a
+//! guest's L4 loaded once its vCPU has stopped.
+//!
+//! # What is not here yet
+//! Bouncing exceptions and events to the guest (`set_trap_table`, callbacks),
+//! `iret` to user mode, the guest's own GDT and LDT, its segment selectors
+//! (kept at what the builder gave), and emulation of privileged instructions:
+//! docs/pv.md, steps 3 and 4. Until then an exception ends the domain, with
+//! the reason.
+//!
+//! # Locking
+//! None here: a `PvVcpu` is held by the pCPU that runs it (the kernel's `arch`
+//! lock), and the per-CPU fields it uses are this CPU's own.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use keel_x86::context::Context;
+use keel_x86::pv::{GuestMode, exit_rflags};
+
+use crate::cpu::FxState;
+use crate::hvm::{CpuMode, Exit, GuestGprs, HvmVcpu, HypercallInsnKind};
+use crate::msr;
+use crate::percpu::PerCpu;
+use crate::traps::TrapFrame;
+
+/// The vector the `syscall` entry records for a 64-bit `SYSCALL`.
+pub const SYSCALL64: u64 = 0x100;
+/// The vector it records for a `SYSCALL` from 32-bit (compatibility) code.
+pub const SYSCALL32: u64 = 0x101;
+
+/// What `keel_pv_enter` returns for a fault of its own `IRETQ`: this bit, or'd
+/// with the vector.
+const IRET_FAULT: u64 = 0x200;
+
+/// RFLAGS bits `SYSCALL` clears (Xen's `XEN_SYSCALL_MASK`): IF (nothing
+/// interrupts the entry before its stack switch), TF, DF, AC, NT, RF, VM.
+const SYSCALL_MASK: u64 = (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14) | (1 << 16) | (1 << 17);
+
+/// Serial numbers of PV vCPUs (never 0): which one ran last on a CPU.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Sets this CPU up for PV guests: `SYSCALL` enabled (EFER.SCE), its selectors
+/// (`STAR`: `SYSCALL` loads keel's 0xe008/0xe010, a `SYSRET` would load the flat
+/// ring-3 0xe033/0xe02b as Xen's `STAR` has it) and entry points. Call on every
+/// CPU after [`crate::gdt`] and [`crate::traps`] are loaded.
+#[cfg(target_os = "none")]
+pub fn init_cpu() {
+    // SAFETY: the entry points are keel's own code below; the selectors are
+    // keel's GDT's (Xen's layout, `crate::gdt`); SCE only makes SYSCALL legal,
+    // which lands in that code. keel itself never executes SYSCALL.
+    unsafe { write_syscall_msrs() };
+    // SAFETY: EFER.SCE is the only bit changed (reading it first keeps LME/LMA/NXE).
+    unsafe {
+        let efer = msr::rdmsr(msr::IA32_EFER);
+        msr::wrmsr(msr::IA32_EFER, efer | 1);
+    }
+}
+
+/// keel's `SYSCALL` MSRs; a VMX guest's lazy state replaces them while it runs,
+/// so a PV vCPU writes them again whenever it is loaded on a CPU.
+#[cfg(target_os = "none")]
+unsafe fn write_syscall_msrs() {
+    use keel_hypercall::abi::pv::FLAT_RING3_CS32;
+    let star = (u64::from(FLAT_RING3_CS32) << 48) | (u64::from(crate::gdt::CODE_SELECTOR) << 32);
+    // SAFETY: the caller's contract (see `init_cpu`).
+    unsafe {
+        msr::wrmsr(msr::IA32_STAR, star);
+        msr::wrmsr(msr::IA32_LSTAR, core::ptr::addr_of!(keel_pv_syscall64) as u64);
+        msr::wrmsr(msr::IA32_CSTAR, core::ptr::addr_of!(keel_pv_syscall32) as u64);
+        msr::wrmsr(msr::IA32_FMASK, SYSCALL_MASK);
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+unsafe fn write_syscall_msrs() {}
+
+/// Why a PV vCPU cannot run (each run returns it as [`Exit::Failed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PvFailure {
+    pub why: &'static str,
+    pub info: u64,
+}
+
+/// One PV vCPU's CPU state.
+pub struct PvVcpu {
+    serial: u64,
+    gprs: GuestGprs,
+    rip: u64,
+    rsp: u64,
+    rflags: u64,
+    cs: u16,
+    ss: u16,
+    mode: GuestMode,
+    /// The guest kernel's L4 (machine address), and the user one if it set one.
+    kernel_cr3: u64,
+    user_cr3: Option<u64>,
+    fs_base: u64,
+    gs_base_kernel: u64,
+    gs_base_user: u64,
+    /// The address of the guest's last page fault.
+    cr2: u64,
+    nx: bool,
+    fx: FxState,
+    /// The last exit was a `SYSCALL` (RIP was moved back onto it).
+    syscall_exit: bool,
+    /// Flush everything, global entries too, before the next entry.
+    flush_pending: bool,
+    failed: Option<PvFailure>,
+}
+
+/// A new PV vCPU's start-of-day state (Xen's for a 64-bit PV guest: `xen.h`,
+/// "Start-of-day memory layout"), from the domain builder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PvStart {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rsi: u64,
+    pub rflags: u64,
+    pub cs: u16,
+    pub ss: u16,
+    /// Machine address of the L4.
+    pub cr3: u64,
+}
+
+impl PvVcpu {
+    /// A vCPU that starts at `start` (kernel mode); `nx`: whether the CPU has
+    /// no-execute (the guest sees EFER.NXE).
+    pub fn new(start: &PvStart, nx: bool) -> PvVcpu {
+        let gprs = GuestGprs {
+            rsi: start.rsi,
+            ..GuestGprs::default()
+        };
+        PvVcpu {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            gprs,
+            rip: start.rip,
+            rsp: start.rsp,
+            rflags: start.rflags,
+            cs: start.cs,
+            ss: start.ss,
+            mode: GuestMode::Kernel,
+            kernel_cr3: start.cr3,
+            user_cr3: None,
+            fs_base: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            cr2: 0,
+            nx,
+            fx: FxState::initial(),
+            syscall_exit: false,
+            flush_pending: true,
+            failed: None,
+        }
+    }
+
+    /// A vCPU that is down until the guest gives it a state (its
+    /// `vcpu_guest_context` through `VCPUOP_initialise`: not yet, step 3).
+    pub fn new_down(nx: bool) -> PvVcpu {
+        let mut v = PvVcpu::new(&PvStart::default(), nx);
+        v.failed = Some(PvFailure {
+            why: "a PV vCPU without a state (VCPUOP_initialise for PV is not built yet)",
+            info: 0,
+        });
+        v
+    }
+
+    /// The guest's mode (kernel or user).
+    pub fn guest_mode(&self) -> GuestMode {
+        self.mode
+    }
+
+    /// The address of the guest's last page fault.
+    pub fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    /// The L4 active in the current mode.
+    fn active_cr3(&self) -> u64 {
+        match (self.mode, self.user_cr3) {
+            (GuestMode::User, Some(u)) => u,
+            _ => self.kernel_cr3,
+        }
+    }
+
+    fn active_gs_base(&self) -> u64 {
+        match self.mode {
+            GuestMode::Kernel => self.gs_base_kernel,
+            GuestMode::User => self.gs_base_user,
+        }
+    }
+
+    fn set_active_gs_base(&mut self, v: u64) {
+        match self.mode {
+            GuestMode::Kernel => self.gs_base_kernel = v,
+            GuestMode::User => self.gs_base_user = v,
+        }
+    }
+
+    /// The frame `keel_pv_enter` pops.
+    fn to_frame(&self) -> TrapFrame {
+        let g = &self.gprs;
+        TrapFrame {
+            r15: g.r15,
+            r14: g.r14,
+            r13: g.r13,
+            r12: g.r12,
+            r11: g.r11,
+            r10: g.r10,
+            r9: g.r9,
+            r8: g.r8,
+            rbp: g.rbp,
+            rdi: g.rdi,
+            rsi: g.rsi,
+            rdx: g.rdx,
+            rcx: g.rcx,
+            rbx: g.rbx,
+            rax: g.rax,
+            vector: 0,
+            error_code: 0,
+            rip: self.rip,
+            cs: u64::from(self.cs | 3),
+            rflags: exit_rflags(self.rflags),
+            rsp: self.rsp,
+            ss: u64::from(self.ss | 3),
+        }
+    }
+
+    /// Takes the guest's registers back from the frame an exit left.
+    fn take_frame(&mut self, f: &TrapFrame) {
+        let g = &mut self.gprs;
+        g.r15 = f.r15;
+        g.r14 = f.r14;
+        g.r13 = f.r13;
+        g.r12 = f.r12;
+        g.r11 = f.r11;
+        g.r10 = f.r10;
+        g.r9 = f.r9;
+        g.r8 = f.r8;
+        g.rbp = f.rbp;
+        g.rdi = f.rdi;
+        g.rsi = f.rsi;
+        g.rdx = f.rdx;
+        g.rcx = f.rcx;
+        g.rbx = f.rbx;
+        g.rax = f.rax;
+        self.rip = f.rip;
+        self.rsp = f.rsp;
+        self.rflags = f.rflags;
+        if f.vector < SYSCALL64 {
+            // The hardware frame's; a SYSCALL's frame holds keel's placeholders.
+            self.cs = f.cs as u16;
+            self.ss = f.ss as u16;
+        }
+    }
+
+    /// What an exit through vector `vector` (with `error`) means.
+    fn exit_for(&mut self, f: &TrapFrame, cr2: u64) -> Exit {
+        match f.vector {
+            SYSCALL64 if self.mode == GuestMode::Kernel => {
+                // Reported on the SYSCALL (2 bytes), as a VMCALL exit is.
+                self.rip = f.rcx.wrapping_sub(2);
+                self.rflags = f.r11;
+                self.syscall_exit = true;
+                Exit::Hypercall
+            }
+            SYSCALL64 => Exit::Failed {
+                why: "SYSCALL from PV guest user mode (bouncing it to the guest's syscall callback is not built yet)",
+                code: f.vector,
+                info: f.rcx,
+            },
+            SYSCALL32 => Exit::Failed {
+                why: "SYSCALL from 32-bit code in a 64-bit PV guest",
+                code: f.vector,
+                info: f.rcx,
+            },
+            v @ 0..32 => {
+                let vector = v as u8;
+                if vector == 14 {
+                    self.cr2 = cr2;
+                }
+                let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+                Exit::Exception {
+                    vector,
+                    error_code: has_code.then_some(f.error_code as u32),
+                }
+            }
+            _ => Exit::ExternalInterrupt,
+        }
+    }
+}
+
+/// This CPU's entry frame: the last [`TrapFrame`] of its PV entry stack.
+fn entry_frame(pc: &PerCpu) -> *mut TrapFrame {
+    let top = pc.pv_entry_top.load(Ordering::Relaxed);
+    (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame
+}
+
+/// Flushes this CPU's TLB, global entries included (toggling CR4.PGE, or a CR3
+/// reload where global pages are off).
+#[cfg(target_os = "none")]
+fn flush_all_global() {
+    const PGE: u64 = 1 << 7;
+    let cr4 = crate::cpu::read_cr4();
+    // SAFETY: toggling PGE only flushes the TLB (SDM Vol. 3A §4.10.4.1); writing
+    // CR3 back with its own value likewise.
+    unsafe {
+        if cr4 & PGE != 0 {
+            core::arch::asm!("mov cr4, {}", in(reg) cr4 & !PGE, options(nostack, preserves_flags));
+            core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        } else {
+            let cr3 = crate::cpu::read_cr3();
+            core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags));
+        }
+    }
+}
+
+impl PvVcpu {
+    #[cfg(target_os = "none")]
+    fn enter(&mut self) -> Exit {
+        let pc = crate::percpu::this();
+        let frame = entry_frame(pc);
+        // SAFETY: the entry frame is this CPU's own (its TSS.RSP0 page), used by
+        // nobody else while keel runs here with interrupts off; `TrapFrame` is
+        // plain integers.
+        unsafe { frame.write(self.to_frame()) };
+        let keel_cr3 = crate::cpu::read_cr3();
+        // SAFETY: the guest's L4 was validated by the PV MMU as an L4 table of
+        // this domain, with keel's slots 256..=271 copied in (module doc), so
+        // keel's code, stack and data stay mapped as they are; it holds a type
+        // reference for as long as it is this vCPU's base pointer.
+        unsafe {
+            core::arch::asm!("mov cr3, {}", in(reg) self.active_cr3(), options(nostack, preserves_flags));
+        }
+        if pc.pv_last.swap(self.serial, Ordering::Relaxed) != self.serial || self.flush_pending {
+            flush_all_global();
+            self.flush_pending = false;
+        }
+        // SAFETY: FS and the inactive GS base are the guest's to set; keel uses
+        // neither (its GS base is GS_BASE, swapped in on every exit).
+        unsafe {
+            msr::wrmsr(msr::IA32_FS_BASE, self.fs_base);
+            msr::wrmsr(msr::IA32_KERNEL_GS_BASE, self.active_gs_base());
+        }
+        // SAFETY: interrupts are off (the run loop's state); the frame holds a
+        // ring-3 CS and SS (RPL forced to 3 by `to_frame`) and RFLAGS without
+        // IOPL or VM; whatever else is wrong in it faults in `keel_pv_iret`,
+        // which returns here (module doc).
+        let r = unsafe { keel_pv_enter(frame) };
+        let cr2 = crate::cpu::read_cr2();
+        // SAFETY: reading the MSRs has no side effects; keel's CR3 is the one
+        // it ran on before the entry.
+        unsafe {
+            self.fs_base = msr::rdmsr(msr::IA32_FS_BASE);
+            let gs = msr::rdmsr(msr::IA32_KERNEL_GS_BASE);
+            self.set_active_gs_base(gs);
+            core::arch::asm!("mov cr3, {}", in(reg) keel_cr3, options(nostack, preserves_flags));
+        }
+        if r & IRET_FAULT != 0 {
+            return Exit::Failed {
+                why: "entering the PV guest faulted: its saved state holds a bad selector, address or flags",
+                code: r & 0xFF,
+                info: self.rip,
+            };
+        }
+        // SAFETY: as above; the exit path left the guest's registers there.
+        let mut f = unsafe { frame.read() };
+        self.take_frame(&f);
+        let exit = self.exit_for(&f, cr2);
+        if exit == Exit::ExternalInterrupt {
+            crate::traps::dispatch_guest_interrupt(&mut f);
+        }
+        exit
+    }
+
+    #[cfg(not(target_os = "none"))]
+    fn enter(&mut self) -> Exit {
+        let _ = entry_frame;
+        Exit::Failed {
+            why: "PV guests run only on the target",
+            code: 0,
+            info: 0,
+        }
+    }
+}
+
+impl HvmVcpu for PvVcpu {
+    fn run(&mut self) -> Exit {
+        self.syscall_exit = false;
+        if let Some(f) = self.failed {
+            return Exit::Failed {
+                why: f.why,
+                code: 0,
+                info: f.info,
+            };
+        }
+        self.enter()
+    }
+    fn gprs(&self) -> &GuestGprs {
+        &self.gprs
+    }
+    fn gprs_mut(&mut self) -> &mut GuestGprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn rsp(&self) -> u64 {
+        self.rsp
+    }
+    fn set_rsp(&mut self, rsp: u64) {
+        self.rsp = rsp;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    /// What the guest would read: protected mode with paging, WP, NE, ET, MP
+    /// (Xen's PV CR0 view, less TS until `fpu_taskswitch` exists).
+    fn cr0(&self) -> u64 {
+        0x8005_0033
+    }
+    fn cr3(&self) -> u64 {
+        self.active_cr3()
+    }
+    /// PAE (4-level paging) and the FXSR bits.
+    fn cr4(&self) -> u64 {
+        (1 << 5) | (1 << 9) | (1 << 10)
+    }
+    /// Long mode active, SYSCALL on, NX as the CPU has it.
+    fn efer(&self) -> u64 {
+        let nxe = if self.nx { 1 << 11 } else { 0 };
+        (1 << 0) | (1 << 8) | (1 << 10) | nxe
+    }
+    fn cs_base(&self) -> u64 {
+        0
+    }
+    fn mode(&self) -> CpuMode {
+        CpuMode::Long64
+    }
+    /// Always 3: both of the guest's modes run in ring 3.
+    fn cpl(&self) -> u8 {
+        3
+    }
+    fn in_guest_kernel(&self) -> bool {
+        self.mode == GuestMode::Kernel
+    }
+    fn exit_insn_len(&self) -> Option<u64> {
+        self.syscall_exit.then_some(2)
+    }
+    fn advance_rip(&mut self, len: u64) {
+        self.rip = self.rip.wrapping_add(len);
+    }
+    /// Bouncing an exception to the guest's trap table is step 3: until then the
+    /// vCPU cannot go on, and its next run says so.
+    fn inject_exception(&mut self, vector: u8, _error_code: Option<u32>) {
+        self.failed = Some(PvFailure {
+            why: "an exception for a PV guest (bouncing it to the guest's trap table is not built yet)",
+            info: u64::from(vector),
+        });
+    }
+    fn set_efer(&mut self, _efer: u64) {}
+    fn read_held_msr(&self, m: u32) -> Option<u64> {
+        match m {
+            msr::IA32_FS_BASE => Some(self.fs_base),
+            msr::IA32_GS_BASE => Some(self.active_gs_base()),
+            msr::IA32_KERNEL_GS_BASE => Some(match self.mode {
+                GuestMode::Kernel => self.gs_base_user,
+                GuestMode::User => self.gs_base_kernel,
+            }),
+            _ => None,
+        }
+    }
+    fn write_held_msr(&mut self, m: u32, value: u64) -> bool {
+        match m {
+            msr::IA32_FS_BASE => self.fs_base = value,
+            msr::IA32_GS_BASE => self.set_active_gs_base(value),
+            msr::IA32_KERNEL_GS_BASE => match self.mode {
+                GuestMode::Kernel => self.gs_base_user = value,
+                GuestMode::User => self.gs_base_kernel = value,
+            },
+            _ => return false,
+        }
+        true
+    }
+    fn flush_guest_tlb(&mut self) {
+        self.flush_pending = true;
+    }
+    /// A PV guest's hypercall page holds `syscall` stubs, written by the domain
+    /// builder; nothing asks for a VMCALL page from a PV vCPU (its MSR writes
+    /// are never VM exits).
+    fn hypercall_insn(&self) -> HypercallInsnKind {
+        HypercallInsnKind::Vmcall
+    }
+    /// Events reach a PV guest through its callback (step 4): not yet.
+    fn interrupt_ready(&self) -> bool {
+        false
+    }
+    fn inject_interrupt(&mut self, _vector: u8) {}
+    fn set_interrupt_window_exit(&mut self, _on: bool) {}
+    fn nmi_ready(&self) -> bool {
+        false
+    }
+    fn inject_nmi(&mut self) {}
+    /// A PV vCPU's state is a `vcpu_guest_context`, not an HVM [`Context`]:
+    /// `VCPUOP_initialise` for PV is step 3.
+    fn load_context(&mut self, _ctx: &Context) {
+        self.failed = Some(PvFailure {
+            why: "an HVM register state for a PV vCPU",
+            info: 0,
+        });
+    }
+    fn save_lazy_state(&mut self) {
+        self.fx.save();
+    }
+    fn restore_lazy_state(&self) {
+        self.fx.restore();
+        // SAFETY: keel's own SYSCALL MSRs (see `init_cpu`), which a VMX guest's
+        // lazy state may have replaced on this CPU.
+        unsafe { write_syscall_msrs() };
+    }
+    fn release_cpu(&mut self) {}
+}
+
+#[cfg(target_os = "none")]
+unsafe extern "C" {
+    /// Enters the guest with the registers in `frame` (this CPU's entry frame);
+    /// returns 0 when the guest exits (its registers are in the frame again), or
+    /// `IRET_FAULT | vector` when the entry's IRETQ faulted.
+    fn keel_pv_enter(frame: *mut TrapFrame) -> u64;
+    static keel_pv_syscall64: u8;
+    static keel_pv_syscall32: u8;
+}
+
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    r#"
+    .section .text.pv, "ax"
+
+    .global keel_pv_enter
+keel_pv_enter:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %gs:{host_rsp}
+    mov %rdi, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    swapgs
+    .global keel_pv_iret
+keel_pv_iret:
+    iretq
+
+    /* From trap_common: an interrupt or exception from CPL 3. The hardware
+       frame, error code and vector are on the entry stack (or, for the IST
+       vectors, on their own stacks: keel's, as from ring 0). */
+    .global keel_pv_trap_entry
+keel_pv_trap_entry:
+    swapgs
+    cmpq $2, (%rsp)
+    je 1f
+    cmpq $8, (%rsp)
+    je 1f
+    cmpq $18, (%rsp)
+    je 1f
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    jmp keel_pv_exit
+1:  jmp keel_trap_common_body
+
+    .global keel_pv_syscall64
+keel_pv_syscall64:
+    swapgs
+    mov %rsp, %gs:{scratch}
+    mov %gs:{top}, %rsp
+    push ${ss}
+    push %gs:{scratch}
+    push %r11
+    push ${cs64}
+    push %rcx
+    push $0
+    push ${sys64}
+    jmp 2f
+
+    .global keel_pv_syscall32
+keel_pv_syscall32:
+    swapgs
+    mov %rsp, %gs:{scratch}
+    mov %gs:{top}, %rsp
+    push ${ss}
+    push %gs:{scratch}
+    push %r11
+    push ${cs32}
+    push %rcx
+    push $0
+    push ${sys32}
+2:  push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    /* fall through */
+
+keel_pv_exit:
+    mov %gs:{host_rsp}, %rsp
+    xor %eax, %eax
+3:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    cld
+    ret
+
+    /* From trap_common: the entry's IRETQ faulted, in ring 0, with the
+       guest's GS base active. [rsp] is the vector. */
+    .global keel_pv_iret_fault
+keel_pv_iret_fault:
+    swapgs
+    mov (%rsp), %rax
+    or ${iret_fault}, %rax
+    mov %gs:{host_rsp}, %rsp
+    jmp 3b
+"#,
+    host_rsp = const core::mem::offset_of!(PerCpu, pv_host_rsp),
+    scratch = const core::mem::offset_of!(PerCpu, pv_scratch),
+    top = const core::mem::offset_of!(PerCpu, pv_entry_top),
+    ss = const keel_hypercall::abi::pv::FLAT_RING3_SS64,
+    cs64 = const keel_hypercall::abi::pv::FLAT_RING3_CS64,
+    cs32 = const keel_hypercall::abi::pv::FLAT_RING3_CS32,
+    sys64 = const SYSCALL64,
+    sys32 = const SYSCALL32,
+    iret_fault = const IRET_FAULT,
+    options(att_syntax)
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vcpu() -> PvVcpu {
+        PvVcpu::new(
+            &PvStart {
+                rip: 0xffff_ffff_8010_0000,
+                rsp: 0xffff_ffff_8040_0000,
+                rsi: 0xffff_ffff_8030_0000,
+                rflags: 0x202,
+                cs: 0xe033,
+                ss: 0xe02b,
+                cr3: 0x12_3000,
+            },
+            true,
+        )
+    }
+
+    #[test]
+    fn the_entry_frame_is_ring_3_with_if_set_and_no_iopl() {
+        let mut v = vcpu();
+        v.rflags = 0x3002; // IOPL 3, IF clear
+        v.cs = 0xe030; // RPL 0 asked for
+        let f = v.to_frame();
+        assert_eq!(f.cs, 0xe033);
+        assert_eq!(f.ss, 0xe02b);
+        assert_eq!(f.rflags, 0x202);
+        assert_eq!(f.rsi, 0xffff_ffff_8030_0000);
+    }
+
+    #[test]
+    fn a_kernel_syscall_is_a_hypercall_reported_on_the_syscall() {
+        let mut v = vcpu();
+        let mut f = v.to_frame();
+        f.vector = SYSCALL64;
+        f.rcx = 0xffff_ffff_8010_0042; // the return address SYSCALL left
+        f.r11 = 0x246;
+        f.rip = f.rcx;
+        v.take_frame(&f);
+        assert_eq!(v.exit_for(&f, 0), Exit::Hypercall);
+        assert_eq!(v.rip(), 0xffff_ffff_8010_0040);
+        assert_eq!(v.exit_insn_len(), Some(2));
+        v.advance_rip(2);
+        assert_eq!(v.rip(), 0xffff_ffff_8010_0042);
+        assert_eq!(v.rflags(), 0x246);
+        assert_eq!(v.cs, 0xe033, "a SYSCALL frame's CS is a placeholder");
+    }
+
+    #[test]
+    fn exceptions_carry_their_error_codes_and_cr2() {
+        let mut v = vcpu();
+        let mut f = v.to_frame();
+        f.vector = 14;
+        f.error_code = 7;
+        assert_eq!(
+            v.exit_for(&f, 0xdead_b000),
+            Exit::Exception {
+                vector: 14,
+                error_code: Some(7)
+            }
+        );
+        assert_eq!(v.cr2(), 0xdead_b000);
+        f.vector = 6;
+        assert_eq!(
+            v.exit_for(&f, 0),
+            Exit::Exception {
+                vector: 6,
+                error_code: None
+            }
+        );
+        f.vector = 0xF0;
+        assert_eq!(v.exit_for(&f, 0), Exit::ExternalInterrupt);
+    }
+
+    #[test]
+    fn user_mode_syscalls_and_down_vcpus_fail_with_a_reason() {
+        let mut v = vcpu();
+        v.mode = GuestMode::User;
+        let mut f = v.to_frame();
+        f.vector = SYSCALL64;
+        assert!(matches!(v.exit_for(&f, 0), Exit::Failed { .. }));
+        let mut d = PvVcpu::new_down(true);
+        assert!(matches!(d.run(), Exit::Failed { .. }));
+        let mut e = vcpu();
+        e.inject_exception(13, Some(0));
+        assert!(matches!(e.run(), Exit::Failed { .. }));
+    }
+
+    #[test]
+    fn serials_differ() {
+        assert_ne!(vcpu().serial, vcpu().serial);
+    }
+}
