@@ -85,6 +85,8 @@ pub enum BuildError {
     Pv(keel_builder::pv::PvError),
     /// the PV kernel's initial page tables are refused
     PvMmu(keel_mm::pv::PvError),
+    /// the PV layout names pfn {pfn:#x}, beyond the domain's RAM (a keel bug)
+    PvLayout { pfn: u64 },
     /// not a Xen kernel at all
     NotXen(keel_builder::pv::PvError),
 }
@@ -101,6 +103,10 @@ impl core::fmt::Display for BuildError {
             ),
             BuildError::NotXen(e) => write!(f, "{e}"),
             BuildError::Pv(e) => write!(f, "PV kernel: {e}"),
+            BuildError::PvLayout { pfn } => write!(
+                f,
+                "PV kernel: the layout names pfn {pfn:#x}, beyond the domain's RAM (a keel bug)"
+            ),
             BuildError::PvMmu(e) => write!(f, "PV kernel: its initial page tables are refused: {e}"),
         }
     }

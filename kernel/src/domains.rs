@@ -159,6 +159,23 @@ pub fn admit(d: Domain, place: &Placement) -> Result<(), String> {
 fn attach_console(d: &Arc<Domain>) -> Result<(), String> {
     use keel_builder::pvh::CONSOLE_RING_GFN;
     use keel_hypercall::abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
+    // A PV domU's ring is the builder's console page; its event channel goes
+    // into start_info, where the guest looks for both.
+    let pv = match &d.mem.lock().p2m {
+        crate::paging::Paging::Pv(pv) => Some((pv.console, pv.start_info)),
+        _ => None,
+    };
+    if let Some((console, start_info)) = pv {
+        let Some(mfn) = console else { return Ok(()) };
+        let (xen_port, port) =
+            channels::attach_console(d).map_err(|e| format!("console channel: {e}"))?;
+        // SAFETY: start_info is a frame of the domain's RAM (the builder's page),
+        // owned by it while the domain lives; the domain holds this reference.
+        let si = unsafe { crate::frames::Frame::new(start_info) };
+        si.write(crate::pv::START_INFO_CONSOLE_EVTCHN, &port.to_le_bytes());
+        d.console_ring.call_once(|| ConsoleRing { mfn, xen_port });
+        return Ok(());
+    }
     if d.ram_bytes > keel_builder::pvh::SPECIAL_PAGES_START {
         log::warn!("d{}: RAM reaches the special pages: no PV console", d.id);
         return Ok(());

@@ -110,7 +110,14 @@ pub struct PvPaging {
     pub vcpus: Vec<PvVcpu>,
     /// pfn -> mfn, as the guest's p2m list started.
     pub p2m: Vec<Mfn, FrameAlloc>,
+    /// The start_info frame, and a domU's console ring (its event channel is
+    /// connected at admission, `domains::attach_console`).
+    pub start_info: Mfn,
+    pub console: Option<Mfn>,
 }
+
+/// Offset of `console.domU.evtchn` in `start_info` (`xen.h`, x86_64).
+pub const START_INFO_CONSOLE_EVTCHN: usize = 80;
 
 impl PvPaging {
     /// Drops every base pointer and page type and checks that every frame came
@@ -270,6 +277,8 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
         ),
         mem: DirectMapPv::new(),
         vcpus: (0..spec.max_vcpus).map(|_| PvVcpu::new()).collect(),
+        start_info: mfn_at(&p2m, layout.start_info.pfn)?,
+        console: layout.console.map(|c| mfn_at(&p2m, c.pfn)).transpose()?,
         p2m,
     };
     let checked = (|| {
@@ -362,6 +371,14 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
             grants,
         },
     ))
+}
+
+/// The machine frame of `pfn` (one of the builder's pages: always in the p2m).
+fn mfn_at(p2m: &[Mfn], pfn: u64) -> Result<Mfn, BuildError> {
+    usize::try_from(pfn)
+        .ok()
+        .and_then(|i| p2m.get(i).copied())
+        .ok_or(BuildError::PvLayout { pfn })
 }
 
 /// The frames a build took from the allocator, in the runs it got them: all

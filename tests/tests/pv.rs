@@ -98,13 +98,14 @@ fn a_default_sized_pv_dom0_runs_on_qemu_svm() {
     run.assert_powered_off_cleanly();
 }
 
-/// xl.cfg `type = "pv"` (docs/pv.md step 1, domU half): pv64 as a 32 MiB domU is
-/// laid out and checked as the Dom0 is (libxg's layout: xenstore and console
-/// pages too), every frame returned, then refused by name; `type = "pv"` with a
-/// kernel that has no PV entry (pvh64) is refused as such, and a PVH domU beside
-/// them runs as before.
+/// xl.cfg `type = "pv"`: pv64 as a 32 MiB domU beside a PVH domU, under a PVH
+/// Dom0. It is laid out as libxg lays one out (xenstore and console pages
+/// too), finds its console ring and event channel in start_info, prints
+/// through the ring and powers off, every frame back through the PV MMU;
+/// `type = "pv"` with a kernel that has no PV entry (pvh64) is refused as such,
+/// and the PVH domU beside them runs as before.
 #[test]
-fn pv_domu_is_built_checked_and_refused_on_qemu_svm() {
+fn pv_domu_runs_beside_pvh_domains_on_qemu_svm() {
     use keel_tests::guests::PVH64;
     let cfg = |name: &str, kernel: &str, ty: &str, mib: u32| {
         format!(
@@ -119,13 +120,15 @@ fn pv_domu_is_built_checked_and_refused_on_qemu_svm() {
         .domu("pvh-hello", &cfg("pvh-hello", PVH64, "pvh", 8))
         .run();
     assert_pv_built(&run, 1, Some(8192));
-    run.assert_line(
-        r#"^\(KEEL\) d1 \(pv-hello\): cannot build: type = "pv": keel runs a PV Dom0, but not yet a PV domU \(its console ring\)$"#,
-    );
+    run.assert_line(r"^\(KEEL\) d1: PV, 32 MiB, 1 vCPU\(s\) \(1 at most\), 0 module\(s\), entry 0xffffffff80100000, command line 'mode=hello' \(pv-hello\)$");
+    run.assert_line(r#"^\(d1\) pv64 \(long mode, PV\): start_info at 0xffffffff[0-9a-f]+, command line "mode=hello"$"#);
+    run.assert_line(r"^\(d1\) hello from pv64$");
+    run.assert_line(r"^\(KEEL\) d1 shut down: poweroff$");
     run.assert_line(
         r#"^\(KEEL\) d2 \(pv-not\): cannot build: type = "pv" needs a kernel with a Xen PV entry \(XEN_ELFNOTE_ENTRY\), and this one has none$"#,
     );
     run.assert_line(r"^\(d3\) hello from pvh64$");
+    guests::assert_frames_balance(&run);
     run.assert_no_line(FATAL);
     run.assert_powered_off_cleanly();
 }

@@ -149,6 +149,15 @@ pub fn use_ring_if_offered() -> RingOffer {
     RingOffer::Using { gfn, port }
 }
 
+/// Switches output to a PV console ring the guest has mapped at `va`, with
+/// event channel `port`: a PV domU's, from its `start_info` (`crate::pv`).
+pub fn use_ring_at(va: usize, mfn: u64, port: u32) {
+    RING_GFN.store(mfn, Ordering::Relaxed);
+    RING_PORT.store(port, Ordering::Relaxed);
+    RING_VA.store(va, Ordering::Relaxed);
+    XEN_CONSOLE.store(true, Ordering::Relaxed);
+}
+
 /// The ring's gfn, if output goes through it.
 pub fn ring_gfn() -> Option<u64> {
     (RING_VA.load(Ordering::Relaxed) != 0).then(|| RING_GFN.load(Ordering::Relaxed))

@@ -99,13 +99,32 @@ pub fn virt_base() -> u64 {
     &raw const __virt_base as usize as u64
 }
 
+/// A domU's console ring as `start_info` names it: its virtual address (the
+/// boot region maps pfn `p` at VIRT_BASE + `p` pages), machine frame and event
+/// channel; `None` for the initial domain, or a ring the p2m list does not hold.
+fn domu_console(si: &start_info::StartInfo, layout: &Layout) -> Option<(usize, u64, u32)> {
+    use keel_hypercall::abi::start_info::SIF_INITDOMAIN;
+    if si.flags & SIF_INITDOMAIN != 0 || si.console_mfn == 0 {
+        return None;
+    }
+    // The p2m list (pfn -> mfn) lies in the boot region, after the image.
+    if si.mfn_list < layout.image_end || si.mfn_list % 8 != 0 || si.nr_pages > 1 << 24 {
+        return None;
+    }
+    let pfn = (0..si.nr_pages).find(|&p| {
+        // SAFETY: the builder maps the p2m list (nr_pages entries) read-write
+        // in the boot region at `mfn_list` (checked above to be past the image
+        // and aligned); a read has no side effects.
+        unsafe { core::ptr::read_volatile((si.mfn_list + p * 8) as *const u64) == si.console_mfn }
+    })?;
+    let va = layout.virt_base.checked_add(pfn.checked_mul(4096)?)?;
+    Some((va as usize, si.console_mfn, si.console_evtchn))
+}
+
 /// pv64's Rust entry point, called by its entry stub with the entry's `rsi` (the
 /// virtual address of `start_info`) and `rsp`.
 pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
     RUNNING.store(true, Ordering::Relaxed);
-    // Dom0's console is a hypercall away from the first instruction: the builder
-    // filled the hypercall page before entry.
-    console::use_xen_console();
     let (image_start, image_end) = crate::image_range();
     let layout = Layout {
         virt_base: virt_base(),
@@ -113,7 +132,15 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
         image_end,
         boot_rsp,
     };
-    let si = match start_info::read(start_info_va, image_end) {
+    let si = start_info::read(start_info_va, image_end);
+    // Dom0's console is a hypercall away from the first instruction: the builder
+    // filled the hypercall page before entry. A domU's is the ring its
+    // start_info names, mapped with the rest of the boot region.
+    match si.as_ref().ok().and_then(|si| domu_console(si, &layout)) {
+        Some((va, mfn, port)) => console::use_ring_at(va, mfn, port),
+        None => console::use_xen_console(),
+    }
+    let si = match si {
         Ok(si) => si,
         Err(why) => {
             out!(
