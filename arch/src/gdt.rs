@@ -132,6 +132,11 @@ pub fn init_ap(tables: &'static mut CpuTables, ist_tops: [u64; 3]) {
 
 fn load(tables: &'static mut CpuTables, ist_tops: [u64; 3]) {
     let CpuTables { gdt, tss, pv_entry } = tables;
+    // No I/O permission bitmap: its base lies past the TSS's limit, so every
+    // port access from ring 3 (a PV guest) faults. An AP's tables come from
+    // zeroed frames, where a base of 0 would make the TSS's own fields the
+    // bitmap, and zero bits in them would let a PV guest reach those ports.
+    tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
     let pv_top = pv_entry.0.as_ptr() as u64 + pv_entry.0.len() as u64;
     tss.privilege_stack_table[0] = VirtAddr::new(pv_top);
     crate::percpu::this()

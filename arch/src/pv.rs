@@ -82,7 +82,8 @@ const IRET_FAULT: u64 = 0x200;
 
 /// RFLAGS bits `SYSCALL` clears (Xen's `XEN_SYSCALL_MASK`): IF (nothing
 /// interrupts the entry before its stack switch), TF, DF, AC, NT, RF, VM.
-const SYSCALL_MASK: u64 = (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14) | (1 << 16) | (1 << 17);
+const SYSCALL_MASK: u64 =
+    (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14) | (1 << 16) | (1 << 17);
 
 /// Serial numbers of PV vCPUs (never 0): which one ran last on a CPU.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -113,8 +114,14 @@ unsafe fn write_syscall_msrs() {
     // SAFETY: the caller's contract (see `init_cpu`).
     unsafe {
         msr::wrmsr(msr::IA32_STAR, star);
-        msr::wrmsr(msr::IA32_LSTAR, core::ptr::addr_of!(keel_pv_syscall64) as u64);
-        msr::wrmsr(msr::IA32_CSTAR, core::ptr::addr_of!(keel_pv_syscall32) as u64);
+        msr::wrmsr(
+            msr::IA32_LSTAR,
+            core::ptr::addr_of!(keel_pv_syscall64) as u64,
+        );
+        msr::wrmsr(
+            msr::IA32_CSTAR,
+            core::ptr::addr_of!(keel_pv_syscall32) as u64,
+        );
         msr::wrmsr(msr::IA32_FMASK, SYSCALL_MASK);
     }
 }

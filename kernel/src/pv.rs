@@ -39,24 +39,24 @@ use alloc::boxed::Box;
 use keel_arch::hvm::Vcpu as HwVcpu;
 use keel_arch::pv::{PvStart, PvVcpu as ArchPv};
 use keel_builder::pv::{self as bpv, PvBoot, PvSpec, Role};
-use keel_hypercall::abi::memory::{E820_RAM, E820Entry};
-use keel_mm::addr::{Gfn, Hpa};
-use keel_mm::guest_mem::CopyError;
-use keel_mm::guest_walk::WalkCtx;
-use keel_mm::p2m::{Access, P2mError};
 use keel_builder::pvh::{GuestMemWriter, PvhError};
 use keel_hypercall::abi::features::{
     XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB, XENFEAT_WRITABLE_PAGE_TABLES, bit,
 };
+use keel_hypercall::abi::memory::{E820_RAM, E820Entry};
 use keel_mm::addr::Mfn;
+use keel_mm::addr::{Gfn, Hpa};
+use keel_mm::guest_mem::CopyError;
+use keel_mm::guest_walk::WalkCtx;
+use keel_mm::p2m::{Access, P2mError};
 use keel_mm::pv::{DomainFrames, IoFrame, Level, PageType, Policy, PvMemory, PvVcpu};
 use keel_x86::hypercall_page::HYPERCALL_PAGE_SIZE;
 
 use crate::domain::{BuildError, Domain, GuestType, Parts, PvhSpec};
-use crate::paging::{Paging, PagingMode};
-use crate::vcpu::ArchVcpu;
 use crate::frames::Frame;
 use crate::memory::{FRAMES, FrameAlloc, free_runs, zero_frames};
+use crate::paging::{Paging, PagingMode};
+use crate::vcpu::ArchVcpu;
 
 /// The `XENFEAT_*` bits (submap 0) keel's PV support offers a kernel: what a
 /// kernel may require (`!name` in its `FEATURES` note). Writable page tables
@@ -185,7 +185,11 @@ impl PagingMode for PvPaging {
     fn map(&mut self, gfn: Gfn, _mfn: Mfn, _count: u64, _access: Access) -> Result<(), P2mError> {
         Err(P2mError::OutOfRange { gfn: gfn.as_u64() })
     }
-    fn set_entry(&mut self, gfn: Gfn, _new: Option<(Mfn, Access)>) -> Result<Option<Mfn>, P2mError> {
+    fn set_entry(
+        &mut self,
+        gfn: Gfn,
+        _new: Option<(Mfn, Access)>,
+    ) -> Result<Option<Mfn>, P2mError> {
         Err(P2mError::OutOfRange { gfn: gfn.as_u64() })
     }
     /// A gfn is an mfn, if the domain owns it (Xen's `get_page_from_gfn` for a

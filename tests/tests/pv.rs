@@ -195,3 +195,118 @@ fn dom0_mode_options_are_honoured_or_refused_on_qemu_svm() {
     run.assert_no_line(FATAL);
     run.assert_powered_off_cleanly();
 }
+
+/// pv64's `mode=probe` on keel, as on Xen 4.17 (`pv_on_xen.rs`): every
+/// start-of-day check of a PV Dom0 passes, in the guest's order, and the
+/// verdict is SUCCESS followed by a poweroff.
+#[test]
+fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_probe", backend)
+            .extra_cmdline("dom0_mem=64M")
+            .module(guests::guest(PV64), "mode=probe pages=16384")
+            .run();
+        for check in guests::PV64_PROBE_CHECKS {
+            run.assert_line(&format!(r"^\(d0\) {}: ok$", regex::escape(check)));
+        }
+        run.assert_line(&format!(
+            r"^\(d0\) {} checks passed, 0 failed$",
+            guests::PV64_PROBE_CHECKS.len()
+        ));
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        run.assert_line(r#"^\(d0\) info: magic "xen-3\.0-x86_64p"$"#);
+        run.assert_line(r"^\(KEEL\) d0 shut down: poweroff$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}
+
+/// What a hostile PV kernel tries (pv64 `mode=hostile` and `mode=fault`), as
+/// domUs beside a PVH domU, on one machine:
+/// - hypercalls with pointers into keel's range (its direct map, its image, the
+///   top of its L4 slots), non-canonical, unmapped, wrapping, or at the guest's
+///   own read-only page tables, an unknown hypercall, `VCPUOP_up` of a vCPU with
+///   no state: each fails with Xen's errno and the guest goes on;
+/// - one forbidden instruction each: reading, writing and jumping into keel's
+///   memory, writing its own page tables, a null dereference, CLI, HLT, a CR3
+///   write, WRMSR, LIDT, SWAPGS, port I/O, `int $0xf0` (keel's timer vector),
+///   INT3, UD2. keel ends that domain alone, naming the exception, where, and
+///   (page faults) the address; the PVH domU and keel go on, and every frame
+///   comes back. Each fault domU is pinned to one of the pCPUs in turn, so every
+///   CPU's tables are exercised (an AP's TSS once let port I/O through). (The IDT error code of an `int n` through a DPL-0 gate is
+///   `n * 8 + 2` on hardware and `n * 16 + 2` on QEMU TCG: either is the CPU's.)
+#[test]
+fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
+    use keel_tests::guests::PVH64;
+    let faults: &[(&str, &str)] = &[
+        ("read-keel", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x5, cr2 0xffff830000000000"),
+        ("write-keel", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x7, cr2 0xffff82d080240000"),
+        ("jump-keel", r"#PF page fault at rip 0xffff82d080240000, rsp 0x[0-9a-f]+, error code 0x(5|15), cr2 0xffff82d080240000"),
+        ("write-pagetable", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x7, cr2 0xffffffff80[0-9a-f]+000"),
+        ("null", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x4, cr2 0x0"),
+        ("cli", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("hlt", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("mov-cr3", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("wrmsr", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("lidt", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("swapgs", r"#(GP general protection|UD invalid opcode) at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+(, error code 0x0)?"),
+        ("port-io", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
+        ("int-timer", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x(782|f02)"),
+        ("int3", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x(1a|32)"),
+        ("ud2", r"#UD invalid opcode at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+"),
+    ];
+    let cfg = |name: &str, kernel: &str, ty: &str, cmdline: &str, vcpus: &str| {
+        format!(
+            "name = \"{name}\"\ntype = \"{ty}\"\nkernel = \"{kernel}\"\ncmdline = \"{cmdline}\"\nmemory = 8\n{vcpus}\n"
+        )
+    };
+    // keel takes at most 16 modules: the faults go in two boots, each with
+    // the hostile-hypercall domU and a PVH domU beside them.
+    for (backend, chunk) in [Backend::QemuSvm, Backend::BochsVmx]
+        .into_iter()
+        .flat_map(|b| faults.chunks(8).map(move |c| (b, c)))
+    {
+        let mut boot = Boot::new("pv_hostile", backend)
+            .module(guests::guest(PVH64), "")
+            .module(guests::guest(PV64), "")
+            .domu(
+                "pv-hostile",
+                &cfg("pv-hostile", PV64, "pv", "mode=hostile", "vcpus = 1\nmaxvcpus = 2"),
+            )
+            .domu(
+                "pvh-hello",
+                &cfg("pvh-hello", PVH64, "pvh", "mode=hello", "vcpus = 1"),
+            );
+        // Pinned round the pCPUs (QEMU has four, Bochs two): each CPU's own
+        // tables (its TSS, its GDT, its entry stack) are what a fault meets.
+        let cpus = if backend == Backend::BochsVmx { 2 } else { 4 };
+        for (i, (kind, _)) in chunk.iter().enumerate() {
+            let pin = format!("vcpus = 1\ncpus = \"{}\"", i % cpus);
+            boot = boot.domu(
+                kind,
+                &cfg(kind, PV64, "pv", &format!("mode=fault fault={kind}"), &pin),
+            );
+        }
+        let run = boot.run();
+        run.assert_line(r"^\(d1\) unknown hypercall 60: ok$");
+        run.assert_line(r"^\(d1\) xen_version into its own L4 \(mapped read-only\): ok$");
+        run.assert_line(r"^\(d1\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d1\) Test result: SUCCESS$");
+        run.assert_line(r"^\(KEEL\) d1 shut down: poweroff$");
+        run.assert_line(r"^\(d2\) hello from pvh64$");
+        run.assert_line(r"^\(KEEL\) d2 shut down: poweroff$");
+        for (i, (kind, why)) in chunk.iter().enumerate() {
+            let d = i + 3;
+            run.assert_line(&format!(
+                r"^\(d{d}\) faulting on purpose: {}$",
+                regex::escape(kind)
+            ));
+            run.assert_line(&format!(
+                r"^\(KEEL\) d{d} crashed: PV guest {why}, in Kernel mode: keel does not bounce exceptions to a PV guest yet$"
+            ));
+            run.assert_no_line(&format!(r"^\(d{d}\) surviving"));
+        }
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}

@@ -185,7 +185,11 @@ mod tests {
             }
         }
         fn read(&self, maddr: u64, buf: &mut [u8]) {
-            let f = self.frames.get(&(maddr >> 12)).copied().unwrap_or([0; 4096]);
+            let f = self
+                .frames
+                .get(&(maddr >> 12))
+                .copied()
+                .unwrap_or([0; 4096]);
             let o = (maddr & 0xFFF) as usize;
             buf.copy_from_slice(&f[o..o + buf.len()]);
         }
@@ -241,7 +245,11 @@ mod tests {
         let (m, w) = setup();
         let mut b = [0u8; 8];
         // Slot 256 maps the same tables, but is keel's.
-        for va in [0xFFFF_8000_0000_0000u64, 0xFFFF_87FF_FFFF_FFF8, 0x0000_8000_0000_0000] {
+        for va in [
+            0xFFFF_8000_0000_0000u64,
+            0xFFFF_87FF_FFFF_FFF8,
+            0x0000_8000_0000_0000,
+        ] {
             assert!(matches!(
                 copy_from_guest(&m, &w, va, &mut b),
                 Err(CopyError::Walk {

@@ -29,13 +29,17 @@
 //! pv64's entry stub (in `pv64/src/main.rs`) records the entry `rsp`, zeroes
 //! `.bss`, switches to its own 64 KiB stack and calls [`main`] with `rsi`. From
 //! there everything is ordinary Rust: print through `HYPERVISOR_console_io`
-//! (it runs as Dom0, `SIF_INITDOMAIN`), pick the mode from `start_info.cmd_line`
-//! (`mode=`, as the PVH guests do) and end with `SCHEDOP_shutdown`:
+//! as Dom0 (`SIF_INITDOMAIN`), through the console ring `start_info` names as a
+//! domU, pick the mode from `start_info.cmd_line` (`mode=`, as the PVH guests
+//! do) and end with `SCHEDOP_shutdown`:
 //!
 //! - `probe` (default): [`probe`]'s checks, then `Test result: SUCCESS` and
 //!   poweroff, or `FAILURE` and `SHUTDOWN_crash` ([`crate::modes::finish`]);
 //! - `hello`: `hello from pv64` and poweroff;
-//! - `crash`, `reboot`: that shutdown at once.
+//! - `crash`, `reboot`: that shutdown at once;
+//! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
+//!
+//! The `fault` mode breaks the first invariant below on purpose.
 //!
 //! # Invariants and hazards
 //!
@@ -51,6 +55,7 @@
 //!   is a machine frame this version does not map. As a domU the guest's lines are
 //!   lost (its end is still visible as the domain's shutdown reason).
 
+pub mod hostile;
 pub mod probe;
 pub mod start_info;
 
@@ -108,7 +113,7 @@ fn domu_console(si: &start_info::StartInfo, layout: &Layout) -> Option<(usize, u
         return None;
     }
     // The p2m list (pfn -> mfn) lies in the boot region, after the image.
-    if si.mfn_list < layout.image_end || si.mfn_list % 8 != 0 || si.nr_pages > 1 << 24 {
+    if si.mfn_list < layout.image_end || !si.mfn_list.is_multiple_of(8) || si.nr_pages > 1 << 24 {
         return None;
     }
     let pfn = (0..si.nr_pages).find(|&p| {
@@ -166,6 +171,11 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
             probe::run(&si, &layout);
             modes::finish()
         }
+        b"hostile" => {
+            hostile::run(&si);
+            modes::finish()
+        }
+        b"fault" => hostile::fault(cmdline::get(si.cmdline(), "fault").unwrap_or(b""), &si),
         b"hello" => {
             out!("hello from {}", GUEST_NAME);
             modes::shutdown(SHUTDOWN_POWEROFF)
