@@ -268,6 +268,9 @@ pub enum Exit {
     },
     /// The guest triple-faulted (SVM: SHUTDOWN; VMX: exit reason 2).
     TripleFault,
+    /// A PV guest's process executed `SYSCALL` (`compat`: from 32-bit code):
+    /// for the guest kernel's syscall callback, not a hypercall.
+    GuestSyscall { compat: bool },
     /// The guest executed an instruction keel does not let it use and that should
     /// raise #UD in the guest (VMX/SVM instructions, MONITOR/MWAIT, XSETBV...).
     UndefinedInstruction,

@@ -45,8 +45,8 @@
 //! # TLBs
 //! The guest's user mappings are global (`mm::pv` sets G on them, as Xen does,
 //! so they survive the kernel/user L4 switch): before a different PV vCPU runs
-//! on a CPU, or when a flush was requested, [`PvVcpu::run`] flushes global
-//! entries too. keel's own CR3 is reloaded after every exit, so no CPU keeps a
+//! on a CPU, when this one ran on another CPU since it last ran here, or when a
+//! flush was requested, [`PvVcpu::run`] flushes global entries too. keel's own CR3 is reloaded after every exit, so no CPU keeps a
 //! guest's L4 loaded once its vCPU has stopped.
 //!
 //! # What is not here yet
@@ -63,7 +63,10 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use keel_x86::context::Context;
-use keel_x86::pv::{GuestMode, exit_rflags};
+use keel_x86::pv::bounce::{Bounced, GuestRegs};
+use keel_x86::pv::iret::Iret;
+use keel_x86::pv::trap::TrapTable;
+use keel_x86::pv::{self as xpv, GuestMode, exit_rflags};
 
 use crate::cpu::FxState;
 use crate::hvm::{CpuMode, Exit, GuestGprs, HvmVcpu, HypercallInsnKind};
@@ -160,7 +163,33 @@ pub struct PvVcpu {
     syscall_exit: bool,
     /// Flush everything, global entries too, before the next entry.
     flush_pending: bool,
+    /// The guest's RIP was replaced during this exit (a bounce, `iret`): the
+    /// `SYSCALL` that exited is not to be stepped over.
+    rip_replaced: bool,
+    /// The pCPU it last ran on (`u32::MAX`: none yet).
+    last_cpu: u32,
     failed: Option<PvFailure>,
+    /// The guest's virtual IDT (`set_trap_table`).
+    pub traps: TrapTable,
+    /// The guest kernel's stack for events from user mode (`stack_switch`).
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
+    /// The registered callbacks (`callback_op`).
+    pub callbacks: Callbacks,
+    /// The virtual IOPL, in RFLAGS position (`PHYSDEVOP_set_iopl`).
+    pub iopl: u64,
+}
+
+/// A PV vCPU's callbacks (`callback_op`, Xen's `arch.pv` fields): addresses
+/// (0: none) and whether entering them masks events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    pub event: u64,
+    pub failsafe: u64,
+    pub failsafe_disables_events: bool,
+    pub syscall: u64,
+    pub syscall32: u64,
+    pub syscall_disables_events: bool,
 }
 
 /// A new PV vCPU's start-of-day state (Xen's for a 64-bit PV guest: `xen.h`,
@@ -175,6 +204,9 @@ pub struct PvStart {
     pub ss: u16,
     /// Machine address of the L4.
     pub cr3: u64,
+    /// The kernel stack the builder set up (`stack_switch` changes it).
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
 }
 
 impl PvVcpu {
@@ -204,7 +236,14 @@ impl PvVcpu {
             fx: FxState::initial(),
             syscall_exit: false,
             flush_pending: true,
+            rip_replaced: false,
+            last_cpu: u32::MAX,
             failed: None,
+            traps: TrapTable::new(),
+            kernel_ss: start.kernel_ss,
+            kernel_sp: start.kernel_sp,
+            callbacks: Callbacks::default(),
+            iopl: 0,
         }
     }
 
@@ -224,6 +263,111 @@ impl PvVcpu {
         self.mode
     }
 
+    /// Xen's `toggle_guest_mode`: the other mode's L4 and GS base become
+    /// active at the next entry (both are loaded on every entry).
+    pub fn set_guest_mode(&mut self, mode: GuestMode) {
+        self.mode = mode;
+    }
+
+    /// Stops the vCPU: its next run returns [`Exit::Failed`] with `why` (the
+    /// domain then crashes with it).
+    pub fn fail(&mut self, why: &'static str, info: u64) {
+        self.failed = Some(PvFailure { why, info });
+    }
+
+    /// Whether the guest has a user L4 (`MMUEXT_NEW_USER_BASEPTR`).
+    pub fn has_user_root(&self) -> bool {
+        self.user_cr3.is_some()
+    }
+
+    /// The L4 (machine address) of `mode` (user: the kernel's if none).
+    pub fn cr3_of(&self, mode: GuestMode) -> u64 {
+        match (mode, self.user_cr3) {
+            (GuestMode::User, Some(u)) => u,
+            _ => self.kernel_cr3,
+        }
+    }
+
+    /// The user L4, if any.
+    pub fn user_root(&self) -> Option<u64> {
+        self.user_cr3
+    }
+
+    /// Sets the kernel L4 (`MMUEXT_NEW_BASEPTR`; the caller holds its type
+    /// reference, and flushes).
+    pub fn set_kernel_root(&mut self, cr3: u64) {
+        self.kernel_cr3 = cr3;
+        self.flush_pending = true;
+    }
+
+    /// Sets the user L4 (`MMUEXT_NEW_USER_BASEPTR`), or none.
+    pub fn set_user_root(&mut self, cr3: Option<u64>) {
+        self.user_cr3 = cr3;
+        self.flush_pending = true;
+    }
+
+    /// The registers a bounce reads ([`keel_x86::pv::bounce`]).
+    pub fn bounce_regs(&self) -> GuestRegs {
+        GuestRegs {
+            rip: self.rip,
+            cs: self.cs,
+            rflags: self.rflags,
+            rsp: self.rsp,
+            ss: self.ss,
+            rcx: self.gprs.rcx,
+            r11: self.gprs.r11,
+        }
+    }
+
+    /// Enters the guest's handler as `b` says: kernel mode (the caller has
+    /// written the frame on the kernel stack, in kernel mode's address space),
+    /// the new registers, and RCX and R11 as a SYSRET leaves them (Xen returns
+    /// from a bounce with SYSRET; keel's IRETQ loads the same state).
+    pub fn apply_bounce(&mut self, b: &Bounced) {
+        if b.toggle_to_kernel {
+            self.mode = GuestMode::Kernel;
+        }
+        self.enter_with(b.regs.rip, b.regs.cs, b.regs.rflags, b.regs.rsp, b.regs.ss, b.exit);
+    }
+
+    /// Returns as the `iret` hypercall says (`keel_x86::pv::iret::do_iret`).
+    pub fn apply_iret(&mut self, r: &Iret) {
+        if r.toggle_to_user {
+            self.mode = GuestMode::User;
+        }
+        if let Some(iopl) = r.iopl {
+            self.iopl = iopl;
+        }
+        self.gprs.rax = r.rax;
+        self.enter_with(r.rip, r.cs, r.rflags, r.rsp, r.ss, r.exit);
+    }
+
+    fn enter_with(&mut self, rip: u64, cs: u16, rflags: u64, rsp: u64, ss: u16, exit: xpv::Exit) {
+        self.rip = rip;
+        self.cs = cs;
+        self.rflags = rflags;
+        self.rsp = rsp;
+        self.ss = ss;
+        let (rcx, r11) = match exit {
+            xpv::Exit::Sysret => (rip, exit_rflags(rflags)),
+            xpv::Exit::Iret { rcx, r11 } => (rcx, r11),
+        };
+        self.gprs.rcx = rcx;
+        self.gprs.r11 = r11;
+        self.rip_replaced = true;
+    }
+
+    /// `set_segment_base`: FS, or the kernel or user GS base.
+    pub fn set_fs_base(&mut self, v: u64) {
+        self.fs_base = v;
+    }
+    pub fn set_gs_base_kernel(&mut self, v: u64) {
+        self.gs_base_kernel = v;
+    }
+    pub fn set_gs_base_user(&mut self, v: u64) {
+        self.gs_base_user = v;
+    }
+
     /// The address of the guest's last page fault.
     pub fn cr2(&self) -> u64 {
         self.cr2
@@ -231,10 +375,7 @@ impl PvVcpu {
 
     /// The L4 active in the current mode.
     fn active_cr3(&self) -> u64 {
-        match (self.mode, self.user_cr3) {
-            (GuestMode::User, Some(u)) => u,
-            _ => self.kernel_cr3,
-        }
+        self.cr3_of(self.mode)
     }
 
     fn active_gs_base(&self) -> u64 {
@@ -318,16 +459,10 @@ impl PvVcpu {
                 self.syscall_exit = true;
                 Exit::Hypercall
             }
-            SYSCALL64 => Exit::Failed {
-                why: "SYSCALL from PV guest user mode (bouncing it to the guest's syscall callback is not built yet)",
-                code: f.vector,
-                info: f.rcx,
-            },
-            SYSCALL32 => Exit::Failed {
-                why: "SYSCALL from 32-bit code in a 64-bit PV guest",
-                code: f.vector,
-                info: f.rcx,
-            },
+            // From user mode: the state the bounce starts from is the
+            // process's (RIP from RCX, RFLAGS from R11), left as it is.
+            SYSCALL64 => Exit::GuestSyscall { compat: false },
+            SYSCALL32 => Exit::GuestSyscall { compat: true },
             v @ 0..32 => {
                 let vector = v as u8;
                 if vector == 14 {
@@ -386,7 +521,13 @@ impl PvVcpu {
         unsafe {
             core::arch::asm!("mov cr3, {}", in(reg) self.active_cr3(), options(nostack, preserves_flags));
         }
-        if pc.pv_last.swap(self.serial, Ordering::Relaxed) != self.serial || self.flush_pending {
+        // Another PV vCPU ran here last, or this one ran elsewhere since it
+        // last ran here (its translations here may predate a flush it has
+        // had there), or a flush was asked for: drop everything, global
+        // entries (the guest's user mappings) included.
+        let here = pc.index();
+        let moved = core::mem::replace(&mut self.last_cpu, here) != here;
+        if pc.pv_last.swap(self.serial, Ordering::Relaxed) != self.serial || moved || self.flush_pending {
             flush_all_global();
             self.flush_pending = false;
         }
@@ -441,6 +582,7 @@ impl PvVcpu {
 impl HvmVcpu for PvVcpu {
     fn run(&mut self) -> Exit {
         self.syscall_exit = false;
+        self.rip_replaced = false;
         if let Some(f) = self.failed {
             return Exit::Failed {
                 why: f.why,
@@ -498,17 +640,22 @@ impl HvmVcpu for PvVcpu {
     fn in_guest_kernel(&self) -> bool {
         self.mode == GuestMode::Kernel
     }
+    /// 2 after a `SYSCALL` (RIP is reported on it); 0 once a bounce or `iret`
+    /// replaced RIP during the exit (it is where the guest goes next).
     fn exit_insn_len(&self) -> Option<u64> {
-        self.syscall_exit.then_some(2)
+        self.syscall_exit
+            .then_some(if self.rip_replaced { 0 } else { 2 })
     }
     fn advance_rip(&mut self, len: u64) {
         self.rip = self.rip.wrapping_add(len);
     }
-    /// Bouncing an exception to the guest's trap table is step 3: until then the
-    /// vCPU cannot go on, and its next run says so.
+    /// Exceptions reach a PV guest through its trap table, which needs its
+    /// memory (the frame goes on its stack): the kernel bounces them
+    /// (`kernel/src/pv.rs`). Nothing arch-level asks for one; if something
+    /// did, the vCPU stops with the reason rather than lose it.
     fn inject_exception(&mut self, vector: u8, _error_code: Option<u32>) {
         self.failed = Some(PvFailure {
-            why: "an exception for a PV guest (bouncing it to the guest's trap table is not built yet)",
+            why: "an exception injected into a PV vCPU without a bounce",
             info: u64::from(vector),
         });
     }
@@ -742,6 +889,8 @@ mod tests {
                 cs: 0xe033,
                 ss: 0xe02b,
                 cr3: 0x12_3000,
+                kernel_ss: 0xe02b,
+                kernel_sp: 0xffff_ffff_8040_0000,
             },
             true,
         )
@@ -804,17 +953,49 @@ mod tests {
     }
 
     #[test]
-    fn user_mode_syscalls_and_down_vcpus_fail_with_a_reason() {
+    fn user_mode_syscalls_are_the_guests_and_down_vcpus_fail_with_a_reason() {
         let mut v = vcpu();
         v.mode = GuestMode::User;
         let mut f = v.to_frame();
         f.vector = SYSCALL64;
-        assert!(matches!(v.exit_for(&f, 0), Exit::Failed { .. }));
+        assert_eq!(v.exit_for(&f, 0), Exit::GuestSyscall { compat: false });
+        f.vector = SYSCALL32;
+        assert_eq!(v.exit_for(&f, 0), Exit::GuestSyscall { compat: true });
         let mut d = PvVcpu::new_down(true);
         assert!(matches!(d.run(), Exit::Failed { .. }));
         let mut e = vcpu();
         e.inject_exception(13, Some(0));
         assert!(matches!(e.run(), Exit::Failed { .. }));
+    }
+
+    #[test]
+    fn a_bounce_or_iret_replaces_rip_and_is_not_stepped_over() {
+        let mut v = vcpu();
+        let mut f = v.to_frame();
+        f.vector = SYSCALL64;
+        f.rcx = 0xffff_ffff_8010_0042;
+        v.take_frame(&f);
+        assert_eq!(v.exit_for(&f, 0), Exit::Hypercall);
+        let r = Iret {
+            rip: 0x40_1000,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: 0x7fff_0000,
+            ss: 0xe02b,
+            rax: 7,
+            exit: xpv::Exit::Iret { rcx: 1, r11: 2 },
+            upcall_mask: 0,
+            toggle_to_user: true,
+            iopl: None,
+        };
+        v.set_user_root(Some(0x5000));
+        v.apply_iret(&r);
+        assert_eq!(v.exit_insn_len(), Some(0));
+        v.advance_rip(0);
+        assert_eq!((v.rip(), v.gprs.rax, v.gprs.rcx, v.gprs.r11), (0x40_1000, 7, 1, 2));
+        assert_eq!(v.guest_mode(), GuestMode::User);
+        assert_eq!(v.cr3(), 0x5000, "the user L4 is active in user mode");
+        assert!(!v.in_guest_kernel());
     }
 
     #[test]

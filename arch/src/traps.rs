@@ -250,11 +250,16 @@ pub fn init() {
                 18 => crate::gdt::IST_MACHINE_CHECK,
                 _ => 0,
             };
+            // INT3 and INTO are allowed from ring 3 (DPL 3), as in Xen: a PV
+            // guest's `int3` is its #BP, bounced to its own trap 3. Every other
+            // gate is DPL 0, so `int n` from ring 3 is a #GP keel sees.
+            let dpl: u8 = if v == 3 || v == 4 { 3 } else { 0 };
             *gate = Gate {
                 offset_lo: addr as u16,
                 selector: cs.0,
                 ist,
-                type_attr: 0x8E, // present, DPL 0, 64-bit interrupt gate (IF cleared on entry)
+                // Present, DPL, 64-bit interrupt gate (IF cleared on entry).
+                type_attr: 0x8E | (dpl << 5),
                 offset_mid: (addr >> 16) as u16,
                 offset_hi: (addr >> 32) as u32,
                 reserved: 0,

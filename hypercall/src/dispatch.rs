@@ -7,9 +7,21 @@
 //! from the calling vCPU ([`HypercallArgs`]), runs the handler named after
 //! the Xen op (`xen_version`, `console_io`, `sched_op`, `memory_op`,
 //! `hvm_op`, `event_channel_op` and its legacy `_compat` form, `vcpu_op`,
-//! `set_timer_op`, `grant_table_op`; one submodule each) against the
-//! calling domain (the [`Domain`] trait), and returns an [`Outcome`]: the
-//! value for `rax`/`eax` and what the kernel must do with the vCPU next.
+//! `set_timer_op`, `grant_table_op`, `multicall`; one submodule each)
+//! against the calling domain (the [`Domain`] trait), and returns an
+//! [`Outcome`]: the value for `rax`/`eax` and what the kernel must do with
+//! the vCPU next.
+//!
+//! The hypercalls only PV guests have are routed for a domain that says it
+//! is one ([`Domain::is_pv`]) calling in 64-bit mode, and are `-ENOSYS` for
+//! every other caller: `mmu_update`, `mmuext_op`, `update_va_mapping` and
+//! `_otherdomain` (submodule `mmu_update`); `set_trap_table`,
+//! `set_callbacks`, `callback_op` (`callback_op`); `set_gdt`,
+//! `update_descriptor` (`descriptor_tables`); `stack_switch`,
+//! `fpu_taskswitch`, `set_debugreg`, `get_debugreg`, `set_segment_base`,
+//! `iret`, `vm_assist` and `physdev_op`'s `set_iopl` (`pv_misc`). The
+//! submodules are grouped as Xen's sources are (`xen/arch/x86/mm.c`,
+//! `pv/callback.c`, `pv/descriptor-tables.c`, `pv/misc-hypercalls.c`).
 //!
 //! The split with the kernel: the dispatcher owns the *ABI* (registers,
 //! layouts of both widths, copy-in/copy-out, continuations) and every check
@@ -46,7 +58,12 @@
 //! - `DOMID_SELF` never reaches the kernel: a domain id argument is
 //!   resolved to the caller's own id, and checked as Xen's default XSM
 //!   policy does (another domain: `-ESRCH` if it does not exist, `-EPERM`
-//!   unless the caller is privileged), before a trait method sees it.
+//!   unless the caller is privileged), before a trait method sees it. The
+//!   exception is the PV MMU's frame owner (`foreigndom` of `mmu_update`,
+//!   bits 15:0, and of `mmuext_op`; `update_va_mapping_otherdomain`'s
+//!   `domid`), passed as the guest gave it: Xen's rules for it
+//!   (`get_pg_owner`: `DOMID_SELF` is the caller but its own id is
+//!   `-ESRCH`; `DOMID_IO`, `DOMID_XEN`) differ, and are the kernel's.
 //! - No allocation, and no loop whose length the guest controls beyond a
 //!   fixed bound. Where Xen preempts a long operation, keel does so after a
 //!   fixed budget with a continuation ([`Action::Preempted`]), encoded as
@@ -54,8 +71,14 @@
 //!   entry), `XENMEM_populate_physmap`/`decrease_reservation`
 //!   ([`MEMOP_PAGE_BUDGET`] pages, progress in `cmd`'s high bits), and
 //!   grant-table map/unmap/copy ([`GNTTAB_OP_BUDGET`] entries, the array
-//!   pointer advanced and `count` reduced). `SCHEDOP_poll` reads at most
-//!   [`SCHED_POLL_MAX_PORTS`] ports.
+//!   pointer advanced and `count` reduced), `mmu_update` and `mmuext_op`
+//!   ([`PV_MMU_BUDGET`] requests, `count` reduced with
+//!   `MMU_UPDATE_PREEMPTED` set, progress in `*pdone`), `set_trap_table`
+//!   ([`TRAP_TABLE_BUDGET`] records, the pointer advanced) and `multicall`
+//!   ([`MULTICALL_BUDGET`] entries, or an entry's own continuation, kept in
+//!   the entry). `SCHEDOP_poll` reads at most [`SCHED_POLL_MAX_PORTS`]
+//!   ports. A `multicall` entry is one more hypercall, run with the same
+//!   bounds; multicalls do not nest.
 //! - Nothing here panics on guest input (property-tested).
 //! - Unknown hypercalls and sub-ops return `-ENOSYS`, as Xen does.
 //!
@@ -66,11 +89,16 @@
 //! the domain (and, for interdomain event channels, grant copies and maps,
 //! the other domain, in domid order) needs.
 
+mod callback_op;
 mod console_io;
+mod descriptor_tables;
 mod evtchn_op;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
+mod mmu_update;
+mod multicall;
+mod pv_misc;
 mod sched_op;
 mod set_timer_op;
 mod vcpu_op;
@@ -81,9 +109,12 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
+pub use callback_op::TRAP_TABLE_BUDGET;
 pub use console_io::CONSOLE_WRITE_BUDGET;
 pub use grant_table_op::GNTTAB_OP_BUDGET;
 pub use memory_op::MEMOP_PAGE_BUDGET;
+pub use mmu_update::PV_MMU_BUDGET;
+pub use multicall::MULTICALL_BUDGET;
 pub use sched_op::SCHED_POLL_MAX_PORTS;
 pub use vcpu_op::update_secondary_system_time;
 
@@ -94,6 +125,8 @@ use crate::abi::features::XENFEAT_NR_SUBMAPS;
 use crate::abi::hvm::VcpuHvmContext;
 use crate::abi::hypercall as nr;
 use crate::abi::memory::E820Entry;
+use crate::abi::mmu::{MmuUpdate, MmuextOp};
+use crate::abi::pv::TrapInfo;
 use crate::abi::sched;
 use crate::abi::vcpu::VcpuRunstateInfo;
 use crate::abi::version::XenDomainHandle;
@@ -812,6 +845,220 @@ pub trait Domain {
         let _ = (gfn, domid, gref);
         crate::abi::grant_table::GNTST_GENERAL_ERROR
     }
+
+    // ---------------------------------------------------------- PV guests
+    //
+    // The hypercalls only a PV guest has (Xen's `pv64` column of
+    // `xen/include/hypercall-defs.c`). The dispatcher routes them here only
+    // when [`Domain::is_pv`] says so and the caller is in 64-bit mode; for
+    // any other caller they stay `-ENOSYS`. Each method is one operation:
+    // the dispatcher copies the arguments in, walks the guest's arrays,
+    // keeps the `done` counts and makes the continuations. None of them may
+    // return `-EINTR`; `-ERESTART` only where a method says so. The
+    // defaults are a kernel without PV guests: `-ENOSYS`.
+
+    /// Whether the domain is a PV guest (Xen's `is_pv_domain`). Defaults to
+    /// `false`: an HVM/PVH domain.
+    fn is_pv(&self) -> bool {
+        false
+    }
+
+    /// One request of `mmu_update` (Xen: the body of `do_mmu_update`'s
+    /// loop, `xen/arch/x86/mm.c`) on the caller's own page tables: the
+    /// command is `req.ptr & MMU_UPDATE_CMD_MASK`, unchecked (an unknown
+    /// one is Xen's `-ENOSYS`). `foreigndom` is bits 15:0 of the
+    /// hypercall's argument, the owner of the frames mapped, as the guest
+    /// gave it: checking it is the kernel's, on every request (Xen's
+    /// `get_pg_owner`, once before the first: `DOMID_SELF` is the caller,
+    /// its own id `-ESRCH`, `DOMID_IO` I/O memory, another domain
+    /// `-ESRCH` if absent). Bits 31:16, the owner of the page tables, are
+    /// checked before: they name the caller. Any `Err` ends the batch
+    /// there, the request not counted done; `-ERESTART` instead continues
+    /// the hypercall from this request (Xen's preemption of a long
+    /// validation), which the kernel must do only when it has made progress
+    /// it keeps.
+    fn pv_mmu_update(&mut self, req: &MmuUpdate, foreigndom: DomId) -> Result<(), Errno> {
+        let _ = (req, foreigndom);
+        Err(Errno::ENOSYS)
+    }
+
+    /// Called once when an `mmu_update` hypercall (one pass of it: each
+    /// continuation and each multicall entry is its own) has stopped
+    /// calling [`Domain::pv_mmu_update`], whether it finished, failed or
+    /// is being preempted, and before the guest can run again: Xen's TLB
+    /// maintenance at the end of `do_mmu_update` ("the flush must be
+    /// performed now to maintain correct behaviour across a multicall").
+    /// A kernel that flushes in [`Domain::pv_mmu_update`] itself need not
+    /// implement it. Not called when the hypercall fails before its first
+    /// request (an array outside the address space, a page-table owner
+    /// refused), as Xen's flush is skipped then too.
+    fn pv_mmu_update_flush(&mut self) {}
+
+    /// One operation of `mmuext_op` (Xen: the body of `do_mmuext_op`'s
+    /// loop): `op.cmd` unchecked (Xen: `-ENOSYS` for an unknown command,
+    /// `-EOPNOTSUPP` for `MMUEXT_MARK_SUPER`/`UNMARK_SUPER`). A `vcpumask`
+    /// argument (`MMUEXT_TLB_FLUSH_MULTI`, `INVLPG_MULTI`) is still a guest
+    /// pointer, for the kernel to read through [`Domain::copy_from_guest`]
+    /// (`-EFAULT`). `foreigndom` is the low 16 bits of the argument (Xen
+    /// converts it to `domid_t`), not resolved: Xen's `get_pg_owner` rules
+    /// (`DOMID_SELF` the caller, its own id `-ESRCH`, then `-EINVAL` unless
+    /// the owner is PV) are the kernel's. Errors and `-ERESTART` as
+    /// [`Domain::pv_mmu_update`].
+    fn pv_mmuext_op(&mut self, op: &MmuextOp, foreigndom: DomId) -> Result<(), Errno> {
+        let _ = (op, foreigndom);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `update_va_mapping` (Xen `__do_update_va_mapping`): write `val` into
+    /// the L1 entry that maps `va` in the caller's current page tables,
+    /// then flush as `flags` (`UVMF_*`) says; a `flags` above the flush
+    /// type that is neither `UVMF_LOCAL` nor `UVMF_ALL` is a guest pointer
+    /// to a vCPU bitmap, for the kernel to read. Errors: `-EINVAL` (no L1
+    /// maps `va`, or the entry is refused), `-EFAULT` (the bitmap).
+    /// `-ERESTART` makes the dispatcher re-issue the same call (Xen's
+    /// continuation).
+    fn pv_update_va_mapping(&mut self, va: u64, val: u64, flags: u64) -> Result<(), Errno> {
+        let _ = (va, val, flags);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `update_va_mapping_otherdomain`: as [`Domain::pv_update_va_mapping`],
+    /// the frame `val` maps owned by `domid` (the guest's `domid_t`, not
+    /// resolved: Xen's `get_pg_owner` rules, `-ESRCH`, are the kernel's).
+    fn pv_update_va_mapping_otherdomain(
+        &mut self,
+        va: u64,
+        val: u64,
+        flags: u64,
+        domid: DomId,
+    ) -> Result<(), Errno> {
+        let _ = (va, val, flags, domid);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `set_trap_table(NULL)`: clear the calling vCPU's whole virtual IDT.
+    fn pv_clear_trap_table(&mut self) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// One entry of `set_trap_table`: store `t` as the calling vCPU's
+    /// virtual IDT entry `t.vector`. Checked: `t.address` is non-zero and
+    /// canonical. `t.cs` is as the guest gave it: Xen's
+    /// `fixup_guest_code_selector` is the kernel's. Xen never fails here;
+    /// an `Err` ends the hypercall with it (earlier entries stay stored).
+    fn pv_set_trap(&mut self, t: &TrapInfo) -> Result<(), Errno> {
+        let _ = t;
+        Err(Errno::ENOSYS)
+    }
+
+    /// `stack_switch` (Xen `do_stack_switch`): the calling vCPU's kernel
+    /// stack, for the next bounce from user mode, is `ss:sp` (`ss` as the
+    /// guest gave it: `fixup_guest_stack_selector` is the kernel's). Xen
+    /// returns 0.
+    fn pv_stack_switch(&mut self, ss: u64, sp: u64) -> Result<(), Errno> {
+        let _ = (ss, sp);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `fpu_taskswitch` (Xen `do_fpu_taskswitch`): set (`true`) or clear
+    /// the calling vCPU's virtual CR0.TS. Xen returns 0.
+    fn pv_fpu_taskswitch(&mut self, set: bool) -> Result<(), Errno> {
+        let _ = set;
+        Err(Errno::ENOSYS)
+    }
+
+    /// `set_debugreg` (Xen `set_debugreg`, `xen/arch/x86/pv/misc-hypercalls.c`):
+    /// `reg` is the guest's `int`, unchecked. Errors: `-ENODEV` (no such
+    /// register, or DR4/DR5 with CR4.DE), `-EINVAL` (bits 63:32 of DR6/DR7),
+    /// `-EPERM` (a DR0-3 address the guest may not use, DR7.GD, I/O
+    /// breakpoints without CR4.DE).
+    fn pv_set_debugreg(&mut self, reg: u32, value: u64) -> Result<(), Errno> {
+        let _ = (reg, value);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `get_debugreg` (Xen `do_get_debugreg`): the calling vCPU's debug
+    /// register `reg` (unchecked), returned to the guest in `rax` as it is
+    /// (a value that reads as a negative errno is the guest's to tell
+    /// apart, as in Xen). Errors: `-ENODEV`.
+    fn pv_get_debugreg(&mut self, reg: u32) -> Result<u64, Errno> {
+        let _ = reg;
+        Err(Errno::ENOSYS)
+    }
+
+    /// `update_descriptor` (Xen `do_update_descriptor`,
+    /// `xen/arch/x86/pv/descriptor-tables.c`): write the segment descriptor
+    /// `desc` at machine address `maddr` (checked: 8-byte aligned).
+    /// Errors: `-EINVAL` (a descriptor `check_descriptor` refuses, a frame
+    /// that is not the caller's or cannot be a descriptor page).
+    fn pv_update_descriptor(&mut self, maddr: u64, desc: u64) -> Result<(), Errno> {
+        let _ = (maddr, desc);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `set_gdt` (Xen `pv_set_gdt`): the calling vCPU's GDT is `entries`
+    /// descriptors (checked: at most `FIRST_RESERVED_GDT_ENTRY`) in
+    /// `frames` (exactly `ceil(entries / 512)` machine frames, as the guest
+    /// gave them). Errors: `-EINVAL` (a frame that is not the caller's or
+    /// cannot become a descriptor page; the old GDT then stays).
+    fn pv_set_gdt(&mut self, frames: &[u64], entries: u32) -> Result<(), Errno> {
+        let _ = (frames, entries);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `vm_assist` (Xen `do_vm_assist`): turn assist `kind` on
+    /// (`VMASST_CMD_enable`) or off (`VMASST_CMD_disable`) for the domain.
+    /// Checked: `cmd` is one of those, `kind` is in `PV64_VM_ASSIST_MASK`.
+    /// Xen never fails here.
+    fn pv_vm_assist(&mut self, cmd: u32, kind: u32) -> Result<(), Errno> {
+        let _ = (cmd, kind);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `set_segment_base` (Xen `do_set_segment_base`): `which` is one of
+    /// `SEGBASE_*` (checked); for the three bases `base` is checked
+    /// canonical, for `SEGBASE_GS_USER_SEL` the selector is `base[15:0]`
+    /// (Xen loads it, nulling it if it faults, and returns 0).
+    fn pv_set_segment_base(&mut self, which: u32, base: u64) -> Result<(), Errno> {
+        let _ = (which, base);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `iret` (Xen `do_iret`, `xen/arch/x86/pv/iret.c`): read the
+    /// `iret_context` at the calling vCPU's RSP and load it (RIP, CS, RFLAGS,
+    /// RSP, SS, and RCX/R11 unless `VGCF_in_syscall`; the upcall mask from
+    /// RFLAGS.IF; user mode if CS has RPL 3). `Ok` is the RAX to return
+    /// with (the frame's), written as the hypercall's result. A frame that
+    /// cannot be read crashes the domain in Xen.
+    fn pv_iret(&mut self) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// `CALLBACKOP_register` (Xen `register_guest_callback`,
+    /// `xen/arch/x86/pv/callback.c`), and each of `set_callbacks`' three
+    /// (with `flags` 0). Checked: `address` canonical; `kind` one of
+    /// `CALLBACKTYPE_event`, `failsafe`, `syscall`, `nmi`, `sysenter`,
+    /// `syscall32`. `flags` as the guest gave it (only
+    /// `CALLBACKF_mask_events` means anything, to `failsafe`, `syscall`,
+    /// `syscall32` and `sysenter`).
+    fn pv_register_callback(&mut self, kind: u16, flags: u16, address: u64) -> Result<(), Errno> {
+        let _ = (kind, flags, address);
+        Err(Errno::ENOSYS)
+    }
+
+    /// `CALLBACKOP_unregister` of a callback that can be unregistered
+    /// (Xen: only `CALLBACKTYPE_nmi`; the others are `-EINVAL` before).
+    fn pv_unregister_callback(&mut self, kind: u16) -> Result<(), Errno> {
+        let _ = kind;
+        Err(Errno::ENOSYS)
+    }
+
+    /// `PHYSDEVOP_set_iopl`: the calling vCPU's virtual I/O privilege
+    /// level is `iopl` (checked: at most 3). Xen never fails here.
+    fn pv_set_iopl(&mut self, iopl: u32) -> Result<(), Errno> {
+        let _ = iopl;
+        Err(Errno::ENOSYS)
+    }
 }
 
 /// Why a domain shut itself down (`SHUTDOWN_*`, `sched.h`).
@@ -974,33 +1221,112 @@ impl Outcome {
 ///
 /// Implemented: `xen_version`, `console_io`, `sched_op`, `memory_op`,
 /// `hvm_op`, `event_channel_op`, `event_channel_op_compat`, `vcpu_op`,
-/// `set_timer_op`, `grant_table_op`; each submodule lists its sub-ops. Every
-/// other number, including ones beyond the table, returns `-ENOSYS`;
-/// `docs/abi.md` lists each sub-op.
+/// `set_timer_op`, `grant_table_op`, `multicall`; for a PV domain in 64-bit
+/// mode also `set_trap_table`, `mmu_update`, `set_gdt`, `stack_switch`,
+/// `set_callbacks`, `fpu_taskswitch`, `set_debugreg`, `get_debugreg`,
+/// `update_descriptor`, `update_va_mapping`, `vm_assist`,
+/// `update_va_mapping_otherdomain`, `iret`, `set_segment_base`,
+/// `mmuext_op`, `callback_op` and `physdev_op`'s `set_iopl`. Each
+/// submodule lists its sub-ops. Every other number, including ones beyond
+/// the table, returns `-ENOSYS`; `docs/abi.md` lists each sub-op.
 pub fn dispatch<D: Domain + ?Sized>(d: &mut D, call: &HypercallArgs) -> Outcome {
     let call = call.normalized();
     let mut cx = Ctx {
         d,
         width: call.width,
     };
+    route(&mut cx, &call, false)
+}
+
+/// The hypercalls Xen offers PV guests only (its `hypercall-defs.c` table
+/// has no HVM handler for them), and those keel routes for PV guests only:
+/// `vm_assist` (Xen gives HVM guests one assist; keel none yet) and
+/// `physdev_op` (Xen gives HVM guests a few interrupt sub-ops; keel none
+/// yet). For any other caller they are `-ENOSYS`, as before keel had PV
+/// guests.
+fn is_pv_only(n: u32) -> bool {
+    matches!(
+        n,
+        nr::SET_TRAP_TABLE
+            | nr::MMU_UPDATE
+            | nr::SET_GDT
+            | nr::STACK_SWITCH
+            | nr::SET_CALLBACKS
+            | nr::FPU_TASKSWITCH
+            | nr::SET_DEBUGREG
+            | nr::GET_DEBUGREG
+            | nr::UPDATE_DESCRIPTOR
+            | nr::UPDATE_VA_MAPPING
+            | nr::VM_ASSIST
+            | nr::UPDATE_VA_MAPPING_OTHERDOMAIN
+            | nr::IRET
+            | nr::SET_SEGMENT_BASE
+            | nr::MMUEXT_OP
+            | nr::CALLBACK_OP
+            | nr::PHYSDEV_OP
+    )
+}
+
+/// Whether the caller may use the PV-only hypercalls: a PV domain in
+/// 64-bit mode (keel runs no 32-bit PV guests, so it has none of their
+/// compat layouts).
+fn pv_caller<D: Domain + ?Sized>(cx: &Ctx<'_, D>) -> bool {
+    cx.width == GuestWidth::Bits64 && cx.d.is_pv()
+}
+
+/// One hypercall, `call` already cut to the caller's width: from
+/// [`dispatch`], or as an entry of a `multicall` batch (`in_multicall`).
+fn route<D: Domain + ?Sized>(
+    cx: &mut Ctx<'_, D>,
+    call: &HypercallArgs,
+    in_multicall: bool,
+) -> Outcome {
     let a = call.args;
-    match call.nr {
-        n if n == u64::from(nr::XEN_VERSION) => xen_version::do_xen_version(&mut cx, a[0], a[1]),
-        n if n == u64::from(nr::CONSOLE_IO) => console_io::do_console_io(&mut cx, &call),
-        n if n == u64::from(nr::SCHED_OP) => sched_op::do_sched_op(&mut cx, a[0], a[1]),
-        n if n == u64::from(nr::MEMORY_OP) => memory_op::do_memory_op(&mut cx, &a),
-        n if n == u64::from(nr::HVM_OP) => hvm_op::do_hvm_op(&mut cx, a[0], a[1]),
-        n if n == u64::from(nr::EVENT_CHANNEL_OP) => {
-            evtchn_op::do_event_channel_op(&mut cx, a[0], a[1])
-        }
-        n if n == u64::from(nr::EVENT_CHANNEL_OP_COMPAT) => {
-            evtchn_op::do_event_channel_op_compat(&mut cx, a[0])
-        }
-        n if n == u64::from(nr::VCPU_OP) => vcpu_op::do_vcpu_op(&mut cx, a[0], a[1], a[2]),
-        n if n == u64::from(nr::SET_TIMER_OP) => set_timer_op::do_set_timer_op(&mut cx, a[0], a[1]),
-        n if n == u64::from(nr::GRANT_TABLE_OP) => grant_table_op::do_grant_table_op(&mut cx, &a),
+    let Ok(n) = u32::try_from(call.nr) else {
+        return Outcome::err(Errno::ENOSYS);
+    };
+    if is_pv_only(n) && !pv_caller(cx) {
+        return Outcome::err(Errno::ENOSYS);
+    }
+    match n {
+        nr::XEN_VERSION => xen_version::do_xen_version(cx, a[0], a[1]),
+        nr::CONSOLE_IO => console_io::do_console_io(cx, call),
+        nr::SCHED_OP => sched_op::do_sched_op(cx, a[0], a[1]),
+        nr::MEMORY_OP => memory_op::do_memory_op(cx, &a),
+        nr::HVM_OP => hvm_op::do_hvm_op(cx, a[0], a[1]),
+        nr::EVENT_CHANNEL_OP => evtchn_op::do_event_channel_op(cx, a[0], a[1]),
+        nr::EVENT_CHANNEL_OP_COMPAT => evtchn_op::do_event_channel_op_compat(cx, a[0]),
+        nr::VCPU_OP => vcpu_op::do_vcpu_op(cx, a[0], a[1], a[2]),
+        nr::SET_TIMER_OP => set_timer_op::do_set_timer_op(cx, a[0], a[1]),
+        nr::GRANT_TABLE_OP => grant_table_op::do_grant_table_op(cx, &a),
+        nr::MULTICALL => multicall::do_multicall(cx, &a, in_multicall),
+        // PV only, 64-bit callers (checked above).
+        nr::SET_TRAP_TABLE => callback_op::do_set_trap_table(cx, &a),
+        nr::MMU_UPDATE => mmu_update::do_mmu_update(cx, &a),
+        nr::SET_GDT => descriptor_tables::do_set_gdt(cx, a[0], a[1]),
+        nr::STACK_SWITCH => pv_misc::do_stack_switch(cx, a[0], a[1]),
+        nr::SET_CALLBACKS => callback_op::do_set_callbacks(cx, a[0], a[1], a[2]),
+        nr::FPU_TASKSWITCH => pv_misc::do_fpu_taskswitch(cx, a[0]),
+        nr::SET_DEBUGREG => pv_misc::do_set_debugreg(cx, a[0], a[1]),
+        nr::GET_DEBUGREG => pv_misc::do_get_debugreg(cx, a[0]),
+        nr::UPDATE_DESCRIPTOR => descriptor_tables::do_update_descriptor(cx, a[0], a[1]),
+        nr::UPDATE_VA_MAPPING => mmu_update::do_update_va_mapping(cx, &a),
+        nr::VM_ASSIST => pv_misc::do_vm_assist(cx, a[0], a[1]),
+        nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu_update::do_update_va_mapping_otherdomain(cx, &a),
+        nr::IRET => pv_misc::do_iret(cx),
+        nr::SET_SEGMENT_BASE => pv_misc::do_set_segment_base(cx, a[0], a[1]),
+        nr::MMUEXT_OP => mmu_update::do_mmuext_op(cx, &a),
+        nr::CALLBACK_OP => callback_op::do_callback_op(cx, a[0], a[1]),
+        nr::PHYSDEV_OP => pv_misc::do_physdev_op(cx, a[0], a[1]),
         _ => Outcome::err(Errno::ENOSYS),
     }
+}
+
+/// Xen's `is_canonical_address` (x86-64, 48-bit virtual addresses): bits
+/// 63:47 all equal.
+pub(crate) fn is_canonical(addr: u64) -> bool {
+    let a = addr as i64;
+    a >> 47 == a >> 63
 }
 
 /// The calling domain plus the caller's width: guest-memory access checked
@@ -1015,6 +1341,21 @@ impl<D: Domain + ?Sized> Ctx<'_, D> {
     /// space (below 2^32 for a 32-bit caller, below 2^64 for a 64-bit one).
     fn check_range(&self, gva: u64, len: usize) -> Result<(), Errno> {
         let len = u64::try_from(len).map_err(|_| Errno::EFAULT)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let last = gva.checked_add(len - 1).ok_or(Errno::EFAULT)?;
+        if last > self.width.mask() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
+    }
+
+    /// Xen's `guest_handle_okay` for an array: `-EFAULT` unless `count`
+    /// elements of `size` bytes from `gva` lie inside the caller's address
+    /// space.
+    pub fn check_array(&self, gva: u64, count: u64, size: u64) -> Result<(), Errno> {
+        let len = count.checked_mul(size).ok_or(Errno::EFAULT)?;
         if len == 0 {
             return Ok(());
         }

@@ -96,6 +96,24 @@ impl SharedWords {
         self.upcall_mask().load(Ordering::Acquire) != 0
     }
 
+    /// `evtchn_upcall_mask`, all eight bits (a PV bounce saves them in the frame).
+    pub fn upcall_mask_byte(&self) -> u8 {
+        self.upcall_mask().load(Ordering::Acquire)
+    }
+
+    /// Sets `evtchn_upcall_mask` (a PV bounce or `iret`).
+    pub fn set_upcall_mask(&self, v: u8) {
+        self.upcall_mask().store(v, Ordering::Release);
+    }
+
+    /// Writes `vcpu_info.arch.cr2` (offset 16; a PV guest's page-fault
+    /// address, Xen's `arch_set_cr2`).
+    pub fn set_cr2(&self, cr2: u64) {
+        self.info
+            .atomic_u64(self.info_off + 16)
+            .store(cr2, Ordering::Release);
+    }
+
     /// Sets every selector bit and the upcall (after vcpu_info moved, so the
     /// guest rescans all of its ports, as Xen does).
     pub fn mark_all_pending(&mut self) {
@@ -333,6 +351,16 @@ pub fn write_runstate(d: &Domain, st: &VcpuState, walk: &WalkCtx) {
 /// A local APIC interrupt competes with the upcall by vector, as the two would on
 /// hardware: the higher goes first, the other waits for the next entry.
 pub fn prepare_entry(d: &Domain, st: &mut VcpuState, arch: &mut ArchVcpu) {
+    // A PV vCPU takes its events through its callback, on its own stack.
+    if crate::pv::pv_vcpu(arch).is_some() {
+        if let Err(e) = crate::pv::deliver_events(d, st, arch) {
+            log::warn!("d{}: {e}", d.id);
+            if let Some(p) = crate::pv::pv_vcpu(arch) {
+                p.fail("the PV guest's event callback cannot be entered (its kernel stack is not writable or not canonical)", 0);
+            }
+        }
+        return;
+    }
     // An NMI goes before any interrupt; what else is pending asks for the
     // window after it. An NMI the vCPU cannot take now (in its NMI handler, an
     // STI shadow, an event already queued) waits for a later entry: keel asks

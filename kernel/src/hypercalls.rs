@@ -62,6 +62,10 @@ pub struct Ctx<'a> {
     /// Set when `VCPUOP_down` found the vCPU to be the domain's last one up:
     /// the domain powers off once the call returns (Xen's `domain_shutdown`).
     pub last_down: bool,
+    /// Set when the call found the domain must end (a PV `iret` keel cannot
+    /// carry out, broken PV MMU bookkeeping): it crashes with this reason
+    /// once the call returns (Xen's `domain_crash`).
+    pub crash: Option<alloc::string::String>,
 }
 
 impl Ctx<'_> {
@@ -170,9 +174,136 @@ fn copy_frames(src: Mfn, src_off: u16, dst: Mfn, dst_off: u16, len: u16) {
     );
 }
 
+impl Ctx<'_> {
+    /// The PV vCPU making the call (the PV hypercalls reach the kernel only
+    /// for a PV domain, whose vCPUs are all PV).
+    fn pv(&mut self) -> Result<&mut keel_arch::pv::PvVcpu, Errno> {
+        crate::pv::pv_vcpu(self.arch).ok_or(Errno::ENOSYS)
+    }
+
+    /// The errno of a PV MMU failure, or the domain's end.
+    fn mmu(&mut self, r: Result<(), crate::pv::MmuError>) -> Result<(), Errno> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(crate::pv::MmuError::Errno(e)) => Err(e),
+            Err(crate::pv::MmuError::Crash(why)) => {
+                self.crash = Some(why);
+                Err(Errno::EINVAL)
+            }
+        }
+    }
+}
+
 impl HcDomain for Ctx<'_> {
     fn domid(&self) -> u16 {
         self.d.id
+    }
+
+    fn is_pv(&self) -> bool {
+        self.d.guest_type == crate::domain::GuestType::Pv
+    }
+
+    fn pv_mmu_update(
+        &mut self,
+        req: &keel_hypercall::abi::mmu::MmuUpdate,
+        foreigndom: u16,
+    ) -> Result<(), Errno> {
+        let r = crate::pv::mmu_update(self.d, self.arch, req, foreigndom);
+        self.mmu(r)
+    }
+
+    fn pv_mmuext_op(
+        &mut self,
+        op: &keel_hypercall::abi::mmu::MmuextOp,
+        foreigndom: u16,
+    ) -> Result<(), Errno> {
+        let r = crate::pv::mmuext_op(self.d, self.v, self.arch, op, foreigndom);
+        self.mmu(r)
+    }
+
+    fn pv_update_va_mapping(&mut self, va: u64, val: u64, flags: u64) -> Result<(), Errno> {
+        let r = crate::pv::update_va_mapping(self.d, self.arch, va, val, flags);
+        self.mmu(r)
+    }
+
+    fn pv_clear_trap_table(&mut self) -> Result<(), Errno> {
+        self.pv()?.traps.clear();
+        Ok(())
+    }
+
+    fn pv_set_trap(&mut self, t: &keel_hypercall::abi::pv::TrapInfo) -> Result<(), Errno> {
+        self.pv()?.traps.set_trap(*t).map(|_| ())
+    }
+
+    fn pv_stack_switch(&mut self, ss: u64, sp: u64) -> Result<(), Errno> {
+        let (ss, sp) = keel_x86::pv::bounce::stack_switch(ss, sp);
+        let p = self.pv()?;
+        p.kernel_ss = ss as u16;
+        p.kernel_sp = sp;
+        Ok(())
+    }
+
+    fn pv_set_segment_base(&mut self, which: u32, base: u64) -> Result<(), Errno> {
+        use keel_hypercall::abi::pv::{SEGBASE_FS, SEGBASE_GS_KERNEL, SEGBASE_GS_USER};
+        let p = self.pv()?;
+        match which {
+            SEGBASE_FS => p.set_fs_base(base),
+            SEGBASE_GS_USER => p.set_gs_base_user(base),
+            SEGBASE_GS_KERNEL => p.set_gs_base_kernel(base),
+            // SEGBASE_GS_USER_SEL loads a selector from the guest's GDT or
+            // LDT, which keel does not keep yet.
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok(())
+    }
+
+    fn pv_iret(&mut self) -> Result<u64, Errno> {
+        match crate::pv::iret(self.d, self.v, self.arch) {
+            Ok(rax) => Ok(rax),
+            Err(why) => {
+                self.crash = Some(why);
+                Err(Errno::EFAULT)
+            }
+        }
+    }
+
+    fn pv_register_callback(&mut self, kind: u16, flags: u16, address: u64) -> Result<(), Errno> {
+        use keel_hypercall::abi::callback::*;
+        let mask = flags & CALLBACKF_MASK_EVENTS != 0;
+        let cb = &mut self.pv()?.callbacks;
+        match kind {
+            CALLBACKTYPE_EVENT => cb.event = address,
+            CALLBACKTYPE_FAILSAFE => {
+                cb.failsafe = address;
+                cb.failsafe_disables_events = mask;
+            }
+            CALLBACKTYPE_SYSCALL => {
+                cb.syscall = address;
+                cb.syscall_disables_events = mask;
+            }
+            CALLBACKTYPE_SYSCALL32 => cb.syscall32 = address,
+            // sysenter and NMI callbacks: not offered yet.
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok(())
+    }
+
+    fn pv_unregister_callback(&mut self, kind: u16) -> Result<(), Errno> {
+        use keel_hypercall::abi::callback::*;
+        let cb = &mut self.pv()?.callbacks;
+        match kind {
+            CALLBACKTYPE_EVENT => cb.event = 0,
+            CALLBACKTYPE_FAILSAFE => cb.failsafe = 0,
+            CALLBACKTYPE_SYSCALL => cb.syscall = 0,
+            CALLBACKTYPE_SYSCALL32 => cb.syscall32 = 0,
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok(())
+    }
+
+    fn pv_set_iopl(&mut self, iopl: u32) -> Result<(), Errno> {
+        self.pv()?.iopl = (u64::from(iopl) & 3) << 12;
+        Ok(())
     }
 
     fn is_privileged(&self) -> bool {

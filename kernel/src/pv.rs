@@ -35,8 +35,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use alloc::boxed::Box;
+use alloc::string::String;
 
-use keel_arch::hvm::Vcpu as HwVcpu;
+use keel_arch::hvm::{HvmVcpu, Vcpu as HwVcpu};
 use keel_arch::pv::{PvStart, PvVcpu as ArchPv};
 use keel_builder::pv::{self as bpv, PvBoot, PvSpec, Role};
 use keel_builder::pvh::{GuestMemWriter, PvhError};
@@ -246,6 +247,16 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
     let mut frames = Frames::default();
     let p2m = frames.alloc_ram(layout.nr_pages)?;
     let shared_info = frames.alloc_one()?;
+    // Every vCPU starts with its upcalls masked (Xen's `dom0_construct_pv`
+    // and libxg's shared_info setup): the kernel unmasks once it has its
+    // event callback.
+    {
+        // SAFETY: a frame this build just allocated and zeroed.
+        let f = unsafe { Frame::new(shared_info) };
+        for i in 0..crate::domain::MAX_VCPUS as usize {
+            f.write(i * 64 + 1, &[1]);
+        }
+    }
     let mfn_of = |pfn: u64| p2m.get(usize::try_from(pfn).ok()?).map(|m| m.as_u64());
 
     let mut hypercall_page = [0u8; HYPERCALL_PAGE_SIZE];
@@ -341,6 +352,8 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
         cs: regs.cs,
         ss: regs.ss,
         cr3: regs.cr3,
+        kernel_ss: regs.kernel_ss,
+        kernel_sp: regs.kernel_sp,
     };
     let arch_vcpus = (0..spec.max_vcpus)
         .map(|i| {
@@ -556,4 +569,453 @@ impl PvMemory for DirectMapPv {
     fn copy_frame(&mut self, dst: Mfn, src: Mfn) {
         crate::frames::copy(&Self::frame(src), 0, &Self::frame(dst), 0, 4096);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The running PV vCPU: bounces (exceptions, a process's `syscall`, events) and
+// `iret`, built on `keel_x86::pv`'s pure transitions (docs/pv.md, steps 3-4).
+//
+// Each runs on the pCPU that holds the vCPU's `arch` lock, with the vCPU's `st`
+// lock taken briefly for its `vcpu_info` words and the domain's `mem` lock for
+// the guest-stack copy (in that order, the lock order).
+
+/// The PV vCPU behind `arch`, if it is one.
+pub fn pv_vcpu(arch: &mut ArchVcpu) -> Option<&mut ArchPv> {
+    match &mut **arch {
+        HwVcpu::Pv(p) => Some(p),
+        _ => None,
+    }
+}
+
+/// What a bounce reads of the vCPU besides its registers.
+fn bounce_vcpu(p: &ArchPv, upcall_mask: u8) -> keel_x86::pv::bounce::BounceVcpu {
+    keel_x86::pv::bounce::BounceVcpu {
+        mode: p.guest_mode(),
+        kernel_sp: p.kernel_sp,
+        upcall_mask,
+        iopl: p.iopl,
+        architectural_iopl: false,
+    }
+}
+
+/// Writes bounce `b`'s frame on the guest kernel's stack (in kernel mode's
+/// address space) and enters the handler; the new upcall mask goes into
+/// `vcpu_info`. A frame the guest's tables do not let keel write crashes the
+/// domain, as Xen's faulting store does.
+fn enter_bounce(
+    d: &Domain,
+    words: &crate::events::SharedWords,
+    arch: &mut ArchVcpu,
+    b: &keel_x86::pv::bounce::Bounced,
+) -> Result<(), String> {
+    let mut bytes = [0u8; 8 * keel_x86::pv::bounce::MAX_FRAME_WORDS];
+    let n = b.frame.words().len() * 8;
+    for (i, w) in b.frame.words().iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(String::from("a PV bounce on a vCPU that is not PV (keel bug)"));
+    };
+    if b.toggle_to_kernel {
+        p.set_guest_mode(keel_x86::pv::GuestMode::Kernel);
+    }
+    let walk = arch.walk_ctx();
+    d.copy_to_guest(&walk, b.frame.addr(), &bytes[..n])
+        .map_err(|e| alloc::format!("cannot write the bounce frame at {:#x}: {e}", b.frame.addr()))?;
+    if let Some(p) = pv_vcpu(arch) {
+        p.apply_bounce(b);
+    }
+    words.set_upcall_mask(b.upcall_mask);
+    Ok(())
+}
+
+/// An exception of the guest's (`Exit::Exception`): bounced to its trap-table
+/// handler (Xen's `pv_inject_event`), CR2 into `vcpu_info` for a page fault.
+/// Without a handler, or with a frame keel cannot write, the domain crashes
+/// with the reason (as Xen's does).
+pub fn exception(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+    vector: u8,
+    error_code: Option<u32>,
+) -> Result<(), String> {
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(String::from("a PV exception on a vCPU that is not PV (keel bug)"));
+    };
+    let name = keel_arch::traps::exception_name(u64::from(vector));
+    let (rip, rsp, mode, cr2) = (p.rip(), p.rsp(), p.guest_mode(), p.cr2());
+    let tb = p
+        .traps
+        .inject_exception(vector, error_code.unwrap_or(0), mode);
+    let report = |why: &str| {
+        let code = error_code.map_or(String::new(), |c| alloc::format!(", error code {c:#x}"));
+        let cr2 = if vector == 14 {
+            alloc::format!(", cr2 {cr2:#x}")
+        } else {
+            String::new()
+        };
+        alloc::format!("PV guest {name} at rip {rip:#x}, rsp {rsp:#x}{code}{cr2}, in {mode:?} mode: {why}")
+    };
+    // `int $n` through a DPL-0 gate is a #GP whose error code names the IDT
+    // (bit 1): Xen's `do_general_protection` delivers it to the guest's entry
+    // `n` if that entry's DPL allows, RIP past the 2-byte instruction. The
+    // vector comes from the instruction itself (QEMU's TCG puts `n * 16 + 2`
+    // in the error code, hardware `n * 8 + 2`).
+    let mut tb = tb;
+    if vector == 13 && error_code.is_some_and(|ec| ec & 3 == 2) {
+        let walk = arch.walk_ctx();
+        let mut insn = [0u8; 2];
+        if d.copy_from_guest(&walk, rip, &mut insn).is_ok() && insn[0] == 0xCD {
+            let p = pv_vcpu(arch).ok_or_else(|| report("not a PV vCPU (keel bug)"))?;
+            if p.traps.permit_softint(insn[1], mode) {
+                p.advance_rip(2);
+                tb = p.traps.inject_sw_interrupt(insn[1]);
+            }
+        }
+    }
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(report("not a PV vCPU (keel bug)"));
+    };
+    if tb.eip == 0 {
+        return Err(report("the guest has no handler for it"));
+    }
+    let st = v.st.lock();
+    let words = crate::events::SharedWords::of(d, &st);
+    if vector == 14 {
+        words.set_cr2(cr2);
+    }
+    let b = keel_x86::pv::bounce::create_bounce_frame(
+        &p.bounce_regs(),
+        &bounce_vcpu(p, words.upcall_mask_byte()),
+        &tb,
+    )
+    .map_err(|e| report(&alloc::format!("bouncing it: {e}")))?;
+    enter_bounce(d, &words, arch, &b).map_err(|e| report(&e))
+}
+
+/// A `syscall` from one of the guest's processes: bounced to the guest
+/// kernel's syscall callback (or #UD to its trap 6 without one; Xen's
+/// `lstar_enter`/`cstar_enter` from user mode).
+pub fn guest_syscall(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+    compat: bool,
+) -> Result<(), String> {
+    use keel_x86::pv::bounce::{SyscallCallbacks, SyscallFrom, user_syscall};
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(String::from("a PV syscall on a vCPU that is not PV (keel bug)"));
+    };
+    let st = v.st.lock();
+    let words = crate::events::SharedWords::of(d, &st);
+    let cb = SyscallCallbacks {
+        syscall: p.callbacks.syscall,
+        syscall32: p.callbacks.syscall32,
+        disables_events: p.callbacks.syscall_disables_events,
+    };
+    let from = if compat {
+        SyscallFrom::Compat
+    } else {
+        SyscallFrom::Long
+    };
+    let r = p.bounce_regs();
+    let b = user_syscall(
+        from,
+        r.rip,
+        r.rflags,
+        r.rsp,
+        &cb,
+        &p.traps,
+        &bounce_vcpu(p, words.upcall_mask_byte()),
+    )
+    .map_err(|e| alloc::format!("PV guest process SYSCALL at rip {:#x}: {e}", r.rip))?;
+    enter_bounce(d, &words, arch, &b)
+}
+
+/// On the way into the guest: an upcall pending and not masked is bounced to
+/// the event callback, masking events (Xen's `test_guest_events`). Without a
+/// callback the event waits, as in Xen.
+pub fn deliver_events(
+    d: &Domain,
+    st: &crate::vcpu::VcpuState,
+    arch: &mut ArchVcpu,
+) -> Result<(), String> {
+    let Some(p) = pv_vcpu(arch) else {
+        return Ok(());
+    };
+    let words = crate::events::SharedWords::of(d, st);
+    if !words.has_upcall() || words.upcalls_masked() || p.callbacks.event == 0 {
+        return Ok(());
+    }
+    let tb = keel_x86::pv::bounce::TrapBounce {
+        eip: p.callbacks.event,
+        mask_events: true,
+        error_code: None,
+    };
+    let b = keel_x86::pv::bounce::create_bounce_frame(
+        &p.bounce_regs(),
+        &bounce_vcpu(p, words.upcall_mask_byte()),
+        &tb,
+    )
+    .map_err(|e| alloc::format!("delivering an event to the PV guest: {e}"))?;
+    enter_bounce(d, &words, arch, &b)
+        .map_err(|e| alloc::format!("delivering an event to the PV guest: {e}"))
+}
+
+/// The `iret` hypercall: reads the `iret_context` at the guest's RSP and
+/// returns as it says (`keel_x86::pv::iret::do_iret`). `Ok`: the new RAX (the
+/// hypercall's return value must not clobber the restored one). A context
+/// keel cannot read, or a return to user mode with no user page table,
+/// crashes the domain, as in Xen.
+pub fn iret(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+) -> Result<u64, String> {
+    use keel_hypercall::abi::pv::IretContext;
+    use keel_x86::pv::iret::{IretVcpu, do_iret};
+    let walk = arch.walk_ctx();
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(String::from("iret on a vCPU that is not PV (keel bug)"));
+    };
+    let rsp = p.rsp();
+    let mut raw = [0u8; IretContext::SIZE];
+    d.copy_from_guest(&walk, rsp, &mut raw)
+        .map_err(|e| alloc::format!("iret: cannot read the iret context at {rsp:#x}: {e}"))?;
+    let ctx = IretContext::from_bytes(&raw);
+    let r = do_iret(
+        &ctx,
+        &IretVcpu {
+            mode: p.guest_mode(),
+            has_user_pagetable: p.has_user_root(),
+            architectural_iopl: false,
+        },
+    )
+    .map_err(|e| alloc::format!("iret: {e}"))?;
+    p.apply_iret(&r);
+    let st = v.st.lock();
+    crate::events::SharedWords::of(d, &st).set_upcall_mask(r.upcall_mask);
+    Ok(r.rax)
+}
+
+// ---------------------------------------------------------------------------
+// The PV MMU hypercalls (`mmu_update`, `mmuext_op`, `update_va_mapping`), one
+// request at a time on the calling vCPU's domain, under its `mem` lock
+// (`mm::pv`'s "How the kernel uses this").
+
+/// The PV MMU's view of a running domain's memory: [`DirectMapPv`], plus the
+/// synchronous flush a type change needs (`mm::pv`'s first hazard): a frame
+/// that was writable may still be mapped writable in some pCPU's TLB, and the
+/// guest's other vCPUs run during the operation, so before it becomes a page
+/// table or descriptor page every vCPU of the domain flushes (those in guest
+/// mode on other pCPUs are interrupted and waited for; `Domain::flush_tlbs`
+/// never needs the `mem` lock held here).
+struct LiveMem<'a> {
+    m: &'a mut DirectMapPv,
+    d: &'a Domain,
+}
+
+impl PvMemory for LiveMem<'_> {
+    fn read_entry(&self, mfn: Mfn, index: usize) -> u64 {
+        self.m.read_entry(mfn, index)
+    }
+    fn write_entry(&mut self, mfn: Mfn, index: usize, value: u64) {
+        self.m.write_entry(mfn, index, value)
+    }
+    fn cmpxchg_entry(&mut self, mfn: Mfn, index: usize, old: u64, new: u64) -> Result<(), u64> {
+        self.m.cmpxchg_entry(mfn, index, old, new)
+    }
+    fn io_frame(&self, mfn: Mfn) -> IoFrame {
+        self.m.io_frame(mfn)
+    }
+    fn keel_l4_entry(&self, l4: Mfn, slot: usize) -> u64 {
+        self.m.keel_l4_entry(l4, slot)
+    }
+    fn before_type_change(&mut self, _mfn: Mfn, from: PageType, to: PageType) {
+        if from == PageType::Writable && to != PageType::Writable {
+            self.d.flush_tlbs();
+        }
+    }
+    fn check_segdesc_page(&self, mfn: Mfn) -> bool {
+        self.m.check_segdesc_page(mfn)
+    }
+    fn clear_frame(&mut self, mfn: Mfn) {
+        self.m.clear_frame(mfn)
+    }
+    fn copy_frame(&mut self, dst: Mfn, src: Mfn) {
+        self.m.copy_frame(dst, src)
+    }
+}
+
+/// Carries out a flush the PV MMU asks for: this vCPU before its next entry
+/// ([`Flush::Local`]), or every vCPU of the domain ([`Flush::Domain`]).
+fn do_flush(d: &Domain, arch: &mut ArchVcpu, f: Option<keel_mm::pv::Flush>) {
+    match f {
+        None => {}
+        Some(keel_mm::pv::Flush::Local(_)) => arch.flush_guest_tlb(),
+        Some(keel_mm::pv::Flush::Domain(_)) => {
+            d.flush_tlbs();
+            arch.flush_guest_tlb();
+        }
+    }
+}
+
+/// Why a PV MMU request failed: the errno, or (for a failure that leaves keel's
+/// bookkeeping for the domain unsafe to trust) the domain's end.
+pub enum MmuError {
+    Errno(keel_hypercall::abi::Errno),
+    Crash(String),
+}
+
+fn mmu_error(e: keel_mm::pv::PvError) -> MmuError {
+    if e.is_domain_fatal() {
+        MmuError::Crash(alloc::format!("PV MMU: {e}"))
+    } else {
+        MmuError::Errno(e.errno())
+    }
+}
+
+/// Only the calling domain's own tables: Xen lets a privileged domain name a
+/// foreign one (for its tools); keel does not yet.
+fn check_foreigndom(d: &Domain, foreigndom: u16) -> Result<(), MmuError> {
+    use keel_hypercall::abi::domid::DOMID_SELF;
+    if foreigndom == DOMID_SELF || foreigndom == d.id {
+        Ok(())
+    } else if d.privileged {
+        Err(MmuError::Errno(keel_hypercall::abi::Errno::EINVAL))
+    } else {
+        Err(MmuError::Errno(keel_hypercall::abi::Errno::EPERM))
+    }
+}
+
+/// One `mmu_update` request.
+pub fn mmu_update(
+    d: &Domain,
+    arch: &mut ArchVcpu,
+    req: &keel_hypercall::abi::mmu::MmuUpdate,
+    foreigndom: u16,
+) -> Result<(), MmuError> {
+    check_foreigndom(d, foreigndom)?;
+    let flush = {
+        let mut mem = d.mem.lock();
+        let Paging::Pv(pv) = &mut mem.p2m else {
+            return Err(MmuError::Errno(keel_hypercall::abi::Errno::ENOSYS));
+        };
+        let mut live = LiveMem { m: &mut pv.mem, d };
+        match pv.frames.mmu_update(&mut live, req).map_err(mmu_error)? {
+            keel_mm::pv::MmuUpdateDone::Written { flush } => flush,
+            // keel keeps no machine-to-phys table a guest reads yet: the
+            // request is checked (the frame is the domain's) and has no
+            // further effect.
+            keel_mm::pv::MmuUpdateDone::MachPhys { .. } => None,
+        }
+    };
+    do_flush(d, arch, flush);
+    Ok(())
+}
+
+/// One `mmuext_op` operation of vCPU `v`.
+pub fn mmuext_op(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+    op: &keel_hypercall::abi::mmu::MmuextOp,
+    foreigndom: u16,
+) -> Result<(), MmuError> {
+    use keel_hypercall::abi::Errno;
+    use keel_mm::pv::{Flush, MmuextAction};
+    check_foreigndom(d, foreigndom)?;
+    let (action, kernel_root, user_root) = {
+        let mut mem = d.mem.lock();
+        let Paging::Pv(pv) = &mut mem.p2m else {
+            return Err(MmuError::Errno(Errno::ENOSYS));
+        };
+        let Some(vm) = pv.vcpus.get_mut(v.id as usize) else {
+            return Err(MmuError::Errno(Errno::EINVAL));
+        };
+        let mut live = LiveMem { m: &mut pv.mem, d };
+        let action = pv.frames.mmuext_op(&mut live, vm, op).map_err(mmu_error)?;
+        (action, vm.kernel_root(), vm.user_root())
+    };
+    let Some(p) = pv_vcpu(arch) else {
+        return Err(MmuError::Errno(Errno::ENOSYS));
+    };
+    // The arch vCPU loads what the PV MMU holds references for.
+    if let Some(k) = kernel_root
+        && p.cr3_of(keel_x86::pv::GuestMode::Kernel) != k.hpa().as_u64()
+    {
+        p.set_kernel_root(k.hpa().as_u64());
+    }
+    let user = user_root.map(|u| u.hpa().as_u64());
+    if p.user_root() != user {
+        p.set_user_root(user);
+    }
+    match action {
+        MmuextAction::None | MmuextAction::LoadBaseptr { .. } => {}
+        MmuextAction::Flush(f) => do_flush(d, arch, Some(f)),
+        // Every vCPU of the domain rather than those in the mask (a superset).
+        MmuextAction::FlushMulti { .. } => do_flush(d, arch, Some(Flush::Domain(keel_mm::pv::Extent::Full))),
+        // keel runs guests on write-back memory it keeps coherent; nothing a
+        // guest's WBINVD would change is keel's to do.
+        MmuextAction::FlushCache { .. } => {}
+        MmuextAction::LoadLdt { ents: 0, .. } => {}
+        MmuextAction::LoadLdt { .. } => {
+            return Err(MmuError::Errno(Errno::ENOSYS));
+        }
+    }
+    Ok(())
+}
+
+/// `update_va_mapping(va, val, flags)`: the L1 entry that maps `va` in the
+/// vCPU's current page tables becomes `val`, then the `UVMF_*` flush.
+pub fn update_va_mapping(
+    d: &Domain,
+    arch: &mut ArchVcpu,
+    va: u64,
+    val: u64,
+    flags: u64,
+) -> Result<(), MmuError> {
+    use keel_hypercall::abi::Errno;
+    use keel_hypercall::abi::mmu::{UVMF_ALL, UVMF_FLUSHTYPE_MASK, UVMF_NONE};
+    if !keel_x86::pv::guest_addr_ok(va) {
+        return Err(MmuError::Errno(Errno::EINVAL));
+    }
+    let root = arch.cr3() >> 12;
+    {
+        let mut mem = d.mem.lock();
+        let Paging::Pv(pv) = &mut mem.p2m else {
+            return Err(MmuError::Errno(Errno::ENOSYS));
+        };
+        // Walk the guest's own (validated) tables to the L1: each level's
+        // entry present and no superpage (PV tables have none).
+        let mut table = Mfn::new(root).ok_or(MmuError::Errno(Errno::EINVAL))?;
+        for shift in [39u32, 30, 21] {
+            if !pv.frames.owns(table) {
+                return Err(MmuError::Errno(Errno::EINVAL));
+            }
+            let e = pv.mem.read_entry(table, ((va >> shift) & 511) as usize);
+            if e & 1 == 0 || e & (1 << 7) != 0 {
+                return Err(MmuError::Errno(Errno::EINVAL));
+            }
+            table = Mfn::new((e & 0x000F_FFFF_FFFF_F000) >> 12)
+                .ok_or(MmuError::Errno(Errno::EINVAL))?;
+        }
+        let index = ((va >> 12) & 511) as usize;
+        let mut live = LiveMem { m: &mut pv.mem, d };
+        pv.frames
+            .update_l1_entry(&mut live, table, index, val)
+            .map_err(mmu_error)?;
+    }
+    let flush = match flags & UVMF_FLUSHTYPE_MASK {
+        UVMF_NONE => None,
+        // A vCPU mask (UVMF_MULTI: a pointer in the upper bits) or every vCPU:
+        // the whole domain; otherwise this vCPU.
+        _ if flags & !UVMF_FLUSHTYPE_MASK != 0 || flags & UVMF_ALL != 0 => {
+            Some(keel_mm::pv::Flush::Domain(keel_mm::pv::Extent::Full))
+        }
+        _ => Some(keel_mm::pv::Flush::Local(keel_mm::pv::Extent::Full)),
+    };
+    do_flush(d, arch, flush);
+    Ok(())
 }

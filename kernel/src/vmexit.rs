@@ -27,7 +27,7 @@ use keel_x86::insn::{self, CodeMode, Insn, InsnKind};
 
 use alloc::sync::Arc;
 
-use crate::domain::{Domain, MmioDevice};
+use crate::domain::{Domain, GuestType, MmioDevice};
 pub use crate::domains::DomainEnd;
 use crate::events::{SharedWords, Wakes};
 use crate::paging::PagingMode as _;
@@ -124,7 +124,16 @@ fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
         Exit::ExternalInterrupt => Ok(Flow::Interrupted),
         // The upcall goes in at the next entry (events::prepare_entry).
         Exit::InterruptWindow => Ok(Flow::Continue),
-        Exit::Exception { vector, error_code } => done(crash(exception_report(d, vector, error_code))),
+        Exit::Exception { vector, error_code } if d.d.guest_type == GuestType::Pv => {
+            done(crate::pv::exception(d.d, d.v, d.arch, vector, error_code).or_else(crash))
+        }
+        Exit::GuestSyscall { compat } => {
+            done(crate::pv::guest_syscall(d.d, d.v, d.arch, compat).or_else(crash))
+        }
+        Exit::Exception { vector, error_code } => done(crash(format!(
+            "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {:#x}",
+            d.arch.rip()
+        ))),
         Exit::TripleFault => done(crash(format!("triple fault at rip {:#x}", d.arch.rip()))),
         Exit::UndefinedInstruction => {
             d.arch.inject_exception(6, None);
@@ -134,31 +143,6 @@ fn handle_exit(d: &mut X<'_>, exit: Exit) -> Result<Flow, DomainEnd> {
             "{why} (exit code {code:#x}, info {info:#x}) at rip {:#x}",
             d.arch.rip()
         ))),
-    }
-}
-
-/// Why an exception ends the domain: for HVM, an intercept keel does not
-/// expect; for PV, any exception of the guest's (bouncing it to the guest's
-/// trap table is docs/pv.md step 3).
-fn exception_report(d: &X<'_>, vector: u8, error_code: Option<u32>) -> String {
-    let (rip, rsp) = (d.arch.rip(), d.arch.rsp());
-    match &**d.arch {
-        keel_arch::hvm::Vcpu::Pv(p) => {
-            let name = keel_arch::traps::exception_name(u64::from(vector));
-            let code = error_code.map_or(String::new(), |c| format!(", error code {c:#x}"));
-            let cr2 = if vector == 14 {
-                format!(", cr2 {:#x}", p.cr2())
-            } else {
-                String::new()
-            };
-            format!(
-                "PV guest {name} at rip {rip:#x}, rsp {rsp:#x}{code}{cr2}, in {:?} mode: keel does not bounce exceptions to a PV guest yet",
-                p.guest_mode()
-            )
-        }
-        _ => format!(
-            "unexpected intercepted exception {vector} (error code {error_code:?}) at rip {rip:#x}"
-        ),
     }
 }
 
@@ -631,9 +615,13 @@ fn hypercall(d: &mut X<'_>) -> Result<Flow, DomainEnd> {
             arch: &mut *d.arch,
             wakes: &mut *d.wakes,
             last_down: false,
+            crash: None,
         };
         let outcome = keel_hypercall::dispatch::dispatch(&mut ctx, &call);
         d.last_down |= ctx.last_down;
+        if let Some(why) = ctx.crash {
+            return Err(DomainEnd::Crashed(why));
+        }
         outcome
     };
     if let Action::Preempted { args } = outcome.action {

@@ -229,8 +229,8 @@ fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
 ///   no state: each fails with Xen's errno and the guest goes on;
 /// - one forbidden instruction each: reading, writing and jumping into keel's
 ///   memory, writing its own page tables, a null dereference, CLI, HLT, a CR3
-///   write, WRMSR, LIDT, SWAPGS, port I/O, `int $0xf0` (keel's timer vector),
-///   INT3, UD2. keel ends that domain alone, naming the exception, where, and
+///   write, WRMSR, LIDT, SWAPGS, port I/O, `int $0xf0` (keel's timer vector, a
+///   #GP: its gate is DPL 0), INT3 (a #BP: its gate is DPL 3, as Xen's), UD2. keel ends that domain alone, naming the exception, where, and
 ///   (page faults) the address; the PVH domU and keel go on, and every frame
 ///   comes back. Each fault domU is pinned to one of the pCPUs in turn, so every
 ///   CPU's tables are exercised (an AP's TSS once let port I/O through). (The IDT error code of an `int n` through a DPL-0 gate is
@@ -252,7 +252,7 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
         ("swapgs", r"#(GP general protection|UD invalid opcode) at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+(, error code 0x0)?"),
         ("port-io", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x0"),
         ("int-timer", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x(782|f02)"),
-        ("int3", r"#GP general protection at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x(1a|32)"),
+        ("int3", r"#BP breakpoint at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+"),
         ("ud2", r"#UD invalid opcode at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+"),
     ];
     let cfg = |name: &str, kernel: &str, ty: &str, cmdline: &str, vcpus: &str| {
@@ -302,10 +302,35 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
                 regex::escape(kind)
             ));
             run.assert_line(&format!(
-                r"^\(KEEL\) d{d} crashed: PV guest {why}, in Kernel mode: keel does not bounce exceptions to a PV guest yet$"
+                r"^\(KEEL\) d{d} crashed: PV guest {why}, in Kernel mode: the guest has no handler for it$"
             ));
             run.assert_no_line(&format!(r"^\(d{d}\) surviving"));
         }
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}
+
+/// pv64's `mode=traps` (docs/pv.md step 3): the guest installs its own trap
+/// table (`set_trap_table`) and keel bounces its exceptions to it with Xen's
+/// frame: #UD, #GP(0) from CLI, a kernel-mode #PF (error code without the U
+/// bit), #BP after INT3 (a DPL-3 gate, as Xen's), #DE, and `int $0x80` to a
+/// DPL-3 entry (emulated from the #GP, RIP past the instruction); each handler
+/// returns with the `iret` hypercall, registers intact. A non-canonical handler
+/// is -EINVAL, a table in keel's range -EFAULT; `set_trap_table(NULL)` clears.
+#[test]
+fn pv64_traps_bounce_and_iret_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_traps", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=traps")
+            .run();
+        run.assert_line(r"^\(d0\) #UD bounced to trap 6 at the ud2: ok$");
+        run.assert_line(r"^\(d0\) int \$0x80 delivered to its DPL-3 entry: ok$");
+        run.assert_line(r"^\(d0\) registers survive a bounce and iret: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        run.assert_line(r"^\(KEEL\) d0 shut down: poweroff$");
         guests::assert_frames_balance(&run);
         run.assert_no_line(FATAL);
     }

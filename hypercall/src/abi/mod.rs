@@ -143,6 +143,7 @@ macro_rules! abi_struct {
 }
 
 // The submodules come after the macro: `macro_rules!` is textually scoped.
+pub mod callback;
 pub mod console;
 pub mod cpuid;
 pub mod domid;
@@ -155,6 +156,7 @@ pub mod hvm;
 pub mod hypercall;
 pub mod memory;
 pub mod mmu;
+pub mod physdev;
 pub mod pv;
 pub mod sched;
 pub mod start_info;

@@ -1,7 +1,8 @@
 //! The x86-64 PV vCPU ABI: the virtual IDT (`struct trap_info`), the `iret`
-//! hypercall's stack frame (`struct iret_context`), the `VGCF_*` flags, the flat
-//! selectors Xen keeps in its reserved part of every GDT, and where that part
-//! starts (`xen/include/public/arch-x86/xen.h`, `arch-x86/xen-x86_64.h`).
+//! hypercall's stack frame (`struct iret_context`), the `VGCF_*` flags,
+//! `set_segment_base`'s `SEGBASE_*`, the flat selectors Xen keeps in its
+//! reserved part of every GDT, and where that part starts
+//! (`xen/include/public/arch-x86/xen.h`, `arch-x86/xen-x86_64.h`).
 //!
 //! These are native (64-bit caller) layouts. A 32-bit PV guest's `trap_info`
 //! (`compat_trap_info`, 8 bytes) and its `iret` frame differ; keel runs 64-bit PV
@@ -79,6 +80,19 @@ const _: () = {
     assert!(FLAT_KERNEL_SS == FLAT_KERNEL_SS64);
     assert!(FLAT_KERNEL_DS == FLAT_KERNEL_DS64);
 };
+
+// --- set_segment_base (xen-x86_64.h) ---
+
+/// `SEGBASE_FS`: `set_segment_base` sets the FS base.
+pub const SEGBASE_FS: u32 = 0;
+/// `SEGBASE_GS_USER`: the GS base user mode will run with (the inactive one
+/// while the guest kernel runs).
+pub const SEGBASE_GS_USER: u32 = 1;
+/// `SEGBASE_GS_KERNEL`: the GS base of the guest kernel (the active one).
+pub const SEGBASE_GS_KERNEL: u32 = 2;
+/// `SEGBASE_GS_USER_SEL`: load user mode's GS from the selector in
+/// `base[15:0]`.
+pub const SEGBASE_GS_USER_SEL: u32 = 3;
 
 // --- vcpu_guest_context.flags (arch-x86/xen.h, xen-x86_64.h) ---
 
@@ -231,5 +245,14 @@ mod tests {
         assert_eq!(FLAT_USER_CS, FLAT_KERNEL_CS);
         assert_eq!(FLAT_USER_SS, FLAT_KERNEL_SS);
         assert_eq!(VGCF_IN_SYSCALL, 0x100);
+        assert_eq!(
+            [
+                SEGBASE_FS,
+                SEGBASE_GS_USER,
+                SEGBASE_GS_KERNEL,
+                SEGBASE_GS_USER_SEL
+            ],
+            [0, 1, 2, 3]
+        );
     }
 }

@@ -343,3 +343,47 @@ fn vcpu_hvm_context_union() {
     assert_eq!(ctx.x86_64(), r64);
     assert_eq!((VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B), (0, 1));
 }
+
+#[test]
+fn multicall_entry_both_widths() {
+    use xen::*;
+    let e = MulticallEntry {
+        op: 26,
+        result: (-22i64) as u64,
+        args: [1, 2, 3, 4, 5, 0x0102_0304_0506_0708],
+    };
+    let b = e.to_bytes();
+    assert_eq!(b[0..8], 26u64.to_le_bytes());
+    assert_eq!(b[8..16], [0xea, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(b[16..24], 1u64.to_le_bytes());
+    assert_eq!(b[56..64], 0x0102_0304_0506_0708u64.to_le_bytes());
+    assert_eq!(MulticallEntry::from_bytes(&b), e);
+    let c = MulticallEntryCompat {
+        op: 29,
+        result: 0xffff_fff2,
+        args: [7, 0, 0, 0, 0, 9],
+    };
+    let cb = c.to_bytes();
+    assert_eq!(cb[0..8], [29, 0, 0, 0, 0xf2, 0xff, 0xff, 0xff]);
+    assert_eq!(cb[8..12], [7, 0, 0, 0]);
+    assert_eq!(cb[28..32], [9, 0, 0, 0]);
+}
+
+#[test]
+fn vm_assist_numbers() {
+    use xen::*;
+    assert_eq!((VMASST_CMD_ENABLE, VMASST_CMD_DISABLE), (0, 1));
+    assert_eq!(
+        [
+            VMASST_TYPE_4GB_SEGMENTS,
+            VMASST_TYPE_4GB_SEGMENTS_NOTIFY,
+            VMASST_TYPE_WRITABLE_PAGETABLES,
+            VMASST_TYPE_PAE_EXTENDED_CR3,
+            VMASST_TYPE_ARCHITECTURAL_IOPL,
+            VMASST_TYPE_RUNSTATE_UPDATE_FLAG,
+            VMASST_TYPE_M2P_STRICT,
+        ],
+        [0, 1, 2, 3, 4, 5, 32]
+    );
+    assert_eq!(PV64_VM_ASSIST_MASK, 0x1_0000_003f);
+}

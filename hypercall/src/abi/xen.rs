@@ -1,8 +1,10 @@
-//! The shared-info page and per-vCPU info, x86-64 (native) layout
-//! (`xen/include/public/xen.h`, `arch-x86/xen.h`, `arch-x86/xen-x86_64.h`).
+//! From `xen/include/public/xen.h` (with `arch-x86/xen.h`,
+//! `arch-x86/xen-x86_64.h`): the shared-info page and per-vCPU info (x86-64,
+//! native layout), `multicall_entry` (both widths) and the `vm_assist`
+//! commands and types.
 //!
-//! Xen writes these into a frame the guest placed with
-//! `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)`; the guest reads them in
+//! Xen writes the shared-info page into a frame the guest placed with
+//! `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)`; the guest reads it in
 //! place. Fields the guest writes are marked IN (guest to Xen), fields Xen
 //! writes OUT. The 32-bit (compat) shared-info layout differs (`xen_ulong_t`
 //! is 32 bits, so the event bitmaps and `vcpu_info` shrink) and is not
@@ -10,6 +12,78 @@
 //!
 //! Time fields follow a seqlock: Xen makes `version` odd, updates, then
 //! makes it even again; a reader retries while it is odd or changed.
+
+// --- vm_assist (xen.h) ---
+
+/// `VMASST_CMD_enable`: turn the assist on for the calling domain.
+pub const VMASST_CMD_ENABLE: u32 = 0;
+/// `VMASST_CMD_disable`: turn it off.
+pub const VMASST_CMD_DISABLE: u32 = 1;
+
+/// `VMASST_TYPE_4gb_segments`: x86-32 guests, full 4 GiB segment limits.
+pub const VMASST_TYPE_4GB_SEGMENTS: u32 = 0;
+/// `VMASST_TYPE_4gb_segments_notify`: x86-32 guests, trap (vector 15) when
+/// the above is used.
+pub const VMASST_TYPE_4GB_SEGMENTS_NOTIFY: u32 = 1;
+/// `VMASST_TYPE_writable_pagetables`: the guest may write its L1 page-table
+/// entries directly (Xen emulates the write).
+pub const VMASST_TYPE_WRITABLE_PAGETABLES: u32 = 2;
+/// `VMASST_TYPE_pae_extended_cr3`: x86/PAE guests, PDPTs above 4 GiB.
+pub const VMASST_TYPE_PAE_EXTENDED_CR3: u32 = 3;
+/// `VMASST_TYPE_architectural_iopl`: the virtual IOPL follows `iret`, is
+/// reported in bounce frames, and the guest kernel counts as ring 0 for
+/// IOPL checks.
+pub const VMASST_TYPE_ARCHITECTURAL_IOPL: u32 = 4;
+/// `VMASST_TYPE_runstate_update_flag`: set `XEN_RUNSTATE_UPDATE` in a
+/// registered runstate area while updating it. The only assist Xen offers
+/// HVM/PVH guests.
+pub const VMASST_TYPE_RUNSTATE_UPDATE_FLAG: u32 = 5;
+/// `VMASST_TYPE_m2p_strict`: x86-64 guests, hide the M2P from user mode.
+pub const VMASST_TYPE_M2P_STRICT: u32 = 32;
+
+/// The assists Xen accepts from a 64-bit PV domain (Xen's
+/// `PV64_VM_ASSIST_MASK`, `xen/arch/x86/include/asm/domain.h`: every x86-32
+/// assist, "we can't make such requests fail all of the sudden", and
+/// `m2p_strict`). Bit `n` is `VMASST_TYPE_*` `n`.
+pub const PV64_VM_ASSIST_MASK: u64 = 1 << VMASST_TYPE_4GB_SEGMENTS
+    | 1 << VMASST_TYPE_4GB_SEGMENTS_NOTIFY
+    | 1 << VMASST_TYPE_WRITABLE_PAGETABLES
+    | 1 << VMASST_TYPE_PAE_EXTENDED_CR3
+    | 1 << VMASST_TYPE_ARCHITECTURAL_IOPL
+    | 1 << VMASST_TYPE_RUNSTATE_UPDATE_FLAG
+    | 1 << VMASST_TYPE_M2P_STRICT;
+
+// --- multicall (xen.h) ---
+
+abi_struct! {
+    /// `struct multicall_entry`, native: one hypercall of a
+    /// `HYPERVISOR_multicall` batch. "The caller must depend only on the
+    /// 'result' field on return" (Xen `do_multicall`).
+    #[repr(C)]
+    pub struct MulticallEntry(64) {
+        /// IN: the hypercall number.
+        pub op: u64 => 0,
+        /// OUT: its return value (a `long`, in an `xen_ulong_t`).
+        pub result: u64 => 8,
+        /// IN: its arguments, in register order. IN/OUT when a continuation
+        /// rewrites them.
+        pub args: [u64; 6] => 16,
+    }
+}
+
+abi_struct! {
+    /// `struct compat_multicall_entry` (32-bit caller): the same with
+    /// 32-bit fields.
+    #[repr(C)]
+    pub struct MulticallEntryCompat(32) {
+        /// IN: the hypercall number.
+        pub op: u32 => 0,
+        /// OUT: its return value (a 32-bit `long`).
+        pub result: u32 => 4,
+        /// IN: its arguments.
+        pub args: [u32; 6] => 8,
+    }
+}
 
 /// `XEN_LEGACY_MAX_VCPUS`: `vcpu_info` slots embedded in `shared_info`.
 pub const XEN_LEGACY_MAX_VCPUS: usize = 32;

@@ -19,6 +19,8 @@ use crate::abi::grant_table::{
 };
 use crate::abi::hvm::{HVM_NR_PARAMS, VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VcpuHvmContext};
 use crate::abi::memory::E820Entry;
+use crate::abi::mmu::{MmuUpdate, MmuextOp};
+use crate::abi::pv::TrapInfo;
 use crate::abi::vcpu::VcpuRunstateInfo;
 use crate::abi::xen::{VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT};
 
@@ -129,6 +131,20 @@ pub struct FakeDomain {
     /// Returned by `gnttab_cache_flush` when set.
     pub gnt_flush_err: Option<Errno>,
     pub upcall_vectors: Vec<(u32, u8)>,
+    /// Whether the fake is a PV domain ([`Domain::is_pv`]).
+    pub pv: bool,
+    /// A PV request fails with this errno when its key matches:
+    /// `mmu_update`'s `ptr`, `mmuext_op`'s `arg1`, `update_va_mapping`'s
+    /// `va`, `set_trap`'s `address`, a callback's `address`.
+    pub pv_fail: Option<(u64, Errno)>,
+    /// Returned by the other PV methods when set.
+    pub pv_err: Option<Errno>,
+    /// Times `pv_mmu_update_flush` was called.
+    pub mmu_flushes: u32,
+    /// The calling vCPU's debug registers.
+    pub debugregs: [u64; 8],
+    /// What `pv_iret` answers.
+    pub iret_rax: u64,
 }
 
 impl FakeDomain {
@@ -230,7 +246,34 @@ impl FakeDomain {
             status_frames_mapped: Vec::new(),
             gnt_flush_err: None,
             upcall_vectors: Vec::new(),
+            pv: false,
+            pv_fail: None,
+            pv_err: None,
+            mmu_flushes: 0,
+            debugregs: [0x10, 0x11, 0x12, 0x13, 0, 0, 0xffff_0ff0, 0x400],
+            iret_rax: 0x5eed,
         }
+    }
+
+    /// A PV domain: as [`FakeDomain::new`] with `pv` set.
+    pub fn new_pv(domid: DomId, privileged: bool) -> FakeDomain {
+        FakeDomain {
+            pv: true,
+            ..FakeDomain::new(domid, privileged)
+        }
+    }
+
+    /// `Err` if `pv_fail` names `key`.
+    fn pv_check(&self, key: u64) -> Result<(), Errno> {
+        match self.pv_fail {
+            Some((k, e)) if k == key => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Err` if `pv_err` is set.
+    fn pv_result(&self) -> Result<(), Errno> {
+        self.pv_err.map_or(Ok(()), Err)
     }
 
     fn log(&mut self, call: String) {
@@ -816,6 +859,107 @@ impl Domain for FakeDomain {
         } else {
             GNTST_GENERAL_ERROR
         }
+    }
+
+    fn is_pv(&self) -> bool {
+        self.pv
+    }
+    fn pv_mmu_update(&mut self, req: &MmuUpdate, foreigndom: DomId) -> Result<(), Errno> {
+        self.log(format!(
+            "mmu_update({:#x}, {:#x}, {foreigndom:#x})",
+            req.ptr, req.val
+        ));
+        self.pv_check(req.ptr)
+    }
+    fn pv_mmu_update_flush(&mut self) {
+        self.mmu_flushes += 1;
+    }
+    fn pv_mmuext_op(&mut self, op: &MmuextOp, foreigndom: DomId) -> Result<(), Errno> {
+        self.log(format!(
+            "mmuext_op({}, {:#x}, {:#x}, {foreigndom:#x})",
+            op.cmd, op.arg1, op.arg2
+        ));
+        self.pv_check(op.arg1)
+    }
+    fn pv_update_va_mapping(&mut self, va: u64, val: u64, flags: u64) -> Result<(), Errno> {
+        self.log(format!("update_va_mapping({va:#x}, {val:#x}, {flags:#x})"));
+        self.pv_check(va)
+    }
+    fn pv_update_va_mapping_otherdomain(
+        &mut self,
+        va: u64,
+        val: u64,
+        flags: u64,
+        domid: DomId,
+    ) -> Result<(), Errno> {
+        self.log(format!(
+            "update_va_mapping_otherdomain({va:#x}, {val:#x}, {flags:#x}, {domid:#x})"
+        ));
+        self.pv_check(va)
+    }
+    fn pv_clear_trap_table(&mut self) -> Result<(), Errno> {
+        self.log("clear_trap_table".to_string());
+        self.pv_result()
+    }
+    fn pv_set_trap(&mut self, t: &TrapInfo) -> Result<(), Errno> {
+        self.log(format!(
+            "set_trap({}, {}, {:#x}, {:#x})",
+            t.vector, t.flags, t.cs, t.address
+        ));
+        self.pv_check(t.address)
+    }
+    fn pv_stack_switch(&mut self, ss: u64, sp: u64) -> Result<(), Errno> {
+        self.log(format!("stack_switch({ss:#x}, {sp:#x})"));
+        self.pv_result()
+    }
+    fn pv_fpu_taskswitch(&mut self, set: bool) -> Result<(), Errno> {
+        self.log(format!("fpu_taskswitch({set})"));
+        self.pv_result()
+    }
+    fn pv_set_debugreg(&mut self, reg: u32, value: u64) -> Result<(), Errno> {
+        self.log(format!("set_debugreg({reg}, {value:#x})"));
+        self.pv_result()?;
+        let r = self.debugregs.get_mut(reg as usize).ok_or(Errno::ENODEV)?;
+        *r = value;
+        Ok(())
+    }
+    fn pv_get_debugreg(&mut self, reg: u32) -> Result<u64, Errno> {
+        self.debugregs
+            .get(reg as usize)
+            .copied()
+            .ok_or(Errno::ENODEV)
+    }
+    fn pv_update_descriptor(&mut self, maddr: u64, desc: u64) -> Result<(), Errno> {
+        self.log(format!("update_descriptor({maddr:#x}, {desc:#x})"));
+        self.pv_result()
+    }
+    fn pv_set_gdt(&mut self, frames: &[u64], entries: u32) -> Result<(), Errno> {
+        self.log(format!("set_gdt({frames:x?}, {entries})"));
+        self.pv_result()
+    }
+    fn pv_vm_assist(&mut self, cmd: u32, kind: u32) -> Result<(), Errno> {
+        self.log(format!("vm_assist({cmd}, {kind})"));
+        self.pv_result()
+    }
+    fn pv_set_segment_base(&mut self, which: u32, base: u64) -> Result<(), Errno> {
+        self.log(format!("set_segment_base({which}, {base:#x})"));
+        self.pv_result()
+    }
+    fn pv_iret(&mut self) -> Result<u64, Errno> {
+        self.log("iret".to_string());
+        self.pv_result().map(|()| self.iret_rax)
+    }
+    fn pv_register_callback(&mut self, kind: u16, flags: u16, address: u64) -> Result<(), Errno> {
+        self.log(format!("register_callback({kind}, {flags}, {address:#x})"));
+        self.pv_check(address)
+    }
+    fn pv_unregister_callback(&mut self, kind: u16) -> Result<(), Errno> {
+        self.log(format!("unregister_callback({kind})"));
+        self.pv_result()
+    }
+    fn pv_set_iopl(&mut self, iopl: u32) -> Result<(), Errno> {
+        self.log(format!("set_iopl({iopl})"));
+        self.pv_result()
     }
 
     fn version(&self) -> VersionInfo<'_> {

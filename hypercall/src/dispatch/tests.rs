@@ -1,11 +1,14 @@
 //! Host tests of the dispatcher against [`FakeDomain`]. The hypercalls of
 //! the Xen core ops (event channels, vCPU ops and timers, memory
-//! reservations, grant tables, the upcall vector) have a submodule each.
+//! reservations, grant tables, the upcall vector, multicalls) and the
+//! PV-only ones have a submodule each.
 
 mod evtchn;
 mod grant;
 mod hvm;
 mod memory;
+mod multicall;
+mod pv;
 mod sched;
 mod vcpu;
 
@@ -18,6 +21,7 @@ use crate::abi::domid::{DOMID_IO, DOMID_SELF, DOMID_XEN};
 use crate::abi::hvm::*;
 use crate::abi::hypercall as nr;
 use crate::abi::memory::*;
+use crate::abi::mmu::MMU_UPDATE_PREEMPTED;
 use crate::abi::sched::*;
 use crate::abi::version::*;
 
@@ -77,7 +81,6 @@ fn unknown_and_unimplemented_hypercalls_are_enosys() {
         nr::MMU_UPDATE.into(),
         11,
         nr::SCHED_OP_COMPAT.into(),
-        nr::MULTICALL.into(),
         nr::PHYSDEV_OP.into(),
         43,
         55,
@@ -96,6 +99,27 @@ fn unknown_and_unimplemented_hypercalls_are_enosys() {
         assert_eq!(dispatch(&mut d, &c), err(Errno::ENOSYS), "nr {n:#x}");
     }
     assert!(d.console_out.is_empty());
+    // A PV domain has more, but not these.
+    let mut d = FakeDomain::new_pv(0, true);
+    for n in [
+        u64::from(nr::SCHED_OP_COMPAT),
+        nr::PHYSDEV_OP_COMPAT.into(),
+        nr::NMI_OP.into(),
+        11,
+        43,
+        63,
+        64,
+        1 << 32 | u64::from(nr::MMU_UPDATE),
+        u64::MAX,
+    ] {
+        let c = HypercallArgs {
+            nr: n,
+            args: [BUF; 6],
+            width: GuestWidth::Bits64,
+        };
+        assert_eq!(dispatch(&mut d, &c), err(Errno::ENOSYS), "nr {n:#x}");
+    }
+    assert!(d.calls.is_empty());
 }
 
 #[test]
@@ -1003,7 +1027,15 @@ fn any_nr() -> impl Strategy<Value = u64> {
         6 => prop::sample::select(vec![
             nr::XEN_VERSION, nr::CONSOLE_IO, nr::SCHED_OP, nr::MEMORY_OP, nr::HVM_OP,
             nr::EVENT_CHANNEL_OP, nr::EVENT_CHANNEL_OP_COMPAT, nr::VCPU_OP, nr::SET_TIMER_OP,
-            nr::GRANT_TABLE_OP,
+            nr::GRANT_TABLE_OP, nr::MULTICALL,
+        ])
+        .prop_map(u64::from),
+        4 => prop::sample::select(vec![
+            nr::SET_TRAP_TABLE, nr::MMU_UPDATE, nr::SET_GDT, nr::STACK_SWITCH,
+            nr::SET_CALLBACKS, nr::FPU_TASKSWITCH, nr::SET_DEBUGREG, nr::GET_DEBUGREG,
+            nr::UPDATE_DESCRIPTOR, nr::UPDATE_VA_MAPPING, nr::VM_ASSIST,
+            nr::UPDATE_VA_MAPPING_OTHERDOMAIN, nr::IRET, nr::SET_SEGMENT_BASE, nr::MMUEXT_OP,
+            nr::CALLBACK_OP, nr::PHYSDEV_OP,
         ])
         .prop_map(u64::from),
         1 => 0u64..64,
@@ -1024,24 +1056,38 @@ fn any_arg() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// Bytes of a multicall entry for `width`.
+fn mc_size(width: GuestWidth) -> u64 {
+    match width {
+        GuestWidth::Bits64 => 64,
+        GuestWidth::Bits32 => 32,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
     /// `dispatch` never panics, returns a real errno when it fails, only
-    /// preempts console writes, reservations and grant batches, each
-    /// continuation makes progress, a preempted call can be resumed, and
-    /// only `SCHEDOP_poll` polls.
+    /// preempts console writes, reservations, grant batches, the PV MMU
+    /// batches, trap tables and multicalls, each continuation makes
+    /// progress (a multicall's may stay on an entry whose own call
+    /// continues, within the 16 rounds), a preempted call can be resumed,
+    /// and only `SCHEDOP_poll` (alone or in a multicall) polls. PV and
+    /// HVM/PVH domains alike. (The fake's debug registers and `iret` value
+    /// are small, so a successful result is never mistaken for an errno.)
     #[test]
     fn dispatch_never_panics(
         nr in any_nr(),
         args in prop::array::uniform6(any_arg()),
         width in any_width(),
         privileged in any::<bool>(),
+        pv in any::<bool>(),
         fill in any::<u8>(),
         struct_at in BASE..END,
         struct_bytes in prop::collection::vec(any::<u8>(), 128),
     ) {
         let mut d = FakeDomain::new(1, privileged);
+        d.pv = pv;
         d.mem.fill(fill);
         d.faults.push(BASE + 0x8000..BASE + 0x8100);
         // Sometimes plant a plausible structure where arg 1 points.
@@ -1070,12 +1116,29 @@ proptest! {
                             prop_assert_eq!(args[0], n.args[0]);
                             prop_assert!(args[2] < n.args[2] && args[1] > n.args[1]);
                         }
+                        x if x == u64::from(nr::MMU_UPDATE) || x == u64::from(nr::MMUEXT_OP) => {
+                            let left = |c: u64| c as u32 & !MMU_UPDATE_PREEMPTED;
+                            prop_assert!(args[1] as u32 & MMU_UPDATE_PREEMPTED != 0);
+                            prop_assert!(left(args[1]) < left(n.args[1]) && args[0] > n.args[0]);
+                            prop_assert_eq!(&args[2..], &n.args[2..]);
+                        }
+                        x if x == u64::from(nr::SET_TRAP_TABLE) => {
+                            prop_assert!(args[0] > n.args[0]);
+                            prop_assert_eq!(&args[1..], &n.args[1..]);
+                        }
+                        x if x == u64::from(nr::MULTICALL) => {
+                            prop_assert!(args[1] as u32 <= n.args[1] as u32 && args[0] >= n.args[0]);
+                            prop_assert_eq!(
+                                u64::from(n.args[1] as u32 - args[1] as u32) * mc_size(width),
+                                args[0] - n.args[0]
+                            );
+                        }
                         x => prop_assert!(false, "hypercall {} preempted", x),
                     }
                     c.args = args;
                 }
                 Action::Poll { .. } => {
-                    prop_assert_eq!(n.nr, u64::from(nr::SCHED_OP));
+                    prop_assert!(n.nr == u64::from(nr::SCHED_OP) || n.nr == u64::from(nr::MULTICALL));
                     prop_assert_eq!(o.ret, 0);
                     break;
                 }
@@ -1116,6 +1179,10 @@ proptest! {
             g::GnttabCacheFlush, g::GnttabTransfer, g::GnttabTransferCompat, g::GrantEntryHeader,
             g::GrantEntryV2, g::GrantEntryV2FullPage, g::GrantEntryV2SubPage,
             g::GrantEntryV2Transitive);
+        use crate::abi::{callback, mmu, physdev, pv, xen};
+        rt!(callback::CallbackRegister, callback::CallbackUnregister, physdev::PhysdevSetIopl,
+            mmu::MmuUpdate, mmu::MmuextOp, mmu::MmuextOpCompat, pv::TrapInfo, pv::IretContext,
+            xen::MulticallEntry, xen::MulticallEntryCompat);
     }
 }
 

@@ -37,6 +37,7 @@
 //!   poweroff, or `FAILURE` and `SHUTDOWN_crash` ([`crate::modes::finish`]);
 //! - `hello`: `hello from pv64` and poweroff;
 //! - `crash`, `reboot`: that shutdown at once;
+//! - `traps`: its own trap table, exceptions bounced to it, `iret` ([`traps`]);
 //! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
 //!
 //! The `fault` mode breaks the first invariant below on purpose.
@@ -57,6 +58,7 @@
 
 pub mod hostile;
 pub mod probe;
+pub mod traps;
 pub mod start_info;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -169,6 +171,10 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
     match cmdline::get(si.cmdline(), "mode").unwrap_or(b"probe") {
         b"probe" => {
             probe::run(&si, &layout);
+            modes::finish()
+        }
+        b"traps" => {
+            traps::run();
             modes::finish()
         }
         b"hostile" => {

@@ -1,0 +1,270 @@
+//! pv64's `mode=traps`: its own virtual IDT (`set_trap_table`), exceptions
+//! bounced to it, and the `iret` hypercall back.
+//!
+//! The guest installs handlers for #DE (0), #BP (3), #UD (6), #GP (13), #PF (14)
+//! and the software interrupt 0x80 (DPL 3, so `int $0x80` reaches it). Each
+//! handler is a stub that records what the frame says (vector, error code, the
+//! interrupted RIP, CS with the saved upcall mask in bits 32..39, RFLAGS),
+//! replaces the frame's RIP with the test's resume address, and returns with
+//! Xen's `iret` (`pushq $0; jmp hypercall_page + 23 * 32`, as Linux's
+//! `xen_iret`). The frame a 64-bit PV kernel gets (`xen.h`, "Exceptions"):
+//! RCX, R11, [error code], RIP, CS, RFLAGS, RSP, SS, lowest address first.
+//!
+//! Each check runs one instruction that faults, and looks at what the handler
+//! saw: the right vector, the error code Xen gives a kernel-mode fault (a page
+//! fault's U bit clear), RIP at the faulting instruction (or after `int $n`).
+//! Then it ends the table (`set_trap_table(NULL)`) and checks that a `ud2`
+//! without a handler is what it always was: the domain's end (not run here; see
+//! `mode=fault`).
+//!
+//! # Invariants and hazards
+//! - The stubs touch only RAX (saved and restored on the stack), RCX and R11
+//!   (popped back from the frame) and the statics below; the `iret` context
+//!   carries RAX, RCX and R11 back.
+//! - One check at a time, on vCPU 0: the statics are not per-vCPU.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use keel_hypercall::abi::Errno;
+use keel_hypercall::abi::hypercall as nr;
+use keel_hypercall::abi::pv::{FLAT_KERNEL_CS, TrapInfo};
+
+use crate::checks::Checks;
+use crate::hypercall;
+use crate::paging::Page;
+
+/// What the last handler saw.
+#[unsafe(no_mangle)]
+static PV64_TRAP_VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
+#[unsafe(no_mangle)]
+static PV64_TRAP_EC: AtomicU64 = AtomicU64::new(u64::MAX);
+#[unsafe(no_mangle)]
+static PV64_TRAP_RIP: AtomicU64 = AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static PV64_TRAP_CS: AtomicU64 = AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static PV64_TRAP_RFLAGS: AtomicU64 = AtomicU64::new(0);
+/// How many handlers ran.
+#[unsafe(no_mangle)]
+static PV64_TRAP_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Where a handler sends the guest back to.
+#[unsafe(no_mangle)]
+static PV64_TRAP_RESUME: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" {
+    static pv64_trap_0: u8;
+    static pv64_trap_3: u8;
+    static pv64_trap_6: u8;
+    static pv64_trap_13: u8;
+    static pv64_trap_14: u8;
+    static pv64_trap_128: u8;
+}
+
+core::arch::global_asm!(
+    r#"
+    .macro pv64_trap vec, ec
+    .pushsection .text.pv64_traps, "ax"
+    .globl pv64_trap_\vec
+pv64_trap_\vec:
+    pop %rcx
+    pop %r11
+    .if \ec
+    popq PV64_TRAP_EC(%rip)
+    .else
+    movq $-1, PV64_TRAP_EC(%rip)
+    .endif
+    movq $\vec, PV64_TRAP_VECTOR(%rip)
+    push %rax
+    mov 8(%rsp), %rax
+    mov %rax, PV64_TRAP_RIP(%rip)
+    mov 16(%rsp), %rax
+    mov %rax, PV64_TRAP_CS(%rip)
+    mov 24(%rsp), %rax
+    mov %rax, PV64_TRAP_RFLAGS(%rip)
+    mov PV64_TRAP_RESUME(%rip), %rax
+    mov %rax, 8(%rsp)
+    lock incq PV64_TRAP_COUNT(%rip)
+    pop %rax
+    pushq $0
+    jmp {page} + {iret_slot}
+    .popsection
+    .endm
+
+    pv64_trap 0, 0
+    pv64_trap 3, 0
+    pv64_trap 6, 0
+    pv64_trap 13, 1
+    pv64_trap 14, 1
+    pv64_trap 128, 0
+"#,
+    page = sym hypercall::HYPERCALL_PAGE,
+    iret_slot = const nr::IRET as usize * nr::HYPERCALL_PAGE_ENTRY_SIZE,
+    options(att_syntax)
+);
+
+/// The trap table: 16-byte records, ended by one with address 0.
+static TABLE: Page = Page::new();
+
+fn install() -> i64 {
+    // SAFETY: only the addresses of the stubs are taken.
+    let entries: [(u8, u8, u64); 6] = unsafe {
+        [
+            (0, 0, &raw const pv64_trap_0 as u64),
+            (3, 3, &raw const pv64_trap_3 as u64),
+            (6, 0, &raw const pv64_trap_6 as u64),
+            (13, 0, &raw const pv64_trap_13 as u64),
+            (14, 0, &raw const pv64_trap_14 as u64),
+            (0x80, 3, &raw const pv64_trap_128 as u64),
+        ]
+    };
+    for (i, &(vector, dpl, address)) in entries.iter().enumerate() {
+        let t = TrapInfo {
+            vector,
+            flags: dpl,
+            cs: FLAT_KERNEL_CS,
+            pad: 0,
+            address,
+        };
+        TABLE.write(i * TrapInfo::SIZE, &t.to_bytes());
+    }
+    // The terminator.
+    TABLE.write(entries.len() * TrapInfo::SIZE, &[0u8; TrapInfo::SIZE]);
+    hypercall::call(nr::SET_TRAP_TABLE, [TABLE.addr(), 0, 0, 0, 0])
+}
+
+/// Runs `$insn` (AT&T) with the resume address right after it; yields the
+/// address of the instruction.
+macro_rules! fault_at {
+    ($insn:literal) => {{
+        let at: u64;
+        // SAFETY: the instruction faults into one of the stubs above, which
+        // resume at label 2 with every register as it was (module doc).
+        unsafe {
+            core::arch::asm!(
+                "lea 2f(%rip), {t}",
+                "mov {t}, {resume}(%rip)",
+                "lea 1f(%rip), {at}",
+                "1:",
+                $insn,
+                "2:",
+                t = out(reg) _,
+                at = out(reg) at,
+                resume = sym PV64_TRAP_RESUME,
+                out("rax") _,
+                out("rcx") _,
+                out("rdx") _,
+                options(att_syntax)
+            );
+        }
+        at
+    }};
+}
+
+fn saw(c: &Checks, name: &str, count_before: u64, vector: u64, ec: Option<u64>, rip: u64) {
+    let got = (
+        PV64_TRAP_COUNT.load(Ordering::SeqCst) - count_before,
+        PV64_TRAP_VECTOR.load(Ordering::SeqCst),
+        PV64_TRAP_EC.load(Ordering::SeqCst),
+        PV64_TRAP_RIP.load(Ordering::SeqCst),
+    );
+    let want = (1, vector, ec.unwrap_or(u64::MAX), rip);
+    c.check(
+        name,
+        got == want,
+        format_args!(
+            "handlers run, vector, error code, rip: got ({}, {:#x}, {:#x}, {:#x}), want ({}, {:#x}, {:#x}, {:#x})",
+            got.0, got.1, got.2, got.3, want.0, want.1, want.2, want.3
+        ),
+    );
+}
+
+/// `mode=traps`.
+pub fn run() {
+    let c = Checks::new("", "");
+    c.rc("set_trap_table", install(), 0);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("ud2");
+    saw(&c, "#UD bounced to trap 6 at the ud2", n, 6, None, at);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("cli");
+    saw(&c, "#GP(0) bounced to trap 13 at the cli", n, 13, Some(0), at);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("movq 0x10, %rax");
+    // Not present, read, and (kernel mode) no U bit.
+    saw(&c, "#PF bounced to trap 14 with error code 0", n, 14, Some(0), at);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("int3");
+    // #BP is a trap: the frame's RIP is after the 1-byte int3.
+    saw(&c, "#BP bounced to trap 3 after the int3", n, 3, None, at + 1);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("xor %ecx, %ecx; div %ecx");
+    saw(&c, "#DE bounced to trap 0 at the div", n, 0, None, at + 2);
+
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("int $0x80");
+    // A software interrupt the table allows (DPL 3): after the int.
+    saw(&c, "int $0x80 delivered to its DPL-3 entry", n, 0x80, None, at + 2);
+
+    // The saved CS is the kernel's with RPL 0 (Xen clears it for a fault in
+    // kernel mode), and the upcall mask (bits 32..39) is the start-of-day 1.
+    let cs = PV64_TRAP_CS.load(Ordering::SeqCst);
+    c.check(
+        "frame CS: kernel selector, saved upcall mask 1",
+        cs == (u64::from(FLAT_KERNEL_CS & !3) | 1 << 32),
+        format_args!("cs word {cs:#x}"),
+    );
+    let rflags = PV64_TRAP_RFLAGS.load(Ordering::SeqCst);
+    c.check(
+        "frame RFLAGS: IF clear (events masked), IOPL 0",
+        rflags & (1 << 9) == 0 && rflags & (3 << 12) == 0,
+        format_args!("rflags {rflags:#x}"),
+    );
+
+    // Registers survive a bounce and an iret.
+    let (a, b): (u64, u64);
+    // SAFETY: as in `fault_at!`: ud2 goes to trap 6 and resumes at label 2.
+    unsafe {
+        core::arch::asm!(
+            "lea 2f(%rip), {t}",
+            "mov {t}, {resume}(%rip)",
+            "mov $0x1122334455667788, %rax",
+            "mov $0x99aabbccddeeff00, %rdx",
+            "ud2",
+            "2:",
+            t = out(reg) _,
+            resume = sym PV64_TRAP_RESUME,
+            out("rax") a,
+            out("rdx") b,
+            options(att_syntax)
+        );
+    }
+    c.check(
+        "registers survive a bounce and iret",
+        (a, b) == (0x1122_3344_5566_7788, 0x99aa_bbcc_ddee_ff00),
+        format_args!("rax {a:#x}, rdx {b:#x}"),
+    );
+
+    // A record with a non-canonical handler is refused, earlier ones stay.
+    let bad = TrapInfo {
+        vector: 6,
+        flags: 0,
+        cs: FLAT_KERNEL_CS,
+        pad: 0,
+        address: 0x0000_8000_0000_0000,
+    };
+    TABLE.write(0, &bad.to_bytes());
+    TABLE.write(TrapInfo::SIZE, &[0u8; TrapInfo::SIZE]);
+    let rc = hypercall::call(nr::SET_TRAP_TABLE, [TABLE.addr(), 0, 0, 0, 0]);
+    c.errno("set_trap_table with a non-canonical handler", rc, Errno::EINVAL);
+    let rc = hypercall::call(nr::SET_TRAP_TABLE, [0xffff_8300_0000_0000, 0, 0, 0, 0]);
+    c.errno("set_trap_table from keel's range", rc, Errno::EFAULT);
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("ud2");
+    saw(&c, "the table still bounces #UD", n, 6, None, at);
+    c.rc("set_trap_table(NULL) clears it", hypercall::call(nr::SET_TRAP_TABLE, [0; 5]), 0);
+}
