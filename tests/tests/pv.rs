@@ -335,3 +335,29 @@ fn pv64_traps_bounce_and_iret_on_qemu_svm_and_bochs_vmx() {
         run.assert_no_line(FATAL);
     }
 }
+
+/// pv64's `mode=mmu` (docs/pv.md step 3): the PV MMU as a kernel uses it, and
+/// as it must refuse it: `mmu_update` single and batched (100 requests across
+/// continuations, `*pdone`), a batch stopped at a frame that is not the
+/// guest's, `update_va_mapping` (and its refusals: the L4 writable, keel's
+/// frame, keel's range), pin/unpin of an L1 (no writable mapping while pinned,
+/// no double pin or unpin, no L1 that maps itself writable), `multicall`, and
+/// shared_info mapped at its machine address with the start-of-day upcall mask.
+#[test]
+fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_mmu", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=mmu")
+            .run();
+        run.assert_line(r"^\(d0\) a 100-request mmu_update batch, done = 100: ok$");
+        run.assert_line(r"^\(d0\) an L1 mapping itself writable cannot be pinned: ok$");
+        run.assert_line(r"^\(d0\) a multicall of two update_va_mappings: ok$");
+        run.assert_line(r"^\(d0\) vCPU 0 starts with upcalls masked: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        run.assert_line(r"^\(KEEL\) d0 shut down: poweroff$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}

@@ -38,6 +38,8 @@
 //! - `hello`: `hello from pv64` and poweroff;
 //! - `crash`, `reboot`: that shutdown at once;
 //! - `traps`: its own trap table, exceptions bounced to it, `iret` ([`traps`]);
+//! - `mmu`: its page tables through `mmu_update`, `update_va_mapping`,
+//!   `mmuext_op` and `multicall` ([`mmu`]);
 //! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
 //!
 //! The `fault` mode breaks the first invariant below on purpose.
@@ -57,6 +59,7 @@
 //!   lost (its end is still visible as the domain's shutdown reason).
 
 pub mod hostile;
+pub mod mmu;
 pub mod probe;
 pub mod traps;
 pub mod start_info;
@@ -171,6 +174,10 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
     match cmdline::get(si.cmdline(), "mode").unwrap_or(b"probe") {
         b"probe" => {
             probe::run(&si, &layout);
+            modes::finish()
+        }
+        b"mmu" => {
+            mmu::run(&si, &layout);
             modes::finish()
         }
         b"traps" => {
