@@ -361,3 +361,49 @@ fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
         run.assert_no_line(FATAL);
     }
 }
+
+/// pv64's `mode=events` (docs/pv.md step 4): event channels through the event
+/// callback. A send while upcalls are masked (the start of day) is only
+/// pending; once unmasked, the next hypercall returns through the callback
+/// (frame: saved upcall mask 0, IF set; `iret` leaves upcalls unmasked); a
+/// send while unmasked is delivered before it returns; a single-shot timer
+/// 20 ms on wakes `SCHEDOP_block` through VIRQ_TIMER's event.
+#[test]
+fn pv64_events_through_the_callback_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_events", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=events")
+            .run();
+        run.assert_line(r"^\(d0\) delivered before the send returns: ok$");
+        run.assert_line(
+            r"^\(d0\) the timer's event arrives through the callback \(waking SCHEDOP_block\): ok$",
+        );
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}
+
+/// pv64's `mode=user` (docs/pv.md step 3): a process of the guest kernel's in
+/// user mode. `stack_switch`, the syscall callback, a user L4
+/// (`MMUEXT_NEW_USER_BASEPTR`), `iret` into user mode; each `syscall` of the
+/// process arrives at the callback in kernel mode on the `stack_switch` stack
+/// with the process's RIP and the flat user CS in the frame, and the first
+/// returns to user mode with `iret`.
+#[test]
+fn pv64_user_mode_and_syscalls_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_user", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=user")
+            .run();
+        run.assert_line(r"^\(d0\) two syscalls from user mode reached the callback: ok$");
+        run.assert_line(r"^\(d0\) the callback ran on the stack_switch stack: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}

@@ -136,6 +136,16 @@ fn update_va_mapping(va: u64, val: u64, flags: u64) -> i64 {
     )
 }
 
+/// Maps shared_info (at the machine address `start_info` gives) on the fourth
+/// padding page past the boot stack; its address, or the hypercall's error.
+pub fn map_shared_info(si: &StartInfo, layout: &Layout) -> Result<u64, i64> {
+    let s = layout.boot_rsp.next_multiple_of(PAGE) + 3 * PAGE;
+    match update_va_mapping(s, (si.shared_info & !0xFFF) | RW, UVMF_INVLPG) {
+        0 => Ok(s),
+        rc => Err(rc),
+    }
+}
+
 /// `mode=mmu`.
 pub fn run(si: &StartInfo, layout: &Layout) {
     let c = Checks::new("", "");
@@ -331,7 +341,7 @@ mod alloc_free {
             let mut reqs = [(0, 0); 256];
             let n = n.min(256);
             for (i, r) in reqs.iter_mut().enumerate().take(n) {
-                let frame = if (n - 1 - i) % 2 == 0 { a } else { b };
+                let frame = if (n - 1 - i).is_multiple_of(2) { a } else { b };
                 *r = (ptr, (frame << 12) | super::RW);
             }
             Batch { reqs, len: n }

@@ -40,6 +40,9 @@
 //! - `traps`: its own trap table, exceptions bounced to it, `iret` ([`traps`]);
 //! - `mmu`: its page tables through `mmu_update`, `update_va_mapping`,
 //!   `mmuext_op` and `multicall` ([`mmu`]);
+//! - `events`: event channels through its event callback ([`events`]);
+//! - `user`: a process in user mode, its `syscall`s through the syscall
+//!   callback ([`user`]);
 //! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
 //!
 //! The `fault` mode breaks the first invariant below on purpose.
@@ -58,10 +61,12 @@
 //!   is a machine frame this version does not map. As a domU the guest's lines are
 //!   lost (its end is still visible as the domain's shutdown reason).
 
+pub mod events;
 pub mod hostile;
 pub mod mmu;
 pub mod probe;
 pub mod traps;
+pub mod user;
 pub mod start_info;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +179,14 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
     match cmdline::get(si.cmdline(), "mode").unwrap_or(b"probe") {
         b"probe" => {
             probe::run(&si, &layout);
+            modes::finish()
+        }
+        b"events" => {
+            events::run(&si, &layout);
+            modes::finish()
+        }
+        b"user" => {
+            user::run(&si, &layout);
             modes::finish()
         }
         b"mmu" => {

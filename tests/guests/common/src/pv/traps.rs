@@ -106,8 +106,8 @@ pv64_trap_\vec:
 static TABLE: Page = Page::new();
 
 fn install() -> i64 {
-    // SAFETY: only the addresses of the stubs are taken.
-    let entries: [(u8, u8, u64); 6] = unsafe {
+    // Only the addresses of the stubs are taken.
+    let entries: [(u8, u8, u64); 6] = {
         [
             (0, 0, &raw const pv64_trap_0 as u64),
             (3, 3, &raw const pv64_trap_3 as u64),
