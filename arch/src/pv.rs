@@ -28,7 +28,8 @@
 //! - A fault of the entry's own `IRETQ` (a frame the guest made bad): it arrives
 //!   in ring 0 with the guest's GS base active; `trap_common` recognises
 //!   `keel_pv_iret` as the faulting RIP and sends it to `keel_pv_iret_fault`,
-//!   which swaps GS back and returns the vector to [`PvVcpu::run`].
+//!   which swaps GS back and returns the vector to [`PvVcpu::run`]; it becomes
+//!   the guest's exception (error code 0), as Xen's fixup makes it.
 //! - NMI, #DF and #MC arrive on their IST stacks; from CPL 3 the stub swaps GS
 //!   and they are keel's as anywhere else (fatal). An NMI in ring 0 between the
 //!   entry's `SWAPGS` and its `IRETQ` would find the guest's GS base: keel does
@@ -552,10 +553,13 @@ impl PvVcpu {
             core::arch::asm!("mov cr3, {}", in(reg) keel_cr3, options(nostack, preserves_flags));
         }
         if r & IRET_FAULT != 0 {
-            return Exit::Failed {
-                why: "entering the PV guest faulted: its saved state holds a bad selector, address or flags",
-                code: r & 0xFF,
-                info: self.rip,
+            // The guest's own state was bad (a non-canonical RIP on Intel, a
+            // selector): the fault is the guest's, at the state it asked
+            // for, as Xen's fixup makes it. (AMD CPUs take a non-canonical
+            // RIP in ring 3 instead, as a #GP of the guest: the same result.)
+            return Exit::Exception {
+                vector: (r & 0xFF) as u8,
+                error_code: Some(0),
             };
         }
         // SAFETY: as above; the exit path left the guest's registers there.

@@ -226,11 +226,20 @@ fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
 /// - hypercalls with pointers into keel's range (its direct map, its image, the
 ///   top of its L4 slots), non-canonical, unmapped, wrapping, or at the guest's
 ///   own read-only page tables, an unknown hypercall, `VCPUOP_up` of a vCPU with
-///   no state: each fails with Xen's errno and the guest goes on;
+///   no state; with the PV MMU: writing keel's L4 slot, a superpage entry,
+///   request arrays in keel's range or non-canonical, unpinning or re-typing
+///   the L4 in use, `update_va_mapping` at a non-canonical address, an L1
+///   mapped writable through an alias; a non-canonical segment base or
+///   callback, an unknown callback type, a nested multicall: each fails with
+///   Xen's errno and the guest goes on;
 /// - one forbidden instruction each: reading, writing and jumping into keel's
 ///   memory, writing its own page tables, a null dereference, CLI, HLT, a CR3
 ///   write, WRMSR, LIDT, SWAPGS, port I/O, `int $0xf0` (keel's timer vector, a
-///   #GP: its gate is DPL 0), INT3 (a #BP: its gate is DPL 3, as Xen's), UD2. keel ends that domain alone, naming the exception, where, and
+///   #GP: its gate is DPL 0), INT3 (a #BP: its gate is DPL 3, as Xen's), UD2.
+///   Then what keel cannot do for it: an `iret` to a non-canonical RIP (keel's
+///   own IRETQ faults on Intel, the guest's fetch on AMD: the guest's #GP
+///   either way), a bounce onto a kernel stack in keel's range, an `iret` to
+///   user mode with no user L4. keel ends that domain alone, naming the exception, where, and
 ///   (page faults) the address; the PVH domU and keel go on, and every frame
 ///   comes back. Each fault domU is pinned to one of the pCPUs in turn, so every
 ///   CPU's tables are exercised (an AP's TSS once let port I/O through). (The IDT error code of an `int n` through a DPL-0 gate is
@@ -238,7 +247,7 @@ fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
 #[test]
 fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
     use keel_tests::guests::PVH64;
-    let faults: &[(&str, &str)] = &[
+    let exceptions: &[(&str, &str)] = &[
         ("read-keel", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x5, cr2 0xffff830000000000"),
         ("write-keel", r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x7, cr2 0xffff82d080240000"),
         ("jump-keel", r"#PF page fault at rip 0xffff82d080240000, rsp 0x[0-9a-f]+, error code 0x(5|15), cr2 0xffff82d080240000"),
@@ -255,6 +264,25 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
         ("int3", r"#BP breakpoint at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+"),
         ("ud2", r"#UD invalid opcode at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+"),
     ];
+    let no_handler = |why: &str| format!("PV guest {why}, in Kernel mode: the guest has no handler for it");
+    let mut faults: Vec<(&str, String)> = exceptions.iter().map(|&(k, why)| (k, no_handler(why))).collect();
+    faults.extend([
+        // keel's own IRETQ into the guest faults (Intel), or the guest's
+        // first fetch does (AMD): either way the guest's #GP.
+        (
+            "iret-noncanonical",
+            no_handler(r"#GP general protection at rip 0x800000000000, rsp 0x[0-9a-f]+, error code 0x0"),
+        ),
+        // A handler exists, but the kernel stack is keel's: no frame is written.
+        (
+            "bounce-keel-stack",
+            String::from(r"PV guest #UD invalid opcode at rip 0x[0-9a-f]+, rsp 0xffff830000010000, in Kernel mode: bouncing it: the guest kernel's stack \(0xffff830000010000\) is in or just above the hypervisor's range"),
+        ),
+        (
+            "iret-user-no-l4",
+            String::from(r"iret: the guest switched to user mode with no user page table"),
+        ),
+    ]);
     let cfg = |name: &str, kernel: &str, ty: &str, cmdline: &str, vcpus: &str| {
         format!(
             "name = \"{name}\"\ntype = \"{ty}\"\nkernel = \"{kernel}\"\ncmdline = \"{cmdline}\"\nmemory = 8\n{vcpus}\n"
@@ -265,6 +293,7 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
     for (backend, chunk) in [Backend::QemuSvm, Backend::BochsVmx]
         .into_iter()
         .flat_map(|b| faults.chunks(8).map(move |c| (b, c)))
+        .collect::<Vec<_>>()
     {
         let mut boot = Boot::new("pv_hostile", backend)
             .module(guests::guest(PVH64), "")
@@ -301,9 +330,7 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
                 r"^\(d{d}\) faulting on purpose: {}$",
                 regex::escape(kind)
             ));
-            run.assert_line(&format!(
-                r"^\(KEEL\) d{d} crashed: PV guest {why}, in Kernel mode: the guest has no handler for it$"
-            ));
+            run.assert_line(&format!(r"^\(KEEL\) d{d} crashed: {why}$"));
             run.assert_no_line(&format!(r"^\(d{d}\) surviving"));
         }
         guests::assert_frames_balance(&run);

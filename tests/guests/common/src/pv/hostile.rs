@@ -37,7 +37,7 @@ const KEEL_IMAGE: u64 = 0xffff_82d0_8024_0000;
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
 /// `mode=hostile`: every bad pointer and call fails cleanly.
-pub fn run(si: &StartInfo) {
+pub fn run(si: &StartInfo, layout: &super::Layout) {
     let c = Checks::new("", "");
     // XENVER_extraversion writes 16 bytes where the guest says.
     for (name, at) in [
@@ -66,6 +66,8 @@ pub fn run(si: &StartInfo) {
     // vCPU 1 exists (the test gives the domain two) but has no state.
     let rc = hypercall::vcpu_op(VCPUOP_UP, 1, 0);
     c.errno("VCPUOP_up of a vCPU with no state", rc, Errno::EINVAL);
+    pv_mmu(&c, si, layout);
+    pv_misc(&c);
     // After all that, the hypervisor still answers.
     let rc = hypercall::xen_version(keel_hypercall::abi::version::XENVER_VERSION, 0);
     c.check(
@@ -73,6 +75,134 @@ pub fn run(si: &StartInfo) {
         rc > 0,
         format_args!("returned {rc}"),
     );
+}
+
+/// What a hostile kernel tries with the PV MMU: each must fail and change
+/// nothing.
+fn pv_mmu(c: &Checks, si: &StartInfo, layout: &super::Layout) {
+    use super::mmu::{Mem, PAGE, RW, mmu_update, mmuext, update_va_mapping};
+    use keel_hypercall::abi::domid::DOMID_SELF;
+    use keel_hypercall::abi::hypercall as nr;
+    use keel_hypercall::abi::mmu::{MMUEXT_PIN_L2_TABLE, MMUEXT_UNPIN_TABLE, UVMF_INVLPG};
+    let m = Mem { si, layout };
+    let l4m = m.mfn(si.pt_base);
+    let pad = layout.boot_rsp.next_multiple_of(PAGE);
+    let pm = m.mfn(pad);
+    // Slot 256 of its L4 is keel's.
+    let (rc, done) = mmu_update(&[((l4m << 12) + 256 * 8, (pm << 12) | RW)]);
+    c.check(
+        "mmu_update of keel's L4 slot 256",
+        rc == Errno::EINVAL.neg() && done == 0,
+        format_args!("rc {rc}, done {done}"),
+    );
+    // A superpage (PS) in an L2 entry: the L2 that maps the boot region.
+    let l2e = {
+        // The L2 entry for `pad`: the walk of `Mem::l1e`, one level short.
+        let l4 = si.pt_base;
+        // SAFETY: the boot page tables are mapped read-only at pt_base and
+        // after (module doc of `mmu`).
+        let l3e = unsafe { core::ptr::read_volatile((l4 + ((pad >> 39) & 511) * 8) as *const u64) };
+        let l3va = m.va_of((l3e & 0x000F_FFFF_FFFF_F000) >> 12);
+        // SAFETY: as above.
+        let l2e = unsafe { core::ptr::read_volatile((l3va + ((pad >> 30) & 511) * 8) as *const u64) };
+        let l2m = (l2e & 0x000F_FFFF_FFFF_F000) >> 12;
+        (l2m << 12) + ((pad >> 21) & 511) * 8
+    };
+    let (rc, _) = mmu_update(&[(l2e, (pm << 12) | RW | (1 << 7))]);
+    c.check(
+        "mmu_update of a superpage entry",
+        rc < 0,
+        format_args!("rc {rc}"),
+    );
+    // Bad request arrays.
+    let rc = hypercall::call(
+        nr::MMU_UPDATE,
+        [KEEL_DIRECTMAP as usize, 1, 0, usize::from(DOMID_SELF), 0],
+    );
+    c.errno("mmu_update requests in keel's range", rc, Errno::EFAULT);
+    let rc = hypercall::call(
+        nr::MMUEXT_OP,
+        [NON_CANONICAL as usize, 4, 0, usize::from(DOMID_SELF), 0],
+    );
+    c.errno("mmuext_op ops at a non-canonical address", rc, Errno::EFAULT);
+    // Its L4 is in use as its base pointer, not pinned: no unpin, and no
+    // pinning it as an L2.
+    c.errno("unpin the L4 in use", mmuext(MMUEXT_UNPIN_TABLE, l4m), Errno::EINVAL);
+    let rc = mmuext(MMUEXT_PIN_L2_TABLE, l4m);
+    c.check("pin the L4 as an L2", rc < 0, format_args!("rc {rc}"));
+    c.errno(
+        "update_va_mapping at a non-canonical address",
+        update_va_mapping(NON_CANONICAL, 0, UVMF_INVLPG),
+        Errno::EINVAL,
+    );
+    // Another alias of a page table, writable: the L1 that maps the padding.
+    let l1m = m.l1e(pad) >> 12;
+    let rc = update_va_mapping(pad, (l1m << 12) | RW, UVMF_INVLPG);
+    c.check(
+        "an L1 cannot be mapped writable (an alias)",
+        rc < 0,
+        format_args!("rc {rc}"),
+    );
+}
+
+/// Other hostile calls a PV kernel could make.
+fn pv_misc(c: &Checks) {
+    use keel_hypercall::abi::callback::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+    use keel_hypercall::abi::hypercall as nr;
+    use keel_hypercall::abi::pv::SEGBASE_FS;
+    use keel_hypercall::abi::xen::MulticallEntry;
+    let rc = hypercall::call(nr::SET_SEGMENT_BASE, [SEGBASE_FS as usize, NON_CANONICAL as usize, 0, 0, 0]);
+    c.errno("set_segment_base non-canonical", rc, Errno::EINVAL);
+    let reg = CallbackRegister {
+        type_: CALLBACKTYPE_EVENT,
+        flags: 0,
+        pad: 0,
+        address: NON_CANONICAL,
+    };
+    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
+        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
+    });
+    c.errno("event callback at a non-canonical address", rc, Errno::EINVAL);
+    // A multicall inside a multicall.
+    let inner = MulticallEntry {
+        op: u64::from(nr::XEN_VERSION),
+        result: 0,
+        args: [0; 6],
+    };
+    let outer = MulticallEntry {
+        op: u64::from(nr::MULTICALL),
+        result: 0,
+        args: [0; 6],
+    };
+    let mut both = [0u8; 2 * MulticallEntry::SIZE];
+    both[..MulticallEntry::SIZE].copy_from_slice(&outer.to_bytes());
+    both[MulticallEntry::SIZE..].copy_from_slice(&inner.to_bytes());
+    let (rc, out) = hypercall::with_arg(both, |a| {
+        // The nested entry names the list itself.
+        let mut e = outer;
+        e.args[0] = a as u64;
+        e.args[1] = 2;
+        // SAFETY: `a` is the buffer with_arg lent for the call.
+        unsafe { core::ptr::copy_nonoverlapping(e.to_bytes().as_ptr(), a as *mut u8, MulticallEntry::SIZE) };
+        hypercall::call(nr::MULTICALL, [a, 2, 0, 0, 0])
+    });
+    let r0 = u64::from_le_bytes(out[8..16].try_into().unwrap_or([0; 8])) as i64;
+    c.check(
+        "a nested multicall: -EINVAL in its entry, the batch goes on",
+        rc == 0 && r0 == Errno::EINVAL.neg(),
+        format_args!("rc {rc}, nested entry's result {r0}"),
+    );
+    // Unknown callback type, and VCPUOP on vCPUs it does not have.
+    let reg = CallbackRegister {
+        type_: 99,
+        flags: 0,
+        pad: 0,
+        address: 0xffff_ffff_8010_0000,
+    };
+    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
+        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
+    });
+    c.check("an unknown callback type", rc < 0, format_args!("rc {rc}"));
 }
 
 /// `mode=fault fault=<kind>`: does one forbidden thing; the hypervisor must
@@ -106,6 +236,54 @@ pub fn fault(kind: &[u8], si: &StartInfo) -> ! {
             b"ud2" => core::arch::asm!("ud2"),
             b"port-io" => core::arch::asm!("out dx, al", in("dx") 0x80u16, in("al") 0u8),
             b"swapgs" => core::arch::asm!("swapgs"),
+            // iret to a non-canonical RIP (in kernel mode: CS with RPL 0,
+            // which Xen raises to 3 without a mode switch): keel's own IRETQ
+            // faults.
+            b"iret-noncanonical" => core::arch::asm!(
+                "pushq $0xe02b",
+                "push %rsp",
+                "pushq $0x202",
+                "pushq $0xe030",
+                "movabs $0x0000800000000000, %rax",
+                "push %rax",
+                "pushq $0",
+                "jmp {page} + {slot}",
+                page = sym crate::hypercall::HYPERCALL_PAGE,
+                slot = const keel_hypercall::abi::hypercall::IRET as usize
+                    * keel_hypercall::abi::hypercall::HYPERCALL_PAGE_ENTRY_SIZE,
+                out("rax") _,
+                options(att_syntax)
+            ),
+            // An exception with a handler, but the kernel stack in keel's
+            // range: the bounce frame cannot be written.
+            b"bounce-keel-stack" => {
+                super::traps::install_ud_only();
+                core::arch::asm!(
+                    "mov %rsp, %r12",
+                    "movabs $0xffff830000010000, %rsp",
+                    "ud2",
+                    "mov %r12, %rsp",
+                    out("r12") _,
+                    options(att_syntax)
+                )
+            }
+            // Back to user mode with no user L4.
+            b"iret-user-no-l4" => core::arch::asm!(
+                "pushq $0xe02b",
+                "push %rsp",
+                "pushq $0x202",
+                "pushq $0xe033",
+                "lea 2f(%rip), %rax",
+                "push %rax",
+                "pushq $0",
+                "jmp {page} + {slot}",
+                "2:",
+                page = sym crate::hypercall::HYPERCALL_PAGE,
+                slot = const keel_hypercall::abi::hypercall::IRET as usize
+                    * keel_hypercall::abi::hypercall::HYPERCALL_PAGE_ENTRY_SIZE,
+                out("rax") _,
+                options(att_syntax)
+            ),
             _ => {
                 out!("unknown fault={}", Escaped(kind));
                 out!("Test result: FAILURE (unknown fault)");

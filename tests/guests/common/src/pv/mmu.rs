@@ -39,9 +39,9 @@ use crate::checks::Checks;
 use crate::hypercall;
 use crate::paging::Page;
 
-const PAGE: u64 = 4096;
+pub const PAGE: u64 = 4096;
 /// Present, writable, user, accessed, dirty: an ordinary data mapping.
-const RW: u64 = 0x67;
+pub const RW: u64 = 0x67;
 /// Present, user, accessed: read-only.
 const RO: u64 = 0x25;
 
@@ -50,14 +50,14 @@ static REQS: Page = Page::new();
 static DONE: Page = Page::new();
 
 /// What the checks need of the guest's memory.
-struct Mem<'a> {
-    si: &'a StartInfo,
-    layout: &'a Layout,
+pub struct Mem<'a> {
+    pub si: &'a StartInfo,
+    pub layout: &'a Layout,
 }
 
 impl Mem<'_> {
     /// The machine frame of the boot-region page at `va`.
-    fn mfn(&self, va: u64) -> u64 {
+    pub fn mfn(&self, va: u64) -> u64 {
         let pfn = (va - self.layout.virt_base) / PAGE;
         // SAFETY: the p2m list is mapped (the probe's checks); `pfn` is in the
         // boot region, below nr_pages.
@@ -65,7 +65,7 @@ impl Mem<'_> {
     }
 
     /// The boot-region address of machine frame `mfn` (0 if it is not there).
-    fn va_of(&self, mfn: u64) -> u64 {
+    pub fn va_of(&self, mfn: u64) -> u64 {
         (0..self.si.nr_pages)
             .find(|&p| {
                 // SAFETY: as in `mfn`.
@@ -76,7 +76,7 @@ impl Mem<'_> {
 
     /// The machine address of the L1 entry that maps `va`, by walking the
     /// guest's own (read-only mapped) tables from `pt_base`.
-    fn l1e(&self, va: u64) -> u64 {
+    pub fn l1e(&self, va: u64) -> u64 {
         let mut table_va = self.si.pt_base;
         for shift in [39u32, 30, 21] {
             let i = (va >> shift) & 511;
@@ -100,7 +100,7 @@ fn write(va: u64, v: u64) {
     unsafe { core::ptr::write_volatile(va as *mut u64, v) }
 }
 
-fn mmu_update(reqs: &[(u64, u64)]) -> (i64, u64) {
+pub fn mmu_update(reqs: &[(u64, u64)]) -> (i64, u64) {
     for (i, &(ptr, val)) in reqs.iter().enumerate() {
         REQS.write(i * MmuUpdate::SIZE, &MmuUpdate { ptr, val }.to_bytes());
     }
@@ -115,7 +115,7 @@ fn mmu_update(reqs: &[(u64, u64)]) -> (i64, u64) {
     (rc, u64::from(u32::from_le_bytes(d)))
 }
 
-fn mmuext(cmd: u32, arg1: u64) -> i64 {
+pub fn mmuext(cmd: u32, arg1: u64) -> i64 {
     let op = MmuextOp {
         cmd,
         pad: 0,
@@ -129,7 +129,7 @@ fn mmuext(cmd: u32, arg1: u64) -> i64 {
     )
 }
 
-fn update_va_mapping(va: u64, val: u64, flags: u64) -> i64 {
+pub fn update_va_mapping(va: u64, val: u64, flags: u64) -> i64 {
     hypercall::call(
         nr::UPDATE_VA_MAPPING,
         [va as usize, val as usize, flags as usize, 0, 0],

@@ -198,7 +198,7 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
             modes::finish()
         }
         b"hostile" => {
-            hostile::run(&si);
+            hostile::run(&si, &layout);
             modes::finish()
         }
         b"fault" => hostile::fault(cmdline::get(si.cmdline(), "fault").unwrap_or(b""), &si),

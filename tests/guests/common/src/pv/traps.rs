@@ -132,6 +132,20 @@ fn install() -> i64 {
     hypercall::call(nr::SET_TRAP_TABLE, [TABLE.addr(), 0, 0, 0, 0])
 }
 
+/// A trap table with only #UD's handler (for `mode=fault`).
+pub fn install_ud_only() {
+    let t = TrapInfo {
+        vector: 6,
+        flags: 0,
+        cs: FLAT_KERNEL_CS,
+        pad: 0,
+        address: &raw const pv64_trap_6 as u64,
+    };
+    TABLE.write(0, &t.to_bytes());
+    TABLE.write(TrapInfo::SIZE, &[0u8; TrapInfo::SIZE]);
+    hypercall::call(nr::SET_TRAP_TABLE, [TABLE.addr(), 0, 0, 0, 0]);
+}
+
 /// Runs `$insn` (AT&T) with the resume address right after it; yields the
 /// address of the instruction.
 macro_rules! fault_at {
