@@ -179,6 +179,9 @@ pub struct PvVcpu {
     pub callbacks: Callbacks,
     /// The virtual IOPL, in RFLAGS position (`PHYSDEVOP_set_iopl`).
     pub iopl: u64,
+    /// The guest's CR0.TS (`fpu_taskswitch`, CLTS, a CR0 write): while set,
+    /// the guest's first x87/SSE instruction is its #NM.
+    pub cr0_ts: bool,
 }
 
 /// A PV vCPU's callbacks (`callback_op`, Xen's `arch.pv` fields): addresses
@@ -245,6 +248,7 @@ impl PvVcpu {
             kernel_sp: start.kernel_sp,
             callbacks: Callbacks::default(),
             iopl: 0,
+            cr0_ts: false,
         }
     }
 
@@ -538,12 +542,22 @@ impl PvVcpu {
             msr::wrmsr(msr::IA32_FS_BASE, self.fs_base);
             msr::wrmsr(msr::IA32_KERNEL_GS_BASE, self.active_gs_base());
         }
+        // The guest's TS, in the real CR0 while it runs (keel itself uses no
+        // x87/SSE, and clears TS again before anything saves that state).
+        if self.cr0_ts {
+            // SAFETY: TS only makes x87/SSE instructions fault with #NM.
+            unsafe { core::arch::asm!("mov {t}, cr0", "or {t}, 8", "mov cr0, {t}", t = out(reg) _, options(nostack)) };
+        }
         // SAFETY: interrupts are off (the run loop's state); the frame holds a
         // ring-3 CS and SS (RPL forced to 3 by `to_frame`) and RFLAGS without
         // IOPL or VM; whatever else is wrong in it faults in `keel_pv_iret`,
         // which returns here (module doc).
         let r = unsafe { keel_pv_enter(frame) };
         let cr2 = crate::cpu::read_cr2();
+        if self.cr0_ts {
+            // SAFETY: CLTS only lets x87/SSE instructions run again.
+            unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
+        }
         // SAFETY: reading the MSRs has no side effects; keel's CR3 is the one
         // it ran on before the entry.
         unsafe {
@@ -614,10 +628,10 @@ impl HvmVcpu for PvVcpu {
     fn rflags(&self) -> u64 {
         self.rflags
     }
-    /// What the guest would read: protected mode with paging, WP, NE, ET, MP
-    /// (Xen's PV CR0 view, less TS until `fpu_taskswitch` exists).
+    /// What the guest would read: protected mode with paging, WP, NE, ET, MP,
+    /// and its own TS.
     fn cr0(&self) -> u64 {
-        0x8005_0033
+        0x8005_0033 | if self.cr0_ts { 1 << 3 } else { 0 }
     }
     fn cr3(&self) -> u64 {
         self.active_cr3()

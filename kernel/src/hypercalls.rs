@@ -301,6 +301,27 @@ impl HcDomain for Ctx<'_> {
         Ok(())
     }
 
+    fn pv_vm_assist(&mut self, cmd: u32, kind: u32) -> Result<(), Errno> {
+        use keel_hypercall::abi::xen::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE};
+        let mut mem = self.d.mem.lock();
+        let crate::paging::Paging::Pv(pv) = &mut mem.p2m else {
+            return Err(Errno::ENOSYS);
+        };
+        // The dispatcher checked `kind` against Xen's 64-bit PV mask.
+        let bit = 1u64.checked_shl(kind).ok_or(Errno::EINVAL)?;
+        match cmd {
+            VMASST_CMD_ENABLE => pv.vm_assist |= bit,
+            VMASST_CMD_DISABLE => pv.vm_assist &= !bit,
+            _ => return Err(Errno::ENOSYS),
+        }
+        Ok(())
+    }
+
+    fn pv_fpu_taskswitch(&mut self, set: bool) -> Result<(), Errno> {
+        self.pv()?.cr0_ts = set;
+        Ok(())
+    }
+
     fn pv_set_iopl(&mut self, iopl: u32) -> Result<(), Errno> {
         self.pv()?.iopl = (u64::from(iopl) & 3) << 12;
         Ok(())

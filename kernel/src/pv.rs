@@ -115,6 +115,8 @@ pub struct PvPaging {
     /// connected at admission, `domains::attach_console`).
     pub start_info: Mfn,
     pub console: Option<Mfn>,
+    /// The `vm_assist` types the guest turned on (bit n: `VMASST_TYPE_`n).
+    pub vm_assist: u64,
 }
 
 /// Offset of `console.domU.evtchn` in `start_info` (`xen.h`, x86_64).
@@ -295,6 +297,7 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
         start_info: mfn_at(&p2m, layout.start_info.pfn)?,
         console: layout.console.map(|c| mfn_at(&p2m, c.pfn)).transpose()?,
         p2m,
+        vm_assist: 0,
     };
     let checked = (|| {
         for &m in pv.p2m.iter() {
@@ -629,6 +632,181 @@ fn enter_bounce(
     Ok(())
 }
 
+/// Xen's forced-emulation prefix: `ud2; .ascii "xen"`, then the instruction
+/// (`xen/include/public/arch-x86/xen.h`, `XEN_EMULATE_PREFIX`). Only CPUID
+/// follows it (`XEN_CPUID`).
+const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, b'x', b'e', b'n', 0x0f, 0xa2];
+
+/// What a PV kernel's privileged instructions do (Xen's
+/// `pv_emulate_privileged_op` and `pv_emulate_forced_invop`): `Some(Ok)` when
+/// keel carried the instruction out (RIP moved past it), `None` when the
+/// exception goes to the guest as it is.
+fn emulate(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+    vector: u8,
+    error_code: Option<u32>,
+) -> Option<Result<(), String>> {
+    use keel_x86::insn::InsnKind;
+    let p = pv_vcpu(arch)?;
+    // Only the guest kernel's instructions are emulated, as in Xen.
+    if p.guest_mode() != keel_x86::pv::GuestMode::Kernel {
+        return None;
+    }
+    let rip = p.rip();
+    let walk = arch.walk_ctx();
+    let mut bytes = [0u8; 15];
+    // Up to the end of the page first, then the rest if it is mapped.
+    let first = ((4096 - (rip & 0xFFF)) as usize).min(15);
+    d.copy_from_guest(&walk, rip, &mut bytes[..first]).ok()?;
+    let mut have = first;
+    if have < 15 && d.copy_from_guest(&walk, rip + have as u64, &mut bytes[have..]).is_ok() {
+        have = 15;
+    }
+    if vector == 14 {
+        return ptwr(d, arch, error_code?, &bytes[..have]);
+    }
+    if vector == 6 {
+        if bytes[..have].starts_with(&FORCED_CPUID) {
+            crate::vmexit::guest_cpuid(d, v, arch);
+            pv_vcpu(arch)?.advance_rip(FORCED_CPUID.len() as u64);
+            return Some(Ok(()));
+        }
+        return None;
+    }
+    if vector != 13 || error_code != Some(0) {
+        return None;
+    }
+    let insn = keel_x86::insn::decode(&bytes[..have], keel_x86::insn::CodeMode::Long64).ok()?;
+    let len = u64::from(insn.len);
+    let p = pv_vcpu(arch)?;
+    match insn.kind {
+        InsnKind::Rdmsr => {
+            let msr = p.gprs().rcx as u32;
+            let value = p.read_held_msr(msr)?;
+            let g = p.gprs_mut();
+            g.rax = value & 0xFFFF_FFFF;
+            g.rdx = value >> 32;
+        }
+        InsnKind::Wrmsr => {
+            let g = p.gprs();
+            let (msr, value) = (g.rcx as u32, (g.rdx << 32) | (g.rax & 0xFFFF_FFFF));
+            // The segment bases (Linux writes GS_BASE before it has a trap
+            // table); a non-canonical base is the guest's #GP.
+            if !keel_x86::pv::is_canonical(value) || !p.write_held_msr(msr, value) {
+                return None;
+            }
+        }
+        InsnKind::MovFromCr { cr, gpr } => {
+            let value = match cr {
+                0 => p.cr0(),
+                2 => p.cr2(),
+                // The machine address of the L4 (Xen: `xen_pfn_to_cr3`).
+                3 => p.cr3_of(keel_x86::pv::GuestMode::Kernel),
+                4 => p.cr4(),
+                _ => return None,
+            };
+            *p.gprs_mut().by_encoding_mut(gpr.index())? = value;
+        }
+        // CR0: only TS may change (Xen's `write_cr`).
+        InsnKind::MovToCr { cr: 0, gpr } => {
+            let value = p.gprs().by_encoding(gpr.index())?;
+            if (value ^ p.cr0()) & !CR0_TS != 0 {
+                return None;
+            }
+            p.cr0_ts = value & CR0_TS != 0;
+        }
+        InsnKind::Clts => p.cr0_ts = false,
+        // Caches keel keeps coherent: nothing to do (Xen flushes only for a
+        // domain with cache-flush rights).
+        InsnKind::Wbinvd => {}
+        _ => return None,
+    }
+    p.advance_rip(len);
+    Some(Ok(()))
+}
+
+/// CR0.TS.
+const CR0_TS: u64 = 1 << 3;
+
+/// Writable page tables (Xen's `ptwr_do_page_fault`, with
+/// `VMASST_TYPE_writable_pagetables` on): a guest kernel's write to one of its
+/// own L1 tables, which it maps read-only, is carried out by keel through the
+/// PV MMU (`DomainFrames::ptwr_emulate`), which validates the new entry. Only
+/// a present-page write fault whose L1 entry maps a validated L1 read-only, by
+/// a MOV store (`insn`, the instruction's bytes), is emulated; anything else,
+/// and a write the PV MMU refuses, is the guest's #PF as it was.
+fn ptwr(
+    d: &Domain,
+    arch: &mut ArchVcpu,
+    error_code: u32,
+    insn: &[u8],
+) -> Option<Result<(), String>> {
+    use keel_hypercall::abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES;
+    use keel_x86::insn::{InsnKind, Operand};
+    const PRESENT: u32 = 1;
+    const WRITE: u32 = 2;
+    const FETCH: u32 = 16;
+    if error_code & (PRESENT | WRITE) != PRESENT | WRITE || error_code & FETCH != 0 {
+        return None;
+    }
+    let p = pv_vcpu(arch)?;
+    let va = p.cr2();
+    let root = p.cr3() >> 12;
+    let i = keel_x86::insn::decode(insn, keel_x86::insn::CodeMode::Long64).ok()?;
+    let (size, value) = match i.kind {
+        InsnKind::Store { size, src } => (
+            size,
+            match src {
+                Operand::Imm(v) => v,
+                Operand::Reg(r, sz) => r.read(p.gprs().by_encoding(r.index())?, sz),
+            },
+        ),
+        _ => return None,
+    };
+    let mut mem = d.mem.lock();
+    let Paging::Pv(pv) = &mut mem.p2m else {
+        return None;
+    };
+    if pv.vm_assist & (1 << VMASST_TYPE_WRITABLE_PAGETABLES) == 0 {
+        return None;
+    }
+    // The L1 entry that maps `va`: present and read-only, and the frame it
+    // maps a validated L1 of this domain.
+    let mut table = Mfn::new(root)?;
+    for shift in [39u32, 30, 21, 12] {
+        if !pv.frames.owns(table) {
+            return None;
+        }
+        let e = pv.mem.read_entry(table, ((va >> shift) & 511) as usize);
+        if e & 1 == 0 || (shift != 12 && e & (1 << 7) != 0) {
+            return None;
+        }
+        if shift == 12 && e & 2 != 0 {
+            return None;
+        }
+        table = Mfn::new((e & 0x000F_FFFF_FFFF_F000) >> 12)?;
+    }
+    let target = table;
+    if !pv.frames.is_ptwr_target(target) {
+        return None;
+    }
+    let offset = (va & 0xFFF) as usize;
+    let mut live = LiveMem { m: &mut pv.mem, d };
+    match pv
+        .frames
+        .ptwr_emulate(&mut live, target, offset, usize::from(size), value, None)
+    {
+        Ok(_) => {}
+        Err(e) if e.is_domain_fatal() => return Some(Err(alloc::format!("PV MMU: {e}"))),
+        Err(_) => return None,
+    }
+    drop(mem);
+    pv_vcpu(arch)?.advance_rip(u64::from(i.len));
+    Some(Ok(()))
+}
+
 /// An exception of the guest's (`Exit::Exception`): bounced to its trap-table
 /// handler (Xen's `pv_inject_event`), CR2 into `vcpu_info` for a page fault.
 /// Without a handler, or with a frame keel cannot write, the domain crashes
@@ -640,6 +818,9 @@ pub fn exception(
     vector: u8,
     error_code: Option<u32>,
 ) -> Result<(), String> {
+    if let Some(done) = emulate(d, v, arch, vector, error_code) {
+        return done;
+    }
     let Some(p) = pv_vcpu(arch) else {
         return Err(String::from("a PV exception on a vCPU that is not PV (keel bug)"));
     };

@@ -201,30 +201,37 @@ fn complete(d: &mut X<'_>, expect: fn(&InsnKind) -> bool, what: &str) -> Handled
 }
 
 fn cpuid(d: &mut X<'_>) -> Handled {
+    guest_cpuid(d.d, d.v, d.arch);
+    complete(d, |k| matches!(k, InsnKind::Cpuid), "CPUID")
+}
+
+/// CPUID with the leaf and subleaf in the vCPU's EAX and ECX, answered by
+/// keel's policy (and Xen's leaves) into its EAX..EDX: a VM exit's, or a PV
+/// guest's through the forced-emulation prefix.
+pub fn guest_cpuid(d: &Domain, v: &Vcpu, arch: &mut ArchVcpu) {
     use keel_x86::cpuid_policy::{CpuidResult, GuestCpuidCtx, guest_cpuid};
-    let g = d.arch.gprs();
+    let g = arch.gprs();
     let (leaf, sub) = (g.rax as u32, g.rcx as u32);
     let ctx = GuestCpuidCtx {
         vendor: crate::host_vendor(),
-        domid: d.d.id,
-        vcpu_id: d.v.id,
+        domid: d.id,
+        vcpu_id: v.id,
         xen_major: crate::XEN_MAJOR,
         xen_minor: crate::XEN_MINOR,
         hypercall_msr: HYPERCALL_MSR,
         tsc_khz: crate::tsc_khz(),
-        guest_cr4_osxsave: d.arch.cr4() & (1 << 18) != 0,
+        guest_cr4_osxsave: arch.cr4() & (1 << 18) != 0,
     };
     let host = |l: u32, s: u32| {
         let (eax, ebx, ecx, edx) = keel_arch::cpu::cpuid(l, s);
         CpuidResult { eax, ebx, ecx, edx }
     };
     let r = guest_cpuid(leaf, sub, &ctx, &host);
-    let g = d.arch.gprs_mut();
+    let g = arch.gprs_mut();
     g.rax = u64::from(r.eax);
     g.rbx = u64::from(r.ebx);
     g.rcx = u64::from(r.ecx);
     g.rdx = u64::from(r.edx);
-    complete(d, |k| matches!(k, InsnKind::Cpuid), "CPUID")
 }
 
 /// The MSR a guest writes its hypercall page's address to (CPUID 0x40000002 EBX).

@@ -238,8 +238,9 @@ fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
 ///   #GP: its gate is DPL 0), INT3 (a #BP: its gate is DPL 3, as Xen's), UD2.
 ///   Then what keel cannot do for it: an `iret` to a non-canonical RIP (keel's
 ///   own IRETQ faults on Intel, the guest's fetch on AMD: the guest's #GP
-///   either way), a bounce onto a kernel stack in keel's range, an `iret` to
-///   user mode with no user L4. keel ends that domain alone, naming the exception, where, and
+///   either way), a bounce onto a kernel stack in keel's range, a writable
+///   page-table store mapping keel's frame (refused: the guest's #PF), an
+///   `iret` to user mode with no user L4. keel ends that domain alone, naming the exception, where, and
 ///   (page faults) the address; the PVH domU and keel go on, and every frame
 ///   comes back. Each fault domU is pinned to one of the pCPUs in turn, so every
 ///   CPU's tables are exercised (an AP's TSS once let port I/O through). (The IDT error code of an `int n` through a DPL-0 gate is
@@ -277,6 +278,10 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
         (
             "bounce-keel-stack",
             String::from(r"PV guest #UD invalid opcode at rip 0x[0-9a-f]+, rsp 0xffff830000010000, in Kernel mode: bouncing it: the guest kernel's stack \(0xffff830000010000\) is in or just above the hypervisor's range"),
+        ),
+        (
+            "ptwr-keel-frame",
+            no_handler(r"#PF page fault at rip 0x[0-9a-f]+, rsp 0x[0-9a-f]+, error code 0x7, cr2 0xffffffff80[0-9a-f]+"),
         ),
         (
             "iret-user-no-l4",
@@ -368,8 +373,10 @@ fn pv64_traps_bounce_and_iret_on_qemu_svm_and_bochs_vmx() {
 /// continuations, `*pdone`), a batch stopped at a frame that is not the
 /// guest's, `update_va_mapping` (and its refusals: the L4 writable, keel's
 /// frame, keel's range), pin/unpin of an L1 (no writable mapping while pinned,
-/// no double pin or unpin, no L1 that maps itself writable), `multicall`, and
-/// shared_info mapped at its machine address with the start-of-day upcall mask.
+/// no double pin or unpin, no L1 that maps itself writable), `multicall`,
+/// writable page tables (a plain store to its read-only L1, emulated and
+/// validated), and shared_info mapped at its machine address with the
+/// start-of-day upcall mask.
 #[test]
 fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
     for backend in [Backend::QemuSvm, Backend::BochsVmx] {
@@ -380,6 +387,9 @@ fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
         run.assert_line(r"^\(d0\) a 100-request mmu_update batch, done = 100: ok$");
         run.assert_line(r"^\(d0\) an L1 mapping itself writable cannot be pinned: ok$");
         run.assert_line(r"^\(d0\) a multicall of two update_va_mappings: ok$");
+        run.assert_line(
+            r"^\(d0\) a store to its read-only L1 remaps the page \(writable page tables\): ok$",
+        );
         run.assert_line(r"^\(d0\) vCPU 0 starts with upcalls masked: ok$");
         run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
         run.assert_line(r"^\(d0\) Test result: SUCCESS$");
@@ -428,6 +438,32 @@ fn pv64_user_mode_and_syscalls_on_qemu_svm_and_bochs_vmx() {
             .run();
         run.assert_line(r"^\(d0\) two syscalls from user mode reached the callback: ok$");
         run.assert_line(r"^\(d0\) the callback ran on the stack_switch stack: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}
+
+/// pv64's `mode=privop` (docs/pv.md step 3): the privileged instructions keel
+/// emulates for a PV kernel, as Xen's `emul-priv-op.c` does: CPUID through the
+/// forced-emulation prefix (Xen's leaves), WRMSR/RDMSR of GS_BASE (and the base
+/// really in use: `%gs:0` reads through it), MOV from CR0 and CR3 (its L4's
+/// machine address), `fpu_taskswitch` and CLTS (TS in the guest's CR0, an x87
+/// instruction its #NM while set), WBINVD; and those it does not (RDMSR of
+/// another MSR, a CR4 write) as the guest's own #GP.
+#[test]
+fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_privop", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=privop")
+            .run();
+        run.assert_line(r"^\(d0\) forced-emulation CPUID: Xen's signature: ok$");
+        run.assert_line(
+            r"^\(d0\) WRMSR GS_BASE, RDMSR reads it back, %gs:0 reads through it: ok$",
+        );
+        run.assert_line(r"^\(d0\) an x87 instruction with TS set is the guest's #NM: ok$");
         run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
         run.assert_line(r"^\(d0\) Test result: SUCCESS$");
         guests::assert_frames_balance(&run);

@@ -121,18 +121,29 @@ fn allow_self_get(index: u32) -> Result<(), Errno> {
 
 fn set_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
     let a = param_in(cx, arg)?;
+    // A PV domain has no HVM parameters (Xen's `hvmop_set_param`).
+    if cx.d.is_pv() {
+        return Err(Errno::EINVAL);
+    }
     allow_self_set(a.index)?;
     cx.d.set_hvm_param(a.index, a.value).map(|()| 0)
 }
 
 fn get_param<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
     let mut a = param_in(cx, arg)?;
+    if cx.d.is_pv() {
+        return Err(Errno::EINVAL);
+    }
     allow_self_get(a.index)?;
     a.value = cx.d.get_hvm_param(a.index)?;
     cx.write(arg, &a.to_bytes()).map(|()| 0)
 }
 
 fn flush_tlbs<D: Domain + ?Sized>(cx: &mut Ctx<'_, D>, arg: u64) -> Result<i64, Errno> {
+    // Xen's `hvmop_flush_tlb_all`: HVM domains only.
+    if cx.d.is_pv() {
+        return Err(Errno::EINVAL);
+    }
     // `guest_handle_is_null`: the argument register, cut to the caller's
     // width, is 0.
     if arg != 0 {
@@ -149,6 +160,10 @@ fn set_evtchn_upcall_vector<D: Domain + ?Sized>(
     cx: &mut Ctx<'_, D>,
     arg: u64,
 ) -> Result<i64, Errno> {
+    // HVM domains only (Xen checks this before reading the argument).
+    if cx.d.is_pv() {
+        return Err(Errno::EINVAL);
+    }
     let a = XenHvmEvtchnUpcallVector::from_bytes(&cx.read(arg)?);
     if a.vector < MIN_UPCALL_VECTOR {
         return Err(Errno::EINVAL);

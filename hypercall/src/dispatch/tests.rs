@@ -897,6 +897,33 @@ fn param(domid: u16, index: u32, value: u64) -> XenHvmParam {
     }
 }
 
+/// A PV domain has no HVM parameters, upcall vectors or HVM TLB flush:
+/// -EINVAL after the argument's own checks, as Xen's `do_hvm_op`.
+#[test]
+fn hvm_op_is_einval_for_a_pv_domain() {
+    let mut d = FakeDomain::new_pv(3, false);
+    d.poke(ARG, &param(DOMID_SELF, HVM_PARAM_CALLBACK_IRQ, 1).to_bytes());
+    for op in [0u64, 1] {
+        assert_eq!(
+            dispatch(&mut d, &call(GuestWidth::Bits64, nr::HVM_OP, &[op, ARG])),
+            err(Errno::EINVAL)
+        );
+    }
+    assert_eq!(d.params[HVM_PARAM_CALLBACK_IRQ as usize], 0);
+    // A bad index is still that first.
+    d.poke(ARG, &param(DOMID_SELF, HVM_NR_PARAMS, 1).to_bytes());
+    assert_eq!(
+        dispatch(&mut d, &call(GuestWidth::Bits64, nr::HVM_OP, &[0, ARG])),
+        err(Errno::EINVAL)
+    );
+    for op in [HVMOP_FLUSH_TLBS, HVMOP_SET_EVTCHN_UPCALL_VECTOR] {
+        assert_eq!(
+            dispatch(&mut d, &call(GuestWidth::Bits64, nr::HVM_OP, &[u64::from(op), 0])),
+            err(Errno::EINVAL)
+        );
+    }
+}
+
 #[test]
 fn hvm_set_then_get_param() {
     for width in [GuestWidth::Bits32, GuestWidth::Bits64] {

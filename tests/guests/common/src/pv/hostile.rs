@@ -33,6 +33,8 @@ const KEEL_DIRECTMAP: u64 = 0xffff_8300_0000_0000;
 /// where it was loaded (2 MiB in), its text from about 2 MiB + 40 KiB on: this
 /// is well inside it.
 const KEEL_IMAGE: u64 = 0xffff_82d0_8024_0000;
+/// The entry RSP (the boot stack's top), for `fault=ptwr-keel-frame`.
+static BOOT_RSP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// The first non-canonical address.
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
@@ -207,7 +209,8 @@ fn pv_misc(c: &Checks) {
 
 /// `mode=fault fault=<kind>`: does one forbidden thing; the hypervisor must
 /// end the domain. Prints `surviving <kind>` (and crashes itself) if it did not.
-pub fn fault(kind: &[u8], si: &StartInfo) -> ! {
+pub fn fault(kind: &[u8], si: &StartInfo, boot_rsp: u64) -> ! {
+    BOOT_RSP.store(boot_rsp, core::sync::atomic::Ordering::Relaxed);
     out!("faulting on purpose: {}", Escaped(kind));
     crate::console::flush();
     // SAFETY: none of these is safe: each is the fault under test. The guest
@@ -266,6 +269,24 @@ pub fn fault(kind: &[u8], si: &StartInfo) -> ! {
                     out("r12") _,
                     options(att_syntax)
                 )
+            }
+            // Writable page tables, used to map a frame that is not its own:
+            // the emulated store is refused, the #PF is the guest's.
+            b"ptwr-keel-frame" => {
+                let m = super::mmu::Mem {
+                    si,
+                    layout: &super::Layout {
+                        virt_base: super::virt_base(),
+                        image_start: 0,
+                        image_end: 0,
+                        boot_rsp: BOOT_RSP.load(core::sync::atomic::Ordering::Relaxed),
+                    },
+                };
+                crate::hypercall::call(keel_hypercall::abi::hypercall::VM_ASSIST, [0, 2, 0, 0, 0]);
+                let pad = m.layout.boot_rsp.next_multiple_of(4096);
+                let l1e = m.l1e(pad);
+                let va = m.va_of(l1e >> 12) + (l1e & 0xFFF);
+                core::ptr::write_volatile(va as *mut u64, (1 << 12) | super::mmu::RW);
             }
             // Back to user mode with no user L4.
             b"iret-user-no-l4" => core::arch::asm!(

@@ -17,6 +17,8 @@
 //!   mapped read-only, is unpinned once (a second unpin and a second pin fail);
 //!   an L1 that maps itself writable cannot be pinned;
 //! - `multicall` batches two `update_va_mapping`s;
+//! - with `VMASST_TYPE_writable_pagetables`, a plain store to its own
+//!   (read-only) L1 remaps a page: the hypervisor emulates and validates it;
 //! - shared_info, mapped through `update_va_mapping` at the machine address
 //!   `start_info` gives, shows the start-of-day upcall mask.
 //!
@@ -199,6 +201,29 @@ pub fn run(si: &StartInfo, layout: &Layout) {
         "a batch stops at a frame that is not the guest's, done = 2",
         rc == Errno::EBUSY.neg() && done == 2 && read(p) == 0xAAAA,
         format_args!("rc {rc}, done {done}, read {:#x}", read(p)),
+    );
+
+    // Writable page tables: with the assist on, a plain store to its own
+    // (read-only) L1 is carried out by the hypervisor.
+    c.rc(
+        "vm_assist(enable, writable_pagetables)",
+        hypercall::call(nr::VM_ASSIST, [0, 2, 0, 0, 0]),
+        0,
+    );
+    let l1e_va = m.va_of(l1e_p >> 12) + (l1e_p & 0xFFF);
+    write(l1e_va, (qm << 12) | RW);
+    mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
+    c.check(
+        "a store to its read-only L1 remaps the page (writable page tables)",
+        read(p) == 0xBBBB,
+        format_args!("read {:#x}", read(p)),
+    );
+    write(l1e_va, (pm << 12) | RW);
+    mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
+    c.check(
+        "and back",
+        read(p) == 0xAAAA && read(l1e_va) & !0xFFF & 0x000F_FFFF_FFFF_F000 == pm << 12,
+        format_args!("read {:#x}, entry {:#x}", read(p), read(l1e_va)),
     );
 
     // update_va_mapping.

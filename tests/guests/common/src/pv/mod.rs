@@ -37,7 +37,8 @@
 //!   poweroff, or `FAILURE` and `SHUTDOWN_crash` ([`crate::modes::finish`]);
 //! - `hello`: `hello from pv64` and poweroff;
 //! - `crash`, `reboot`: that shutdown at once;
-//! - `traps`: its own trap table, exceptions bounced to it, `iret` ([`traps`]);
+//! - `traps`: its own trap table, exceptions bounced to it, `iret`; `privop`:
+//!   the privileged instructions keel emulates for it ([`traps`]);
 //! - `mmu`: its page tables through `mmu_update`, `update_va_mapping`,
 //!   `mmuext_op` and `multicall` ([`mmu`]);
 //! - `events`: event channels through its event callback ([`events`]);
@@ -193,6 +194,10 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
             mmu::run(&si, &layout);
             modes::finish()
         }
+        b"privop" => {
+            traps::privileged(&si, &layout);
+            modes::finish()
+        }
         b"traps" => {
             traps::run();
             modes::finish()
@@ -201,7 +206,11 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
             hostile::run(&si, &layout);
             modes::finish()
         }
-        b"fault" => hostile::fault(cmdline::get(si.cmdline(), "fault").unwrap_or(b""), &si),
+        b"fault" => hostile::fault(
+            cmdline::get(si.cmdline(), "fault").unwrap_or(b""),
+            &si,
+            layout.boot_rsp,
+        ),
         b"hello" => {
             out!("hello from {}", GUEST_NAME);
             modes::shutdown(SHUTDOWN_POWEROFF)

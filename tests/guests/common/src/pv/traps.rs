@@ -1,7 +1,7 @@
 //! pv64's `mode=traps`: its own virtual IDT (`set_trap_table`), exceptions
 //! bounced to it, and the `iret` hypercall back.
 //!
-//! The guest installs handlers for #DE (0), #BP (3), #UD (6), #GP (13), #PF (14)
+//! The guest installs handlers for #DE (0), #BP (3), #UD (6), #NM (7), #GP (13), #PF (14)
 //! and the software interrupt 0x80 (DPL 3, so `int $0x80` reaches it). Each
 //! handler is a stub that records what the frame says (vector, error code, the
 //! interrupted RIP, CS with the saved upcall mask in bits 32..39, RFLAGS),
@@ -55,6 +55,7 @@ unsafe extern "C" {
     static pv64_trap_0: u8;
     static pv64_trap_3: u8;
     static pv64_trap_6: u8;
+    static pv64_trap_7: u8;
     static pv64_trap_13: u8;
     static pv64_trap_14: u8;
     static pv64_trap_128: u8;
@@ -93,6 +94,7 @@ pv64_trap_\vec:
     pv64_trap 0, 0
     pv64_trap 3, 0
     pv64_trap 6, 0
+    pv64_trap 7, 0
     pv64_trap 13, 1
     pv64_trap 14, 1
     pv64_trap 128, 0
@@ -107,11 +109,12 @@ static TABLE: Page = Page::new();
 
 fn install() -> i64 {
     // Only the addresses of the stubs are taken.
-    let entries: [(u8, u8, u64); 6] = {
+    let entries: [(u8, u8, u64); 7] = {
         [
             (0, 0, &raw const pv64_trap_0 as u64),
             (3, 3, &raw const pv64_trap_3 as u64),
             (6, 0, &raw const pv64_trap_6 as u64),
+            (7, 0, &raw const pv64_trap_7 as u64),
             (13, 0, &raw const pv64_trap_13 as u64),
             (14, 0, &raw const pv64_trap_14 as u64),
             (0x80, 3, &raw const pv64_trap_128 as u64),
@@ -281,4 +284,132 @@ pub fn run() {
     let at = fault_at!("ud2");
     saw(&c, "the table still bounces #UD", n, 6, None, at);
     c.rc("set_trap_table(NULL) clears it", hypercall::call(nr::SET_TRAP_TABLE, [0; 5]), 0);
+}
+
+/// A marker the guest reads through GS once it has set its GS base.
+static GS_MARK: Page = Page::new();
+
+/// `mode=privop`: the privileged instructions a PV kernel may use, emulated
+/// (Xen's `emul-priv-op.c`), and those it may not, as its own #GP.
+pub fn privileged(si: &super::start_info::StartInfo, layout: &super::Layout) {
+    let c = Checks::new("", "");
+    c.rc("set_trap_table", install(), 0);
+
+    // CPUID through the forced-emulation prefix: keel's answer, with Xen's leaves.
+    let cpuid = |leaf: u32| -> (u32, u32, u32, u32) {
+        let (a, b, cx, dx): (u32, u32, u32, u32);
+        // SAFETY: `ud2; .ascii "xen"; cpuid` is emulated as CPUID (RIP past
+        // all 7 bytes); RBX is saved around it (LLVM keeps it).
+        unsafe {
+            core::arch::asm!(
+                "mov %rbx, {save}",
+                "ud2", ".ascii \"xen\"", "cpuid",
+                "mov %ebx, {b:e}",
+                "mov {save}, %rbx",
+                save = out(reg) _,
+                b = out(reg) b,
+                inout("eax") leaf => a,
+                inout("ecx") 0 => cx,
+                out("edx") dx,
+                options(att_syntax)
+            );
+        }
+        (a, b, cx, dx)
+    };
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let (_, b, cx, dx) = cpuid(0x4000_0000);
+    c.check(
+        "forced-emulation CPUID: Xen's signature",
+        (b, cx, dx) == (0x566e_6558, 0x6558_4d4d, 0x4d4d_566e)
+            && PV64_TRAP_COUNT.load(Ordering::SeqCst) == n,
+        format_args!("ebx {b:#x} ecx {cx:#x} edx {dx:#x}"),
+    );
+    let (ver, ..) = cpuid(0x4000_0001);
+    c.check(
+        "forced-emulation CPUID: Xen's version leaf",
+        ver >> 16 >= 4,
+        format_args!("eax {ver:#x}"),
+    );
+
+    // The GS base through WRMSR, read back with RDMSR and through GS itself.
+    GS_MARK.write(0, &0x5eed_f00d_u64.to_le_bytes());
+    let base = GS_MARK.addr() as u64;
+    let (back, through): (u64, u64);
+    // SAFETY: WRMSR/RDMSR of GS_BASE are emulated; the base is a page of
+    // this guest's, which `%gs:0` then reads.
+    unsafe {
+        core::arch::asm!(
+            "wrmsr",
+            "rdmsr",
+            "shl $32, %rdx",
+            "or %rdx, %rax",
+            "mov %gs:0, {t}",
+            t = out(reg) through,
+            in("ecx") 0xc000_0101u32,
+            inout("rax") base & 0xFFFF_FFFF => back,
+            inout("rdx") base >> 32 => _,
+            options(att_syntax)
+        );
+    }
+    c.check(
+        "WRMSR GS_BASE, RDMSR reads it back, %gs:0 reads through it",
+        back == base && through == 0x5eed_f00d,
+        format_args!("rdmsr {back:#x} (wrote {base:#x}), read {through:#x}"),
+    );
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("mov $0x1b, %ecx; rdmsr");
+    saw(&c, "RDMSR of another MSR is the guest's #GP", n, 13, Some(0), at + 5);
+
+    // Control registers.
+    let cr0: u64;
+    // SAFETY: emulated: MOV from CR0.
+    unsafe { core::arch::asm!("mov %cr0, {}", out(reg) cr0, options(att_syntax)) };
+    c.check(
+        "MOV from CR0: PE, PG, no TS",
+        cr0 & 0x8000_0001 == 0x8000_0001 && cr0 & 8 == 0,
+        format_args!("cr0 {cr0:#x}"),
+    );
+    let cr3: u64;
+    // SAFETY: emulated: MOV from CR3.
+    unsafe { core::arch::asm!("mov %cr3, {}", out(reg) cr3, options(att_syntax)) };
+    let l4_pfn = (si.pt_base - layout.virt_base) / 4096;
+    // SAFETY: the p2m list is mapped.
+    let l4_mfn = unsafe { core::ptr::read_volatile((si.mfn_list + l4_pfn * 8) as *const u64) };
+    c.check(
+        "MOV from CR3: its L4's machine address",
+        cr3 == l4_mfn << 12,
+        format_args!("cr3 {cr3:#x}, L4 mfn {l4_mfn:#x}"),
+    );
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("mov %cr4, %rax; mov %rax, %cr4");
+    saw(&c, "MOV to CR4 is the guest's #GP", n, 13, Some(0), at + 3);
+
+    // TS: fpu_taskswitch(1), then an SSE instruction is the guest's #NM.
+    c.rc("fpu_taskswitch(1)", hypercall::call(nr::FPU_TASKSWITCH, [1, 0, 0, 0, 0]), 0);
+    let cr0: u64;
+    // SAFETY: emulated: MOV from CR0.
+    unsafe { core::arch::asm!("mov %cr0, {}", out(reg) cr0, options(att_syntax)) };
+    c.check("CR0.TS reads set", cr0 & 8 != 0, format_args!("cr0 {cr0:#x}"));
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at = fault_at!("fnop");
+    saw(&c, "an x87 instruction with TS set is the guest's #NM", n, 7, None, at);
+    // SAFETY: emulated: CLTS clears the guest's TS.
+    unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    // SAFETY: FNOP changes nothing; with TS clear it runs.
+    unsafe { core::arch::asm!("fnop", options(nomem, nostack)) };
+    c.check(
+        "after CLTS it runs",
+        PV64_TRAP_COUNT.load(Ordering::SeqCst) == n,
+        format_args!("{} traps", PV64_TRAP_COUNT.load(Ordering::SeqCst) - n),
+    );
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    // SAFETY: WBINVD is emulated as nothing for a PV kernel.
+    unsafe { core::arch::asm!("wbinvd", options(nomem, nostack)) };
+    c.check(
+        "WBINVD is emulated",
+        PV64_TRAP_COUNT.load(Ordering::SeqCst) == n,
+        format_args!("{} traps", PV64_TRAP_COUNT.load(Ordering::SeqCst) - n),
+    );
+    c.rc("set_trap_table(NULL)", hypercall::call(nr::SET_TRAP_TABLE, [0; 5]), 0);
 }
