@@ -92,12 +92,48 @@ const SYSCALL_MASK: u64 =
 /// Serial numbers of PV vCPUs (never 0): which one ran last on a CPU.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
-/// Sets this CPU up for PV guests: `SYSCALL` enabled (EFER.SCE), its selectors
-/// (`STAR`: `SYSCALL` loads keel's 0xe008/0xe010, a `SYSRET` would load the flat
-/// ring-3 0xe033/0xe02b as Xen's `STAR` has it) and entry points. Call on every
-/// CPU after [`crate::gdt`] and [`crate::traps`] are loaded.
+/// CR4.SMEP and CR4.SMAP, as [`init_cpu`] set them on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protection {
+    pub smep: bool,
+    pub smap: bool,
+}
+
+/// Sets this CPU up for PV guests: SMEP and SMAP on where the CPU has them
+/// (keel then never executes, and never silently reads or writes, a page a
+/// ring-3 guest can reach; it never does on purpose: guest memory is reached
+/// through the direct map, after a walk of the guest's tables), `SYSCALL`
+/// enabled (EFER.SCE), its selectors (`STAR`: `SYSCALL` loads keel's
+/// 0xe008/0xe010, a `SYSRET` would load the flat ring-3 0xe033/0xe02b as
+/// Xen's `STAR` has it) and entry points. Call on every CPU after
+/// [`crate::gdt`] and [`crate::traps`] are loaded, before any vCPU is created
+/// (VMX copies the host CR4 into each VMCS).
 #[cfg(target_os = "none")]
-pub fn init_cpu() {
+pub fn init_cpu() -> Protection {
+    const SMEP: u64 = 1 << 20;
+    const SMAP: u64 = 1 << 21;
+    let (_, ebx, _, _) = crate::cpu::cpuid(7, 0);
+    let max = crate::cpu::cpuid(0, 0).0;
+    let prot = Protection {
+        smep: max >= 7 && ebx & (1 << 7) != 0,
+        smap: max >= 7 && ebx & (1 << 20) != 0,
+    };
+    let mut cr4 = crate::cpu::read_cr4();
+    if prot.smep {
+        cr4 |= SMEP;
+    }
+    if prot.smap {
+        cr4 |= SMAP;
+    }
+    // SAFETY: both bits only add checks on supervisor accesses to user pages,
+    // which keel never makes (above); the CPU reports them.
+    unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    init_syscall();
+    prot
+}
+
+#[cfg(target_os = "none")]
+fn init_syscall() {
     // SAFETY: the entry points are keel's own code below; the selectors are
     // keel's GDT's (Xen's layout, `crate::gdt`); SCE only makes SYSCALL legal,
     // which lands in that code. keel itself never executes SYSCALL.

@@ -228,7 +228,7 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
     );
     gdt::init();
     traps::init();
-    keel_arch::pv::init_cpu();
+    let protection = keel_arch::pv::init_cpu();
 
     // 2. What the loader and the user said.
     let boot = match read_boot_info(magic, info) {
@@ -342,6 +342,12 @@ pub extern "C" fn keel_start(magic: u32, info: u32) -> ! {
         cpu_info.model,
         cpu_info.stepping,
         cpu_info.brand_str()
+    );
+    let onoff = |b: bool| if b { "on" } else { "not offered by the CPU" };
+    say!(
+        "Protection: SMEP {}, SMAP {}",
+        onoff(protection.smep),
+        onoff(protection.smap)
     );
     HOST_VENDOR.call_once(|| match cpu_info.vendor {
         keel_arch::cpu::Vendor::Amd => keel_x86::cpuid_policy::Vendor::Amd,

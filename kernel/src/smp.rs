@@ -209,7 +209,7 @@ pub extern "C" fn keel_ap_start(area: &'static PerCpu) -> ! {
     };
     gdt::init_ap(tables, ist);
     traps::init();
-    keel_arch::pv::init_cpu();
+    let _ = keel_arch::pv::init_cpu();
     cpu::enable_fxsave();
     apic::init_ap();
     if let Some(hvm) = HVM.get()

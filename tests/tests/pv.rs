@@ -41,7 +41,8 @@ fn assert_pv_built(run: &keel_tests::RunResult, dom: u16, pages: Option<u64>) ->
 /// and the machine's count). The same on a machine without hardware
 /// virtualization, where PV is all that runs, on Bochs's VMX and SVM CPUs, and
 /// on an old one (`core2_penryn_t9600`: no EPT, no 1 GiB pages), where PV is all
-/// that runs too; `mode=crash` ends it as crashed.
+/// that runs too; `mode=crash` ends it as crashed. On QEMU keel runs with SMEP
+/// and SMAP on (the CPU has them); on Bochs as its CPU models offer.
 #[test]
 fn pv_dom0_runs_on_qemu_svm_qemu_nohvm_bochs_vmx_bochs_svm_and_an_old_cpu() {
     for backend in [
@@ -56,6 +57,13 @@ fn pv_dom0_runs_on_qemu_svm_qemu_nohvm_bochs_vmx_bochs_svm_and_an_old_cpu() {
             .module(guests::guest(PV64), "mode=hello")
             .run();
         assert_pv_built(&run, 0, Some(16384));
+        // QEMU's `max` CPU has SMEP and SMAP, and keel turns them on.
+        let prot = run.assert_line(
+            r"^\(KEEL\) Protection: SMEP (on|not offered by the CPU), SMAP (on|not offered by the CPU)$",
+        );
+        if matches!(backend, Backend::QemuSvm | Backend::QemuNoHvm) {
+            assert_eq!((&prot[1][..], &prot[2][..]), ("on", "on"), "{}", run.report());
+        }
         run.assert_line(r"^\(KEEL\) d0: PV, 64 MiB, \d+ vCPU\(s\), 0 module\(s\), entry 0xffffffff80100000, command line 'mode=hello'$");
         run.assert_line(
             r#"^\(d0\) pv64 \(long mode, PV\): start_info at 0xffffffff[0-9a-f]+, command line "mode=hello"$"#,

@@ -17,6 +17,12 @@
 //!    return all-ones, writes are dropped). For that it needs the access width, its
 //!    direction, the register or immediate operand, and the length: [`InsnKind::Load`]
 //!    and [`InsnKind::Store`].
+//! 3. **Writable page tables.** A PV guest kernel writes its own page-table pages,
+//!    which it maps read-only, and keel carries the write out after validating the new
+//!    entry (Xen's `ptwr_emulated_update`). Linux does those writes with MOV, XCHG and
+//!    (LOCK) CMPXCHG: [`InsnKind::Store`], [`InsnKind::Xchg`], [`InsnKind::Cmpxchg`].
+//!    The caller knows the faulting linear address from CR2, so the decoder reports
+//!    the operands' registers and sizes, never an effective address.
 //!
 //! # What is decoded
 //!
@@ -66,12 +72,16 @@
 //!   an SSE opcode undefined, a CR/DR number the CPU rejects: the CPU would raise #UD
 //!   before any exit or memory access, so keel never sees them. The one exception is a
 //!   LOCKed MOV decoded as [`InsnKind::Load`]/[`InsnKind::Store`]: it is #UD, and keel
-//!   must not emulate it, so it is [`DecodeError::Invalid`].
+//!   must not emulate it, so it is [`DecodeError::Invalid`]. XCHG and CMPXCHG with a
+//!   memory operand are among the instructions LOCK is defined for (SDM Vol. 2A
+//!   "LOCK—Assert LOCK# Signal Prefix"), so [`InsnKind::Xchg`] and
+//!   [`InsnKind::Cmpxchg`] take it.
 //! * Emulated memory instructions are MOV (`88 89 8A 8B C6 /0 C7 /0 A0-A3`), MOVZX/MOVSX
-//!   (`0F B6 B7 BE BF`) and MOVSXD (`63` in 64-bit mode) with a memory operand. Anything
-//!   else that touches memory (string ops, ALU read-modify-write, XCHG, MOVNTI, SSE
-//!   moves) decodes to [`InsnKind::Other`] with its correct length, and the caller
-//!   decides what an MMIO access by it means (an error in the guest, until needed).
+//!   (`0F B6 B7 BE BF`) and MOVSXD (`63` in 64-bit mode), XCHG (`86 87`) and CMPXCHG
+//!   (`0F B0 B1`), each with a memory operand. Anything else that touches memory
+//!   (string ops, ALU read-modify-write, XADD, CMPXCHG8B/16B, MOVNTI, SSE moves)
+//!   decodes to [`InsnKind::Other`] with its correct length, and the caller decides
+//!   what an access by it means (an error in the guest, until needed).
 //!
 //! # Invariants
 //!
@@ -364,7 +374,32 @@ pub enum InsnKind {
         dst_size: u8,
         extend: Extend,
     },
-    /// Anything else, including the register forms of the MOVs above. `opcode` is the
+    /// XCHG r/m, reg (`86 /r` byte, `87 /r` word/dword/qword by operand size) with a
+    /// memory operand; `xchg reg, mem` is the same encoding (SDM Vol. 2B
+    /// "XCHG—Exchange Register/Memory With Register"). Atomically, `size` bytes of
+    /// memory receive `reg`'s value ([`Reg::read`]) and `reg` receives the memory's old
+    /// value ([`Reg::write`], so a 32-bit exchange zero-extends into the 64-bit GPR).
+    /// Flags are unaffected. The CPU locks the access whether or not a LOCK prefix
+    /// (allowed, and recorded in [`Insn::prefixes`]) is present.
+    Xchg { size: u8, reg: Reg },
+    /// CMPXCHG r/m, reg (`0F B0 /r` byte, `0F B1 /r` word/dword/qword by operand size)
+    /// with a memory operand, LOCK allowed (SDM Vol. 2A "CMPXCHG—Compare and
+    /// Exchange"). The accumulator is AL/AX/EAX/RAX as `size` says (always
+    /// [`Reg::RAX`] read as a `size`-byte operand, never AH). Atomically:
+    ///
+    /// * if the accumulator equals the `size`-byte memory value, memory receives
+    ///   `reg`'s value and ZF is set; the accumulator is not written (its upper bits
+    ///   stay as they were, even for a 32-bit operand);
+    /// * otherwise the accumulator receives the memory value ([`Reg::write`]: a
+    ///   32-bit load zero-extends into RAX) and ZF is cleared. The CPU still writes
+    ///   the old value back to memory (the locked read always has a locked write), so
+    ///   a failing CMPXCHG to a read-only page faults as a write too; emulating it as
+    ///   no store leaves memory the same.
+    ///
+    /// CF, PF, AF, SF and OF are set as by `CMP` of the accumulator with the memory
+    /// value (accumulator minus memory).
+    Cmpxchg { size: u8, reg: Reg },
+    /// Anything else, including the register forms of the MOVs, XCHG and CMPXCHG above. `opcode` is the
     /// opcode byte prefixed by its escape bytes: `0xXX` for the one-byte map, `0x0FXX`,
     /// `0x0F38XX`, `0x0F3AXX` for the others. Group members are told apart by
     /// [`Insn::modrm`].
@@ -915,7 +950,8 @@ pub fn decode(bytes: &[u8], mode: CodeMode) -> Result<Insn, DecodeError> {
         long,
     })?;
     if p.lock && matches!(kind, InsnKind::Load { .. } | InsnKind::Store { .. }) {
-        // LOCK MOV is #UD (SDM Vol. 2A §2.1.1): nothing to emulate.
+        // LOCK MOV is #UD (SDM Vol. 2A §2.1.1): nothing to emulate. (LOCK XCHG and
+        // LOCK CMPXCHG with a memory operand are what LOCK is for: they pass.)
         return Err(DecodeError::Invalid);
     }
     Ok(Insn {
@@ -980,6 +1016,16 @@ fn classify(d: &Decoded) -> Result<InsnKind, DecodeError> {
                 dst: gpr(reg_field),
                 dst_size: opsize,
                 extend: Extend::None,
+            },
+            // XCHG Eb,Gb / Ev,Gv: ModRM.reg names the register, whichever way the
+            // assembler wrote the operands.
+            0x86 if is_mem => InsnKind::Xchg {
+                size: 1,
+                reg: Reg::byte_reg(reg_field, p.rex.is_some()),
+            },
+            0x87 if is_mem => InsnKind::Xchg {
+                size: opsize,
+                reg: gpr(reg_field),
             },
             // MOV moffs forms: the register is always AL/AX/EAX/RAX.
             0xA0 => InsnKind::Load {
@@ -1061,6 +1107,15 @@ fn classify(d: &Decoded) -> Result<InsnKind, DecodeError> {
                         _ => InsnKind::MovToDr { dr: n, gpr },
                     }
                 }
+                // CMPXCHG Eb,Gb / Ev,Gv.
+                0xB0 if is_mem => InsnKind::Cmpxchg {
+                    size: 1,
+                    reg: Reg::byte_reg(reg_field, p.rex.is_some()),
+                },
+                0xB1 if is_mem => InsnKind::Cmpxchg {
+                    size: opsize,
+                    reg: gpr(reg_field),
+                },
                 0xB6 | 0xB7 | 0xBE | 0xBF if is_mem => InsnKind::Load {
                     size: if d.op & 1 == 0 { 1 } else { 2 },
                     dst: gpr(reg_field),
@@ -1178,9 +1233,40 @@ mod tests {
     (Long64, &[0x0f, 0xba, 0x27, 0x03], "btl $0x3,(%rdi)"),
     (Long64, &[0x48, 0x8d, 0x7c, 0x24, 0x08], "leaq 0x8(%rsp),%rdi"),
     (Long64, &[0xf0, 0x0f, 0xb1, 0x0a], "lock cmpxchgl %ecx,(%rdx)"),
+    (Long64, &[0x0f, 0xb1, 0x0a], "cmpxchgl %ecx,(%rdx)"),
+    (Long64, &[0x0f, 0xb0, 0x0a], "cmpxchgb %cl,(%rdx)"),
+    (Long64, &[0xf0, 0x0f, 0xb0, 0x27], "lock cmpxchgb %ah,(%rdi)"),
+    (Long64, &[0xf0, 0x44, 0x0f, 0xb0, 0x17], "lock cmpxchgb %r10b,(%rdi)"),
+    (Long64, &[0xf0, 0x40, 0x0f, 0xb0, 0x3e], "lock cmpxchgb %dil,(%rsi)"),
+    (Long64, &[0x66, 0x0f, 0xb1, 0x0a], "cmpxchgw %cx,(%rdx)"),
+    (Long64, &[0x66, 0xf0, 0x44, 0x0f, 0xb1, 0x02], "lock cmpxchgw %r8w,(%rdx)"),
+    (Long64, &[0xf0, 0x48, 0x0f, 0xb1, 0x37], "lock cmpxchgq %rsi,(%rdi)"),
+    (Long64, &[0xf0, 0x4c, 0x0f, 0xb1, 0x1d, 0x78, 0x56, 0x34, 0x12], "lock cmpxchgq %r11,0x12345678(%rip)"),
+    (Long64, &[0xf0, 0x4c, 0x0f, 0xb1, 0x4c, 0xcb, 0xf8], "lock cmpxchgq %r9,-0x8(%rbx,%rcx,8)"),
+    (Long64, &[0xf0, 0x4a, 0x0f, 0xb1, 0x94, 0xb4, 0x78, 0x56, 0x34, 0x12], "lock cmpxchgq %rdx,0x12345678(%rsp,%r14,4)"),
+    (Long64, &[0x65, 0xf0, 0x48, 0x0f, 0xb1, 0x08], "lock cmpxchgq %rcx,%gs:(%rax)"),
+    (Long64, &[0x67, 0xf0, 0x0f, 0xb1, 0x0a], "lock cmpxchgl %ecx,(%edx)"),
+    (Long64, &[0xf2, 0xf0, 0x48, 0x0f, 0xb1, 0x0a], "xacquire lock cmpxchgq %rcx,(%rdx)"),
+    (Long64, &[0x0f, 0xb1, 0xca], "cmpxchgl %ecx,%edx"),
+    (Long64, &[0x0f, 0xb0, 0xc8], "cmpxchgb %cl,%al"),
     (Long64, &[0xf3, 0xa4], "rep movsb %ds:(%rsi),%es:(%rdi)"),
     (Long64, &[0xf3, 0x48, 0xab], "rep stosq %rax,%es:(%rdi)"),
     (Long64, &[0x87, 0x07], "xchgl %eax,(%rdi)"),
+    (Long64, &[0x87, 0x07], "xchgl (%rdi),%eax"),
+    (Long64, &[0x86, 0x07], "xchgb %al,(%rdi)"),
+    (Long64, &[0x86, 0x23], "xchgb %ah,(%rbx)"),
+    (Long64, &[0x86, 0x39], "xchgb %bh,(%rcx)"),
+    (Long64, &[0x40, 0x86, 0x37], "xchgb %sil,(%rdi)"),
+    (Long64, &[0x44, 0x86, 0x08], "xchgb %r9b,(%rax)"),
+    (Long64, &[0x66, 0x87, 0x02], "xchgw %ax,(%rdx)"),
+    (Long64, &[0x48, 0x87, 0x07], "xchgq %rax,(%rdi)"),
+    (Long64, &[0x4d, 0x87, 0x7c, 0x24, 0x10], "xchgq %r15,0x10(%r12)"),
+    (Long64, &[0xf0, 0x48, 0x87, 0x0a], "lock xchgq %rcx,(%rdx)"),
+    (Long64, &[0x48, 0x87, 0x05, 0x78, 0x56, 0x34, 0x12], "xchgq %rax,0x12345678(%rip)"),
+    (Long64, &[0x4e, 0x87, 0x84, 0xe8, 0x78, 0x56, 0x34, 0x12], "xchgq %r8,0x12345678(%rax,%r13,8)"),
+    (Long64, &[0xf3, 0x48, 0x87, 0x0a], "xrelease xchgq %rcx,(%rdx)"),
+    (Long64, &[0x87, 0xcb], "xchgl %ecx,%ebx"),
+    (Long64, &[0x86, 0xc4], "xchgb %al,%ah"),
     (Long64, &[0x0f, 0x05], "syscall"),
     (Long64, &[0x0f, 0x01, 0xf8], "swapgs"),
     (Long64, &[0x0f, 0x01, 0x10], "lgdt (%rax)"),
@@ -1232,6 +1318,16 @@ mod tests {
     (Prot32, &[0x66, 0xc7, 0x00, 0x34, 0x12], "movw $0x1234,(%eax)"),
     (Prot32, &[0x88, 0x21], "movb %ah,(%ecx)"),
     (Prot32, &[0x8a, 0x3a], "movb (%edx),%bh"),
+    (Prot32, &[0x87, 0x01], "xchgl %eax,(%ecx)"),
+    (Prot32, &[0x86, 0x30], "xchgb %dh,(%eax)"),
+    (Prot32, &[0x66, 0x87, 0x75, 0x10], "xchgw %si,0x10(%ebp)"),
+    (Prot32, &[0xf0, 0x0f, 0xb1, 0x0a], "lock cmpxchgl %ecx,(%edx)"),
+    (Prot32, &[0x66, 0xf0, 0x0f, 0xb1, 0x1f], "lock cmpxchgw %bx,(%edi)"),
+    (Prot32, &[0x0f, 0xb0, 0xbc, 0x73, 0x78, 0x56, 0x34, 0x12], "cmpxchgb %bh,0x12345678(%ebx,%esi,2)"),
+    (Prot32, &[0xf0, 0x0f, 0xb1, 0x1d, 0x78, 0x56, 0x34, 0x12], "lock cmpxchgl %ebx,0x12345678"),
+    (Prot32, &[0x67, 0xf0, 0x0f, 0xb1, 0x08], "lock cmpxchgl %ecx,(%bx,%si)"),
+    (Prot32, &[0x87, 0xcb], "xchgl %ecx,%ebx"),
+    (Prot32, &[0x0f, 0xb1, 0xca], "cmpxchgl %ecx,%edx"),
     (Prot32, &[0x0f, 0xa2], "cpuid"),
     (Prot32, &[0x0f, 0x01, 0xc1], "vmcall"),
     (Prot32, &[0xf4], "hlt"),
@@ -1268,6 +1364,12 @@ mod tests {
     (Prot16, &[0x0f, 0x20, 0xc0], "movl %cr0,%eax"),
     (Prot16, &[0x0f, 0xb6, 0x07], "movzbw (%bx),%ax"),
     (Prot16, &[0x8b, 0x46, 0x00], "movw 0x0(%bp),%ax"),
+    (Prot16, &[0x87, 0x07], "xchgw %ax,(%bx)"),
+    (Prot16, &[0x66, 0x87, 0x07], "xchgl %eax,(%bx)"),
+    (Prot16, &[0x86, 0x6c, 0x12], "xchgb %ch,0x12(%si)"),
+    (Prot16, &[0xf0, 0x0f, 0xb1, 0x8b, 0x34, 0x12], "lock cmpxchgw %cx,0x1234(%bp,%di)"),
+    (Prot16, &[0x66, 0xf0, 0x0f, 0xb1, 0x16, 0x34, 0x12], "lock cmpxchgl %edx,0x1234"),
+    (Prot16, &[0x67, 0xf0, 0x0f, 0xb0, 0x10], "lock cmpxchgb %dl,(%eax)"),
     ];
 
     fn dec(mode: CodeMode, bytes: &[u8]) -> Result<Insn, DecodeError> {
@@ -1689,14 +1791,224 @@ mod tests {
             dec(Prot32, &[0xF0, 0xA1, 0, 0, 0, 0]),
             Err(DecodeError::Invalid)
         );
-        // Memory instructions keel does not emulate still get their lengths.
-        assert_eq!(kind(Long64, &[0xF3, 0xA4]), Other { opcode: 0xA4 });
-        assert_eq!(kind(Long64, &[0x87, 0x07]), Other { opcode: 0x87 });
+        // ... but LOCK XCHG and LOCK CMPXCHG are (see `exchanges`).
+        assert_eq!(
+            kind(Long64, &[0x87, 0x07]),
+            InsnKind::Xchg {
+                size: 4,
+                reg: Reg::RAX
+            }
+        );
         assert_eq!(
             kind(Long64, &[0xF0, 0x0F, 0xB1, 0x0A]),
+            InsnKind::Cmpxchg {
+                size: 4,
+                reg: Reg::RCX
+            }
+        );
+        // Memory instructions keel does not emulate still get their lengths: string
+        // ops, MOVNTI, XADD, CMPXCHG8B/16B.
+        assert_eq!(kind(Long64, &[0xF3, 0xA4]), Other { opcode: 0xA4 });
+        assert_eq!(kind(Long64, &[0x0F, 0xC3, 0x07]), Other { opcode: 0x0FC3 });
+        assert_eq!(
+            kind(Long64, &[0xF0, 0x0F, 0xC1, 0x07]),
+            Other { opcode: 0x0FC1 }
+        );
+        assert_eq!(
+            kind(Long64, &[0xF0, 0x0F, 0xC7, 0x0F]),
+            Other { opcode: 0x0FC7 }
+        );
+        assert_eq!(
+            kind(Long64, &[0xF0, 0x48, 0x0F, 0xC7, 0x0F]),
+            Other { opcode: 0x0FC7 }
+        );
+    }
+
+    fn xchg(size: u8, reg: Reg) -> InsnKind {
+        InsnKind::Xchg { size, reg }
+    }
+
+    fn cmpxchg(size: u8, reg: Reg) -> InsnKind {
+        InsnKind::Cmpxchg { size, reg }
+    }
+
+    /// XCHG and CMPXCHG with a memory operand: what a PV kernel writes its page tables
+    /// with (Linux `xchg` for `ptep_get_and_clear`, `lock cmpxchg` for `cmpxchg64`).
+    #[test]
+    fn exchanges() {
+        #[rustfmt::skip]
+        let cases: &[(CodeMode, &[u8], InsnKind)] = &[
+            // XCHG, 64-bit mode: every size, REX.R, high bytes, LOCK or not.
+            (Long64, &[0x87, 0x07], xchg(4, Reg::RAX)),
+            (Long64, &[0x86, 0x07], xchg(1, Reg::RAX)),
+            (Long64, &[0x86, 0x23], xchg(1, Reg::AH)),
+            (Long64, &[0x86, 0x2F], xchg(1, Reg::CH)),
+            (Long64, &[0x86, 0x30], xchg(1, Reg::DH)),
+            (Long64, &[0x86, 0x39], xchg(1, Reg::BH)),
+            (Long64, &[0x40, 0x86, 0x37], xchg(1, Reg::RSI)),
+            (Long64, &[0x40, 0x86, 0x27], xchg(1, Reg::RSP)),
+            (Long64, &[0x44, 0x86, 0x08], xchg(1, r(9))),
+            (Long64, &[0x66, 0x87, 0x02], xchg(2, Reg::RAX)),
+            (Long64, &[0x66, 0x45, 0x87, 0x1A], xchg(2, r(11))),
+            (Long64, &[0x48, 0x87, 0x07], xchg(8, Reg::RAX)),
+            (Long64, &[0x66, 0x48, 0x87, 0x07], xchg(8, Reg::RAX)),
+            (Long64, &[0x4D, 0x87, 0x7C, 0x24, 0x10], xchg(8, r(15))),
+            (Long64, &[0xF0, 0x48, 0x87, 0x0A], xchg(8, Reg::RCX)),
+            (Long64, &[0xF0, 0x87, 0x0A], xchg(4, Reg::RCX)),
+            (Long64, &[0xF0, 0x86, 0x3A], xchg(1, Reg::BH)),
+            (Long64, &[0xF0, 0x44, 0x86, 0x3A], xchg(1, r(15))),
+            (Long64, &[0x48, 0x87, 0x05, 0x78, 0x56, 0x34, 0x12], xchg(8, Reg::RAX)),
+            (Long64, &[0x4E, 0x87, 0x84, 0xE8, 0x78, 0x56, 0x34, 0x12], xchg(8, r(8))),
+            (Long64, &[0xF3, 0x48, 0x87, 0x0A], xchg(8, Reg::RCX)),
+            (Long64, &[0x64, 0x87, 0x04, 0x25, 0x78, 0x56, 0x34, 0x12], xchg(4, Reg::RAX)),
+            // CMPXCHG, 64-bit mode.
+            (Long64, &[0x0F, 0xB1, 0x0A], cmpxchg(4, Reg::RCX)),
+            (Long64, &[0xF0, 0x0F, 0xB1, 0x0A], cmpxchg(4, Reg::RCX)),
+            (Long64, &[0x0F, 0xB0, 0x0A], cmpxchg(1, Reg::RCX)),
+            (Long64, &[0xF0, 0x0F, 0xB0, 0x27], cmpxchg(1, Reg::AH)),
+            (Long64, &[0xF0, 0x0F, 0xB0, 0x3F], cmpxchg(1, Reg::BH)),
+            (Long64, &[0xF0, 0x44, 0x0F, 0xB0, 0x17], cmpxchg(1, r(10))),
+            (Long64, &[0xF0, 0x40, 0x0F, 0xB0, 0x3E], cmpxchg(1, Reg::RDI)),
+            (Long64, &[0x66, 0x0F, 0xB1, 0x0A], cmpxchg(2, Reg::RCX)),
+            (Long64, &[0x66, 0xF0, 0x44, 0x0F, 0xB1, 0x02], cmpxchg(2, r(8))),
+            (Long64, &[0xF0, 0x48, 0x0F, 0xB1, 0x37], cmpxchg(8, Reg::RSI)),
+            (Long64, &[0x48, 0x0F, 0xB1, 0x37], cmpxchg(8, Reg::RSI)),
+            (Long64, &[0xF0, 0x4C, 0x0F, 0xB1, 0x1D, 0x78, 0x56, 0x34, 0x12], cmpxchg(8, r(11))),
+            (Long64, &[0xF0, 0x4C, 0x0F, 0xB1, 0x4C, 0xCB, 0xF8], cmpxchg(8, r(9))),
+            (Long64, &[0xF0, 0x4A, 0x0F, 0xB1, 0x94, 0xB4, 0x78, 0x56, 0x34, 0x12], cmpxchg(8, Reg::RDX)),
+            (Long64, &[0x65, 0xF0, 0x48, 0x0F, 0xB1, 0x08], cmpxchg(8, Reg::RCX)),
+            (Long64, &[0x67, 0xF0, 0x0F, 0xB1, 0x0A], cmpxchg(4, Reg::RCX)),
+            (Long64, &[0xF2, 0xF0, 0x48, 0x0F, 0xB1, 0x0A], cmpxchg(8, Reg::RCX)),
+            (Long64, &[0xF0, 0x4D, 0x0F, 0xB1, 0x7D, 0x00], cmpxchg(8, r(15))),
+            // 32-bit mode: no REX, so 44/48 are INC/DEC and 4 of the 8 byte registers
+            // are AH..BH.
+            (Prot32, &[0x87, 0x01], xchg(4, Reg::RAX)),
+            (Prot32, &[0x86, 0x30], xchg(1, Reg::DH)),
+            (Prot32, &[0x66, 0x87, 0x75, 0x10], xchg(2, Reg::RSI)),
+            (Prot32, &[0xF0, 0x87, 0x1C, 0x24], xchg(4, Reg::RBX)),
+            (Prot32, &[0xF0, 0x0F, 0xB1, 0x0A], cmpxchg(4, Reg::RCX)),
+            (Prot32, &[0x66, 0xF0, 0x0F, 0xB1, 0x1F], cmpxchg(2, Reg::RBX)),
+            (Prot32, &[0x0F, 0xB0, 0xBC, 0x73, 0x78, 0x56, 0x34, 0x12], cmpxchg(1, Reg::BH)),
+            (Prot32, &[0xF0, 0x0F, 0xB1, 0x1D, 0x78, 0x56, 0x34, 0x12], cmpxchg(4, Reg::RBX)),
+            (Prot32, &[0x67, 0xF0, 0x0F, 0xB1, 0x08], cmpxchg(4, Reg::RCX)),
+            // 16-bit modes.
+            (Prot16, &[0x87, 0x07], xchg(2, Reg::RAX)),
+            (Prot16, &[0x66, 0x87, 0x07], xchg(4, Reg::RAX)),
+            (Prot16, &[0x86, 0x6C, 0x12], xchg(1, Reg::CH)),
+            (Prot16, &[0xF0, 0x0F, 0xB1, 0x8B, 0x34, 0x12], cmpxchg(2, Reg::RCX)),
+            (Prot16, &[0x66, 0xF0, 0x0F, 0xB1, 0x16, 0x34, 0x12], cmpxchg(4, Reg::RDX)),
+            (Real16, &[0x67, 0xF0, 0x0F, 0xB0, 0x10], cmpxchg(1, Reg::RDX)),
+            (Real16, &[0xF0, 0x0F, 0xB0, 0x24], cmpxchg(1, Reg::AH)),
+        ];
+        for &(mode, bytes, k) in cases {
+            assert_eq!(kind(mode, bytes), k, "{bytes:02x?} {mode:?}");
+            // The LOCK flag is recorded as it was written.
+            let i = dec(mode, bytes).unwrap();
+            assert_eq!(i.prefixes.lock, bytes.contains(&0xF0), "{bytes:02x?}");
+        }
+        // Outside 64-bit mode a 4x byte is INC/DEC, not REX: it never widens XCHG.
+        assert_eq!(dec(Prot32, &[0x48, 0x87, 0x07]).map(|i| i.len), Ok(1));
+        // A REX followed by a legacy prefix is ignored, REX.R included.
+        assert_eq!(
+            kind(Long64, &[0x4C, 0xF0, 0x0F, 0xB1, 0x0A]),
+            cmpxchg(4, Reg::RCX)
+        );
+    }
+
+    /// The register-register forms stay what they were, LOCK or not (LOCK makes them
+    /// #UD on the CPU, which the decoder does not check).
+    #[test]
+    fn exchange_register_forms_are_other() {
+        use InsnKind::Other;
+        for mode in [Real16, Prot16, Prot32, Long64] {
+            assert_eq!(kind(mode, &[0x87, 0xCB]), Other { opcode: 0x87 });
+            assert_eq!(kind(mode, &[0x86, 0xC4]), Other { opcode: 0x86 });
+            assert_eq!(kind(mode, &[0x0F, 0xB1, 0xCA]), Other { opcode: 0x0FB1 });
+            assert_eq!(kind(mode, &[0x0F, 0xB0, 0xC8]), Other { opcode: 0x0FB0 });
+            assert_eq!(kind(mode, &[0xF0, 0x87, 0xC0]), Other { opcode: 0x87 });
+            assert_eq!(
+                kind(mode, &[0xF0, 0x0F, 0xB1, 0xFF]),
+                Other { opcode: 0x0FB1 }
+            );
+        }
+        assert_eq!(kind(Long64, &[0x4D, 0x87, 0xC8]), Other { opcode: 0x87 });
+        assert_eq!(
+            kind(Long64, &[0x49, 0x0F, 0xB1, 0xD0]),
             Other { opcode: 0x0FB1 }
         );
-        assert_eq!(kind(Long64, &[0x0F, 0xC3, 0x07]), Other { opcode: 0x0FC3 });
+        // The one-byte XCHG rAX, r (90+r) has no memory operand either.
+        assert_eq!(kind(Long64, &[0x93]), Other { opcode: 0x93 });
+    }
+
+    /// XCHG (`86`/`87`) and CMPXCHG (`0F B0`/`0F B1`) have MOV's (`88`/`89`) operand
+    /// shape: for every ModRM byte, addressing prefix and REX, the same register, size
+    /// and length (CMPXCHG one byte longer for its `0F`), and register forms `Other`.
+    #[test]
+    fn exchanges_agree_with_mov_on_every_modrm() {
+        let tail = [0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99];
+        let rexes: &[&[u8]] = &[&[], &[0x40], &[0x41], &[0x44], &[0x48], &[0x4F], &[0x4D]];
+        let legacy: &[&[u8]] = &[&[], &[0x66], &[0x67], &[0x66, 0x67], &[0x65]];
+        for mode in [Real16, Prot16, Prot32, Long64] {
+            for &pre in legacy {
+                for &rex in rexes {
+                    if mode != Long64 && !rex.is_empty() {
+                        continue;
+                    }
+                    for modrm in 0..=255u8 {
+                        for (mov, ours, extra) in [
+                            (0x88u8, &[0x86u8][..], 0usize),
+                            (0x89, &[0x87], 0),
+                            (0x88, &[0x0F, 0xB0], 1),
+                            (0x89, &[0x0F, 0xB1], 1),
+                        ] {
+                            let build = |lock: bool, op: &[u8]| {
+                                let mut b: Vec<u8> = Vec::new();
+                                if lock {
+                                    b.push(0xF0);
+                                }
+                                b.extend_from_slice(pre);
+                                b.extend_from_slice(rex);
+                                b.extend_from_slice(op);
+                                b.push(modrm);
+                                b.extend_from_slice(&tail);
+                                b
+                            };
+                            let m = dec(mode, &build(false, &[mov])).unwrap();
+                            for lock in [false, true] {
+                                let i = dec(mode, &build(lock, ours)).unwrap();
+                                let what = format!("{:02x?} {mode:?}", build(lock, ours));
+                                assert_eq!(
+                                    usize::from(i.len),
+                                    usize::from(m.len) + extra + usize::from(lock),
+                                    "{what}"
+                                );
+                                assert_eq!(i.modrm, Some(modrm), "{what}");
+                                let want = match m.kind {
+                                    InsnKind::Store {
+                                        size,
+                                        src: Operand::Reg(reg, rsize),
+                                    } => {
+                                        assert_eq!(size, rsize);
+                                        if extra == 0 {
+                                            xchg(size, reg)
+                                        } else {
+                                            cmpxchg(size, reg)
+                                        }
+                                    }
+                                    InsnKind::Other { .. } => {
+                                        assert_eq!(modrm >> 6, 3, "{what}");
+                                        let op = ours.iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
+                                        InsnKind::Other { opcode: op }
+                                    }
+                                    k => panic!("{what}: MOV decoded as {k:?}"),
+                                };
+                                assert_eq!(i.kind, want, "{what}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

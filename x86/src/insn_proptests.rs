@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::insn::{CodeMode, DecodeError, InsnKind, MAX_INSN_LEN, decode, decode_plain};
+use super::insn::{CodeMode, DecodeError, InsnKind, MAX_INSN_LEN, Operand, decode, decode_plain};
 
 fn mode() -> impl Strategy<Value = CodeMode> {
     prop_oneof![
@@ -22,7 +22,7 @@ fn code_byte() -> impl Strategy<Value = u8> {
         1 => prop::sample::select(vec![
             0x66u8, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x40, 0x48,
             0x4F, 0x0F, 0x38, 0x3A, 0x04, 0x05, 0x44, 0x84, 0x25, 0xC4, 0xC5, 0x62, 0x8F,
-            0xF6, 0xF7, 0xB8, 0xA1,
+            0xF6, 0xF7, 0xB8, 0xA1, 0x86, 0x87, 0xB0, 0xB1,
         ]),
     ]
 }
@@ -42,6 +42,8 @@ const PREFIX_NEUTRAL: &[&[u8]] = &[
     &[0xEB, 0x00],
     &[0x0F, 0x31],
     &[0x89, 0xC3],
+    &[0x87, 0xCB],
+    &[0x0F, 0xB1, 0xCA],
 ];
 
 const LEGACY_PREFIXES: &[u8] = &[
@@ -153,12 +155,83 @@ proptest! {
     fn memory_access_sizes_are_architectural(bytes in code(15..24), mode in mode()) {
         match decode(&bytes, mode).map(|i| i.kind) {
             Ok(InsnKind::Store { size, .. }) => prop_assert!(matches!(size, 1 | 2 | 4 | 8)),
+            Ok(InsnKind::Xchg { size, reg } | InsnKind::Cmpxchg { size, reg }) => {
+                prop_assert!(matches!(size, 1 | 2 | 4 | 8));
+                prop_assert!(reg.index() < 16);
+                // AH..BH only as byte operands.
+                prop_assert!(!reg.is_high_byte() || size == 1);
+            }
             Ok(InsnKind::Load { size, dst_size, .. }) => {
                 prop_assert!(matches!(size, 1 | 2 | 4 | 8));
                 prop_assert!(matches!(dst_size, 1 | 2 | 4 | 8));
                 prop_assert!(size <= dst_size);
             }
             _ => {}
+        }
+    }
+
+    /// XCHG and CMPXCHG decode like the MOV store with the same prefixes, ModRM, SIB
+    /// and displacement: the same register and size, the same length (plus the `0F` of
+    /// CMPXCHG), `Other` where the MOV is a register form. LOCK, which makes the MOV
+    /// #UD, is accepted and only adds its byte.
+    #[test]
+    fn exchanges_have_the_shape_of_mov(
+        prefixes in prop::collection::vec(
+            prop::sample::select(vec![0x66u8, 0x67, 0xF2, 0xF3, 0x2E, 0x64, 0x65]),
+            0..4,
+        ),
+        rex in prop::option::of(0x40u8..0x50),
+        lock in any::<bool>(),
+        op in 0usize..4,
+        rest in code(0..12),
+        mode in mode(),
+    ) {
+        let (mov, ours, extra): (u8, &[u8], usize) =
+            [(0x88, &[0x86][..], 0), (0x89, &[0x87], 0), (0x88, &[0x0F, 0xB0], 1), (0x89, &[0x0F, 0xB1], 1)][op];
+        let build = |lock: bool, opcode: &[u8]| {
+            let mut b = Vec::new();
+            if lock {
+                b.push(0xF0);
+            }
+            b.extend_from_slice(&prefixes);
+            b.extend(rex.filter(|_| mode == CodeMode::Long64));
+            b.extend_from_slice(opcode);
+            b.extend_from_slice(&rest);
+            b
+        };
+        let m = decode(&build(false, &[mov]), mode);
+        let x = decode(&build(lock, ours), mode);
+        match m {
+            Ok(m) if usize::from(m.len) + extra + usize::from(lock) > MAX_INSN_LEN => {
+                prop_assert_eq!(x, Err(DecodeError::TooLong));
+            }
+            Ok(m) => {
+                let x = x.expect("decodes where MOV does");
+                prop_assert_eq!(
+                    usize::from(x.len),
+                    usize::from(m.len) + extra + usize::from(lock)
+                );
+                prop_assert_eq!(x.prefixes.lock, lock);
+                match m.kind {
+                    InsnKind::Store { size, src: Operand::Reg(reg, rsize) } => {
+                        prop_assert_eq!(size, rsize);
+                        let want = if extra == 0 {
+                            InsnKind::Xchg { size, reg }
+                        } else {
+                            InsnKind::Cmpxchg { size, reg }
+                        };
+                        prop_assert_eq!(x.kind, want);
+                    }
+                    InsnKind::Other { .. } => {
+                        // (`prop_assert!` cannot quote a `{ .. }` pattern.)
+                        let other = matches!(x.kind, InsnKind::Other { .. });
+                        prop_assert!(other, "{:?}", x.kind);
+                    }
+                    k => prop_assert!(false, "MOV decoded as {:?}", k),
+                }
+            }
+            // Truncation or the 15-byte limit: the longer encoding cannot do better.
+            Err(e) => prop_assert!(x.is_err(), "MOV {:?}, ours {:?}", e, x),
         }
     }
 }
