@@ -177,6 +177,12 @@ fn load(tables: &'static mut CpuTables, ist_tops: [u64; 3]) {
     }
 }
 
+/// This CPU's GDT's address (`SGDT`).
+#[cfg(target_os = "none")]
+pub fn this_cpu_gdt_base() -> u64 {
+    x86_64::instructions::tables::sgdt().base.as_u64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,10 @@ pub struct PerCpu {
     /// The serial number of the PV vCPU that ran on this CPU last (0: none):
     /// another one's global TLB entries must go first (`crate::pv`).
     pub(crate) pv_last: AtomicU64,
+    /// The generation of the guest GDT this CPU's GDT holds a copy of (0:
+    /// none), and how many of its entries that copy used (`crate::pv`).
+    pub(crate) pv_gdt_gen: AtomicU64,
+    pub(crate) pv_gdt_used: AtomicU64,
 }
 
 impl PerCpu {
@@ -78,6 +82,8 @@ impl PerCpu {
             pv_host_rsp: AtomicU64::new(0),
             pv_scratch: AtomicU64::new(0),
             pv_last: AtomicU64::new(0),
+            pv_gdt_gen: AtomicU64::new(0),
+            pv_gdt_used: AtomicU64::new(0),
         }
     }
 

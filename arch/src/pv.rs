@@ -92,6 +92,9 @@ const SYSCALL_MASK: u64 =
 /// Serial numbers of PV vCPUs (never 0): which one ran last on a CPU.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
+/// GDT generations (never 0): which copy of a guest GDT a CPU's GDT holds.
+static NEXT_GDT_GEN: AtomicU64 = AtomicU64::new(1);
+
 /// CR4.SMEP and CR4.SMAP, as [`init_cpu`] set them on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Protection {
@@ -218,7 +221,17 @@ pub struct PvVcpu {
     /// The guest's CR0.TS (`fpu_taskswitch`, CLTS, a CR0 write): while set,
     /// the guest's first x87/SSE instruction is its #NM.
     pub cr0_ts: bool,
+    /// The guest's own GDT (`set_gdt`): its frames (machine addresses, the
+    /// kernel holds a descriptor-page type reference on each) and entries.
+    gdt_frames: [u64; GDT_GUEST_PAGES],
+    gdt_entries: u32,
+    /// Bumped whenever the GDT or one of its descriptors changes, so a pCPU
+    /// that holds an older copy takes a new one.
+    gdt_gen: u64,
 }
+
+/// Pages of the GDT that are the guest's (Xen's `FIRST_RESERVED_GDT_PAGE`).
+pub const GDT_GUEST_PAGES: usize = 14;
 
 /// A PV vCPU's callbacks (`callback_op`, Xen's `arch.pv` fields): addresses
 /// (0: none) and whether entering them masks events.
@@ -285,6 +298,9 @@ impl PvVcpu {
             callbacks: Callbacks::default(),
             iopl: 0,
             cr0_ts: false,
+            gdt_frames: [0; GDT_GUEST_PAGES],
+            gdt_entries: 0,
+            gdt_gen: 0,
         }
     }
 
@@ -308,6 +324,38 @@ impl PvVcpu {
     /// active at the next entry (both are loaded on every entry).
     pub fn set_guest_mode(&mut self, mode: GuestMode) {
         self.mode = mode;
+    }
+
+    /// Sets the guest's GDT (`set_gdt`, after the kernel took the frames'
+    /// descriptor-page references): `frames` (machine addresses) cover
+    /// `entries` descriptors.
+    pub fn set_gdt(&mut self, frames: &[u64], entries: u32) {
+        self.gdt_frames = [0; GDT_GUEST_PAGES];
+        for (d, &f) in self.gdt_frames.iter_mut().zip(frames) {
+            *d = f;
+        }
+        self.gdt_entries = entries;
+        self.gdt_changed();
+    }
+
+    /// The GDT's frames (machine addresses, 0: none) and entries.
+    pub fn gdt(&self) -> ([u64; GDT_GUEST_PAGES], u32) {
+        (self.gdt_frames, self.gdt_entries)
+    }
+
+    /// One of the GDT's descriptors changed (`update_descriptor`).
+    pub fn gdt_changed(&mut self) {
+        self.gdt_gen = NEXT_GDT_GEN.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets (`on`) or clears the RFLAGS bits `mask` (an emulated instruction's
+    /// flags).
+    pub fn set_rflags_bits(&mut self, mask: u64, on: bool) {
+        if on {
+            self.rflags |= mask;
+        } else {
+            self.rflags &= !mask;
+        }
     }
 
     /// Stops the vCPU: its next run returns [`Exit::Failed`] with `why` (the
@@ -520,6 +568,47 @@ impl PvVcpu {
     }
 }
 
+impl PvVcpu {
+    /// Makes this CPU's GDT show the guest's descriptors (pages 0..13 of
+    /// keel's 15-page GDT, Xen's layout) if it does not already: each copied
+    /// through `check_descriptor` (so nothing but ring-3 segments and gates to
+    /// ring-3 code ever reaches the GDT, whatever the frames hold), the rest
+    /// of what an earlier guest's copy used zeroed.
+    #[cfg(target_os = "none")]
+    fn load_gdt(&self, pc: &PerCpu) {
+        use keel_x86::pv::descriptor::check_descriptor;
+        if pc.pv_gdt_gen.load(Ordering::Relaxed) == self.gdt_gen {
+            return;
+        }
+        let base = crate::gdt::this_cpu_gdt_base();
+        let old = pc.pv_gdt_used.load(Ordering::Relaxed) as usize;
+        let n = (self.gdt_entries as usize).min(GDT_GUEST_PAGES * 512);
+        for i in 0..n.max(old) {
+            let desc = if i < n {
+                let frame = self.gdt_frames[i / 512];
+                let at = (frame != 0)
+                    .then(|| keel_mm::addr::Hpa::new(frame + (i % 512) as u64 * 8))
+                    .flatten()
+                    .and_then(keel_mm::layout::try_directmap_va);
+                // SAFETY: the frame is the guest's, held as a descriptor page
+                // (so it stays the domain's) and mapped by the direct map.
+                let raw = at.map_or(0, |va| unsafe { core::ptr::read_volatile(va as *const u64) });
+                check_descriptor(raw).unwrap_or(0)
+            } else {
+                0
+            };
+            // SAFETY: entries 0..7168 of this CPU's own GDT (15 pages, writable,
+            // keel's); keel's selectors are in the reserved page after them.
+            unsafe { core::ptr::write_volatile((base + i as u64 * 8) as *mut u64, desc) };
+        }
+        pc.pv_gdt_used.store(n as u64, Ordering::Relaxed);
+        pc.pv_gdt_gen.store(self.gdt_gen, Ordering::Relaxed);
+    }
+
+    #[cfg(not(target_os = "none"))]
+    fn load_gdt(&self, _pc: &PerCpu) {}
+}
+
 /// This CPU's entry frame: the last [`TrapFrame`] of its PV entry stack.
 fn entry_frame(pc: &PerCpu) -> *mut TrapFrame {
     let top = pc.pv_entry_top.load(Ordering::Relaxed);
@@ -572,6 +661,7 @@ impl PvVcpu {
             flush_all_global();
             self.flush_pending = false;
         }
+        self.load_gdt(pc);
         // SAFETY: FS and the inactive GS base are the guest's to set; keel uses
         // neither (its GS base is GS_BASE, swapped in on every exit).
         unsafe {

@@ -301,6 +301,16 @@ impl HcDomain for Ctx<'_> {
         Ok(())
     }
 
+    fn pv_set_gdt(&mut self, frames: &[u64], entries: u32) -> Result<(), Errno> {
+        let r = crate::pv::set_gdt(self.d, self.v, self.arch, frames, entries);
+        self.mmu(r)
+    }
+
+    fn pv_update_descriptor(&mut self, maddr: u64, desc: u64) -> Result<(), Errno> {
+        let r = crate::pv::update_descriptor(self.d, self.arch, maddr, desc);
+        self.mmu(r)
+    }
+
     fn pv_vm_assist(&mut self, cmd: u32, kind: u32) -> Result<(), Errno> {
         use keel_hypercall::abi::xen::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE};
         let mut mem = self.d.mem.lock();

@@ -117,6 +117,8 @@ pub struct PvPaging {
     pub console: Option<Mfn>,
     /// The `vm_assist` types the guest turned on (bit n: `VMASST_TYPE_`n).
     pub vm_assist: u64,
+    /// Each vCPU's GDT frames (`set_gdt`), each held as a descriptor page.
+    pub gdts: Vec<Vec<Mfn>>,
 }
 
 /// Offset of `console.domU.evtchn` in `start_info` (`xen.h`, x86_64).
@@ -128,6 +130,11 @@ impl PvPaging {
     pub fn teardown(&mut self, domid: u16) {
         let held = self.frames.len();
         let mut result = Ok(());
+        for g in self.gdts.iter_mut() {
+            for m in g.drain(..) {
+                result = result.and(self.frames.put_segdesc_page(&mut self.mem, m));
+            }
+        }
         for v in self.vcpus.iter_mut() {
             result = result.and(self.frames.destroy_pagetables(&mut self.mem, v));
         }
@@ -298,6 +305,7 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
         console: layout.console.map(|c| mfn_at(&p2m, c.pfn)).transpose()?,
         p2m,
         vm_assist: 0,
+        gdts: (0..spec.max_vcpus).map(|_| Vec::new()).collect(),
     };
     let checked = (|| {
         for &m in pv.p2m.iter() {
@@ -556,13 +564,21 @@ impl PvMemory for DirectMapPv {
     /// `arch::pv`). The MMU hypercalls (docs/pv.md step 3) flush here.
     fn before_type_change(&mut self, _mfn: Mfn, _from: PageType, _to: PageType) {}
 
+    /// Xen's `validate_segdesc_page`: the accepted descriptors are written
+    /// back as `check_descriptor` fixed them (DPL raised to 3, gates' RPL).
     fn check_segdesc_page(&self, mfn: Mfn) -> bool {
         let f = Self::frame(mfn);
         let mut descs = [0u64; 512];
         for (i, d) in descs.iter_mut().enumerate() {
             *d = f.read_u64(i * 8);
         }
-        keel_x86::pv::descriptor::validate_segdesc_page(&mut descs).is_ok()
+        let ok = keel_x86::pv::descriptor::validate_segdesc_page(&mut descs).is_ok();
+        if ok {
+            for (i, d) in descs.iter().enumerate() {
+                f.write(i * 8, &d.to_le_bytes());
+            }
+        }
+        ok
     }
 
     fn clear_frame(&mut self, mfn: Mfn) {
@@ -735,8 +751,10 @@ const CR0_TS: u64 = 1 << 3;
 /// own L1 tables, which it maps read-only, is carried out by keel through the
 /// PV MMU (`DomainFrames::ptwr_emulate`), which validates the new entry. Only
 /// a present-page write fault whose L1 entry maps a validated L1 read-only, by
-/// a MOV store (`insn`, the instruction's bytes), is emulated; anything else,
-/// and a write the PV MMU refuses, is the guest's #PF as it was.
+/// a MOV store, an XCHG or a CMPXCHG (`insn`, the instruction's bytes), is
+/// emulated (of CMPXCHG's flags, ZF is set as the CPU would; the others are
+/// left alone); anything else, and a write the PV MMU refuses, is the guest's
+/// #PF as it was.
 fn ptwr(
     d: &Domain,
     arch: &mut ArchVcpu,
@@ -755,13 +773,27 @@ fn ptwr(
     let va = p.cr2();
     let root = p.cr3() >> 12;
     let i = keel_x86::insn::decode(insn, keel_x86::insn::CodeMode::Long64).ok()?;
-    let (size, value) = match i.kind {
+    let reg_value = |r: keel_x86::insn::Reg, size: u8| {
+        p.gprs().by_encoding(r.index()).map(|v| r.read(v, size))
+    };
+    // What to write, what to compare with (CMPXCHG), and which register gets
+    // the old value (XCHG) or, on a failed compare, the accumulator.
+    let (size, value, expected, reg) = match i.kind {
         InsnKind::Store { size, src } => (
             size,
             match src {
                 Operand::Imm(v) => v,
-                Operand::Reg(r, sz) => r.read(p.gprs().by_encoding(r.index())?, sz),
+                Operand::Reg(r, sz) => reg_value(r, sz)?,
             },
+            None,
+            None,
+        ),
+        InsnKind::Xchg { size, reg } => (size, reg_value(reg, size)?, None, Some(reg)),
+        InsnKind::Cmpxchg { size, reg } => (
+            size,
+            reg_value(reg, size)?,
+            Some(reg_value(keel_x86::insn::Reg::RAX, size)?),
+            None,
         ),
         _ => return None,
     };
@@ -793,17 +825,42 @@ fn ptwr(
         return None;
     }
     let offset = (va & 0xFFF) as usize;
+    let field = |e: u64| {
+        let shift = (offset % 8) * 8;
+        let mask = if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+        (e >> shift) & mask
+    };
+    let before = field(pv.mem.read_entry(target, offset / 8));
     let mut live = LiveMem { m: &mut pv.mem, d };
-    match pv
-        .frames
-        .ptwr_emulate(&mut live, target, offset, usize::from(size), value, None)
-    {
-        Ok(_) => {}
+    let done = match pv.frames.ptwr_emulate(
+        &mut live,
+        target,
+        offset,
+        usize::from(size),
+        value,
+        expected,
+    ) {
+        Ok(done) => done,
         Err(e) if e.is_domain_fatal() => return Some(Err(alloc::format!("PV MMU: {e}"))),
         Err(_) => return None,
-    }
+    };
     drop(mem);
-    pv_vcpu(arch)?.advance_rip(u64::from(i.len));
+    let p = pv_vcpu(arch)?;
+    const ZF: u64 = 1 << 6;
+    match (done, i.kind) {
+        (keel_mm::pv::PtwrDone::CmpxchgFailed { seen }, _) => {
+            let rax = &mut p.gprs_mut().rax;
+            *rax = keel_x86::insn::Reg::RAX.write(*rax, seen, size);
+            p.set_rflags_bits(ZF, false);
+        }
+        (_, InsnKind::Cmpxchg { .. }) => p.set_rflags_bits(ZF, true),
+        _ => {}
+    }
+    if let Some(r) = reg {
+        let g = p.gprs_mut().by_encoding_mut(r.index())?;
+        *g = r.write(*g, before, size);
+    }
+    p.advance_rip(u64::from(i.len));
     Some(Ok(()))
 }
 
@@ -1198,5 +1255,103 @@ pub fn update_va_mapping(
         _ => Some(keel_mm::pv::Flush::Local(keel_mm::pv::Extent::Full)),
     };
     do_flush(d, arch, flush);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The guest's GDT (`set_gdt`, `update_descriptor`).
+
+/// `set_gdt(frames, entries)` for vCPU `v`: each frame must be the domain's
+/// and become a descriptor page (every descriptor checked, Xen's
+/// `validate_segdesc_page`; a frame mapped writable cannot); the old frames'
+/// references go. The pCPU shows them from the next entry (`arch::pv`).
+pub fn set_gdt(
+    d: &Domain,
+    v: &crate::vcpu::Vcpu,
+    arch: &mut ArchVcpu,
+    frames: &[u64],
+    entries: u32,
+) -> Result<(), MmuError> {
+    use keel_hypercall::abi::Errno;
+    let nframes = keel_x86::pv::descriptor::set_gdt_frames(entries).map_err(MmuError::Errno)?;
+    if frames.len() < nframes {
+        return Err(MmuError::Errno(Errno::EINVAL));
+    }
+    let mut mem = d.mem.lock();
+    let Paging::Pv(pv) = &mut mem.p2m else {
+        return Err(MmuError::Errno(Errno::ENOSYS));
+    };
+    let mut live = LiveMem { m: &mut pv.mem, d };
+    let mut taken: Vec<Mfn> = Vec::new();
+    for &f in &frames[..nframes] {
+        let got = Mfn::new(f)
+            .ok_or(keel_mm::pv::PvError::InvalidMfn)
+            .and_then(|m| pv.frames.get_segdesc_page(&mut live, m).map(|()| m));
+        match got {
+            Ok(m) => taken.push(m),
+            Err(e) => {
+                for m in taken {
+                    let _ = pv.frames.put_segdesc_page(&mut live, m);
+                }
+                return Err(mmu_error(e));
+            }
+        }
+    }
+    let slot = pv
+        .gdts
+        .get_mut(v.id as usize)
+        .ok_or(MmuError::Errno(Errno::EINVAL))?;
+    let old = core::mem::replace(slot, taken);
+    for m in old {
+        pv.frames.put_segdesc_page(&mut live, m).map_err(mmu_error)?;
+    }
+    let maddrs: Vec<u64> = slot.iter().map(|m| m.hpa().as_u64()).collect();
+    drop(mem);
+    if let Some(p) = pv_vcpu(arch) {
+        p.set_gdt(&maddrs, entries);
+    }
+    Ok(())
+}
+
+/// `update_descriptor(maddr, desc)`: one descriptor of the domain's frame,
+/// checked (`check_descriptor`); the frame must be a descriptor page or one
+/// that can be written (Xen's `do_update_descriptor`). A GDT frame of the
+/// calling vCPU's is shown from its next entry.
+pub fn update_descriptor(
+    d: &Domain,
+    arch: &mut ArchVcpu,
+    maddr: u64,
+    desc: u64,
+) -> Result<(), MmuError> {
+    use keel_hypercall::abi::Errno;
+    let checked = keel_x86::pv::descriptor::update_descriptor(maddr, desc).map_err(MmuError::Errno)?;
+    let mfn = Mfn::new(maddr >> 12).ok_or(MmuError::Errno(Errno::EINVAL))?;
+    let mut mem = d.mem.lock();
+    let Paging::Pv(pv) = &mut mem.p2m else {
+        return Err(MmuError::Errno(Errno::ENOSYS));
+    };
+    let is_segdesc = pv
+        .frames
+        .page(mfn)
+        .is_some_and(|p| p.page_type() == PageType::SegDesc && p.type_count() > 0);
+    if is_segdesc {
+        // Its type cannot change while the domain's lock is held.
+        DirectMapPv::frame(mfn).write((maddr & 0xFFF) as usize, &checked.to_le_bytes());
+    } else {
+        // Any other frame of the domain's: written as data, under a writable
+        // type reference (refused for page tables).
+        let mut live = LiveMem { m: &mut pv.mem, d };
+        let req = keel_hypercall::abi::mmu::MmuUpdate {
+            ptr: maddr & !7,
+            val: checked,
+        };
+        pv.frames
+            .mmu_update(&mut live, &req)
+            .map_err(|_| MmuError::Errno(Errno::EINVAL))?;
+    }
+    drop(mem);
+    if let Some(p) = pv_vcpu(arch) {
+        p.gdt_changed();
+    }
     Ok(())
 }

@@ -398,6 +398,9 @@ fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
         run.assert_line(
             r"^\(d0\) a store to its read-only L1 remaps the page \(writable page tables\): ok$",
         );
+        run.assert_line(
+            r"^\(d0\) CMPXCHG with a stale old value: nothing written, ZF clear, RAX the entry: ok$",
+        );
         run.assert_line(r"^\(d0\) vCPU 0 starts with upcalls masked: ok$");
         run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
         run.assert_line(r"^\(d0\) Test result: SUCCESS$");
@@ -472,6 +475,29 @@ fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
             r"^\(d0\) WRMSR GS_BASE, RDMSR reads it back, %gs:0 reads through it: ok$",
         );
         run.assert_line(r"^\(d0\) an x87 instruction with TS set is the guest's #NM: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}
+
+/// pv64's `mode=gdt` (docs/pv.md step 3): its own GDT. `set_gdt` of a frame
+/// mapped writable, of keel's frame, of 7169 entries: -EINVAL; of its
+/// unmapped frame: FS loads one of its selectors, one past its entries is its
+/// #GP(selector); the frame's ring-0 data descriptor reads back with DPL 3 and
+/// the frame cannot be mapped writable; `update_descriptor` writes a valid
+/// descriptor and refuses a call gate to keel's code, a system descriptor, a
+/// misaligned address and keel's frame; `set_gdt` of nothing gives it back.
+#[test]
+fn pv64_gdt_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_gdt", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=gdt")
+            .run();
+        run.assert_line(r"^\(d0\) FS loads a selector of its GDT: ok$");
+        run.assert_line(r"^\(d0\) update_descriptor: a call gate to keel's code: ok$");
         run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
         run.assert_line(r"^\(d0\) Test result: SUCCESS$");
         guests::assert_frames_balance(&run);

@@ -399,9 +399,9 @@ pub enum InsnKind {
     /// CF, PF, AF, SF and OF are set as by `CMP` of the accumulator with the memory
     /// value (accumulator minus memory).
     Cmpxchg { size: u8, reg: Reg },
-    /// Anything else, including the register forms of the MOVs, XCHG and CMPXCHG above. `opcode` is the
-    /// opcode byte prefixed by its escape bytes: `0xXX` for the one-byte map, `0x0FXX`,
-    /// `0x0F38XX`, `0x0F3AXX` for the others. Group members are told apart by
+    /// Anything else, including the register forms of the MOVs, XCHG and CMPXCHG above.
+    /// `opcode` is the opcode byte prefixed by its escape bytes: `0xXX` for the one-byte
+    /// map, `0x0FXX`, `0x0F38XX`, `0x0F3AXX` for the others. Group members are told apart by
     /// [`Insn::modrm`].
     Other { opcode: u32 },
 }
@@ -1791,7 +1791,8 @@ mod tests {
             dec(Prot32, &[0xF0, 0xA1, 0, 0, 0, 0]),
             Err(DecodeError::Invalid)
         );
-        // ... but LOCK XCHG and LOCK CMPXCHG are (see `exchanges`).
+        // XCHG and CMPXCHG with a memory operand are emulated, LOCK or not (see
+        // `exchanges`).
         assert_eq!(
             kind(Long64, &[0x87, 0x07]),
             InsnKind::Xchg {
@@ -1942,68 +1943,55 @@ mod tests {
 
     /// XCHG (`86`/`87`) and CMPXCHG (`0F B0`/`0F B1`) have MOV's (`88`/`89`) operand
     /// shape: for every ModRM byte, addressing prefix and REX, the same register, size
-    /// and length (CMPXCHG one byte longer for its `0F`), and register forms `Other`.
+    /// and length (CMPXCHG one byte longer for its `0F`, LOCK one more), and register
+    /// forms `Other`.
     #[test]
     fn exchanges_agree_with_mov_on_every_modrm() {
+        // (MOV opcode, our opcode bytes, opcode as `Other` reports it, is CMPXCHG)
+        let pairs: [(u8, &[u8], u32, bool); 4] = [
+            (0x88, &[0x86], 0x86, false),
+            (0x89, &[0x87], 0x87, false),
+            (0x88, &[0x0F, 0xB0], 0x0FB0, true),
+            (0x89, &[0x0F, 0xB1], 0x0FB1, true),
+        ];
         let tail = [0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99];
-        let rexes: &[&[u8]] = &[&[], &[0x40], &[0x41], &[0x44], &[0x48], &[0x4F], &[0x4D]];
         let legacy: &[&[u8]] = &[&[], &[0x66], &[0x67], &[0x66, 0x67], &[0x65]];
+        let rexes: &[&[u8]] = &[&[], &[0x40], &[0x41], &[0x44], &[0x48], &[0x4D], &[0x4F]];
+        let build = |lock: bool, pre: &[u8], rex: &[u8], op: &[u8], modrm: u8| {
+            let lock: &[u8] = if lock { &[0xF0] } else { &[] };
+            [lock, pre, rex, op, &[modrm], &tail].concat()
+        };
         for mode in [Real16, Prot16, Prot32, Long64] {
-            for &pre in legacy {
-                for &rex in rexes {
-                    if mode != Long64 && !rex.is_empty() {
-                        continue;
-                    }
-                    for modrm in 0..=255u8 {
-                        for (mov, ours, extra) in [
-                            (0x88u8, &[0x86u8][..], 0usize),
-                            (0x89, &[0x87], 0),
-                            (0x88, &[0x0F, 0xB0], 1),
-                            (0x89, &[0x0F, 0xB1], 1),
-                        ] {
-                            let build = |lock: bool, op: &[u8]| {
-                                let mut b: Vec<u8> = Vec::new();
-                                if lock {
-                                    b.push(0xF0);
+            let rexes = if mode == Long64 { rexes } else { &rexes[..1] };
+            for (&pre, &rex) in legacy
+                .iter()
+                .flat_map(|p| rexes.iter().map(move |r| (p, r)))
+            {
+                for modrm in 0..=255u8 {
+                    for &(mov, ours, opcode, is_cmpxchg) in &pairs {
+                        let m = dec(mode, &build(false, pre, rex, &[mov], modrm)).unwrap();
+                        let want = match m.kind {
+                            InsnKind::Store {
+                                size,
+                                src: Operand::Reg(reg, rsize),
+                            } if size == rsize => {
+                                if is_cmpxchg {
+                                    cmpxchg(size, reg)
+                                } else {
+                                    xchg(size, reg)
                                 }
-                                b.extend_from_slice(pre);
-                                b.extend_from_slice(rex);
-                                b.extend_from_slice(op);
-                                b.push(modrm);
-                                b.extend_from_slice(&tail);
-                                b
-                            };
-                            let m = dec(mode, &build(false, &[mov])).unwrap();
-                            for lock in [false, true] {
-                                let i = dec(mode, &build(lock, ours)).unwrap();
-                                let what = format!("{:02x?} {mode:?}", build(lock, ours));
-                                assert_eq!(
-                                    usize::from(i.len),
-                                    usize::from(m.len) + extra + usize::from(lock),
-                                    "{what}"
-                                );
-                                assert_eq!(i.modrm, Some(modrm), "{what}");
-                                let want = match m.kind {
-                                    InsnKind::Store {
-                                        size,
-                                        src: Operand::Reg(reg, rsize),
-                                    } => {
-                                        assert_eq!(size, rsize);
-                                        if extra == 0 {
-                                            xchg(size, reg)
-                                        } else {
-                                            cmpxchg(size, reg)
-                                        }
-                                    }
-                                    InsnKind::Other { .. } => {
-                                        assert_eq!(modrm >> 6, 3, "{what}");
-                                        let op = ours.iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
-                                        InsnKind::Other { opcode: op }
-                                    }
-                                    k => panic!("{what}: MOV decoded as {k:?}"),
-                                };
-                                assert_eq!(i.kind, want, "{what}");
                             }
+                            InsnKind::Other { .. } if modrm >> 6 == 3 => InsnKind::Other { opcode },
+                            k => panic!("{modrm:02x} {mode:?}: MOV decoded as {k:?}"),
+                        };
+                        for lock in [false, true] {
+                            let bytes = build(lock, pre, rex, ours, modrm);
+                            let i = dec(mode, &bytes).unwrap();
+                            let len =
+                                usize::from(m.len) + usize::from(is_cmpxchg) + usize::from(lock);
+                            assert_eq!(usize::from(i.len), len, "{bytes:02x?} {mode:?}");
+                            assert_eq!(i.modrm, Some(modrm), "{bytes:02x?} {mode:?}");
+                            assert_eq!(i.kind, want, "{bytes:02x?} {mode:?}");
                         }
                     }
                 }

@@ -186,8 +186,12 @@ proptest! {
         rest in code(0..12),
         mode in mode(),
     ) {
-        let (mov, ours, extra): (u8, &[u8], usize) =
-            [(0x88, &[0x86][..], 0), (0x89, &[0x87], 0), (0x88, &[0x0F, 0xB0], 1), (0x89, &[0x0F, 0xB1], 1)][op];
+        let (mov, ours, extra): (u8, &[u8], usize) = [
+            (0x88, &[0x86][..], 0),
+            (0x89, &[0x87], 0),
+            (0x88, &[0x0F, 0xB0], 1),
+            (0x89, &[0x0F, 0xB1], 1),
+        ][op];
         let build = |lock: bool, opcode: &[u8]| {
             let mut b = Vec::new();
             if lock {

@@ -17,8 +17,9 @@
 //!   mapped read-only, is unpinned once (a second unpin and a second pin fail);
 //!   an L1 that maps itself writable cannot be pinned;
 //! - `multicall` batches two `update_va_mapping`s;
-//! - with `VMASST_TYPE_writable_pagetables`, a plain store to its own
-//!   (read-only) L1 remaps a page: the hypervisor emulates and validates it;
+//! - with `VMASST_TYPE_writable_pagetables`, a plain store, an XCHG and a
+//!   CMPXCHG (both outcomes) on its own read-only L1 remap a page: the
+//!   hypervisor emulates and validates them;
 //! - shared_info, mapped through `update_va_mapping` at the machine address
 //!   `start_info` gives, shows the start-of-day upcall mask.
 //!
@@ -224,6 +225,63 @@ pub fn run(si: &StartInfo, layout: &Layout) {
         "and back",
         read(p) == 0xAAAA && read(l1e_va) & !0xFFF & 0x000F_FFFF_FFFF_F000 == pm << 12,
         format_args!("read {:#x}, entry {:#x}", read(p), read(l1e_va)),
+    );
+
+    // XCHG and CMPXCHG on the read-only L1, as Linux's PTE helpers do.
+    let old: u64;
+    // SAFETY: an exchange with the L1 entry (emulated, module doc).
+    unsafe {
+        core::arch::asm!(
+            "xchg %rax, ({at})",
+            at = in(reg) l1e_va,
+            inout("rax") (qm << 12) | RW => old,
+            options(att_syntax)
+        );
+    }
+    mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
+    c.check(
+        "XCHG on its L1: the page remapped, the old entry returned",
+        read(p) == 0xBBBB && old & 0x000F_FFFF_FFFF_F000 == pm << 12,
+        format_args!("read {:#x}, old {old:#x}", read(p)),
+    );
+    let cur = read(l1e_va);
+    let (seen, zf): (u64, u8);
+    // SAFETY: a compare-exchange with the L1 entry (emulated).
+    unsafe {
+        core::arch::asm!(
+            "lock cmpxchg {new}, ({at})",
+            "sete {zf}",
+            at = in(reg) l1e_va,
+            new = in(reg) (pm << 12) | RW,
+            zf = out(reg_byte) zf,
+            inout("rax") cur => seen,
+            options(att_syntax)
+        );
+    }
+    mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
+    c.check(
+        "CMPXCHG on its L1 with the right old value: written, ZF set",
+        zf == 1 && seen == cur && read(p) == 0xAAAA,
+        format_args!("zf {zf}, rax {seen:#x}, read {:#x}", read(p)),
+    );
+    let (seen, zf): (u64, u8);
+    // SAFETY: as above, with a stale expected value.
+    unsafe {
+        core::arch::asm!(
+            "lock cmpxchg {new}, ({at})",
+            "sete {zf}",
+            at = in(reg) l1e_va,
+            new = in(reg) (qm << 12) | RW,
+            zf = out(reg_byte) zf,
+            inout("rax") cur => seen,
+            options(att_syntax)
+        );
+    }
+    mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
+    c.check(
+        "CMPXCHG with a stale old value: nothing written, ZF clear, RAX the entry",
+        zf == 0 && seen == read(l1e_va) && read(p) == 0xAAAA,
+        format_args!("zf {zf}, rax {seen:#x}, read {:#x}", read(p)),
     );
 
     // update_va_mapping.

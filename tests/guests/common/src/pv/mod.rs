@@ -42,6 +42,7 @@
 //! - `mmu`: its page tables through `mmu_update`, `update_va_mapping`,
 //!   `mmuext_op` and `multicall` ([`mmu`]);
 //! - `events`: event channels through its event callback ([`events`]);
+//! - `gdt`: its own GDT ([`gdt`]);
 //! - `user`: a process in user mode, its `syscall`s through the syscall
 //!   callback ([`user`]);
 //! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
@@ -63,6 +64,7 @@
 //!   lost (its end is still visible as the domain's shutdown reason).
 
 pub mod events;
+pub mod gdt;
 pub mod hostile;
 pub mod mmu;
 pub mod probe;
@@ -192,6 +194,10 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
         }
         b"mmu" => {
             mmu::run(&si, &layout);
+            modes::finish()
+        }
+        b"gdt" => {
+            gdt::run(&si, &layout);
             modes::finish()
         }
         b"privop" => {

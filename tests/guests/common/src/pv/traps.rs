@@ -413,3 +413,24 @@ pub fn privileged(si: &super::start_info::StartInfo, layout: &super::Layout) {
     );
     c.rc("set_trap_table(NULL)", hypercall::call(nr::SET_TRAP_TABLE, [0; 5]), 0);
 }
+
+/// [`install`], for the other modes.
+pub fn install_public() -> i64 {
+    install()
+}
+
+/// How many handlers ran so far.
+pub fn count() -> u64 {
+    PV64_TRAP_COUNT.load(Ordering::SeqCst)
+}
+
+/// Loads FS with selector 0x2b (entry 5, past a 4-entry GDT): the address of
+/// the faulting instruction.
+pub fn fault_at_public_fs_0x2b() -> u64 {
+    fault_at!("mov $0x2b, %eax; mov %eax, %fs")
+}
+
+/// [`saw`], for the other modes.
+pub fn saw_public(c: &Checks, name: &str, before: u64, vector: u64, ec: Option<u64>, rip: u64) {
+    saw(c, name, before, vector, ec, rip + 5)
+}
