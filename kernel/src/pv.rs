@@ -203,12 +203,17 @@ impl PagingMode for PvPaging {
         Err(P2mError::OutOfRange { gfn: gfn.as_u64() })
     }
     /// A gfn is an mfn, if the domain owns it (Xen's `get_page_from_gfn` for a
-    /// guest that is not translated); writable unless it is a page table or
-    /// descriptor page.
+    /// guest that is not translated). Writable only for its special frames
+    /// (shared_info, the console and xenstore rings): the users of this
+    /// translation (FIFO event pages, `register_vcpu_info`, grant copies) write
+    /// the frame after the domain's lock is dropped, and an ordinary frame
+    /// could become a page table meanwhile. Xen holds a writable type
+    /// reference for as long as it writes; until keel does too, those uses
+    /// are refused for a PV domain's ordinary frames.
     fn translate(&self, gfn: Gfn) -> Option<(Mfn, Access)> {
         let mfn = Mfn::new(gfn.as_u64())?;
-        let w = self.access(mfn)?;
-        Some((mfn, if w { Access::RW } else { Access::R }))
+        let special = self.frames.page(mfn)?.is_special();
+        Some((mfn, if special { Access::RW } else { Access::R }))
     }
     fn for_each_table(&self, _f: &mut dyn FnMut(Hpa)) {}
     fn copy_from_guest(&self, walk: &WalkCtx, gva: u64, buf: &mut [u8]) -> Result<(), CopyError> {
@@ -307,9 +312,21 @@ pub fn build(spec: &PvhSpec<'_>) -> Result<Domain, BuildError> {
         vm_assist: 0,
         gdts: (0..spec.max_vcpus).map(|_| Vec::new()).collect(),
     };
+    // The pages keel itself writes (a domU's console and xenstore rings) are
+    // special, as shared_info: a permanent writable type reference, so the
+    // guest can never make one a page table under keel's writes.
+    let keel_written: Vec<Mfn> = [layout.console, layout.xenstore]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| mfn_at(&pv.p2m, p.pfn).ok())
+        .collect();
     let checked = (|| {
         for &m in pv.p2m.iter() {
-            pv.frames.assign(m)?;
+            if keel_written.contains(&m) {
+                pv.frames.assign_special(m)?;
+            } else {
+                pv.frames.assign(m)?;
+            }
         }
         pv.frames.assign_special(shared_info)?;
         // vCPU 0's base pointer: an L4 type reference, validating the tree

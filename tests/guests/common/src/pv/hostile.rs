@@ -70,6 +70,7 @@ pub fn run(si: &StartInfo, layout: &super::Layout) {
     c.errno("VCPUOP_up of a vCPU with no state", rc, Errno::EINVAL);
     pv_mmu(&c, si, layout);
     pv_misc(&c);
+    keel_written(&c, si, layout);
     // After all that, the hypervisor still answers.
     let rc = hypercall::xen_version(keel_hypercall::abi::version::XENVER_VERSION, 0);
     c.check(
@@ -145,6 +146,47 @@ fn pv_mmu(c: &Checks, si: &StartInfo, layout: &super::Layout) {
         rc < 0,
         format_args!("rc {rc}"),
     );
+}
+
+/// The frames keel writes for the guest cannot be made page tables under it;
+/// frames keel would write after checking them are refused (until it holds
+/// writable type references on them, as Xen does).
+fn keel_written(c: &Checks, si: &StartInfo, layout: &super::Layout) {
+    use super::mmu::{Mem, RW, mmuext, update_va_mapping};
+    use keel_hypercall::abi::hypercall as nr;
+    use keel_hypercall::abi::mmu::{MMUEXT_PIN_L1_TABLE, UVMF_INVLPG};
+    use keel_hypercall::abi::vcpu::{VCPUOP_REGISTER_VCPU_INFO, VcpuRegisterVcpuInfo};
+    let m = Mem { si, layout };
+    if si.store_mfn != 0 {
+        // The xenstore ring, special as the console ring is (keel writes the
+        // console's out_cons; a guest that could make that page an L1 would
+        // choose a PTE by how much it prints). The xenstore page is all
+        // zeroes, a valid L1 if it were an ordinary frame: unmapped, it
+        // still cannot be pinned.
+        let sva = m.va_of(si.store_mfn);
+        let unmap = update_va_mapping(sva, 0, UVMF_INVLPG);
+        let pin = mmuext(MMUEXT_PIN_L1_TABLE, si.store_mfn);
+        if pin == 0 {
+            mmuext(keel_hypercall::abi::mmu::MMUEXT_UNPIN_TABLE, si.store_mfn);
+        }
+        let remap = update_va_mapping(sva, (si.store_mfn << 12) | RW, UVMF_INVLPG);
+        c.check(
+            "a ring keel owns cannot become a page table",
+            unmap == 0 && pin == Errno::EINVAL.neg() && remap == 0,
+            format_args!("unmap {unmap}, pin {pin}, remap {remap}"),
+        );
+    }
+    // An ordinary frame of its own as vcpu_info: refused for now.
+    let pad = layout.boot_rsp.next_multiple_of(4096) + 5 * 4096;
+    let arg = VcpuRegisterVcpuInfo {
+        mfn: m.mfn(pad),
+        offset: 0,
+        rsvd: 0,
+    };
+    let (rc, _) = hypercall::with_arg(arg.to_bytes(), |a| {
+        hypercall::call(nr::VCPU_OP, [VCPUOP_REGISTER_VCPU_INFO as usize, 0, a, 0, 0])
+    });
+    c.errno("register_vcpu_info on an ordinary frame (not yet for PV)", rc, Errno::EACCES);
 }
 
 /// Other hostile calls a PV kernel could make.
