@@ -262,6 +262,65 @@ pub struct PvStart {
     pub kernel_sp: u64,
 }
 
+/// A PV vCPU's whole state from `VCPUOP_initialise` (a `vcpu_guest_context`
+/// the kernel checked and took references for).
+#[derive(Clone, Debug)]
+pub struct PvInit {
+    pub gprs: GuestGprs,
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cs: u16,
+    pub ss: u16,
+    pub kernel_mode: bool,
+    /// Machine addresses of the kernel and (if any) user L4.
+    pub kernel_cr3: u64,
+    pub user_cr3: Option<u64>,
+    pub traps: TrapTable,
+    pub callbacks: Callbacks,
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
+    pub gdt_frames: [u64; GDT_GUEST_PAGES],
+    pub gdt_entries: u32,
+    pub fs_base: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+}
+
+impl PvVcpu {
+    /// Loads a whole new state (`VCPUOP_initialise`), and lets the vCPU run.
+    pub fn initialise(&mut self, init: &PvInit) {
+        self.gprs = init.gprs;
+        self.rip = init.rip;
+        self.rsp = init.rsp;
+        self.rflags = init.rflags;
+        self.cs = init.cs;
+        self.ss = init.ss;
+        self.mode = if init.kernel_mode {
+            GuestMode::Kernel
+        } else {
+            GuestMode::User
+        };
+        self.kernel_cr3 = init.kernel_cr3;
+        self.user_cr3 = init.user_cr3;
+        self.traps = init.traps.clone();
+        self.callbacks = init.callbacks;
+        self.kernel_ss = init.kernel_ss;
+        self.kernel_sp = init.kernel_sp;
+        self.gdt_frames = init.gdt_frames;
+        self.gdt_entries = init.gdt_entries;
+        self.gdt_changed();
+        self.fs_base = init.fs_base;
+        self.gs_base_kernel = init.gs_base_kernel;
+        self.gs_base_user = init.gs_base_user;
+        self.cr2 = 0;
+        self.cr0_ts = false;
+        self.fx = FxState::initial();
+        self.flush_pending = true;
+        self.failed = None;
+    }
+}
+
 impl PvVcpu {
     /// A vCPU that starts at `start` (kernel mode); `nx`: whether the CPU has
     /// no-execute (the guest sees EFER.NXE).

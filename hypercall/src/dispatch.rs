@@ -513,6 +513,16 @@ pub trait Domain {
 
     /// `VCPUOP_up`: make `vcpu` runnable. Errors: `-EINVAL` if it was never
     /// initialised; `-ENOSYS` acceptable for now.
+    /// `VCPUOP_initialise` of a PV domain's vCPU: its whole state from a
+    /// `vcpu_guest_context` (Xen's `arch_set_info_guest`).
+    fn pv_vcpu_initialise(
+        &mut self,
+        _vcpu: u32,
+        _ctx: &crate::abi::pv::VcpuGuestContext,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno>;
 
     /// `VCPUOP_down`: make `vcpu` not runnable (synchronous if it is the

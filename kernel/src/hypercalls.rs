@@ -609,6 +609,15 @@ impl HcDomain for Ctx<'_> {
         crate::online::initialise(self.d, v, ctx)
     }
 
+    fn pv_vcpu_initialise(
+        &mut self,
+        vcpu: u32,
+        ctx: &keel_hypercall::abi::pv::VcpuGuestContext,
+    ) -> Result<(), Errno> {
+        let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
+        crate::online::initialise_pv(self.d, v, ctx)
+    }
+
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
         let v = self.d.vcpu(vcpu).ok_or(Errno::ENOENT)?;
         crate::online::up(self.d, v, self.wakes)

@@ -94,6 +94,28 @@ pub fn initialise(d: &Domain, v: &Vcpu, ctx: &VcpuHvmContext) -> Result<(), Errn
     Ok(())
 }
 
+/// `VCPUOP_initialise` of a PV vCPU: `v` gets the state `ctx` describes
+/// (checked, its page tables and GDT referenced: `pv::check_initialise`) and
+/// stays down until `VCPUOP_up`.
+pub fn initialise_pv(
+    d: &Domain,
+    v: &Vcpu,
+    ctx: &keel_hypercall::abi::pv::VcpuGuestContext,
+) -> Result<(), Errno> {
+    let _online = d.online.lock();
+    if v.st.lock().initialised {
+        return Err(Errno::EEXIST);
+    }
+    // The domain's `mem` before the vCPU's `st` would invert the lock order:
+    // `online` keeps anyone else from initialising it meanwhile.
+    let init = crate::pv::check_initialise(d, v.id, ctx)?;
+    let mut st = v.st.lock();
+    st.pv_start = Some(alloc::boxed::Box::new(init));
+    st.initialised = true;
+    st.down = true;
+    Ok(())
+}
+
 /// `VCPUOP_up`.
 pub fn up(d: &Domain, v: &Vcpu, wakes: &mut Wakes) -> Result<(), Errno> {
     let _online = d.online.lock();

@@ -1372,3 +1372,140 @@ pub fn update_descriptor(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// `VCPUOP_initialise` of a PV vCPU (Xen's `arch_set_info_guest`, 64-bit PV).
+
+/// Checks `ctx` for vCPU `vid` of `d` and takes what it references: its L4
+/// (and user L4) as base pointers, validated; its GDT frames as descriptor
+/// pages. Gives the state the vCPU loads at its next entry. On any error
+/// nothing is held: `EINVAL` for a state Xen refuses (non-canonical handlers
+/// or bases, an LDT, a GDT or L4 the PV MMU refuses).
+pub fn check_initialise(
+    d: &Domain,
+    vid: u32,
+    ctx: &keel_hypercall::abi::pv::VcpuGuestContext,
+) -> Result<keel_arch::pv::PvInit, keel_hypercall::abi::Errno> {
+    use keel_hypercall::abi::Errno;
+    use keel_hypercall::abi::pv::{VGCF_FAILSAFE_DISABLES_EVENTS, VGCF_IN_KERNEL};
+    use keel_x86::pv::is_canonical;
+    let canonical = [
+        ctx.event_callback_eip,
+        ctx.failsafe_callback_eip,
+        ctx.syscall_callback_eip,
+        ctx.fs_base,
+        ctx.gs_base_kernel,
+        ctx.gs_base_user,
+        ctx.ldt_base,
+    ];
+    if !canonical.into_iter().all(is_canonical) || ctx.ldt_ents != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut traps = keel_x86::pv::trap::TrapTable::new();
+    for t in ctx.trap_ctxt.iter().filter(|t| t.address != 0) {
+        traps.set_trap(*t)?;
+    }
+    let gdt_entries = u32::try_from(ctx.gdt_ents).map_err(|_| Errno::EINVAL)?;
+    let nframes = keel_x86::pv::descriptor::set_gdt_frames(gdt_entries)?;
+    let kernel_l4 = Mfn::new(ctx.ctrlreg[3] >> 12).ok_or(Errno::EINVAL)?;
+    let user_l4 = match ctx.ctrlreg[1] >> 12 {
+        0 => None,
+        m => Some(Mfn::new(m).ok_or(Errno::EINVAL)?),
+    };
+
+    let mut mem = d.mem.lock();
+    let Paging::Pv(pv) = &mut mem.p2m else {
+        return Err(Errno::ENOSYS);
+    };
+    let PvPaging {
+        frames,
+        mem: dm,
+        vcpus,
+        gdts,
+        ..
+    } = pv;
+    let mut live = LiveMem { m: dm, d };
+    let vm = vcpus.get_mut(vid as usize).ok_or(Errno::ENOENT)?;
+    let gdt = gdts.get_mut(vid as usize).ok_or(Errno::ENOENT)?;
+    if vm.kernel_root().is_some() || !gdt.is_empty() {
+        // Only a vCPU without a state gets one (the caller checked
+        // `initialised`; this is what the PV MMU holds for it).
+        return Err(Errno::EEXIST);
+    }
+    let undo = |frames: &mut DomainFrames<FrameAlloc>,
+                live: &mut LiveMem<'_>,
+                vm: &mut PvVcpu,
+                gdt: &mut Vec<Mfn>| {
+        let _ = frames.destroy_pagetables(live, vm);
+        for m in gdt.drain(..) {
+            let _ = frames.put_segdesc_page(live, m);
+        }
+    };
+    let r = (|| {
+        frames.new_baseptr(&mut live, vm, kernel_l4.as_u64())?;
+        if let Some(u) = user_l4 {
+            frames.new_user_baseptr(&mut live, vm, u.as_u64())?;
+        }
+        for &f in &ctx.gdt_frames[..nframes] {
+            let m = Mfn::new(f).ok_or(keel_mm::pv::PvError::InvalidMfn)?;
+            frames.get_segdesc_page(&mut live, m)?;
+            gdt.push(m);
+        }
+        Ok::<(), keel_mm::pv::PvError>(())
+    })();
+    if let Err(e) = r {
+        log::info!("d{}v{vid}: VCPUOP_initialise refused: {e}", d.id);
+        undo(frames, &mut live, vm, gdt);
+        return Err(Errno::EINVAL);
+    }
+    let mut gdt_frames = [0u64; keel_arch::pv::GDT_GUEST_PAGES];
+    for (dst, m) in gdt_frames.iter_mut().zip(gdt.iter()) {
+        *dst = m.hpa().as_u64();
+    }
+    let r = &ctx.user_regs;
+    Ok(keel_arch::pv::PvInit {
+        gprs: keel_arch::hvm::GuestGprs {
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rbp: r.rbp,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+        },
+        rip: r.rip,
+        rsp: r.rsp,
+        rflags: r.rflags,
+        cs: r.cs,
+        ss: r.ss,
+        kernel_mode: ctx.flags & VGCF_IN_KERNEL != 0,
+        kernel_cr3: kernel_l4.hpa().as_u64(),
+        user_cr3: user_l4.map(|m| m.hpa().as_u64()),
+        traps,
+        callbacks: keel_arch::pv::Callbacks {
+            event: ctx.event_callback_eip,
+            failsafe: ctx.failsafe_callback_eip,
+            failsafe_disables_events: ctx.flags & VGCF_FAILSAFE_DISABLES_EVENTS != 0,
+            syscall: ctx.syscall_callback_eip,
+            syscall32: 0,
+            syscall_disables_events: ctx.flags
+                & keel_hypercall::abi::pv::VGCF_SYSCALL_DISABLES_EVENTS
+                != 0,
+        },
+        kernel_ss: ctx.kernel_ss as u16 | 3,
+        kernel_sp: ctx.kernel_sp,
+        gdt_frames,
+        gdt_entries,
+        fs_base: ctx.fs_base,
+        gs_base_kernel: ctx.gs_base_kernel,
+        gs_base_user: ctx.gs_base_user,
+    })
+}

@@ -294,6 +294,13 @@ fn run_slice(
                 arch.load_context(&ctx);
                 arch.restore_lazy_state();
             }
+            if let Some(init) = st.pv_start.take()
+                && let Some(p) = crate::pv::pv_vcpu(arch)
+            {
+                // The same for a PV vCPU (`VCPUOP_initialise`).
+                p.initialise(&init);
+                arch.restore_lazy_state();
+            }
             events::prepare_entry(d, &mut st, arch);
         }
         let stop = earliest(Some(end), cpu.cached_deadline()).unwrap_or(end);

@@ -202,6 +202,9 @@ pub struct VcpuState {
     /// (`VCPUOP_initialise`, a SIPI). Loaded by the pCPU that runs it, so no
     /// CPU ever touches another's hardware vCPU state (VMX: the VMCS).
     pub start: Option<Context>,
+    /// A PV vCPU's new state from `VCPUOP_initialise`, loaded at its next
+    /// entry as `start` is.
+    pub pv_start: Option<alloc::boxed::Box<keel_arch::pv::PvInit>>,
     /// An NMI waits for delivery (an NMI IPI, `VCPUOP_send_nmi`).
     pub nmi_pending: bool,
 }
@@ -319,6 +322,7 @@ impl Vcpu {
                 initialised: up,
                 down: !up,
                 start: None,
+                pv_start: None,
                 nmi_pending: false,
             }),
             flush: AtomicBool::new(false),

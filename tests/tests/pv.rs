@@ -504,3 +504,25 @@ fn pv64_gdt_on_qemu_svm_and_bochs_vmx() {
         run.assert_no_line(FATAL);
     }
 }
+
+/// pv64's `mode=smp`: a second vCPU of a PV Dom0 from a `vcpu_guest_context`
+/// (`VCPUOP_initialise`, its own L4 reference and stack), brought up with
+/// `VCPUOP_up`, running its entry on its stack beside vCPU 0 and taking
+/// itself down; refused contexts (a data page as L4, a non-canonical callback)
+/// leave nothing held, a second initialise is -EEXIST, an unknown vCPU
+/// -ENOENT. Every frame comes back.
+#[test]
+fn pv64_second_vcpu_on_qemu_svm_and_bochs_vmx() {
+    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+        let run = Boot::new("pv64_smp", backend)
+            .extra_cmdline("dom0_mem=32M")
+            .module(guests::guest(PV64), "mode=smp")
+            .run();
+        run.assert_line(r"^\(d0\) vCPU 1 ran its entry, on its stack: ok$");
+        run.assert_line(r"^\(d0\) vCPU 1 took itself down: ok$");
+        run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
+        run.assert_line(r"^\(d0\) Test result: SUCCESS$");
+        guests::assert_frames_balance(&run);
+        run.assert_no_line(FATAL);
+    }
+}

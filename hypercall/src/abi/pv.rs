@@ -256,3 +256,81 @@ mod tests {
         );
     }
 }
+
+abi_struct! {
+    /// `struct cpu_user_regs`, x86_64 (`arch-x86/xen-x86_64.h`): a PV vCPU's
+    /// registers in a [`VcpuGuestContext`].
+    #[repr(C)]
+    pub struct CpuUserRegs(200) {
+        pub r15: u64 => 0,
+        pub r14: u64 => 8,
+        pub r13: u64 => 16,
+        pub r12: u64 => 24,
+        pub rbp: u64 => 32,
+        pub rbx: u64 => 40,
+        pub r11: u64 => 48,
+        pub r10: u64 => 56,
+        pub r9: u64 => 64,
+        pub r8: u64 => 72,
+        pub rax: u64 => 80,
+        pub rcx: u64 => 88,
+        pub rdx: u64 => 96,
+        pub rsi: u64 => 104,
+        pub rdi: u64 => 112,
+        /// Private to Xen.
+        pub error_code: u32 => 120,
+        /// Private to Xen.
+        pub entry_vector: u32 => 124,
+        pub rip: u64 => 128,
+        pub cs: u16 => 136,
+        pub pad0: u16 => 138,
+        pub saved_upcall_mask: u8 => 140,
+        pub pad1: [u8; 3] => 141,
+        pub rflags: u64 => 144,
+        pub rsp: u64 => 152,
+        pub ss: u16 => 160,
+        pub pad2: [u16; 3] => 162,
+        pub es: u16 => 168,
+        pub pad3: [u16; 3] => 170,
+        pub ds: u16 => 176,
+        pub pad4: [u16; 3] => 178,
+        pub fs: u16 => 184,
+        pub pad5: [u16; 3] => 186,
+        pub gs: u16 => 192,
+        pub pad6: [u16; 3] => 194,
+    }
+}
+
+abi_struct! {
+    /// `struct vcpu_guest_context`, x86_64 (`arch-x86/xen.h`): a PV vCPU's
+    /// whole state, `VCPUOP_initialise`'s argument for a PV domain.
+    #[repr(C)]
+    pub struct VcpuGuestContext(5168) {
+        /// FXSAVE image.
+        pub fpu_ctxt: [u8; 512] => 0,
+        /// `VGCF_*`.
+        pub flags: u64 => 512,
+        pub user_regs: CpuUserRegs => 520,
+        /// The virtual IDT.
+        pub trap_ctxt: [TrapInfo; 256] => 720,
+        pub ldt_base: u64 => 4816,
+        pub ldt_ents: u64 => 4824,
+        /// Machine frames of the GDT.
+        pub gdt_frames: [u64; 16] => 4832,
+        pub gdt_ents: u64 => 4960,
+        pub kernel_ss: u64 => 4968,
+        pub kernel_sp: u64 => 4976,
+        /// CR0..CR7; CR3 is the kernel L4 (`xen_pfn_to_cr3`: its machine
+        /// frame shifted by 12), CR1 the user L4 on x86_64.
+        pub ctrlreg: [u64; 8] => 4984,
+        pub debugreg: [u64; 8] => 5048,
+        pub event_callback_eip: u64 => 5112,
+        pub failsafe_callback_eip: u64 => 5120,
+        pub syscall_callback_eip: u64 => 5128,
+        /// `VMASST_TYPE_*` bits.
+        pub vm_assist: u64 => 5136,
+        pub fs_base: u64 => 5144,
+        pub gs_base_kernel: u64 => 5152,
+        pub gs_base_user: u64 => 5160,
+    }
+}

@@ -98,6 +98,16 @@ fn vcpu_op<D: Domain + ?Sized>(
     arg: u64,
 ) -> Result<i64, Errno> {
     match cmd {
+        // A PV domain's argument is a `vcpu_guest_context` (its whole state),
+        // an HVM/PVH domain's a `vcpu_hvm_context` (Xen's
+        // `arch_initialise_vcpu`).
+        VCPUOP_INITIALISE if cx.d.is_pv() => {
+            if cx.width != GuestWidth::Bits64 {
+                return Err(Errno::ENOSYS);
+            }
+            let ctx = crate::abi::pv::VcpuGuestContext::from_bytes(&cx.read(arg)?);
+            cx.d.pv_vcpu_initialise(vcpu, &ctx).map(|()| 0)
+        }
         VCPUOP_INITIALISE => {
             let ctx = VcpuHvmContext::from_bytes(&cx.read(arg)?);
             cx.d.vcpu_initialise(vcpu, &ctx).map(|()| 0)

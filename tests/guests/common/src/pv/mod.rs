@@ -43,6 +43,7 @@
 //!   `mmuext_op` and `multicall` ([`mmu`]);
 //! - `events`: event channels through its event callback ([`events`]);
 //! - `gdt`: its own GDT ([`gdt`]);
+//! - `smp`: a second vCPU, from a `vcpu_guest_context` ([`smp`]);
 //! - `user`: a process in user mode, its `syscall`s through the syscall
 //!   callback ([`user`]);
 //! - `hostile`, `fault`: what a hostile PV kernel tries ([`hostile`]).
@@ -68,6 +69,7 @@ pub mod gdt;
 pub mod hostile;
 pub mod mmu;
 pub mod probe;
+pub mod smp;
 pub mod traps;
 pub mod user;
 pub mod start_info;
@@ -194,6 +196,10 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
         }
         b"mmu" => {
             mmu::run(&si, &layout);
+            modes::finish()
+        }
+        b"smp" => {
+            smp::run(&si, &layout);
             modes::finish()
         }
         b"gdt" => {
