@@ -228,7 +228,15 @@ pub struct PvVcpu {
     /// Bumped whenever the GDT or one of its descriptors changes, so a pCPU
     /// that holds an older copy takes a new one.
     gdt_gen: u64,
+    /// DR0..DR7 as the guest set them (`set_debugreg`; 4 and 5 unused). In
+    /// the CPU only while the guest runs, and only when DR7 enables a
+    /// breakpoint; DR6 is read back after such a run.
+    pub debugreg: [u64; 8],
 }
+
+/// DR6 and DR7 at reset (their reserved-one bits).
+pub const DR6_DEFAULT: u64 = 0xffff_0ff0;
+pub const DR7_DEFAULT: u64 = 0x400;
 
 /// Pages of the GDT that are the guest's (Xen's `FIRST_RESERVED_GDT_PAGE`).
 pub const GDT_GUEST_PAGES: usize = 14;
@@ -360,6 +368,7 @@ impl PvVcpu {
             gdt_frames: [0; GDT_GUEST_PAGES],
             gdt_entries: 0,
             gdt_gen: 0,
+            debugreg: [0, 0, 0, 0, 0, 0, DR6_DEFAULT, DR7_DEFAULT],
         }
     }
 
@@ -733,12 +742,39 @@ impl PvVcpu {
             // SAFETY: TS only makes x87/SSE instructions fault with #NM.
             unsafe { core::arch::asm!("mov {t}, cr0", "or {t}, 8", "mov cr0, {t}", t = out(reg) _, options(nostack)) };
         }
+        // The guest's breakpoints (addresses it may name, checked by
+        // `set_debugreg`): in the CPU only while it runs.
+        let dr_active = self.debugreg[7] & 0xff != 0;
+        if dr_active {
+            // SAFETY: debug registers only add #DB traps at the guest's own
+            // addresses; DR7 is cleared again right after the exit.
+            unsafe {
+                core::arch::asm!(
+                    "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}",
+                    in(reg) self.debugreg[0], in(reg) self.debugreg[1],
+                    in(reg) self.debugreg[2], in(reg) self.debugreg[3],
+                    options(nostack)
+                );
+                core::arch::asm!("mov dr6, {0}", "mov dr7, {1}", in(reg) self.debugreg[6],
+                    in(reg) self.debugreg[7], options(nostack));
+            }
+        }
         // SAFETY: interrupts are off (the run loop's state); the frame holds a
         // ring-3 CS and SS (RPL forced to 3 by `to_frame`) and RFLAGS without
         // IOPL or VM; whatever else is wrong in it faults in `keel_pv_iret`,
         // which returns here (module doc).
         let r = unsafe { keel_pv_enter(frame) };
         let cr2 = crate::cpu::read_cr2();
+        if dr_active {
+            let dr6: u64;
+            // SAFETY: DR6 holds what the guest's breakpoints hit; DR7 off
+            // again for keel.
+            unsafe {
+                core::arch::asm!("mov {0}, dr6", out(reg) dr6, options(nostack));
+                core::arch::asm!("mov dr7, {0}", in(reg) DR7_DEFAULT, options(nostack));
+            }
+            self.debugreg[6] = dr6;
+        }
         if self.cr0_ts {
             // SAFETY: CLTS only lets x87/SSE instructions run again.
             unsafe { core::arch::asm!("clts", options(nomem, nostack)) };

@@ -327,6 +327,54 @@ impl HcDomain for Ctx<'_> {
         Ok(())
     }
 
+    /// Xen's `set_debugreg` for a 64-bit PV vCPU: DR0..DR3 must be addresses
+    /// the guest may name (else -EPERM); DR6 and DR7 are 32 bits (else
+    /// -EINVAL) with their reserved bits forced; I/O breakpoints (which need
+    /// CR4.DE emulation) are -EPERM; DR4, DR5 and others -EINVAL.
+    /// **Deviation**: DR7.GD is dropped (Xen emulates it; keel does not).
+    fn pv_set_debugreg(&mut self, reg: u32, value: u64) -> Result<(), Errno> {
+        const DR6_RESERVED_ONE: u64 = 0xffff_0ff0;
+        // Bits 11, 12, 14, 15 and the upper half reserved; and GD (bit 13):
+        // general detect would make keel's own MOV to DR7 on the way out a
+        // #DB in ring 0.
+        const DR7_RESERVED_ZERO: u64 = 0x0000_f800 | (0xffff_ffff << 32);
+        const DR7_RESERVED_ONE: u64 = 0x400;
+        let v = match reg {
+            0..=3 => {
+                if !keel_x86::pv::guest_addr_ok(value) {
+                    return Err(Errno::EPERM);
+                }
+                value
+            }
+            6 => {
+                if value >> 32 != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                value | DR6_RESERVED_ONE
+            }
+            7 => {
+                if value >> 32 != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                // RW bits 10 (I/O) for any breakpoint.
+                if (0..4).any(|i| (value >> (16 + 4 * i)) & 3 == 2) {
+                    return Err(Errno::EPERM);
+                }
+                (value & !DR7_RESERVED_ZERO) | DR7_RESERVED_ONE
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        self.pv()?.debugreg[reg as usize] = v;
+        Ok(())
+    }
+
+    fn pv_get_debugreg(&mut self, reg: u32) -> Result<u64, Errno> {
+        match reg {
+            0..=3 | 6 | 7 => Ok(self.pv()?.debugreg[reg as usize]),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
     fn pv_fpu_taskswitch(&mut self, set: bool) -> Result<(), Errno> {
         self.pv()?.cr0_ts = set;
         Ok(())

@@ -462,7 +462,10 @@ fn pv64_user_mode_and_syscalls_on_qemu_svm_and_bochs_vmx() {
 /// really in use: `%gs:0` reads through it), MOV from CR0 and CR3 (its L4's
 /// machine address), `fpu_taskswitch` and CLTS (TS in the guest's CR0, an x87
 /// instruction its #NM while set), WBINVD; and those it does not (RDMSR of
-/// another MSR, a CR4 write) as the guest's own #GP.
+/// another MSR, a CR4 write) as the guest's own #GP. Debug registers
+/// (`set_debugreg`/`get_debugreg`): a write breakpoint on its own word is its
+/// #DB with DR6 saying so; keel's address, an I/O breakpoint, upper bits and
+/// DR4 are refused.
 #[test]
 fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
     for backend in [Backend::QemuSvm, Backend::BochsVmx] {
@@ -475,6 +478,8 @@ fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
             r"^\(d0\) WRMSR GS_BASE, RDMSR reads it back, %gs:0 reads through it: ok$",
         );
         run.assert_line(r"^\(d0\) an x87 instruction with TS set is the guest's #NM: ok$");
+        run.assert_line(r"^\(d0\) a write to it is the guest's #DB, after the store: ok$");
+        run.assert_line(r"^\(d0\) set_debugreg\(0, keel's address\): ok$");
         run.assert_line(r"^\(d0\) \d+ checks passed, 0 failed$");
         run.assert_line(r"^\(d0\) Test result: SUCCESS$");
         guests::assert_frames_balance(&run);

@@ -53,6 +53,7 @@ static PV64_TRAP_RESUME: AtomicU64 = AtomicU64::new(0);
 
 unsafe extern "C" {
     static pv64_trap_0: u8;
+    static pv64_trap_1: u8;
     static pv64_trap_3: u8;
     static pv64_trap_6: u8;
     static pv64_trap_7: u8;
@@ -92,6 +93,7 @@ pv64_trap_\vec:
     .endm
 
     pv64_trap 0, 0
+    pv64_trap 1, 0
     pv64_trap 3, 0
     pv64_trap 6, 0
     pv64_trap 7, 0
@@ -109,9 +111,10 @@ static TABLE: Page = Page::new();
 
 fn install() -> i64 {
     // Only the addresses of the stubs are taken.
-    let entries: [(u8, u8, u64); 7] = {
+    let entries: [(u8, u8, u64); 8] = {
         [
             (0, 0, &raw const pv64_trap_0 as u64),
+            (1, 0, &raw const pv64_trap_1 as u64),
             (3, 3, &raw const pv64_trap_3 as u64),
             (6, 0, &raw const pv64_trap_6 as u64),
             (7, 0, &raw const pv64_trap_7 as u64),
@@ -411,6 +414,45 @@ pub fn privileged(si: &super::start_info::StartInfo, layout: &super::Layout) {
         PV64_TRAP_COUNT.load(Ordering::SeqCst) == n,
         format_args!("{} traps", PV64_TRAP_COUNT.load(Ordering::SeqCst) - n),
     );
+
+    // Debug registers: a data breakpoint on a word of its own.
+    let word = GS_MARK.addr() as u64 + 64;
+    let setdr = |reg: usize, v: u64| hypercall::call(nr::SET_DEBUGREG, [reg, v as usize, 0, 0, 0]);
+    let getdr = |reg: usize| hypercall::call(nr::GET_DEBUGREG, [reg, 0, 0, 0, 0]);
+    c.rc("set_debugreg(0, a word of its own)", setdr(0, word), 0);
+    c.check(
+        "get_debugreg(0) reads it back",
+        getdr(0) as u64 == word,
+        format_args!("{:#x}", getdr(0)),
+    );
+    c.errno("set_debugreg(0, keel's address)", setdr(0, 0xffff_8300_0000_0000), Errno::EPERM);
+    c.errno("set_debugreg(7, an I/O breakpoint)", setdr(7, 0x2_0001), Errno::EPERM);
+    c.errno("set_debugreg(7, upper bits)", setdr(7, 1 << 40), Errno::EINVAL);
+    c.errno("set_debugreg(4)", setdr(4, 0), Errno::EINVAL);
+    // DR7: L0, write, 8 bytes (RW0 = 01, LEN0 = 10).
+    c.rc("set_debugreg(7, L0 write breakpoint)", setdr(7, 0x9_0001), 0);
+    let n = PV64_TRAP_COUNT.load(Ordering::SeqCst);
+    let at: u64;
+    // SAFETY: a store to a word of its own page; the breakpoint's #DB (a trap,
+    // after the store) goes to trap 1 and resumes after it.
+    unsafe {
+        core::arch::asm!(
+            "lea 2f(%rip), {t}",
+            "mov {t}, {resume}(%rip)",
+            "movq $1, ({w})",
+            "2:",
+            "lea 2b(%rip), {at}",
+            t = out(reg) _,
+            at = out(reg) at,
+            w = in(reg) word,
+            resume = sym PV64_TRAP_RESUME,
+            options(att_syntax)
+        );
+    }
+    saw(&c, "a write to it is the guest's #DB, after the store", n, 1, None, at);
+    let dr6 = getdr(6) as u64;
+    c.check("DR6 says breakpoint 0", dr6 & 1 != 0, format_args!("dr6 {dr6:#x}"));
+    c.rc("set_debugreg(7, 0)", setdr(7, 0), 0);
     c.rc("set_trap_table(NULL)", hypercall::call(nr::SET_TRAP_TABLE, [0; 5]), 0);
 }
 
