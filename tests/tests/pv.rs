@@ -208,8 +208,8 @@ fn dom0_mode_options_are_honoured_or_refused_on_qemu_svm() {
 /// start-of-day check of a PV Dom0 passes, in the guest's order, and the
 /// verdict is SUCCESS followed by a poweroff.
 #[test]
-fn pv64_probe_passes_as_dom0_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_probe_passes_as_dom0_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_probe", backend)
             .extra_cmdline("dom0_mem=64M")
             .module(guests::guest(PV64), "mode=probe pages=16384")
@@ -351,6 +351,16 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
     }
 }
 
+/// Where the pv64 modes run: SVM present but unused (QEMU `-cpu max`), no
+/// hardware virtualization at all (QEMU `-cpu max,-svm`), and Bochs's VMX and
+/// SVM CPUs (without SMEP/SMAP; QEMU's have them).
+const MODE_BACKENDS: [Backend; 4] = [
+    Backend::QemuSvm,
+    Backend::QemuNoHvm,
+    Backend::BochsVmx,
+    Backend::BochsSvm,
+];
+
 /// pv64's `mode=traps` (docs/pv.md step 3): the guest installs its own trap
 /// table (`set_trap_table`) and keel bounces its exceptions to it with Xen's
 /// frame: #UD, #GP(0) from CLI, a kernel-mode #PF (error code without the U
@@ -359,8 +369,8 @@ fn hostile_pv_domus_fail_or_crash_alone_on_qemu_svm_and_bochs_vmx() {
 /// returns with the `iret` hypercall, registers intact. A non-canonical handler
 /// is -EINVAL, a table in keel's range -EFAULT; `set_trap_table(NULL)` clears.
 #[test]
-fn pv64_traps_bounce_and_iret_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_traps_bounce_and_iret_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_traps", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=traps")
@@ -386,8 +396,8 @@ fn pv64_traps_bounce_and_iret_on_qemu_svm_and_bochs_vmx() {
 /// validated), and shared_info mapped at its machine address with the
 /// start-of-day upcall mask.
 #[test]
-fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_mmu_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_mmu", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=mmu")
@@ -417,8 +427,8 @@ fn pv64_mmu_on_qemu_svm_and_bochs_vmx() {
 /// send while unmasked is delivered before it returns; a single-shot timer
 /// 20 ms on wakes `SCHEDOP_block` through VIRQ_TIMER's event.
 #[test]
-fn pv64_events_through_the_callback_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_events_through_the_callback_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_events", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=events")
@@ -441,8 +451,8 @@ fn pv64_events_through_the_callback_on_qemu_svm_and_bochs_vmx() {
 /// with the process's RIP and the flat user CS in the frame, and the first
 /// returns to user mode with `iret`.
 #[test]
-fn pv64_user_mode_and_syscalls_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_user_mode_and_syscalls_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_user", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=user")
@@ -467,8 +477,8 @@ fn pv64_user_mode_and_syscalls_on_qemu_svm_and_bochs_vmx() {
 /// #DB with DR6 saying so; keel's address, an I/O breakpoint, upper bits and
 /// DR4 are refused.
 #[test]
-fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_privileged_instructions_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_privop", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=privop")
@@ -495,8 +505,8 @@ fn pv64_privileged_instructions_on_qemu_svm_and_bochs_vmx() {
 /// descriptor and refuses a call gate to keel's code, a system descriptor, a
 /// misaligned address and keel's frame; `set_gdt` of nothing gives it back.
 #[test]
-fn pv64_gdt_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_gdt_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_gdt", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=gdt")
@@ -517,8 +527,8 @@ fn pv64_gdt_on_qemu_svm_and_bochs_vmx() {
 /// leave nothing held, a second initialise is -EEXIST, an unknown vCPU
 /// -ENOENT. Every frame comes back.
 #[test]
-fn pv64_second_vcpu_on_qemu_svm_and_bochs_vmx() {
-    for backend in [Backend::QemuSvm, Backend::BochsVmx] {
+fn pv64_second_vcpu_on_every_backend() {
+    for backend in MODE_BACKENDS {
         let run = Boot::new("pv64_smp", backend)
             .extra_cmdline("dom0_mem=32M")
             .module(guests::guest(PV64), "mode=smp")
