@@ -1347,10 +1347,19 @@ pub fn update_descriptor(
     let Paging::Pv(pv) = &mut mem.p2m else {
         return Err(MmuError::Errno(Errno::ENOSYS));
     };
-    let is_segdesc = pv
-        .frames
-        .page(mfn)
-        .is_some_and(|p| p.page_type() == PageType::SegDesc && p.type_count() > 0);
+    let (is_segdesc, is_table) = pv.frames.page(mfn).map_or((false, false), |p| {
+        let held = p.type_count() > 0;
+        (
+            held && p.page_type() == PageType::SegDesc,
+            held && matches!(p.page_type(), PageType::PageTable(_)),
+        )
+    });
+    // A page table cannot take a writable reference (Xen's
+    // `get_page_type(page, PGT_writable_page)` fails): -EINVAL, rather than
+    // an entry update by another name.
+    if is_table {
+        return Err(MmuError::Errno(Errno::EINVAL));
+    }
     if is_segdesc {
         // Its type cannot change while the domain's lock is held.
         DirectMapPv::frame(mfn).write((maddr & 0xFFF) as usize, &checked.to_le_bytes());

@@ -503,7 +503,8 @@ fn pv64_privileged_instructions_on_every_backend() {
 /// #GP(selector); the frame's ring-0 data descriptor reads back with DPL 3 and
 /// the frame cannot be mapped writable; `update_descriptor` writes a valid
 /// descriptor and refuses a call gate to keel's code, a system descriptor, a
-/// misaligned address and keel's frame; `set_gdt` of nothing gives it back.
+/// misaligned address, keel's frame and its own L4; `set_gdt` of nothing gives
+/// it back.
 #[test]
 fn pv64_gdt_on_every_backend() {
     for backend in MODE_BACKENDS {

@@ -10,7 +10,8 @@
 //! - maps the frame read-only: the ring-0 data descriptor it wrote reads back
 //!   with DPL 3; a writable mapping is refused;
 //! - `update_descriptor`: a valid descriptor is written; a call gate to keel's
-//!   code selector, a system descriptor, a misaligned address are -EINVAL;
+//!   code selector, a system descriptor, a misaligned address, keel's frame
+//!   and a page table (its L4) are -EINVAL;
 //! - `set_gdt` of a frame mapped writable, of keel's frame, of too many
 //!   entries: -EINVAL; `set_gdt` of nothing gives the frame back.
 
@@ -146,6 +147,11 @@ pub fn run(si: &StartInfo, layout: &Layout) {
     c.errno(
         "update_descriptor: keel's frame",
         update_descriptor(1 << 12, DATA3),
+        Errno::EINVAL,
+    );
+    c.errno(
+        "update_descriptor: its L4",
+        update_descriptor(m.mfn(si.pt_base) << 12, 0),
         Errno::EINVAL,
     );
     c.rc("set_gdt of nothing", set_gdt(&[], 0), 0);
