@@ -1019,22 +1019,7 @@ keel_pv_trap_entry:
     je 1f
     cmpq $18, (%rsp)
     je 1f
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    jmp keel_pv_exit
+    jmp keel_pv_save
 1:  jmp keel_trap_common_body
 
     .global keel_pv_syscall64
@@ -1049,7 +1034,7 @@ keel_pv_syscall64:
     push %rcx
     push $0
     push ${sys64}
-    jmp 2f
+    jmp keel_pv_save
 
     .global keel_pv_syscall32
 keel_pv_syscall32:
@@ -1063,7 +1048,12 @@ keel_pv_syscall32:
     push %rcx
     push $0
     push ${sys32}
-2:  push %rax
+    /* fall through */
+
+    /* The guest's registers below the frame: the whole TrapFrame, at the
+       top of the entry stack, whichever way the guest left. */
+keel_pv_save:
+    push %rax
     push %rbx
     push %rcx
     push %rdx

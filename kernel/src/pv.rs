@@ -50,7 +50,7 @@ use keel_mm::addr::{Gfn, Hpa};
 use keel_mm::guest_mem::CopyError;
 use keel_mm::guest_walk::WalkCtx;
 use keel_mm::p2m::{Access, P2mError};
-use keel_mm::pv::{DomainFrames, IoFrame, Level, PageType, Policy, PvMemory, PvVcpu};
+use keel_mm::pv::{DomainFrames, IoFrame, Level, PageType, Policy, PvMemory, PvVcpu, entry};
 use keel_x86::hypercall_page::HYPERCALL_PAGE_SIZE;
 
 use crate::domain::{BuildError, Domain, GuestType, Parts, PvhSpec};
@@ -154,6 +154,25 @@ impl PvPaging {
         } else {
             log::debug!("d{domid}: PV teardown: {returned} frames returned");
         }
+    }
+
+    /// The L1 that maps `va` in the tables rooted at machine frame `root`:
+    /// the guest's own (validated) tables walked from the L4, each level's
+    /// entry present, no superpage (PV tables have none), every table the
+    /// domain's. `None` where the walk stops.
+    fn l1_of(&self, root: u64, va: u64) -> Option<Mfn> {
+        let mut table = Mfn::new(root)?;
+        for shift in [39u32, 30, 21] {
+            if !self.frames.owns(table) {
+                return None;
+            }
+            let e = self.mem.read_entry(table, ((va >> shift) & 511) as usize);
+            if !entry::is_present(e) || e & entry::PSE != 0 {
+                return None;
+            }
+            table = entry::entry_mfn(e);
+        }
+        Some(table)
     }
 
     /// Whether the domain may have keel write frame `mfn` for it: its own, and
@@ -823,21 +842,15 @@ fn ptwr(
     }
     // The L1 entry that maps `va`: present and read-only, and the frame it
     // maps a validated L1 of this domain.
-    let mut table = Mfn::new(root)?;
-    for shift in [39u32, 30, 21, 12] {
-        if !pv.frames.owns(table) {
-            return None;
-        }
-        let e = pv.mem.read_entry(table, ((va >> shift) & 511) as usize);
-        if e & 1 == 0 || (shift != 12 && e & (1 << 7) != 0) {
-            return None;
-        }
-        if shift == 12 && e & 2 != 0 {
-            return None;
-        }
-        table = Mfn::new((e & 0x000F_FFFF_FFFF_F000) >> 12)?;
+    let l1 = pv.l1_of(root, va)?;
+    if !pv.frames.owns(l1) {
+        return None;
     }
-    let target = table;
+    let e = pv.mem.read_entry(l1, ((va >> 12) & 511) as usize);
+    if !entry::is_present(e) || e & entry::RW != 0 {
+        return None;
+    }
+    let target = entry::entry_mfn(e);
     if !pv.frames.is_ptwr_target(target) {
         return None;
     }
@@ -1242,20 +1255,7 @@ pub fn update_va_mapping(
         let Paging::Pv(pv) = &mut mem.p2m else {
             return Err(MmuError::Errno(Errno::ENOSYS));
         };
-        // Walk the guest's own (validated) tables to the L1: each level's
-        // entry present and no superpage (PV tables have none).
-        let mut table = Mfn::new(root).ok_or(MmuError::Errno(Errno::EINVAL))?;
-        for shift in [39u32, 30, 21] {
-            if !pv.frames.owns(table) {
-                return Err(MmuError::Errno(Errno::EINVAL));
-            }
-            let e = pv.mem.read_entry(table, ((va >> shift) & 511) as usize);
-            if e & 1 == 0 || e & (1 << 7) != 0 {
-                return Err(MmuError::Errno(Errno::EINVAL));
-            }
-            table = Mfn::new((e & 0x000F_FFFF_FFFF_F000) >> 12)
-                .ok_or(MmuError::Errno(Errno::EINVAL))?;
-        }
+        let table = pv.l1_of(root, va).ok_or(MmuError::Errno(Errno::EINVAL))?;
         let index = ((va >> 12) & 511) as usize;
         let mut live = LiveMem { m: &mut pv.mem, d };
         pv.frames

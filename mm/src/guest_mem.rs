@@ -89,7 +89,7 @@ pub struct GuestPhys<'a, M: TableMemory, F: SlptFormat, A: FrameAccess> {
 
 /// Splits `[start, start + len)` at 4 KiB boundaries into (address, offset into the
 /// buffer, length). The caller has checked that the range does not wrap.
-fn pages(start: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+pub(crate) fn pages(start: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
     let mut off = 0;
     core::iter::from_fn(move || {
         if off >= len {

@@ -21,8 +21,8 @@
 //! None here: the caller holds the domain's memory lock across a copy, so frames
 //! neither change owner nor type during it.
 
-use crate::addr::{Gpa, Gva, Mfn, PAGE_SIZE};
-use crate::guest_mem::CopyError;
+use crate::addr::{Gpa, Gva, Mfn};
+use crate::guest_mem::{CopyError, pages};
 use crate::guest_walk::{self, AccessKind, GuestPhysRead, WalkCtx, WalkFault};
 use crate::layout::HYPERVISOR_VIRT_END;
 
@@ -76,20 +76,6 @@ impl<M: MachineMem> GuestPhysRead for Tables<'_, M> {
     }
 }
 
-/// Splits `[start, start + len)` at page boundaries: (address, offset, length).
-fn pages(start: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
-    let mut off = 0;
-    core::iter::from_fn(move || {
-        if off >= len {
-            return None;
-        }
-        let addr = start + off as u64;
-        let n = ((PAGE_SIZE - addr % PAGE_SIZE) as usize).min(len - off);
-        let piece = (addr, off, n);
-        off += n;
-        Some(piece)
-    })
-}
 
 /// The machine address of `va`, and whether the domain may write its frame.
 fn translate<M: MachineMem>(
