@@ -19,7 +19,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use keel_hypercall::abi::callback::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+use keel_hypercall::abi::callback::CALLBACKTYPE_EVENT;
 use keel_hypercall::abi::evtchn::VIRQ_TIMER;
 use keel_hypercall::abi::hypercall as nr;
 use keel_hypercall::abi::sched::SCHEDOP_BLOCK;
@@ -104,16 +104,8 @@ pub fn run(si: &StartInfo, layout: &Layout) {
         }
     };
     PV64_VCPU_INFO.store(s, Ordering::SeqCst);
-    let reg = CallbackRegister {
-        type_: CALLBACKTYPE_EVENT,
-        flags: 0,
-        pad: 0,
-        // Only the address is taken.
-        address: &raw const pv64_event_entry as u64,
-    };
-    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
-        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
-    });
+    // Only the address is taken.
+    let rc = super::register_callback(CALLBACKTYPE_EVENT, 0, &raw const pv64_event_entry as u64);
     c.rc("register the event callback", rc, 0);
     let port = match events::bind_ipi(0) {
         Ok(p) => p,

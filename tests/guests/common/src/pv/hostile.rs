@@ -33,8 +33,6 @@ const KEEL_DIRECTMAP: u64 = 0xffff_8300_0000_0000;
 /// where it was loaded (2 MiB in), its text from about 2 MiB + 40 KiB on: this
 /// is well inside it.
 const KEEL_IMAGE: u64 = 0xffff_82d0_8024_0000;
-/// The entry RSP (the boot stack's top), for `fault=ptwr-keel-frame`.
-static BOOT_RSP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// The first non-canonical address.
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
@@ -191,21 +189,13 @@ fn keel_written(c: &Checks, si: &StartInfo, layout: &super::Layout) {
 
 /// Other hostile calls a PV kernel could make.
 fn pv_misc(c: &Checks) {
-    use keel_hypercall::abi::callback::{CALLBACKOP_REGISTER, CALLBACKTYPE_EVENT, CallbackRegister};
+    use keel_hypercall::abi::callback::CALLBACKTYPE_EVENT;
     use keel_hypercall::abi::hypercall as nr;
     use keel_hypercall::abi::pv::SEGBASE_FS;
     use keel_hypercall::abi::xen::MulticallEntry;
     let rc = hypercall::call(nr::SET_SEGMENT_BASE, [SEGBASE_FS as usize, NON_CANONICAL as usize, 0, 0, 0]);
     c.errno("set_segment_base non-canonical", rc, Errno::EINVAL);
-    let reg = CallbackRegister {
-        type_: CALLBACKTYPE_EVENT,
-        flags: 0,
-        pad: 0,
-        address: NON_CANONICAL,
-    };
-    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
-        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
-    });
+    let rc = super::register_callback(CALLBACKTYPE_EVENT, 0, NON_CANONICAL);
     c.errno("event callback at a non-canonical address", rc, Errno::EINVAL);
     // A multicall inside a multicall.
     let inner = MulticallEntry {
@@ -237,22 +227,13 @@ fn pv_misc(c: &Checks) {
         format_args!("rc {rc}, nested entry's result {r0}"),
     );
     // Unknown callback type, and VCPUOP on vCPUs it does not have.
-    let reg = CallbackRegister {
-        type_: 99,
-        flags: 0,
-        pad: 0,
-        address: 0xffff_ffff_8010_0000,
-    };
-    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
-        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
-    });
+    let rc = super::register_callback(99, 0, 0xffff_ffff_8010_0000);
     c.check("an unknown callback type", rc < 0, format_args!("rc {rc}"));
 }
 
 /// `mode=fault fault=<kind>`: does one forbidden thing; the hypervisor must
 /// end the domain. Prints `surviving <kind>` (and crashes itself) if it did not.
-pub fn fault(kind: &[u8], si: &StartInfo, boot_rsp: u64) -> ! {
-    BOOT_RSP.store(boot_rsp, core::sync::atomic::Ordering::Relaxed);
+pub fn fault(kind: &[u8], si: &StartInfo, layout: &super::Layout) -> ! {
     out!("faulting on purpose: {}", Escaped(kind));
     crate::console::flush();
     // SAFETY: none of these is safe: each is the fault under test. The guest
@@ -315,15 +296,7 @@ pub fn fault(kind: &[u8], si: &StartInfo, boot_rsp: u64) -> ! {
             // Writable page tables, used to map a frame that is not its own:
             // the emulated store is refused, the #PF is the guest's.
             b"ptwr-keel-frame" => {
-                let m = super::mmu::Mem {
-                    si,
-                    layout: &super::Layout {
-                        virt_base: super::virt_base(),
-                        image_start: 0,
-                        image_end: 0,
-                        boot_rsp: BOOT_RSP.load(core::sync::atomic::Ordering::Relaxed),
-                    },
-                };
+                let m = super::mmu::Mem { si, layout };
                 crate::hypercall::call(keel_hypercall::abi::hypercall::VM_ASSIST, [0, 2, 0, 0, 0]);
                 let pad = m.layout.boot_rsp.next_multiple_of(4096);
                 let l1e = m.l1e(pad);

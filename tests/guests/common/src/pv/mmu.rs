@@ -103,6 +103,26 @@ fn write(va: u64, v: u64) {
     unsafe { core::ptr::write_volatile(va as *mut u64, v) }
 }
 
+/// `lock cmpxchg` of `new` into the word at `va`, expecting `expected`: what
+/// RAX holds after it, and ZF.
+fn cmpxchg(va: u64, expected: u64, new: u64) -> (u64, u8) {
+    let (seen, zf): (u64, u8);
+    // SAFETY: `va` is one of this guest's L1 entries, mapped read-only: the
+    // hypervisor emulates the compare-exchange (writable page tables).
+    unsafe {
+        core::arch::asm!(
+            "lock cmpxchg {new}, ({at})",
+            "sete {zf}",
+            at = in(reg) va,
+            new = in(reg) new,
+            zf = out(reg_byte) zf,
+            inout("rax") expected => seen,
+            options(att_syntax)
+        );
+    }
+    (seen, zf)
+}
+
 pub fn mmu_update(reqs: &[(u64, u64)]) -> (i64, u64) {
     for (i, &(ptr, val)) in reqs.iter().enumerate() {
         REQS.write(i * MmuUpdate::SIZE, &MmuUpdate { ptr, val }.to_bytes());
@@ -245,38 +265,15 @@ pub fn run(si: &StartInfo, layout: &Layout) {
         format_args!("read {:#x}, old {old:#x}", read(p)),
     );
     let cur = read(l1e_va);
-    let (seen, zf): (u64, u8);
-    // SAFETY: a compare-exchange with the L1 entry (emulated).
-    unsafe {
-        core::arch::asm!(
-            "lock cmpxchg {new}, ({at})",
-            "sete {zf}",
-            at = in(reg) l1e_va,
-            new = in(reg) (pm << 12) | RW,
-            zf = out(reg_byte) zf,
-            inout("rax") cur => seen,
-            options(att_syntax)
-        );
-    }
+    let (seen, zf) = cmpxchg(l1e_va, cur, (pm << 12) | RW);
     mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
     c.check(
         "CMPXCHG on its L1 with the right old value: written, ZF set",
         zf == 1 && seen == cur && read(p) == 0xAAAA,
         format_args!("zf {zf}, rax {seen:#x}, read {:#x}", read(p)),
     );
-    let (seen, zf): (u64, u8);
-    // SAFETY: as above, with a stale expected value.
-    unsafe {
-        core::arch::asm!(
-            "lock cmpxchg {new}, ({at})",
-            "sete {zf}",
-            at = in(reg) l1e_va,
-            new = in(reg) (qm << 12) | RW,
-            zf = out(reg_byte) zf,
-            inout("rax") cur => seen,
-            options(att_syntax)
-        );
-    }
+    // A stale expected value (the entry now maps P's own frame again).
+    let (seen, zf) = cmpxchg(l1e_va, cur, (qm << 12) | RW);
     mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
     c.check(
         "CMPXCHG with a stale old value: nothing written, ZF clear, RAX the entry",

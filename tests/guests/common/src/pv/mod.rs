@@ -119,6 +119,23 @@ pub fn virt_base() -> u64 {
     &raw const __virt_base as usize as u64
 }
 
+/// `callback_op(CALLBACKOP_register)` of callback `kind` at `address`, with
+/// `flags`: the hypercall's return.
+pub fn register_callback(kind: u16, flags: u16, address: u64) -> i64 {
+    use keel_hypercall::abi::callback::{CALLBACKOP_REGISTER, CallbackRegister};
+    use keel_hypercall::abi::hypercall as nr;
+    let reg = CallbackRegister {
+        type_: kind,
+        flags,
+        pad: 0,
+        address,
+    };
+    let (rc, _) = crate::hypercall::with_arg(reg.to_bytes(), |a| {
+        crate::hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
+    });
+    rc
+}
+
 /// A domU's console ring as `start_info` names it: its virtual address (the
 /// boot region maps pfn `p` at VIRT_BASE + `p` pages), machine frame and event
 /// channel; `None` for the initial domain, or a ring the p2m list does not hold.
@@ -221,7 +238,7 @@ pub fn main(start_info_va: u64, boot_rsp: u64) -> ! {
         b"fault" => hostile::fault(
             cmdline::get(si.cmdline(), "fault").unwrap_or(b""),
             &si,
-            layout.boot_rsp,
+            &layout,
         ),
         b"hello" => {
             out!("hello from {}", GUEST_NAME);

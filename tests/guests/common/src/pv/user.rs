@@ -19,7 +19,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use keel_hypercall::abi::callback::{CALLBACKOP_REGISTER, CALLBACKTYPE_SYSCALL, CallbackRegister};
+use keel_hypercall::abi::callback::CALLBACKTYPE_SYSCALL;
 use keel_hypercall::abi::domid::DOMID_SELF;
 use keel_hypercall::abi::hypercall as nr;
 use keel_hypercall::abi::mmu::{MMUEXT_NEW_USER_BASEPTR, MmuextOp};
@@ -113,16 +113,8 @@ pub fn run(si: &StartInfo, layout: &Layout) {
         ),
         0,
     );
-    let reg = CallbackRegister {
-        type_: CALLBACKTYPE_SYSCALL,
-        flags: 0,
-        pad: 0,
-        // Only the address is taken.
-        address: &raw const pv64_syscall_entry as u64,
-    };
-    let (rc, _) = hypercall::with_arg(reg.to_bytes(), |a| {
-        hypercall::call(nr::CALLBACK_OP, [CALLBACKOP_REGISTER as usize, a, 0, 0, 0])
-    });
+    // Only the address is taken.
+    let rc = super::register_callback(CALLBACKTYPE_SYSCALL, 0, &raw const pv64_syscall_entry as u64);
     c.rc("register the syscall callback", rc, 0);
     // The user L4: the kernel's own.
     let l4_pfn = (si.pt_base - layout.virt_base) / 4096;
