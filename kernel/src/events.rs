@@ -16,6 +16,9 @@
 //! that produced the notification (so that a concurrent close, which clears the
 //! pending bit under the same lock, cannot be overtaken). The guest's words are
 //! changed with atomics: the guest writes them concurrently, as on Xen.
+//! [`prepare_entry`] runs with the vCPU's `st` held; for a PV vCPU it writes the
+//! bounce frame to the guest's stack under the domain's `mem` (`pv.rs`), which
+//! comes after `st` in the lock order.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};

@@ -27,7 +27,10 @@
 //! vCPUs taking each other down cannot both succeed and leave the domain with
 //! none. `online` comes after the event tables and before any vCPU's `st`
 //! (docs/architecture.md, "Lock order"); IPI delivery takes each target's `st`
-//! alone, one at a time, never the sender's at the same time.
+//! alone, one at a time, never the sender's at the same time. A PV vCPU's
+//! `VCPUOP_initialise` takes `online`, then the domain's `mem` (its L4 and GDT
+//! references, `pv::check_initialise`) with no `st` held, then the target's
+//! `st` to store the state: never `st` before `mem`.
 
 use keel_devices::vlapic::{DeliveryMode, Ipi, Trigger};
 use keel_hypercall::abi::Errno;
